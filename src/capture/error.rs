@@ -1,0 +1,84 @@
+//! `CaptureError`: every way a vote can be refused, with its status code,
+//! its `Retry-After`, its metric label and a short body.
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+
+use crate::actors::queue_writer::EnqueueError;
+
+/// How long a voter refused for a Redis problem should wait. Short: HAProxy
+/// or the voter's retry will most likely land on a healthy node.
+const RETRY_AFTER_UNAVAILABLE_SECS: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("unknown option: vote must be `a` or `b`")]
+    BadOption,
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("unsupported content type: expected {0}")]
+    ContentType(&'static str),
+    #[error("vote changes are not allowed in this poll")]
+    ChangesDenied,
+    #[error("vote changed too soon; try again in {0} s")]
+    TooSoon(u64),
+    #[error("vote not stored: {0}; try again")]
+    Enqueue(#[from] EnqueueError),
+    #[error("vote not stored: the queue did not answer in time; try again")]
+    Timeout,
+}
+
+impl CaptureError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CaptureError::BadOption | CaptureError::Malformed(_) => StatusCode::BAD_REQUEST,
+            CaptureError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            CaptureError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            CaptureError::ChangesDenied => StatusCode::CONFLICT,
+            CaptureError::TooSoon(_) => StatusCode::TOO_MANY_REQUESTS,
+            CaptureError::Enqueue(_) | CaptureError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `reason` label of `voteswarm_votes_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CaptureError::BadOption => "bad_option",
+            CaptureError::Malformed(_) => "malformed",
+            CaptureError::TooLarge(_) => "too_large",
+            CaptureError::ContentType(_) => "content_type",
+            CaptureError::ChangesDenied => "changes_denied",
+            CaptureError::TooSoon(_) => "too_soon",
+            CaptureError::Enqueue(EnqueueError::Unavailable(_)) => "unavailable",
+            CaptureError::Enqueue(EnqueueError::Full) => "full",
+            CaptureError::Enqueue(EnqueueError::Timeout) | CaptureError::Timeout => "timeout",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            CaptureError::TooSoon(s) => Some(*s),
+            CaptureError::Enqueue(_) | CaptureError::Timeout => Some(RETRY_AFTER_UNAVAILABLE_SECS),
+            _ => None,
+        }
+    }
+
+    /// The response: JSON `{"error", "reason"}` for the API, one line of
+    /// plain text for the form.
+    pub fn response(&self, api: bool) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status());
+        if let Some(s) = self.retry_after() {
+            r.insert_header(("Retry-After", s.to_string()));
+        }
+        // A refused vote must not be cached by anything in between.
+        r.insert_header(("Cache-Control", "no-store"));
+        if api {
+            r.json(serde_json::json!({ "error": self.to_string(), "reason": self.reason() }))
+        } else {
+            r.content_type("text/plain; charset=utf-8")
+                .body(format!("{self}\n"))
+        }
+    }
+}

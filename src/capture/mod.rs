@@ -1,0 +1,348 @@
+//! The `capture` node: HTTP in, Redis Stream out.
+//!
+//! Handlers parse and check the vote, stamp it (voter id from the signed
+//! cookie, hybrid-logical-clock timestamp, a fresh vote id, this node's id),
+//! hand it to the [`QueueWriter`] and answer only once Redis has stored it.
+//! [`Capture::build`] binds the listener (port 0 works, for tests) and
+//! starts the writer; [`Capture::run_until_stopped`] serves until SIGTERM or
+//! Ctrl-C, then stops accepting, answers every vote already taken, and
+//! returns.
+
+pub mod error;
+pub mod page;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header::{self, ContentType};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::actors::queue_writer::{Enqueue, EnqueueError, Ping, QueueWriter};
+use crate::clock;
+use crate::config::{CaptureSettings, VoteChanges};
+use crate::cookie::{VoterCookie, COOKIE_NAME};
+use crate::metrics::{self, CaptureMetrics};
+use crate::vote::{Id128, Vote, VoteOption};
+use error::CaptureError;
+
+/// Largest vote body accepted. A vote is a dozen bytes; 4 KiB leaves room
+/// for clients that add fields, and nothing for abuse.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// How long graceful shutdown waits for in-flight requests. Each is bounded
+/// by `ENQUEUE_TIMEOUT_MS` already; this is the backstop.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+/// A client has this long to send its request head (slow-loris defence).
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct State {
+    settings: CaptureSettings,
+    writer: Addr<QueueWriter>,
+    metrics: CaptureMetrics,
+}
+
+/// A capture node, bound and ready to serve.
+pub struct Capture {
+    server: Server,
+    port: u16,
+}
+
+impl Capture {
+    /// Binds `settings.listen` and starts the queue writer. Must run inside
+    /// an actix system (`#[actix_web::main]`, `#[actix_web::test]`).
+    pub fn build(settings: CaptureSettings) -> std::io::Result<Capture> {
+        let listener = TcpListener::bind(&settings.listen).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", settings.listen))
+        })?;
+        Self::build_with_listener(settings, listener)
+    }
+
+    pub fn build_with_listener(
+        settings: CaptureSettings,
+        listener: TcpListener,
+    ) -> std::io::Result<Capture> {
+        let port = listener.local_addr()?.port();
+        let metrics = CaptureMetrics::new();
+        let client = redis::Client::open(settings.redis_url.expose().as_str())
+            .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
+        let writer = QueueWriter::new(
+            client,
+            settings.stream_key.clone(),
+            settings.max_batch,
+            settings.writer_capacity,
+            settings.enqueue_timeout,
+            metrics.clone(),
+        )
+        .start();
+        let state = web::Data::new(State {
+            settings,
+            writer,
+            metrics,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .service(
+                    web::resource("/")
+                        .route(web::get().to(vote_page))
+                        .route(web::post().to(post_form)),
+                )
+                .route("/api/vote", web::post().to(post_api))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_page))
+        })
+        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .listen(listener)?
+        .run();
+        Ok(Capture { server, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server from outside (tests); `graceful` as on SIGTERM.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn voter_cookie(req: &HttpRequest, state: &State) -> Option<VoterCookie> {
+    let c = req.cookie(COOKIE_NAME)?;
+    VoterCookie::decode(state.settings.cookie_key.expose(), c.value())
+}
+
+async fn vote_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let chosen = voter_cookie(&req, &state).and_then(|c| c.last.map(|(_, o)| o));
+    page_response(&state, chosen, None)
+}
+
+fn page_response(state: &State, chosen: Option<VoteOption>, flash: Option<&str>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType::html())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(page::render(
+            &state.settings.option_labels,
+            &state.settings.node_id,
+            chosen,
+            flash,
+        ))
+}
+
+/// Checks the content type, then reads at most [`MAX_BODY_BYTES`].
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    expected: &'static str,
+) -> Result<web::BytesMut, CaptureError> {
+    let mime = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if mime.as_deref() != Some(expected) {
+        return Err(CaptureError::ContentType(expected));
+    }
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > MAX_BODY_BYTES as u64 {
+            return Err(CaptureError::TooLarge(MAX_BODY_BYTES));
+        }
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => CaptureError::TooLarge(MAX_BODY_BYTES),
+            e => CaptureError::Malformed(e.to_string()),
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(CaptureError::TooLarge(MAX_BODY_BYTES));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+struct FormVote {
+    vote: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiVote {
+    vote: String,
+}
+
+/// Parses a form body (`vote=a`); other fields are ignored, as browsers and
+/// proxies add their own.
+pub fn parse_form(body: &[u8]) -> Result<VoteOption, CaptureError> {
+    let f: FormVote = serde_urlencoded::from_bytes(body)
+        .map_err(|e| CaptureError::Malformed(format!("form: {e}")))?;
+    VoteOption::parse(&f.vote).ok_or(CaptureError::BadOption)
+}
+
+/// Parses a JSON body (`{"vote":"a"}`), strictly: unknown fields are an
+/// error, so a client's typo is not silently a different request.
+pub fn parse_json(body: &[u8]) -> Result<VoteOption, CaptureError> {
+    let v: ApiVote =
+        serde_json::from_slice(body).map_err(|e| CaptureError::Malformed(format!("json: {e}")))?;
+    VoteOption::parse(&v.vote).ok_or(CaptureError::BadOption)
+}
+
+#[derive(Serialize)]
+struct Receipt {
+    vote_id: String,
+    ts: i64,
+    node: String,
+    option: &'static str,
+}
+
+/// Everything a vote goes through after parsing: cookie, policy, stamp,
+/// enqueue. Returns the stored vote and the cookie to set.
+async fn take_vote(
+    req: &HttpRequest,
+    state: &State,
+    option: VoteOption,
+) -> Result<(Vote, VoterCookie), CaptureError> {
+    let cookie = voter_cookie(req, state).unwrap_or_else(VoterCookie::new_voter);
+    let now = clock::now_micros();
+    if let Some((last_ts, last_option)) = cookie.last {
+        if last_option != option {
+            if state.settings.vote_changes == VoteChanges::Deny {
+                return Err(CaptureError::ChangesDenied);
+            }
+            // Negative elapsed time means the cookie came from a node whose
+            // clock runs ahead of ours: we cannot tell how long ago that
+            // was, and ordering does not depend on it, so let it through.
+            let elapsed = now - last_ts;
+            let min = state.settings.min_change_interval.as_micros() as i64;
+            if (0..min).contains(&elapsed) {
+                let wait_secs = ((min - elapsed) as u64).div_ceil(1_000_000).max(1);
+                return Err(CaptureError::TooSoon(wait_secs));
+            }
+        }
+    }
+    let vote = Vote {
+        vote_id: Id128::random(),
+        voter: cookie.voter,
+        option,
+        ts: clock::next_ts(now, cookie.last.map(|(ts, _)| ts)),
+        node: state.settings.node_id.clone(),
+    };
+    let (tx, rx) = oneshot::channel();
+    state
+        .writer
+        .try_send(Enqueue {
+            vote: vote.clone(),
+            reply: tx,
+        })
+        .map_err(|_| CaptureError::Enqueue(EnqueueError::Full))?;
+    match tokio::time::timeout(state.settings.enqueue_timeout, rx).await {
+        Ok(Ok(Ok(_entry_id))) => {}
+        Ok(Ok(Err(e))) => return Err(e.into()),
+        Ok(Err(_)) => return Err(EnqueueError::Unavailable("writer stopped".into()).into()),
+        Err(_) => return Err(CaptureError::Timeout),
+    }
+    state
+        .metrics
+        .accepted
+        .with_label_values(&[option.as_str()])
+        .inc();
+    let next = VoterCookie {
+        voter: cookie.voter,
+        last: Some((vote.ts, option)),
+    };
+    Ok((vote, next))
+}
+
+fn refused(state: &State, e: CaptureError, api: bool) -> HttpResponse {
+    state.metrics.rejected.with_label_values(&[e.reason()]).inc();
+    if e.status().is_server_error() {
+        log::warn!("vote refused: {e}");
+    }
+    e.response(api)
+}
+
+async fn post_form(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+    let result = async {
+        let body = read_body(&req, payload, "application/x-www-form-urlencoded").await?;
+        let option = parse_form(&body)?;
+        take_vote(&req, &state, option).await
+    }
+    .await;
+    match result {
+        Ok((vote, cookie)) => {
+            let label = &state.settings.option_labels[vote.option as usize];
+            let flash = format!("Thanks! Your vote for {label} is in.");
+            let mut resp = page_response(&state, Some(vote.option), Some(&flash));
+            let _ = resp.add_cookie(&cookie.to_cookie(state.settings.cookie_key.expose()));
+            resp
+        }
+        Err(e) => refused(&state, e, false),
+    }
+}
+
+async fn post_api(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+    let result = async {
+        let body = read_body(&req, payload, "application/json").await?;
+        let option = parse_json(&body)?;
+        take_vote(&req, &state, option).await
+    }
+    .await;
+    match result {
+        Ok((vote, cookie)) => HttpResponse::Accepted()
+            .cookie(cookie.to_cookie(state.settings.cookie_key.expose()))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(Receipt {
+                vote_id: vote.vote_id.to_string(),
+                ts: vote.ts,
+                node: vote.node,
+                option: vote.option.as_str(),
+            }),
+        Err(e) => refused(&state, e, true),
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    // `send` waits while the writer's mailbox is full; a full writer is not
+    // ready either, so the same timeout as a vote bounds the wait.
+    let answer = match tokio::time::timeout(state.settings.enqueue_timeout, state.writer.send(Ping)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(EnqueueError::Unavailable("writer stopped".into())),
+        Err(_) => Err(EnqueueError::Timeout),
+    };
+    match answer {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: {e}\n")),
+    }
+}
+
+async fn metrics_page(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics::render(&state.metrics.registry))
+}

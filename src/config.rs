@@ -1,0 +1,240 @@
+//! Typed settings, filled once from flags and environment variables.
+//!
+//! Every binary parses its `*Args` (clap: each flag also reads the
+//! environment variable named in `env = ...`, which is the contract the
+//! deploy files use), then turns them into plain `*Settings` through
+//! `into_settings`, which resolves `*_FILE` secrets and validates. Errors are
+//! one line naming the variable at fault. Tests build `*Settings` directly.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::cookie::Key;
+use clap::{Args, ValueEnum};
+
+/// `Key::derive_from` needs at least this much key material (and panics
+/// below it, so the length is checked here first).
+pub const MIN_COOKIE_KEY_BYTES: usize = 32;
+
+/// A configuration error: one line, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A secret value that never prints, so that a `{:?}` of settings in a log
+/// line cannot leak it.
+#[derive(Clone)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Reads a secret from `VAR` or from the file named by `VAR_FILE` (as
+/// Docker secrets are mounted). Exactly one may be given. A trailing newline
+/// in the file is not part of the secret.
+pub fn secret_from(
+    var: &str,
+    value: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret<String>>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError(format!(
+            "{var} and {var}_FILE are both set; set only one"
+        ))),
+        (Some(v), None) => Ok(Some(Secret(v))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError(format!("{var}_FILE: cannot read {}: {e}", path.display()))
+            })?;
+            Ok(Some(Secret(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            )))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// What happens when a voter votes again for the other option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum VoteChanges {
+    /// The latest vote counts (capture rate-limits changes).
+    #[default]
+    Allow,
+    /// The first vote counts; capture answers a change with 409.
+    Deny,
+}
+
+/// The host name, for `NODE_ID` / `WORKER_ID` defaults.
+pub fn host_name() -> String {
+    gethostname::gethostname()
+        .into_string()
+        .unwrap_or_else(|_| "unknown-host".to_owned())
+}
+
+/// Settings of a `capture` node, as flags and environment variables.
+#[derive(Args, Debug, Clone)]
+pub struct CaptureArgs {
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// This node's own Redis (may carry a password: redis://:pw@host:port).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    pub redis_url: String,
+    /// Name stamped on every vote this node takes [default: the host name].
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// Label of option `a`.
+    #[arg(long, env = "OPTION_A", default_value = "Cats")]
+    pub option_a: String,
+    /// Label of option `b`.
+    #[arg(long, env = "OPTION_B", default_value = "Dogs")]
+    pub option_b: String,
+    /// Cookie signing key, at least 32 bytes, the same on every capture node.
+    #[arg(long, env = "COOKIE_KEY", hide_env_values = true)]
+    pub cookie_key: Option<String>,
+    /// File holding the cookie signing key (a Docker secret).
+    #[arg(long, env = "COOKIE_KEY_FILE")]
+    pub cookie_key_file: Option<PathBuf>,
+    /// Redis Stream that takes the votes.
+    #[arg(long, env = "STREAM_KEY", default_value = "votes")]
+    pub stream_key: String,
+    /// A voter who changes their vote sooner than this gets 429.
+    #[arg(long, env = "MIN_CHANGE_INTERVAL_MS", default_value_t = 1000)]
+    pub min_change_interval_ms: u64,
+    /// `allow`: the latest vote counts; `deny`: the first one does.
+    #[arg(long, env = "VOTE_CHANGES", value_enum, default_value_t = VoteChanges::Allow)]
+    pub vote_changes: VoteChanges,
+    /// A vote not stored in Redis within this gets 503.
+    #[arg(long, env = "ENQUEUE_TIMEOUT_MS", default_value_t = 2000)]
+    pub enqueue_timeout_ms: u64,
+    /// Most votes written to Redis in one pipeline.
+    #[arg(long, env = "MAX_BATCH", default_value_t = crate::actors::queue_writer::DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
+    /// Most votes waiting for Redis at once; beyond it, 503 at once.
+    #[arg(long, env = "WRITER_CAPACITY", default_value_t = crate::actors::queue_writer::DEFAULT_CAPACITY)]
+    pub writer_capacity: usize,
+}
+
+/// Validated settings of a `capture` node.
+#[derive(Clone, Debug)]
+pub struct CaptureSettings {
+    pub listen: String,
+    pub redis_url: Secret<String>,
+    pub node_id: String,
+    pub option_labels: [String; 2],
+    pub cookie_key: Secret<Key>,
+    pub stream_key: String,
+    pub min_change_interval: Duration,
+    pub vote_changes: VoteChanges,
+    pub enqueue_timeout: Duration,
+    pub max_batch: usize,
+    pub writer_capacity: usize,
+}
+
+impl CaptureArgs {
+    pub fn into_settings(self) -> Result<CaptureSettings, ConfigError> {
+        let key = secret_from("COOKIE_KEY", self.cookie_key, self.cookie_key_file)?
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "COOKIE_KEY (or COOKIE_KEY_FILE) is required: at least {MIN_COOKIE_KEY_BYTES} bytes shared by all capture nodes"
+                ))
+            })?;
+        let cookie_key = cookie_key_from(key.expose())?;
+        redis::Client::open(self.redis_url.as_str())
+            .map_err(|e| ConfigError(format!("REDIS_URL is not a Redis URL: {e}")))?;
+        nonempty("STREAM_KEY", &self.stream_key)?;
+        nonempty("OPTION_A", &self.option_a)?;
+        nonempty("OPTION_B", &self.option_b)?;
+        if self.max_batch == 0 {
+            return Err(ConfigError("MAX_BATCH must be at least 1".into()));
+        }
+        if self.writer_capacity < self.max_batch {
+            return Err(ConfigError(
+                "WRITER_CAPACITY must be at least MAX_BATCH".into(),
+            ));
+        }
+        if self.enqueue_timeout_ms == 0 {
+            return Err(ConfigError("ENQUEUE_TIMEOUT_MS must be at least 1".into()));
+        }
+        let node_id = self.node_id.unwrap_or_else(host_name);
+        if node_id.is_empty() || node_id.len() > crate::vote::MAX_NODE_LEN {
+            return Err(ConfigError(format!(
+                "NODE_ID must be 1 to {} bytes",
+                crate::vote::MAX_NODE_LEN
+            )));
+        }
+        Ok(CaptureSettings {
+            listen: self.listen,
+            redis_url: Secret::new(self.redis_url),
+            node_id,
+            option_labels: [self.option_a, self.option_b],
+            cookie_key,
+            stream_key: self.stream_key,
+            min_change_interval: Duration::from_millis(self.min_change_interval_ms),
+            vote_changes: self.vote_changes,
+            enqueue_timeout: Duration::from_millis(self.enqueue_timeout_ms),
+            max_batch: self.max_batch,
+            writer_capacity: self.writer_capacity,
+        })
+    }
+}
+
+/// Checks the length and derives the signing key.
+pub fn cookie_key_from(material: &str) -> Result<Secret<Key>, ConfigError> {
+    if material.len() < MIN_COOKIE_KEY_BYTES {
+        return Err(ConfigError(format!(
+            "COOKIE_KEY is too short: {} bytes, at least {MIN_COOKIE_KEY_BYTES} needed",
+            material.len()
+        )));
+    }
+    Ok(Secret::new(Key::derive_from(material.as_bytes())))
+}
+
+fn nonempty(var: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        Err(ConfigError(format!("{var} must not be empty")))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_a_variable_or_a_file_but_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let from_file = secret_from("K", None, Some(f.clone())).unwrap().unwrap();
+        assert_eq!(from_file.expose(), "s3cret");
+        assert_eq!(format!("{from_file:?}"), "Secret([redacted])");
+        assert!(secret_from("K", Some("x".into()), Some(f)).is_err());
+        let missing = secret_from("K", None, Some(dir.path().join("nope")))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.starts_with("K_FILE: cannot read"), "{missing}");
+        assert!(secret_from("K", None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_short_cookie_key_is_refused_by_name() {
+        let e = cookie_key_from("short").unwrap_err().to_string();
+        assert!(e.contains("COOKIE_KEY") && e.contains("32"), "{e}");
+        assert!(cookie_key_from(&"k".repeat(32)).is_ok());
+    }
+}

@@ -1,0 +1,151 @@
+//! The signed voter cookie: who the voter is, and what and when they last
+//! voted, so that any capture node can stamp the next vote correctly without
+//! asking anyone.
+//!
+//! Value (before signing): `v1.<voter:32 hex>.<last_ts>.<option>`; `last_ts`
+//! is `0` and option `-` before the first accepted vote. The value is signed
+//! with HMAC-SHA256 (the `cookie` crate's signed jar, key derived from
+//! `COOKIE_KEY`, shared by all capture nodes). A missing, forged, truncated
+//! or otherwise unreadable cookie is never an error: the request is simply
+//! from a new voter.
+
+use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
+
+use crate::vote::{Id128, VoteOption};
+
+pub const COOKIE_NAME: &str = "voter";
+
+/// Anything longer than this cannot be one of ours; refuse it before doing
+/// any cryptography on it.
+const MAX_COOKIE_VALUE: usize = 256;
+
+/// The poll lasts a night; a month is long enough for a voter to come back
+/// and change their mind, short enough not to linger.
+const COOKIE_MAX_AGE_DAYS: i64 = 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoterCookie {
+    pub voter: Id128,
+    /// Timestamp and option of the voter's last accepted vote, if any.
+    pub last: Option<(i64, VoteOption)>,
+}
+
+impl VoterCookie {
+    pub fn new_voter() -> Self {
+        VoterCookie {
+            voter: Id128::random(),
+            last: None,
+        }
+    }
+
+    fn plain_value(&self) -> String {
+        let (ts, opt) = match self.last {
+            Some((ts, o)) => (ts, o.as_str()),
+            None => (0, "-"),
+        };
+        format!("v1.{}.{}.{}", self.voter, ts, opt)
+    }
+
+    fn parse_plain(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        if parts.next()? != "v1" {
+            return None;
+        }
+        let voter = Id128::parse(parts.next()?)?;
+        let ts: i64 = parts.next()?.parse().ok()?;
+        let opt = parts.next()?;
+        if parts.next().is_some() || ts < 0 {
+            return None;
+        }
+        let last = match (ts, opt) {
+            (0, "-") => None,
+            (ts, o) if ts > 0 => Some((ts, VoteOption::parse(o)?)),
+            _ => return None,
+        };
+        Some(VoterCookie { voter, last })
+    }
+
+    /// Reads a signed cookie value; `None` when it is absent, forged,
+    /// signed with another key, or not in our format.
+    pub fn decode(key: &Key, raw_value: &str) -> Option<Self> {
+        if raw_value.len() > MAX_COOKIE_VALUE {
+            return None;
+        }
+        let mut jar = CookieJar::new();
+        jar.add_original(Cookie::new(COOKIE_NAME, raw_value.to_owned()));
+        let verified = jar.signed(key).get(COOKIE_NAME)?;
+        Self::parse_plain(verified.value())
+    }
+
+    /// The signed value, as it would appear in a `Cookie:` header.
+    pub fn encode(&self, key: &Key) -> String {
+        let mut jar = CookieJar::new();
+        jar.signed_mut(key)
+            .add(Cookie::new(COOKIE_NAME, self.plain_value()));
+        jar.get(COOKIE_NAME)
+            .map(|c| c.value().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The `Set-Cookie` to send with an accepted vote.
+    pub fn to_cookie(&self, key: &Key) -> Cookie<'static> {
+        Cookie::build(COOKIE_NAME, self.encode(key))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .max_age(actix_web::cookie::time::Duration::days(COOKIE_MAX_AGE_DAYS))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> Key {
+        Key::derive_from(&[b; 32])
+    }
+
+    #[test]
+    fn a_cookie_reads_back_with_the_same_key_only() {
+        let c = VoterCookie {
+            voter: Id128(42),
+            last: Some((1_700_000_000_000_000, VoteOption::A)),
+        };
+        let v = c.encode(&key(1));
+        assert_eq!(VoterCookie::decode(&key(1), &v), Some(c));
+        assert_eq!(VoterCookie::decode(&key(2), &v), None);
+        let fresh = VoterCookie::new_voter();
+        assert_eq!(VoterCookie::decode(&key(1), &fresh.encode(&key(1))), Some(fresh));
+    }
+
+    #[test]
+    fn tampered_truncated_and_unsigned_cookies_are_refused() {
+        let c = VoterCookie {
+            voter: Id128(7),
+            last: Some((5, VoteOption::B)),
+        };
+        let v = c.encode(&key(1));
+        let tampered = v.replace(".b", ".a");
+        assert_ne!(tampered, v);
+        assert_eq!(VoterCookie::decode(&key(1), &tampered), None);
+        assert_eq!(VoterCookie::decode(&key(1), &v[..v.len() - 1]), None);
+        assert_eq!(VoterCookie::decode(&key(1), &c.plain_value()), None);
+        assert_eq!(VoterCookie::decode(&key(1), ""), None);
+        assert_eq!(VoterCookie::decode(&key(1), &"x".repeat(10_000)), None);
+    }
+
+    #[test]
+    fn only_our_plain_format_parses() {
+        for bad in [
+            "v2.00000000000000000000000000000001.0.-",
+            "v1.00000000000000000000000000000001.0.a",
+            "v1.00000000000000000000000000000001.5.-",
+            "v1.00000000000000000000000000000001.-5.a",
+            "v1.00000000000000000000000000000001.5.a.x",
+            "v1.1.5.a",
+        ] {
+            assert_eq!(VoterCookie::parse_plain(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Prometheus metrics. Each node owns its own `Registry` (not the global
+//! one), so that several nodes can run inside one test process and each
+//! `/metrics` shows only its own figures.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Batch sizes from one vote to the largest pipelines we allow.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Enqueue latency from 50 µs (a local Redis, batch of one) to the 2 s
+/// default enqueue timeout and beyond.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    // Encoding into a Vec only fails on a metric family that cannot be
+    // encoded, which our fixed set never produces; show an empty page then.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique within a registry");
+    c
+}
+
+pub fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    register(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+            .expect("valid histogram"),
+    )
+}
+
+pub fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
+    )
+}
+
+pub fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help).expect("valid gauge"))
+}
+
+/// What a capture node counts.
+#[derive(Clone)]
+pub struct CaptureMetrics {
+    pub registry: Registry,
+    /// Votes stored in Redis and acknowledged, by option.
+    pub accepted: IntCounterVec,
+    /// Votes refused, by reason (`bad_option`, `malformed`, `too_large`,
+    /// `content_type`, `changes_denied`, `too_soon`, `unavailable`,
+    /// `timeout`, `full`).
+    pub rejected: IntCounterVec,
+    /// Votes per Redis pipeline.
+    pub batch_size: Histogram,
+    /// From handing a vote to the writer to Redis' answer.
+    pub enqueue_latency: Histogram,
+    /// Votes waiting in the writer for Redis.
+    pub writer_pending: IntGauge,
+}
+
+impl CaptureMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        CaptureMetrics {
+            accepted: counter_vec(
+                &registry,
+                "voteswarm_votes_accepted_total",
+                "Votes stored in Redis and acknowledged to the voter",
+                &["option"],
+            ),
+            rejected: counter_vec(
+                &registry,
+                "voteswarm_votes_rejected_total",
+                "Votes refused, by reason",
+                &["reason"],
+            ),
+            batch_size: histogram(
+                &registry,
+                "voteswarm_enqueue_batch_size",
+                "Votes written to Redis per pipeline",
+                BATCH_BUCKETS,
+            ),
+            enqueue_latency: histogram(
+                &registry,
+                "voteswarm_enqueue_latency_seconds",
+                "Time from handing a vote to the queue writer until Redis stored it",
+                LATENCY_BUCKETS,
+            ),
+            writer_pending: gauge(
+                &registry,
+                "voteswarm_writer_pending",
+                "Votes waiting in the queue writer for Redis",
+            ),
+            registry,
+        }
+    }
+}
+
+impl Default for CaptureMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,245 @@
+//! The vote as it travels: parsed from a request, stamped by a capture node,
+//! written to a Redis Stream entry, decoded again by a worker.
+//!
+//! The stream encoding is the contract between `capture` and `worker`; it is
+//! written down in `docs/PROTOCOL.md`, and [`Vote::to_fields`] /
+//! [`Vote::from_fields`] are its only implementation.
+
+use std::fmt;
+
+/// Longest `node` field a decoder accepts. Node ids are host names (at most
+/// 253 bytes); anything longer is a poison entry, not a vote.
+pub const MAX_NODE_LEN: usize = 253;
+
+/// The two choices of the poll. The wire form is always `a` or `b`; the
+/// labels ("Cats", "Dogs") are configuration and never stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VoteOption {
+    A,
+    B,
+}
+
+impl VoteOption {
+    pub const ALL: [VoteOption; 2] = [VoteOption::A, VoteOption::B];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoteOption::A => "a",
+            VoteOption::B => "b",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VoteOption> {
+        match s {
+            "a" => Some(VoteOption::A),
+            "b" => Some(VoteOption::B),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for VoteOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A random 128-bit identifier, printed as 32 lowercase hex digits. Used for
+/// voter ids (kept in the cookie) and vote ids (one per accepted request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id128(pub u128);
+
+impl Id128 {
+    pub fn random() -> Self {
+        Id128(rand::random::<u128>())
+    }
+
+    /// Parses exactly 32 lowercase hex digits; anything else is rejected so
+    /// that one id has one spelling (the database compares them as text).
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 32
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(Id128)
+    }
+}
+
+impl fmt::Display for Id128 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// One accepted vote, as stamped by the capture node that took it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vote {
+    /// Unique per accepted request; breaks ties between equal `ts`.
+    pub vote_id: Id128,
+    pub voter: Id128,
+    pub option: VoteOption,
+    /// Hybrid logical clock, microseconds since the Unix epoch (see `clock`).
+    pub ts: i64,
+    pub node: String,
+}
+
+/// Stream field names, in the order they are written.
+pub const FIELD_ID: &str = "id";
+pub const FIELD_VOTER: &str = "voter";
+pub const FIELD_OPTION: &str = "option";
+pub const FIELD_TS: &str = "ts";
+pub const FIELD_NODE: &str = "node";
+
+/// Why a stream entry is not a vote. The text goes to the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{0}` appears more than once")]
+    Duplicate(&'static str),
+    #[error("field `{0}` is not valid: {1}")]
+    Invalid(&'static str, &'static str),
+    #[error("unknown field `{0}`")]
+    Unknown(String),
+}
+
+impl Vote {
+    /// The entry's field/value pairs, for `XADD key * f1 v1 f2 v2 ...`.
+    pub fn to_fields(&self) -> [(&'static str, String); 5] {
+        [
+            (FIELD_ID, self.vote_id.to_string()),
+            (FIELD_VOTER, self.voter.to_string()),
+            (FIELD_OPTION, self.option.as_str().to_owned()),
+            (FIELD_TS, self.ts.to_string()),
+            (FIELD_NODE, self.node.clone()),
+        ]
+    }
+
+    /// Decodes an entry's field/value pairs. Strict on purpose: a worker must
+    /// never count something it cannot fully explain, so an entry that is
+    /// not exactly a vote goes to the dead-letter stream with this reason.
+    pub fn from_fields<'a, I>(fields: I) -> Result<Vote, DecodeError>
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
+        let mut id = None;
+        let mut voter = None;
+        let mut option = None;
+        let mut ts = None;
+        let mut node = None;
+        for (name, value) in fields {
+            let (slot, field): (&mut Option<&[u8]>, &'static str) = match name {
+                b"id" => (&mut id, FIELD_ID),
+                b"voter" => (&mut voter, FIELD_VOTER),
+                b"option" => (&mut option, FIELD_OPTION),
+                b"ts" => (&mut ts, FIELD_TS),
+                b"node" => (&mut node, FIELD_NODE),
+                other => {
+                    let shown: String = String::from_utf8_lossy(other).chars().take(64).collect();
+                    return Err(DecodeError::Unknown(shown));
+                }
+            };
+            if slot.replace(value).is_some() {
+                return Err(DecodeError::Duplicate(field));
+            }
+        }
+        let text = |v: Option<&'a [u8]>, f: &'static str| -> Result<&'a str, DecodeError> {
+            let v = v.ok_or(DecodeError::Missing(f))?;
+            std::str::from_utf8(v).map_err(|_| DecodeError::Invalid(f, "not UTF-8"))
+        };
+        let vote_id = Id128::parse(text(id, FIELD_ID)?)
+            .ok_or(DecodeError::Invalid(FIELD_ID, "not 32 hex digits"))?;
+        let voter = Id128::parse(text(voter, FIELD_VOTER)?)
+            .ok_or(DecodeError::Invalid(FIELD_VOTER, "not 32 hex digits"))?;
+        let option = VoteOption::parse(text(option, FIELD_OPTION)?)
+            .ok_or(DecodeError::Invalid(FIELD_OPTION, "not `a` or `b`"))?;
+        let ts_text = text(ts, FIELD_TS)?;
+        let ts = ts_text
+            .parse::<i64>()
+            .ok()
+            .filter(|t| *t > 0 && ts_text.len() <= 19 && !ts_text.starts_with('+'))
+            .ok_or(DecodeError::Invalid(FIELD_TS, "not a positive integer"))?;
+        let node = text(node, FIELD_NODE)?;
+        if node.is_empty() || node.len() > MAX_NODE_LEN {
+            return Err(DecodeError::Invalid(FIELD_NODE, "empty or too long"));
+        }
+        Ok(Vote {
+            vote_id,
+            voter,
+            option,
+            ts,
+            node: node.to_owned(),
+        })
+    }
+
+    /// The order that decides which of a voter's votes wins: later `ts`,
+    /// then greater `vote_id`. Total, so every worker decides the same way.
+    pub fn order_key(&self) -> (i64, Id128) {
+        (self.ts, self.vote_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vote {
+        Vote {
+            vote_id: Id128(0xfeed),
+            voter: Id128(u128::MAX),
+            option: VoteOption::B,
+            ts: 1_790_000_000_000_000,
+            node: "capture01".into(),
+        }
+    }
+
+    fn decode(fields: &[(&str, &str)]) -> Result<Vote, DecodeError> {
+        Vote::from_fields(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+    }
+
+    #[test]
+    fn an_encoded_vote_decodes_to_itself() {
+        let v = sample();
+        let fields = v.to_fields();
+        let back = Vote::from_fields(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+        assert_eq!(back, Ok(v));
+    }
+
+    #[test]
+    fn ids_have_one_spelling() {
+        assert_eq!(Id128(1).to_string(), "00000000000000000000000000000001");
+        assert_eq!(Id128::parse("0000000000000000000000000000000A"), None);
+        assert_eq!(Id128::parse("+0000000000000000000000000000001"), None);
+        assert_eq!(Id128::parse("1"), None);
+    }
+
+    #[test]
+    fn entries_that_are_not_exactly_votes_are_refused_with_a_reason() {
+        let ok = sample().to_fields();
+        let ok: Vec<(&str, &str)> = ok.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut missing = ok.clone();
+        missing.remove(3);
+        assert_eq!(decode(&missing), Err(DecodeError::Missing("ts")));
+        let mut dup = ok.clone();
+        dup.push(("option", "a"));
+        assert_eq!(decode(&dup), Err(DecodeError::Duplicate("option")));
+        let mut bad = ok.clone();
+        bad[2] = ("option", "c");
+        assert!(matches!(decode(&bad), Err(DecodeError::Invalid("option", _))));
+        for ts in ["-5", "0", "x", "99999999999999999999", "+5"] {
+            let mut bad = ok.clone();
+            bad[3] = ("ts", ts);
+            assert!(matches!(decode(&bad), Err(DecodeError::Invalid("ts", _))), "{ts}");
+        }
+        let mut extra = ok.clone();
+        extra.push(("color", "red"));
+        assert_eq!(decode(&extra), Err(DecodeError::Unknown("color".into())));
+        let long = "n".repeat(MAX_NODE_LEN + 1);
+        let mut bad = ok;
+        bad[4] = ("node", &long);
+        assert!(matches!(decode(&bad), Err(DecodeError::Invalid("node", _))));
+    }
+}
