@@ -1,0 +1,166 @@
+//! A real `redis-server` per test: a free port, its own temporary directory,
+//! append-only on (as in production), and methods to stop, restart, pause
+//! and resume it to inject faults.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, require_program, signal, wait_until};
+
+/// How long a fresh `redis-server` may take to answer PING.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra `redis-server` arguments, such as
+    /// `["--appendfsync", "always"]`.
+    pub fn start_with(extra: &[&str]) -> Self {
+        require_program("redis-server", "redis-server");
+        let mut server = RedisServer {
+            port: 0,
+            dir: tempfile::Builder::new()
+                .prefix("voteswarm-redis-")
+                .tempdir()
+                .expect("temp dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        // The port could be taken between choosing and binding it: retry.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start; see {}", server.log_path().display());
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn spawn(&mut self) -> bool {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--appendonly")
+            .arg("yes")
+            .arg("--save")
+            .arg("")
+            .arg("--logfile")
+            .arg(self.log_path())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("spawn redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        let ready = wait_until(START_TIMEOUT, || {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return true; // exited: stop waiting, reported below
+            }
+            ping(&url)
+        });
+        let exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+        if exited || !ready {
+            self.kill();
+            return false;
+        }
+        true
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("redis url")
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        self.client().get_connection().expect("connect to test redis")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis running").id()
+    }
+
+    /// Kills the server (SIGKILL, a crash): what it acknowledged is in the
+    /// append-only file.
+    pub fn stop(&mut self) {
+        self.kill();
+        let url = self.url();
+        assert!(
+            wait_until(Duration::from_secs(5), || !ping(&url)),
+            "redis still answers after kill"
+        );
+    }
+
+    /// Starts it again on the same port from the same directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop() before restart()");
+        // The old listener is gone, so the same port is normally free;
+        // retry a few times in case the kernel is slow to release it.
+        for _ in 0..20 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    /// SIGSTOP: the server hangs without closing its connections.
+    pub fn pause(&self) {
+        signal(self.pid(), libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid(), libc::SIGCONT);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // A paused server must be resumed before it can die cleanly.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    redis::cmd("PING").query::<String>(&mut conn).is_ok()
+}
