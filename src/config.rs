@@ -59,9 +59,7 @@ pub fn secret_from(
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 ConfigError(format!("{var}_FILE: cannot read {}: {e}", path.display()))
             })?;
-            Ok(Some(Secret(
-                text.trim_end_matches(['\r', '\n']).to_owned(),
-            )))
+            Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned())))
         }
         (None, None) => Ok(None),
     }
@@ -91,7 +89,12 @@ pub struct CaptureArgs {
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
     /// This node's own Redis (may carry a password: redis://:pw@host:port).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
     /// Name stamped on every vote this node takes [default: the host name].
     #[arg(long, env = "NODE_ID")]

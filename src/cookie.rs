@@ -116,7 +116,10 @@ mod tests {
         assert_eq!(VoterCookie::decode(&key(1), &v), Some(c));
         assert_eq!(VoterCookie::decode(&key(2), &v), None);
         let fresh = VoterCookie::new_voter();
-        assert_eq!(VoterCookie::decode(&key(1), &fresh.encode(&key(1))), Some(fresh));
+        assert_eq!(
+            VoterCookie::decode(&key(1), &fresh.encode(&key(1))),
+            Some(fresh)
+        );
     }
 
     #[test]

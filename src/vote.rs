@@ -228,11 +228,17 @@ mod tests {
         assert_eq!(decode(&dup), Err(DecodeError::Duplicate("option")));
         let mut bad = ok.clone();
         bad[2] = ("option", "c");
-        assert!(matches!(decode(&bad), Err(DecodeError::Invalid("option", _))));
+        assert!(matches!(
+            decode(&bad),
+            Err(DecodeError::Invalid("option", _))
+        ));
         for ts in ["-5", "0", "x", "99999999999999999999", "+5"] {
             let mut bad = ok.clone();
             bad[3] = ("ts", ts);
-            assert!(matches!(decode(&bad), Err(DecodeError::Invalid("ts", _))), "{ts}");
+            assert!(
+                matches!(decode(&bad), Err(DecodeError::Invalid("ts", _))),
+                "{ts}"
+            );
         }
         let mut extra = ok.clone();
         extra.push(("color", "red"));

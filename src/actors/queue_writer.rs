@@ -107,7 +107,9 @@ impl QueueWriter {
         }
     }
 
-    fn connect(&self) -> impl std::future::Future<Output = Result<MultiplexedConnection, EnqueueError>> {
+    fn connect(
+        &self,
+    ) -> impl std::future::Future<Output = Result<MultiplexedConnection, EnqueueError>> {
         let client = self.client.clone();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -248,10 +250,11 @@ impl Handler<Ping> for QueueWriter {
                 Some(c) => c,
                 None => connect.await?,
             };
-            let _: String = tokio::time::timeout(timeout, redis::cmd("PING").query_async(&mut conn))
-                .await
-                .map_err(|_| EnqueueError::Timeout)?
-                .map_err(|e| EnqueueError::Unavailable(e.to_string()))?;
+            let _: String =
+                tokio::time::timeout(timeout, redis::cmd("PING").query_async(&mut conn))
+                    .await
+                    .map_err(|_| EnqueueError::Timeout)?
+                    .map_err(|e| EnqueueError::Unavailable(e.to_string()))?;
             Ok(conn)
         };
         Box::pin(ping.into_actor(self).map(|result, act, _| match result {

@@ -6,7 +6,10 @@ use voteswarm::capture::Capture;
 use voteswarm::config::CaptureArgs;
 
 #[derive(Parser)]
-#[command(version, about = "voteswarm capture node: HTTP votes into this node's Redis Stream")]
+#[command(
+    version,
+    about = "voteswarm capture node: HTTP votes into this node's Redis Stream"
+)]
 struct Cli {
     #[command(flatten)]
     args: CaptureArgs,
@@ -30,7 +33,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    log::info!("capture node {node} listening on {listen} (port {})", app.port());
+    log::info!(
+        "capture node {node} listening on {listen} (port {})",
+        app.port()
+    );
     if let Err(e) = app.run_until_stopped().await {
         eprintln!("capture: {e}");
         std::process::exit(1);

@@ -58,7 +58,10 @@ impl Capture {
     /// an actix system (`#[actix_web::main]`, `#[actix_web::test]`).
     pub fn build(settings: CaptureSettings) -> std::io::Result<Capture> {
         let listener = TcpListener::bind(&settings.listen).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", settings.listen))
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", settings.listen),
+            )
         })?;
         Self::build_with_listener(settings, listener)
     }
@@ -274,14 +277,22 @@ async fn take_vote(
 }
 
 fn refused(state: &State, e: CaptureError, api: bool) -> HttpResponse {
-    state.metrics.rejected.with_label_values(&[e.reason()]).inc();
+    state
+        .metrics
+        .rejected
+        .with_label_values(&[e.reason()])
+        .inc();
     if e.status().is_server_error() {
         log::warn!("vote refused: {e}");
     }
     e.response(api)
 }
 
-async fn post_form(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+async fn post_form(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
     let result = async {
         let body = read_body(&req, payload, "application/x-www-form-urlencoded").await?;
         let option = parse_form(&body)?;
@@ -300,7 +311,11 @@ async fn post_form(req: HttpRequest, payload: web::Payload, state: web::Data<Sta
     }
 }
 
-async fn post_api(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+async fn post_api(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
     let result = async {
         let body = read_body(&req, payload, "application/json").await?;
         let option = parse_json(&body)?;
@@ -328,13 +343,16 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     // `send` waits while the writer's mailbox is full; a full writer is not
     // ready either, so the same timeout as a vote bounds the wait.
-    let answer = match tokio::time::timeout(state.settings.enqueue_timeout, state.writer.send(Ping)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(EnqueueError::Unavailable("writer stopped".into())),
-        Err(_) => Err(EnqueueError::Timeout),
-    };
+    let answer =
+        match tokio::time::timeout(state.settings.enqueue_timeout, state.writer.send(Ping)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(EnqueueError::Unavailable("writer stopped".into())),
+            Err(_) => Err(EnqueueError::Timeout),
+        };
     match answer {
-        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
         Err(e) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body(format!("not ready: {e}\n")),

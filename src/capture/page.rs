@@ -40,7 +40,12 @@ footer{margin-top:2rem;color:#777;font-size:.8rem}
 
 /// Renders the page. `chosen` marks the voter's current choice; `flash` is
 /// a one-line message after a vote.
-pub fn render(labels: &[String; 2], node: &str, chosen: Option<VoteOption>, flash: Option<&str>) -> String {
+pub fn render(
+    labels: &[String; 2],
+    node: &str,
+    chosen: Option<VoteOption>,
+    flash: Option<&str>,
+) -> String {
     let a = escape(&labels[0]);
     let b = escape(&labels[1]);
     let class = |o: VoteOption| if chosen == Some(o) { " chosen" } else { "" };

@@ -4,6 +4,7 @@
 //! that merely happens to run on the machine.
 #![allow(dead_code)]
 
+pub mod capture_node;
 pub mod redis_server;
 
 pub use redis_server::RedisServer;

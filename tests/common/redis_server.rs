@@ -43,7 +43,10 @@ impl RedisServer {
                 return server;
             }
         }
-        panic!("redis-server did not start; see {}", server.log_path().display());
+        panic!(
+            "redis-server did not start; see {}",
+            server.log_path().display()
+        );
     }
 
     pub fn dir(&self) -> &Path {
@@ -98,7 +101,9 @@ impl RedisServer {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        self.client().get_connection().expect("connect to test redis")
+        self.client()
+            .get_connection()
+            .expect("connect to test redis")
     }
 
     pub fn pid(&self) -> u32 {

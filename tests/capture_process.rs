@@ -1,0 +1,172 @@
+//! The `capture` binary as an operator runs it: configuration errors, and
+//! SIGTERM with votes in flight.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::capture_node::{self, stream_votes, TEST_COOKIE_KEY};
+use common::{free_port, signal, wait_until, wait_until_async, RedisServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_capture");
+
+fn capture_cmd() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear().stdin(Stdio::null());
+    cmd
+}
+
+fn one_line_error(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().expect("run capture");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn start_up_fails_with_one_line_naming_a_missing_or_short_cookie_key() {
+    let (code, err) = one_line_error(&mut capture_cmd());
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("COOKIE_KEY"), "{err}");
+
+    let (code, err) = one_line_error(capture_cmd().env("COOKIE_KEY", "short"));
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("COOKIE_KEY is too short"), "{err}");
+    assert!(!err.contains("short\""), "the key itself is not printed");
+
+    let (code, err) = one_line_error(
+        capture_cmd()
+            .env("COOKIE_KEY", TEST_COOKIE_KEY)
+            .env("MIN_CHANGE_INTERVAL_MS", "soon"),
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.lines()
+            .next()
+            .unwrap()
+            .contains("MIN_CHANGE_INTERVAL_MS"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) =
+        one_line_error(capture_cmd().env("COOKIE_KEY_FILE", dir.path().join("missing")));
+    assert_eq!(code, 2);
+    assert!(err.contains("COOKIE_KEY_FILE: cannot read"), "{err}");
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_web::test]
+async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
+    const IN_FLIGHT: usize = 100;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("cookie.key");
+    std::fs::write(&key_file, format!("{TEST_COOKIE_KEY}\n")).unwrap();
+    let port = free_port();
+    let mut proc = Proc(
+        capture_cmd()
+            .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("REDIS_URL", redis.url())
+            .env("COOKIE_KEY_FILE", &key_file)
+            .env("NODE_ID", "sigterm-node")
+            // Long enough that only Redis' answer ends these requests.
+            .env("ENQUEUE_TIMEOUT_MS", "30000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn capture"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = capture_node::client(IN_FLIGHT + 8);
+    let up = wait_until_async(Duration::from_secs(20), || async {
+        client.get(format!("{base}/healthz")).send().await.is_ok()
+    })
+    .await;
+    assert!(up, "capture did not come up");
+    let first = capture_node::post_to(
+        &client,
+        &base,
+        "/api/vote",
+        "application/json",
+        r#"{"vote":"a"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(first.status, 202);
+
+    // Hang Redis so the next votes are taken but not yet answered.
+    redis.pause();
+    let mut pending = Vec::new();
+    for i in 0..IN_FLIGHT {
+        let (client, base) = (client.clone(), base.clone());
+        pending.push(actix_web::rt::spawn(async move {
+            let body = if i % 2 == 0 {
+                r#"{"vote":"a"}"#
+            } else {
+                r#"{"vote":"b"}"#
+            };
+            capture_node::post_to(&client, &base, "/api/vote", "application/json", body, None).await
+        }));
+    }
+    let metrics_client = capture_node::client(2);
+    let all_waiting = wait_until_async(Duration::from_secs(20), || async {
+        let Ok(mut r) = metrics_client.get(format!("{base}/metrics")).send().await else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&r.body().await.unwrap_or_default()).into_owned();
+        // One vote is in the hung pipeline, the others wait behind it.
+        text.lines()
+            .find_map(|l| l.strip_prefix("voteswarm_writer_pending "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            == Some(IN_FLIGHT - 1)
+    })
+    .await;
+    assert!(all_waiting, "votes did not reach the writer");
+
+    signal(proc.0.id(), libc::SIGTERM);
+    let closed = wait_until(Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    assert!(closed, "capture still accepts connections after SIGTERM");
+    redis.resume();
+
+    let mut acked = HashSet::new();
+    for p in pending {
+        let a = p.await.unwrap();
+        assert_eq!(
+            a.status, 202,
+            "a vote taken before SIGTERM is answered: {}",
+            a.body
+        );
+        acked.insert(a.json()["vote_id"].as_str().unwrap().to_owned());
+    }
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(proc.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "capture did not exit");
+    assert_eq!(proc.0.wait().unwrap().code(), Some(0));
+
+    let stored: HashSet<String> = stream_votes(&mut redis.conn(), "votes")
+        .iter()
+        .map(|v| v.vote_id.to_string())
+        .collect();
+    assert_eq!(acked.len(), IN_FLIGHT);
+    assert!(
+        acked.is_subset(&stored),
+        "every acknowledged vote is in the stream"
+    );
+    assert_eq!(stored.len(), IN_FLIGHT + 1);
+}

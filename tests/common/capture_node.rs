@@ -1,0 +1,176 @@
+//! A capture node started in-process on port 0 against a test Redis, with
+//! typed helpers for voting.
+
+use std::time::Duration;
+
+use actix_web::cookie::Key;
+use actix_web::dev::ServerHandle;
+use voteswarm::capture::Capture;
+use voteswarm::config::{cookie_key_from, CaptureSettings, Secret, VoteChanges};
+
+pub const TEST_COOKIE_KEY: &str = "test-cookie-key-that-is-at-least-32-bytes-long";
+
+pub fn settings(redis_url: &str) -> CaptureSettings {
+    CaptureSettings {
+        listen: "127.0.0.1:0".into(),
+        redis_url: Secret::new(redis_url.to_owned()),
+        node_id: "capture-test".into(),
+        option_labels: ["Cats".into(), "Dogs".into()],
+        cookie_key: cookie_key_from(TEST_COOKIE_KEY).unwrap(),
+        stream_key: "votes".into(),
+        min_change_interval: Duration::from_millis(1000),
+        vote_changes: VoteChanges::Allow,
+        enqueue_timeout: Duration::from_millis(2000),
+        max_batch: 256,
+        writer_capacity: 10_000,
+    }
+}
+
+pub fn test_key() -> Key {
+    cookie_key_from(TEST_COOKIE_KEY).unwrap().expose().clone()
+}
+
+pub struct TestCapture {
+    pub base: String,
+    pub handle: ServerHandle,
+    pub client: awc::Client,
+}
+
+/// Starts a node; must be called inside `#[actix_web::test]`.
+pub fn spawn_capture(settings: CaptureSettings) -> TestCapture {
+    let app = Capture::build(settings).expect("build capture");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestCapture {
+        base,
+        handle,
+        client: client(64),
+    }
+}
+
+/// An HTTP client that opens up to `connections` connections and never
+/// follows redirects or keeps cookies on its own: tests pass cookies
+/// explicitly, as distinct voters.
+pub fn client(connections: usize) -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().limit(connections))
+        .timeout(Duration::from_secs(30))
+        .disable_redirects()
+        .finish()
+}
+
+/// What a vote request came back with.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    /// The signed `voter` cookie value set by the node, if any.
+    pub cookie: Option<String>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl TestCapture {
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Vec<u8>>,
+        cookie: Option<&str>,
+    ) -> Answer {
+        post_to(&self.client, &self.base, path, content_type, body, cookie).await
+    }
+
+    /// `POST /api/vote` with `{"vote": option}`.
+    pub async fn vote_api(&self, option: &str, cookie: Option<&str>) -> Answer {
+        let body = serde_json::json!({ "vote": option }).to_string();
+        self.post("/api/vote", "application/json", body, cookie)
+            .await
+    }
+
+    /// `POST /` with the form `vote=option`.
+    pub async fn vote_form(&self, option: &str, cookie: Option<&str>) -> Answer {
+        self.post(
+            "/",
+            "application/x-www-form-urlencoded",
+            format!("vote={option}"),
+            cookie,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let mut resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
+        let body = resp.body().limit(1 << 20).await.expect("body");
+        (
+            resp.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+}
+
+pub async fn post_to(
+    client: &awc::Client,
+    base: &str,
+    path: &str,
+    content_type: &str,
+    body: impl Into<Vec<u8>>,
+    cookie: Option<&str>,
+) -> Answer {
+    let mut req = client
+        .post(format!("{base}{path}"))
+        .insert_header(("Content-Type", content_type));
+    if let Some(c) = cookie {
+        req = req.insert_header(("Cookie", format!("voter={c}")));
+    }
+    let mut resp = req.send_body(body.into()).await.expect("POST");
+    let retry_after = resp
+        .headers()
+        .get("Retry-After")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let cookie = resp.cookie("voter").map(|c| c.value().to_owned());
+    let body = resp.body().limit(1 << 20).await.expect("body");
+    Answer {
+        status: resp.status().as_u16(),
+        retry_after,
+        cookie,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Every entry of a stream, decoded with the one decoder the workers use.
+pub fn stream_votes(conn: &mut redis::Connection, key: &str) -> Vec<voteswarm::vote::Vote> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .expect("XRANGE");
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            let fields: Vec<(Vec<u8>, Vec<u8>)> = entry
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    let v: Vec<u8> = redis::from_redis_value_ref(v).expect("bytes");
+                    (k.as_bytes().to_vec(), v)
+                })
+                .collect();
+            voteswarm::vote::Vote::from_fields(fields.iter().map(|(k, v)| (&k[..], &v[..])))
+                .unwrap_or_else(|e| panic!("entry {} does not decode: {e}", entry.id))
+        })
+        .collect()
+}
