@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what voteswarm's build, tests and demo need and this machine
+# lacks, on Debian/Ubuntu. Idempotent: does nothing when all is there.
+#   scripts/install-deps.sh [test|demo|bench]
+set -euo pipefail
+
+purpose="${1:-test}"
+
+# program -> Debian package
+declare -A need=(
+  [redis-server]=redis-server
+  [haproxy]=haproxy
+  [pg_config]=libpq-dev
+  [pkg-config]=pkg-config
+  [cc]=build-essential
+)
+case "$purpose" in
+  test|bench)
+    need[wrk]=wrk
+    need[shellcheck]=shellcheck
+    ;;
+esac
+
+missing=()
+for prog in "${!need[@]}"; do
+  command -v "$prog" >/dev/null 2>&1 || missing+=("${need[$prog]}")
+done
+# PostgreSQL's server binaries live outside PATH on Debian.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+
+if ((${#missing[@]})); then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found. Install Rust with rustup (https://rustup.rs), then rerun." >&2
+  exit 1
+fi
+if [ "$purpose" = test ]; then
+  for comp in rustfmt clippy; do
+    if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+      rustup component add "$comp"
+    fi
+  done
+fi
+# The crates, so that the build after this needs no network.
+cargo fetch --locked -q
