@@ -28,13 +28,19 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod cookie;
+pub mod loadgen;
 pub mod metrics;
 pub mod vote;
 
 /// Logs to stderr through `env_logger`, `info` unless `RUST_LOG` says
 /// otherwise.
 pub fn init_logging() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    init_logging_with("info")
+}
+
+/// Logs to stderr with `default` as the filter unless `RUST_LOG` is set.
+pub fn init_logging_with(default: &str) {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format_timestamp_millis()
         .try_init();
 }

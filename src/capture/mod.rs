@@ -213,6 +213,9 @@ pub fn parse_json(body: &[u8]) -> Result<VoteOption, CaptureError> {
 #[derive(Serialize)]
 struct Receipt {
     vote_id: String,
+    /// The voter's own id, so a client (loadgen) can check its vote in the
+    /// count; it is no secret to the voter holding the cookie.
+    voter: String,
     ts: i64,
     node: String,
     option: &'static str,
@@ -328,6 +331,7 @@ async fn post_api(
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(Receipt {
                 vote_id: vote.vote_id.to_string(),
+                voter: vote.voter.to_string(),
                 ts: vote.ts,
                 node: vote.node,
                 option: vote.option.as_str(),

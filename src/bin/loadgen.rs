@@ -1,0 +1,42 @@
+//! `loadgen`: simulated voters against the load balancer, then a check of
+//! the count. Exit status 0 only when everything matched. See
+//! `voteswarm::loadgen`.
+
+use clap::Parser;
+use voteswarm::loadgen::{self, LoadgenArgs};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "voteswarm loadgen: rehearse the big night and verify the count"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: LoadgenArgs,
+}
+
+#[actix_web::main]
+async fn main() {
+    voteswarm::init_logging_with("warn");
+    let settings = match Cli::parse().args.into_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let report_path = settings.report.clone();
+    let report = loadgen::run(settings).await;
+    let text = report.render();
+    print!("{text}");
+    if let Some(path) = report_path {
+        if let Err(e) = std::fs::write(&path, &text) {
+            eprintln!(
+                "loadgen: cannot write the report to {}: {e}",
+                path.display()
+            );
+            std::process::exit(1);
+        }
+    }
+    std::process::exit(if report.passed() { 0 } else { 1 });
+}

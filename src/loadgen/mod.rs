@@ -1,0 +1,486 @@
+//! `loadgen`: rehearses the big night, and checks the count afterwards.
+//!
+//! Simulated voters, each with its own cookie jar, vote through the load
+//! balancer (`POST /api/vote`); a fraction of them change their vote later.
+//! `429` and `503` are retried, respecting `Retry-After`, until the vote is
+//! acknowledged. The ground truth is each voter's last acknowledged vote.
+//! Afterwards loadgen waits until the results say the count is final and
+//! compares each option's count, and with a database URL it checks every
+//! voter's stored choice. The run passes only when everything matches.
+//!
+//! A voter whose last attempt was never acknowledged but may have been
+//! stored (a `503` after a timeout, a dropped connection) is *uncertain*:
+//! either outcome is correct for it, and the report says how many there are.
+
+pub mod report;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+
+use crate::config::{ConfigError, Secret};
+use crate::vote::VoteOption;
+pub use report::Report;
+
+/// Backoff after a refused attempt without `Retry-After`, doubling up to
+/// [`MAX_BACKOFF`]: quick enough to ride out a node restart, slow enough not
+/// to hammer a struggling one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Most attempts for one vote before the voter is given up on.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 200;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    /// Where voters vote (the load balancer), e.g. http://127.0.0.1:8080
+    #[arg(long, env = "LOADGEN_TARGET")]
+    pub target: String,
+    /// Number of simulated voters.
+    #[arg(long, default_value_t = 10_000)]
+    pub voters: usize,
+    /// Fraction of voters who change their vote once, 0 to 1.
+    #[arg(long, default_value_t = 0.1)]
+    pub change_fraction: f64,
+    /// Requests in flight at once (one connection each).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Most requests per second, overall [default: as fast as answered].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// The results node; loadgen waits for the final count and compares it.
+    #[arg(long)]
+    pub results: Option<String>,
+    /// PostgreSQL; loadgen checks every voter's stored choice.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Also write the report to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// How long to wait for the count to become final, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub final_timeout_secs: u64,
+    /// Seed for the voters' choices, for a repeatable run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Attempts per vote before giving up on that voter.
+    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadgenSettings {
+    pub target: String,
+    pub voters: usize,
+    pub change_fraction: f64,
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+    pub results: Option<String>,
+    pub database_url: Option<Secret<String>>,
+    pub report: Option<PathBuf>,
+    pub final_timeout: Duration,
+    pub seed: u64,
+    pub max_attempts: u32,
+}
+
+impl LoadgenArgs {
+    pub fn into_settings(self) -> Result<LoadgenSettings, ConfigError> {
+        if !(0.0..=1.0).contains(&self.change_fraction) {
+            return Err(ConfigError(
+                "--change-fraction must be between 0 and 1".into(),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError("--concurrency must be at least 1".into()));
+        }
+        if let Some(r) = self.rate {
+            if r.is_nan() || r <= 0.0 {
+                return Err(ConfigError("--rate must be positive".into()));
+            }
+        }
+        for (name, url) in [
+            ("--target", Some(&self.target)),
+            ("--results", self.results.as_ref()),
+        ] {
+            if let Some(u) = url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(ConfigError(format!(
+                        "{name} must be an http:// URL, got {u:?}"
+                    )));
+                }
+            }
+        }
+        Ok(LoadgenSettings {
+            target: self.target.trim_end_matches('/').to_owned(),
+            voters: self.voters,
+            change_fraction: self.change_fraction,
+            concurrency: self.concurrency,
+            rate: self.rate,
+            results: self.results.map(|r| r.trim_end_matches('/').to_owned()),
+            database_url: self.database_url.map(Secret::new),
+            report: self.report,
+            final_timeout: Duration::from_secs(self.final_timeout_secs),
+            seed: self.seed.unwrap_or_else(rand::random),
+            max_attempts: self.max_attempts.max(1),
+        })
+    }
+}
+
+/// What loadgen knows about one simulated voter.
+#[derive(Clone, Debug, Default)]
+pub struct VoterState {
+    /// The signed `voter` cookie value, as a browser would keep it.
+    pub cookie: Option<String>,
+    /// The voter id from the last receipt.
+    pub voter_id: Option<String>,
+    /// The option of the last acknowledged vote: the ground truth.
+    pub acked: Option<VoteOption>,
+    /// An attempt after the last acknowledgement may have been stored.
+    pub uncertain: bool,
+    /// The voter was given up on (attempts exhausted or an unexpected 4xx).
+    pub failed: bool,
+}
+
+/// Counters of the load phase.
+#[derive(Debug, Default)]
+pub struct LoadStats {
+    pub requests: u64,
+    pub acknowledged: u64,
+    /// Refusals by HTTP status, and `0` for connection errors.
+    pub rejected: BTreeMap<u16, u64>,
+    /// Microseconds, one per answered request.
+    pub latencies_us: Vec<u32>,
+    pub elapsed: Duration,
+}
+
+#[derive(Deserialize)]
+struct Receipt {
+    voter: String,
+    option: String,
+}
+
+struct Run {
+    settings: LoadgenSettings,
+    client: awc::Client,
+    voters: RefCell<Vec<VoterState>>,
+    stats: RefCell<LoadStats>,
+    /// When the next request may go out, for `--rate`.
+    next_slot: Cell<Instant>,
+    progress: indicatif::ProgressBar,
+}
+
+/// Runs the whole rehearsal: load, then the checks. Must run inside an
+/// actix system (awc is single-threaded).
+pub async fn run(settings: LoadgenSettings) -> Report {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(settings.seed);
+    let firsts: Vec<VoteOption> = (0..settings.voters)
+        .map(|_| {
+            if rng.random_bool(0.5) {
+                VoteOption::A
+            } else {
+                VoteOption::B
+            }
+        })
+        .collect();
+    let mut changers: Vec<usize> = (0..settings.voters).collect();
+    changers.shuffle(&mut rng);
+    changers.truncate((settings.voters as f64 * settings.change_fraction).round() as usize);
+
+    // Every vote is a first vote, then every change: a change is another
+    // option for a voter who already voted.
+    let actions: Vec<(usize, VoteOption)> = firsts
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (i, *o))
+        .chain(changers.iter().map(|&i| (i, other(firsts[i]))))
+        .collect();
+
+    let progress = indicatif::ProgressBar::new(actions.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} voting [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let run = Rc::new(Run {
+        client: awc::Client::builder()
+            .connector(awc::Connector::new().limit(settings.concurrency))
+            .timeout(Duration::from_secs(30))
+            .disable_redirects()
+            .finish(),
+        voters: RefCell::new(vec![VoterState::default(); settings.voters]),
+        stats: RefCell::new(LoadStats::default()),
+        next_slot: Cell::new(Instant::now()),
+        progress,
+        settings,
+    });
+
+    let started = Instant::now();
+    // Changes must wait for the voter's first vote: run the first votes,
+    // then the changes (each respects the node's minimum change interval
+    // through 429 + Retry-After).
+    let split = run.settings.voters;
+    for phase in [&actions[..split], &actions[split..]] {
+        futures_util::stream::iter(phase.iter().copied())
+            .map(|(voter, option)| {
+                let run = run.clone();
+                async move { run.vote(voter, option).await }
+            })
+            .buffer_unordered(run.settings.concurrency)
+            .for_each(|_| async {})
+            .await;
+    }
+    run.progress.finish_and_clear();
+    run.stats.borrow_mut().elapsed = started.elapsed();
+
+    let voters = run.voters.take();
+    let stats = run.stats.take();
+    let mut report = Report::new(&run.settings, stats, &voters);
+    if let Some(results) = &run.settings.results {
+        report.results =
+            Some(check_results(&run.client, results, &voters, run.settings.final_timeout).await);
+    }
+    if let Some(db) = &run.settings.database_url {
+        let url = db.expose().clone();
+        let timeout = run.settings.final_timeout;
+        let voters = voters.clone();
+        report.database = Some(
+            actix_web::rt::task::spawn_blocking(move || check_database(&url, &voters, timeout))
+                .await
+                .unwrap_or_else(|e| report::DbCheck::error(format!("database check crashed: {e}"))),
+        );
+    }
+    report
+}
+
+fn other(o: VoteOption) -> VoteOption {
+    match o {
+        VoteOption::A => VoteOption::B,
+        VoteOption::B => VoteOption::A,
+    }
+}
+
+impl Run {
+    async fn pace(&self) {
+        let Some(rate) = self.settings.rate else {
+            return;
+        };
+        let now = Instant::now();
+        let slot = self.next_slot.get().max(now);
+        self.next_slot
+            .set(slot + Duration::from_secs_f64(1.0 / rate));
+        if slot > now {
+            tokio::time::sleep_until(slot.into()).await;
+        }
+    }
+
+    async fn vote(&self, voter: usize, option: VoteOption) {
+        let body = format!(r#"{{"vote":"{}"}}"#, option.as_str());
+        let url = format!("{}/api/vote", self.settings.target);
+        let mut backoff = FIRST_BACKOFF;
+        for _attempt in 0..self.settings.max_attempts {
+            self.pace().await;
+            let cookie = self.voters.borrow()[voter].cookie.clone();
+            let mut req = self
+                .client
+                .post(&url)
+                .insert_header(("Content-Type", "application/json"));
+            if let Some(c) = &cookie {
+                req = req.insert_header(("Cookie", format!("voter={c}")));
+            }
+            let started = Instant::now();
+            let sent = req.send_body(body.clone()).await;
+            self.stats.borrow_mut().requests += 1;
+            let mut resp = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    // The request may or may not have reached a node.
+                    log::debug!("voter {voter}: {e}");
+                    self.voters.borrow_mut()[voter].uncertain = true;
+                    *self.stats.borrow_mut().rejected.entry(0).or_default() += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let new_cookie = resp.cookie("voter").map(|c| c.value().to_owned());
+            let body = resp.body().limit(64 * 1024).await;
+            {
+                let mut stats = self.stats.borrow_mut();
+                stats
+                    .latencies_us
+                    .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            match status {
+                200..=299 => {
+                    let receipt = body
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Receipt>(&b).ok());
+                    let mut voters = self.voters.borrow_mut();
+                    let v = &mut voters[voter];
+                    match receipt {
+                        Some(r) if r.option == option.as_str() => {
+                            v.voter_id = Some(r.voter);
+                            v.acked = Some(option);
+                            v.uncertain = false;
+                            if new_cookie.is_some() {
+                                v.cookie = new_cookie;
+                            }
+                        }
+                        _ => {
+                            log::error!("voter {voter}: acknowledged without a valid receipt");
+                            v.failed = true;
+                        }
+                    }
+                    self.stats.borrow_mut().acknowledged += 1;
+                    self.progress.inc(1);
+                    return;
+                }
+                429 | 503 => {
+                    *self.stats.borrow_mut().rejected.entry(status).or_default() += 1;
+                    if status == 503 {
+                        // Not acknowledged, but a timed-out write may still
+                        // have reached Redis.
+                        self.voters.borrow_mut()[voter].uncertain = true;
+                    }
+                    let wait = retry_after.unwrap_or(backoff).min(Duration::from_secs(60));
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                _ => {
+                    *self.stats.borrow_mut().rejected.entry(status).or_default() += 1;
+                    log::error!(
+                        "voter {voter}: unexpected {status}: {}",
+                        body.map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default()
+                    );
+                    self.voters.borrow_mut()[voter].failed = true;
+                    self.progress.inc(1);
+                    return;
+                }
+            }
+        }
+        log::error!(
+            "voter {voter}: gave up after {} attempts",
+            self.settings.max_attempts
+        );
+        self.voters.borrow_mut()[voter].failed = true;
+        self.progress.inc(1);
+    }
+}
+
+/// What the results node says, as far as loadgen reads it.
+#[derive(Deserialize, Debug)]
+pub struct ResultsSnapshot {
+    pub options: Vec<OptionCount>,
+    pub total: i64,
+    pub backlog: i64,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct OptionCount {
+    pub option: String,
+    pub label: String,
+    pub count: i64,
+}
+
+/// The expected count per option from the ground truth, and how many
+/// voters are uncertain.
+pub fn expected_counts(voters: &[VoterState]) -> (HashMap<VoteOption, i64>, i64) {
+    let mut counts = HashMap::new();
+    let mut uncertain = 0;
+    for v in voters {
+        if v.uncertain || v.failed {
+            uncertain += 1;
+        } else if let Some(o) = v.acked {
+            *counts.entry(o).or_insert(0) += 1;
+        }
+    }
+    (counts, uncertain)
+}
+
+async fn check_results(
+    client: &awc::Client,
+    base: &str,
+    voters: &[VoterState],
+    timeout: Duration,
+) -> report::ResultsCheck {
+    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let (expected, uncertain) = expected_counts(voters);
+    let mut last = None;
+    let mut last_error = None;
+    loop {
+        match client.get(format!("{base}/api/results")).send().await {
+            Ok(mut r) if r.status().is_success() => {
+                match r.json::<ResultsSnapshot>().limit(1 << 20).await {
+                    Ok(snap) => {
+                        let is_final = snap.is_final;
+                        last = Some(snap);
+                        if is_final {
+                            break;
+                        }
+                    }
+                    Err(e) => last_error = Some(format!("bad results JSON: {e}")),
+                }
+            }
+            Ok(r) => last_error = Some(format!("results answered {}", r.status())),
+            Err(e) => last_error = Some(format!("results unreachable: {e}")),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    report::ResultsCheck::compare(last, last_error, &expected, uncertain, started.elapsed())
+}
+
+#[derive(diesel::QueryableByName)]
+struct StoredVote {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    voter_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    option: String,
+}
+
+/// Compares every voter's stored choice with the ground truth, polling
+/// until they match or `timeout` passes (the workers may still be draining
+/// when no results node tells us the count is final).
+pub fn check_database(url: &str, voters: &[VoterState], timeout: Duration) -> report::DbCheck {
+    use diesel::{Connection, RunQueryDsl};
+    let deadline = Instant::now() + timeout;
+    loop {
+        let outcome = diesel::PgConnection::establish(url)
+            .map_err(|e| format!("cannot connect to the database: {e}"))
+            .and_then(|mut conn| {
+                diesel::sql_query("SELECT voter_id, option::text AS option FROM votes")
+                    .load::<StoredVote>(&mut conn)
+                    .map_err(|e| format!("cannot read votes: {e}"))
+            })
+            .map(|rows| {
+                report::DbCheck::compare(voters, rows.into_iter().map(|r| (r.voter_id, r.option)))
+            });
+        let done = matches!(&outcome, Ok(c) if c.mismatches.is_empty());
+        if done || Instant::now() >= deadline {
+            return outcome.unwrap_or_else(report::DbCheck::error);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
