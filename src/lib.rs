@@ -26,10 +26,13 @@
 pub mod actors;
 pub mod capture;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod cookie;
+pub mod endpoints;
 pub mod loadgen;
 pub mod metrics;
+pub mod results;
 pub mod vote;
 
 /// Logs to stderr through `env_logger`, `info` unless `RUST_LOG` says

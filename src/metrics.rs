@@ -112,3 +112,52 @@ impl Default for CaptureMetrics {
         Self::new()
     }
 }
+
+/// What a results node counts.
+#[derive(Clone)]
+pub struct ResultsMetrics {
+    pub registry: Registry,
+    /// How long one tally (backlog + count) took.
+    pub tally_seconds: Histogram,
+    pub tally_errors: prometheus::IntCounter,
+    /// Votes still queued in Redis, as of the last tally.
+    pub backlog: IntGauge,
+    /// Open server-sent-event streams.
+    pub viewers: IntGauge,
+}
+
+impl ResultsMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        ResultsMetrics {
+            tally_seconds: histogram(
+                &registry,
+                "voteswarm_tally_seconds",
+                "Time to read the backlog and count the votes",
+                LATENCY_BUCKETS,
+            ),
+            tally_errors: register(
+                &registry,
+                prometheus::IntCounter::new("voteswarm_tally_errors_total", "Tallies that failed")
+                    .expect("valid counter"),
+            ),
+            backlog: gauge(
+                &registry,
+                "voteswarm_backlog",
+                "Votes still queued in Redis",
+            ),
+            viewers: gauge(
+                &registry,
+                "voteswarm_results_viewers",
+                "Open live-update streams",
+            ),
+            registry,
+        }
+    }
+}
+
+impl Default for ResultsMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,274 @@
+//! `Tally`: the results node's one counter. Every [`TALLY_INTERVAL`] it
+//! reads the backlog (`XLEN` of every Redis queue), then the count
+//! (`SELECT option, count(*) ... GROUP BY option`), and publishes a
+//! [`Snapshot`] on a watch channel that every page view, API call and
+//! server-sent-event stream reads. However many viewers are connected,
+//! PostgreSQL sees one tally query per interval.
+//!
+//! Promises: `final` is true only when every queue answered and held
+//! nothing *before* the count was read. Workers delete an entry only after
+//! its vote committed, so an empty backlog read first means the count read
+//! after holds every vote acknowledged until then.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::PgConnection;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::endpoints::{redact, EndpointSource};
+use crate::metrics::ResultsMetrics;
+use crate::vote::VoteOption;
+
+/// About once a second, as the design asks: fresh enough to watch, cheap
+/// enough for PostgreSQL on the big night.
+pub const TALLY_INTERVAL: Duration = Duration::from_secs(1);
+/// A queue that does not answer `XLEN` in this long counts as unreachable.
+const XLEN_TIMEOUT: Duration = Duration::from_millis(800);
+
+pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OptionTally {
+    pub option: &'static str,
+    pub label: String,
+    pub count: i64,
+    pub percent: f64,
+}
+
+/// What the results page shows; also the `/api/results` JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub options: Vec<OptionTally>,
+    pub total: i64,
+    /// Votes still queued in Redis (in the queues that answered).
+    pub backlog: i64,
+    /// Queues that did not answer: the backlog may be larger.
+    pub unreachable_queues: usize,
+    /// Nothing is queued anywhere: the count is complete.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// When the count was read (RFC 3339).
+    pub as_of: String,
+    /// Why the last tally failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Snapshot {
+    pub fn empty(labels: &[String; 2]) -> Snapshot {
+        Snapshot {
+            options: VoteOption::ALL
+                .iter()
+                .map(|o| OptionTally {
+                    option: o.as_str(),
+                    label: labels[*o as usize].clone(),
+                    count: 0,
+                    percent: 0.0,
+                })
+                .collect(),
+            total: 0,
+            backlog: 0,
+            unreachable_queues: 0,
+            is_final: false,
+            as_of: chrono::Utc::now().to_rfc3339(),
+            error: Some("no tally yet".into()),
+        }
+    }
+}
+
+pub struct Tally {
+    pool: DbPool,
+    endpoints: EndpointSource,
+    stream_key: String,
+    labels: [String; 2],
+    publish: watch::Sender<Arc<Snapshot>>,
+    /// Redis clients by URL, kept so connections are reused across ticks.
+    clients: Vec<(String, redis::aio::MultiplexedConnection)>,
+    running: bool,
+    metrics: ResultsMetrics,
+}
+
+impl Tally {
+    pub fn new(
+        pool: DbPool,
+        endpoints: EndpointSource,
+        stream_key: String,
+        labels: [String; 2],
+        publish: watch::Sender<Arc<Snapshot>>,
+        metrics: ResultsMetrics,
+    ) -> Tally {
+        Tally {
+            pool,
+            endpoints,
+            stream_key,
+            labels,
+            publish,
+            clients: Vec::new(),
+            running: false,
+            metrics,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        // A slow tick is not stacked under the next one.
+        if self.running {
+            return;
+        }
+        self.running = true;
+        let started = Instant::now();
+        let endpoints = self.endpoints.clone();
+        let known: Vec<(String, redis::aio::MultiplexedConnection)> = self.clients.clone();
+        let key = self.stream_key.clone();
+        let pool = self.pool.clone();
+        let labels = self.labels.clone();
+        let work = async move {
+            let urls = actix_web::rt::task::spawn_blocking(move || endpoints.resolve())
+                .await
+                .unwrap_or_default();
+            let mut conns = Vec::new();
+            let mut backlog = 0i64;
+            let mut unreachable = 0usize;
+            for url in &urls {
+                let conn = match known.iter().find(|(u, _)| u == url) {
+                    Some((_, c)) => Some(c.clone()),
+                    None => connect(url).await,
+                };
+                let Some(mut conn) = conn else {
+                    unreachable += 1;
+                    continue;
+                };
+                let len = tokio::time::timeout(
+                    XLEN_TIMEOUT,
+                    redis::cmd("XLEN").arg(&key).query_async::<i64>(&mut conn),
+                )
+                .await;
+                match len {
+                    Ok(Ok(n)) => {
+                        backlog += n;
+                        conns.push((url.clone(), conn));
+                    }
+                    _ => {
+                        log::debug!("backlog: {} did not answer", redact(url));
+                        unreachable += 1;
+                    }
+                }
+            }
+            // The count is read after the backlog: see the module doc.
+            let counts = actix_web::rt::task::spawn_blocking(move || count_votes(&pool))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            let snap = build_snapshot(&labels, counts, backlog, unreachable, urls.is_empty());
+            (snap, conns)
+        };
+        ctx.spawn(work.into_actor(self).map(move |(snap, conns), act, _| {
+            act.running = false;
+            act.clients = conns;
+            act.metrics
+                .tally_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if snap.error.is_some() {
+                act.metrics.tally_errors.inc();
+            }
+            act.metrics.backlog.set(snap.backlog);
+            act.publish.send_replace(Arc::new(snap));
+        }));
+    }
+}
+
+async fn connect(url: &str) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url).ok()?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(XLEN_TIMEOUT))
+        .set_response_timeout(Some(XLEN_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    option: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+fn count_votes(pool: &DbPool) -> Result<Vec<(String, i64)>, String> {
+    use diesel::RunQueryDsl;
+    let mut conn = pool.get().map_err(|e| format!("database: {e}"))?;
+    diesel::sql_query("SELECT option::text AS option, count(*) AS count FROM votes GROUP BY option")
+        .load::<Count>(&mut conn)
+        .map(|rows| rows.into_iter().map(|r| (r.option, r.count)).collect())
+        .map_err(|e| format!("tally query: {e}"))
+}
+
+fn build_snapshot(
+    labels: &[String; 2],
+    counts: Result<Vec<(String, i64)>, String>,
+    backlog: i64,
+    unreachable: usize,
+    no_endpoints: bool,
+) -> Snapshot {
+    let mut snap = Snapshot::empty(labels);
+    snap.backlog = backlog;
+    snap.unreachable_queues = unreachable;
+    snap.error = None;
+    match counts {
+        Ok(rows) => {
+            for (opt, n) in rows {
+                if let Some(t) = snap.options.iter_mut().find(|t| t.option == opt.trim()) {
+                    t.count = n;
+                }
+            }
+            snap.total = snap.options.iter().map(|t| t.count).sum();
+            for t in &mut snap.options {
+                t.percent = if snap.total > 0 {
+                    (t.count as f64 * 1000.0 / snap.total as f64).round() / 10.0
+                } else {
+                    0.0
+                };
+            }
+            snap.is_final = backlog == 0 && unreachable == 0 && !no_endpoints;
+        }
+        Err(e) => snap.error = Some(e),
+    }
+    snap
+}
+
+impl Actor for Tally {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.tick(ctx);
+        ctx.run_interval(TALLY_INTERVAL, |act, ctx| act.tick(ctx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_needs_an_empty_backlog_every_queue_and_a_count() {
+        let labels = ["Cats".to_string(), "Dogs".to_string()];
+        let ok = || Ok(vec![("a".to_string(), 3), ("b".to_string(), 1)]);
+        let s = build_snapshot(&labels, ok(), 0, 0, false);
+        assert!(s.is_final);
+        assert_eq!(
+            (s.total, s.options[0].percent, s.options[1].percent),
+            (4, 75.0, 25.0)
+        );
+        assert!(!build_snapshot(&labels, ok(), 1, 0, false).is_final);
+        assert!(!build_snapshot(&labels, ok(), 0, 1, false).is_final);
+        assert!(!build_snapshot(&labels, ok(), 0, 0, true).is_final);
+        let failed = build_snapshot(&labels, Err("down".into()), 0, 0, false);
+        assert!(!failed.is_final);
+        assert_eq!(failed.error.as_deref(), Some("down"));
+    }
+}

@@ -1,0 +1,46 @@
+//! `cluster`: the whole voteswarm topology on one machine, from real
+//! processes. See `voteswarm::cluster`.
+
+use clap::Parser;
+use voteswarm::cluster::{self, ClusterCommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "voteswarm on one machine: redis-server, postgres, haproxy and every tier"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+fn main() {
+    voteswarm::init_logging();
+    let code = match Cli::parse().command {
+        ClusterCommand::Up { topology } => cluster::up(&topology).map(|()| 0),
+        ClusterCommand::Rehearse {
+            topology,
+            voters,
+            change_fraction,
+            concurrency,
+            rate,
+            report,
+            final_timeout_secs,
+        } => cluster::rehearse(
+            &topology,
+            voters,
+            change_fraction,
+            concurrency,
+            rate,
+            report.as_deref(),
+            final_timeout_secs,
+        ),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("cluster: {e}");
+            std::process::exit(1);
+        }
+    }
+}

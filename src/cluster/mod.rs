@@ -1,0 +1,659 @@
+//! `cluster`: the whole topology on one machine, from real processes.
+//!
+//! `cluster up` starts, in order: a PostgreSQL of its own (`initdb` once in
+//! the data directory; or the one `DATABASE_URL` names), N `redis-server`s
+//! with append-only files in the data directory, the workers (the first
+//! applies the migrations), N capture nodes, `results`, and HAProxy in
+//! front. Redis and HAProxy run with the very settings the Swarm deployment
+//! ships (`swarm/redis.conf`, `swarm/haproxy.cfg`, compiled in); only the
+//! addresses differ. Children that die are restarted with backoff, as a
+//! Docker restart policy would. SIGTERM or Ctrl-C stops everything in
+//! order: the load balancer, capture (answering votes in flight), workers
+//! (committing what they hold), results, Redis, PostgreSQL. A second
+//! `cluster up` on the same data directory resumes with the votes there.
+//!
+//! `cluster rehearse` is `up`, then `loadgen` with `--results` and
+//! `--database-url`, the report, and down; its exit status is loadgen's.
+
+pub mod haproxy;
+pub mod postgres;
+pub mod procs;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use procs::{Proc, Spec};
+
+/// The Redis settings every deployment uses; only addresses are added.
+pub const REDIS_CONF: &str = include_str!("../../swarm/redis.conf");
+/// The HAProxy settings every deployment uses; `haproxy::render` swaps the
+/// Swarm addresses for loopback ones.
+pub const HAPROXY_CFG: &str = include_str!("../../swarm/haproxy.cfg");
+
+/// HAProxy's per-client rate limit locally, unless `VOTE_RATE_LIMIT` is
+/// set: every simulated voter of `loadgen` comes from 127.0.0.1, so the
+/// shipped per-address limit would throttle a rehearsal to a trickle.
+const LOCAL_RATE_LIMIT: u64 = 1_000_000_000;
+
+/// How long each tier may take to become ready at start.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the supervisor looks at its children.
+const TEND_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Debug)]
+pub struct ClusterError(pub String);
+
+impl ClusterError {
+    pub fn new(s: impl Into<String>) -> Self {
+        ClusterError(s.into())
+    }
+}
+
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+pub fn missing(program: &str, package: &str) -> ClusterError {
+    ClusterError(format!(
+        "`{program}` not found: install it with `apt-get install {package}` (or run `make demo`, which does)"
+    ))
+}
+
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn require(program: &str, package: &str) -> Result<PathBuf, ClusterError> {
+    on_path(program).ok_or_else(|| missing(program, package))
+}
+
+/// Our own binaries (`capture`, `worker`, ...) live beside `cluster`.
+fn sibling(name: &str) -> Result<PathBuf, ClusterError> {
+    let dir = std::env::var_os("VOTESWARM_BIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()?
+                .parent()
+                .map(Path::to_path_buf)
+        })
+        .ok_or_else(|| ClusterError::new("cannot find the directory of the voteswarm binaries"))?;
+    let p = dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(ClusterError(format!(
+            "`{name}` not found beside cluster in {}: build it with `cargo build --release --bins`",
+            dir.display()
+        )))
+    }
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ClusterError(format!("no free port: {e}")))
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TopologyArgs {
+    /// Capture nodes, each with its own Redis.
+    #[arg(long, default_value_t = 3)]
+    pub capture: usize,
+    /// Workers draining every Redis into PostgreSQL.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Where voters vote (HAProxy).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Where the results page is served (HAProxy).
+    #[arg(long, default_value_t = 8081)]
+    pub results_port: u16,
+    /// Address HAProxy binds; 0.0.0.0 lets phones on the LAN vote.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Data directory: Redis append-only files, PostgreSQL, logs, the
+    /// cookie key. Reusing one resumes with its votes.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Use this PostgreSQL instead of starting one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis appendfsync policy (`everysec` as shipped, or `always`).
+    #[arg(long, default_value = "everysec")]
+    pub appendfsync: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Start everything and wait for Ctrl-C or SIGTERM.
+    Up {
+        #[command(flatten)]
+        topology: TopologyArgs,
+    },
+    /// Up, loadgen with verification, report, down. Exit status 0 only
+    /// when the count is exact.
+    Rehearse {
+        #[command(flatten)]
+        topology: TopologyArgs,
+        /// Simulated voters.
+        #[arg(long, default_value_t = 20_000)]
+        voters: usize,
+        /// Fraction of voters who change their vote once.
+        #[arg(long, default_value_t = 0.1)]
+        change_fraction: f64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Most requests per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Write the report here too.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Seconds to wait for the count to become final.
+        #[arg(long, default_value_t = 300)]
+        final_timeout_secs: u64,
+    },
+}
+
+/// A running cluster.
+pub struct Cluster {
+    pub data_dir: PathBuf,
+    /// Keeps a temporary data directory alive for `rehearse`.
+    _temp: Option<tempfile::TempDir>,
+    pub database_url: String,
+    pub vote_url: String,
+    pub results_url: String,
+    /// In start order; stopped in the order of [`STOP_ORDER`].
+    pub procs: Vec<Proc>,
+}
+
+/// Front to back, so nothing is asked to work after what it needs stopped.
+const STOP_ORDER: [&str; 6] = [
+    "haproxy", "capture", "worker", "results", "redis", "postgres",
+];
+
+impl Cluster {
+    pub fn start(t: &TopologyArgs) -> Result<Cluster, ClusterError> {
+        if t.capture == 0 || t.workers == 0 {
+            return Err(ClusterError::new(
+                "--capture and --workers must be at least 1",
+            ));
+        }
+        let redis_server = require("redis-server", "redis-server")?;
+        let haproxy_bin = require("haproxy", "haproxy")?;
+        require("setpriv", "util-linux")?;
+        let capture_bin = sibling("capture")?;
+        let worker_bin = sibling("worker")?;
+        let results_bin = sibling("results")?;
+        for port in [t.port, t.results_port] {
+            if TcpListener::bind((t.bind.as_str(), port)).is_err() {
+                return Err(ClusterError(format!(
+                    "port {port} on {} is taken: stop what uses it or choose another --port/--results-port",
+                    t.bind
+                )));
+            }
+        }
+
+        let (data_dir, temp) = match &t.data_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("voteswarm-cluster-")
+                    .tempdir()
+                    .map_err(|e| {
+                        ClusterError(format!("cannot create a temporary data dir: {e}"))
+                    })?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
+        let mkdir = |p: &Path| {
+            std::fs::create_dir_all(p)
+                .map_err(|e| ClusterError(format!("cannot create {}: {e}", p.display())))
+        };
+        mkdir(&data_dir)?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(|e| ClusterError(format!("{}: {e}", data_dir.display())))?;
+        // The PostgreSQL user must be able to reach its directory inside.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755));
+        let logs = data_dir.join("logs");
+        mkdir(&logs)?;
+        let key_file = ensure_cookie_key(&data_dir)?;
+        let redis_conf = data_dir.join("redis.conf");
+        std::fs::write(&redis_conf, REDIS_CONF)
+            .map_err(|e| ClusterError(format!("cannot write {}: {e}", redis_conf.display())))?;
+
+        let mut cluster = Cluster {
+            data_dir: data_dir.clone(),
+            _temp: temp,
+            database_url: String::new(),
+            vote_url: format!("http://{}:{}", display_host(&t.bind), t.port),
+            results_url: format!("http://{}:{}", display_host(&t.bind), t.results_port),
+            procs: Vec::new(),
+        };
+
+        // PostgreSQL.
+        cluster.database_url = match &t.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let port = free_port()?;
+                let spec = postgres::prepare(&data_dir.join("postgres"), port)?;
+                let mut p = Proc::new(
+                    "postgres",
+                    "postgres".into(),
+                    format!("127.0.0.1:{port}"),
+                    spec,
+                    &logs,
+                );
+                // SIGINT is PostgreSQL's fast shutdown: clients cut, data safe.
+                p.stop_signal = libc::SIGINT;
+                p.start().map_err(|e| ClusterError(e.to_string()))?;
+                cluster.procs.push(p);
+                postgres::wait_ready_and_create(port)?;
+                postgres::database_url(port)
+            }
+        };
+
+        // One Redis per capture node.
+        let mut redis_urls = Vec::new();
+        for i in 1..=t.capture {
+            let port = free_port()?;
+            let dir = data_dir.join(format!("redis{i:02}"));
+            mkdir(&dir)?;
+            let spec = Spec::new(&redis_server)
+                .arg(redis_conf.display().to_string())
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--bind")
+                .arg("127.0.0.1")
+                .arg("--dir")
+                .arg(dir.display().to_string())
+                .arg("--appendfsync")
+                .arg(t.appendfsync.clone())
+                .arg("--daemonize")
+                .arg("no")
+                .arg("--logfile")
+                .arg("");
+            let mut p = Proc::new(
+                "redis",
+                format!("redis{i:02}"),
+                format!("127.0.0.1:{port}"),
+                spec,
+                &logs,
+            );
+            p.start().map_err(|e| ClusterError(e.to_string()))?;
+            cluster.procs.push(p);
+            redis_urls.push(format!("redis://127.0.0.1:{port}"));
+        }
+        for (i, url) in redis_urls.iter().enumerate() {
+            let port: u16 = url
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            cluster.wait_port(&format!("redis{:02}", i + 1), port)?;
+        }
+
+        // Workers; the first applies the migrations before the others start.
+        for i in 1..=t.workers {
+            let port = free_port()?;
+            let mut spec = Spec::new(&worker_bin)
+                .env("DATABASE_URL", cluster.database_url.clone())
+                .env("REDIS_URLS", redis_urls.join(","))
+                .env("WORKER_ID", format!("worker{i:02}"))
+                .env("METRICS_LISTEN", format!("127.0.0.1:{port}"));
+            if i == 1 {
+                spec = spec.arg("--migrate");
+            }
+            let mut p = Proc::new(
+                "worker",
+                format!("worker{i:02}"),
+                format!("127.0.0.1:{port} (metrics)"),
+                spec,
+                &logs,
+            );
+            p.start().map_err(|e| ClusterError(e.to_string()))?;
+            cluster.procs.push(p);
+            if i == 1 {
+                cluster.wait_http(&format!("worker{i:02}"), port, "/readyz")?;
+            }
+        }
+
+        // Capture nodes.
+        let mut capture_addrs = Vec::new();
+        for (i, redis_url) in redis_urls.iter().enumerate() {
+            let n = i + 1;
+            let port = free_port()?;
+            let spec = Spec::new(&capture_bin)
+                .env("LISTEN", format!("127.0.0.1:{port}"))
+                .env("REDIS_URL", redis_url.clone())
+                .env("NODE_ID", format!("capture{n:02}"))
+                .env("COOKIE_KEY_FILE", key_file.display().to_string());
+            let mut p = Proc::new(
+                "capture",
+                format!("capture{n:02}"),
+                format!("127.0.0.1:{port}"),
+                spec,
+                &logs,
+            );
+            p.start().map_err(|e| ClusterError(e.to_string()))?;
+            cluster.procs.push(p);
+            capture_addrs.push(format!("127.0.0.1:{port}"));
+        }
+        for (i, addr) in capture_addrs.iter().enumerate() {
+            let port: u16 = addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            cluster.wait_http(&format!("capture{:02}", i + 1), port, "/readyz")?;
+        }
+
+        // Results.
+        let results_port = free_port()?;
+        let spec = Spec::new(&results_bin)
+            .env("LISTEN", format!("127.0.0.1:{results_port}"))
+            .env("DATABASE_URL", cluster.database_url.clone())
+            .env("REDIS_URLS", redis_urls.join(","));
+        let mut p = Proc::new(
+            "results",
+            "results".into(),
+            format!("127.0.0.1:{results_port}"),
+            spec,
+            &logs,
+        );
+        p.start().map_err(|e| ClusterError(e.to_string()))?;
+        cluster.procs.push(p);
+        cluster.wait_http("results", results_port, "/readyz")?;
+
+        // HAProxy in front, with the shipped settings.
+        let cfg = haproxy::render(
+            HAPROXY_CFG,
+            &haproxy::Local {
+                capture: capture_addrs,
+                results: format!("127.0.0.1:{results_port}"),
+            },
+        )?;
+        let cfg_path = data_dir.join("haproxy.cfg");
+        std::fs::write(&cfg_path, cfg)
+            .map_err(|e| ClusterError(format!("cannot write {}: {e}", cfg_path.display())))?;
+        let rate_limit =
+            std::env::var("VOTE_RATE_LIMIT").unwrap_or_else(|_| LOCAL_RATE_LIMIT.to_string());
+        let spec = Spec::new(&haproxy_bin)
+            .env("VOTE_BIND", format!("{}:{}", t.bind, t.port))
+            .env("RESULTS_BIND", format!("{}:{}", t.bind, t.results_port))
+            .env("VOTE_RATE_LIMIT", rate_limit)
+            // Two clusters on one machine must not share the stats port.
+            .env("STATS_BIND", format!("127.0.0.1:{}", free_port()?))
+            .arg("-db")
+            .arg("-f")
+            .arg(cfg_path.display().to_string());
+        let mut p = Proc::new(
+            "haproxy",
+            "haproxy".into(),
+            format!(
+                "{}:{} (vote), :{} (results)",
+                t.bind, t.port, t.results_port
+            ),
+            spec,
+            &logs,
+        );
+        p.start().map_err(|e| ClusterError(e.to_string()))?;
+        cluster.procs.push(p);
+        cluster.wait_http("haproxy", t.port, "/healthz")?;
+        cluster.wait_http("haproxy", t.results_port, "/healthz")?;
+        Ok(cluster)
+    }
+
+    fn check_alive(&mut self, name: &str) -> Result<(), ClusterError> {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
+            if !p.is_running() {
+                return Err(ClusterError(format!(
+                    "{name} exited at start; see {}",
+                    p.log.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_port(&mut self, name: &str, port: u16) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            self.check_alive(name)?;
+            if Instant::now() >= deadline {
+                return Err(ClusterError(format!("{name} did not open port {port}")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn wait_http(&mut self, name: &str, port: u16, path: &str) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if http_get_status(port, path) == Some(200) {
+                return Ok(());
+            }
+            self.check_alive(name)?;
+            if Instant::now() >= deadline {
+                let log = self
+                    .procs
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map(|p| p.log.display().to_string())
+                    .unwrap_or_default();
+                return Err(ClusterError(format!(
+                    "{name} not ready on port {port}{path} after {} s; see {log}",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The table of what runs where.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:<9} {:<10} {:<36} {:>8}\n",
+            "ROLE", "NAME", "ADDRESS", "PID"
+        );
+        for p in &self.procs {
+            s.push_str(&format!(
+                "{:<9} {:<10} {:<36} {:>8}\n",
+                p.role,
+                p.name,
+                p.addr,
+                p.pid().map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+            ));
+        }
+        s
+    }
+
+    /// Restarts what died, until `stop` is set.
+    pub fn supervise(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::SeqCst) {
+            for p in &mut self.procs {
+                if let Some(line) = p.tend() {
+                    log::warn!("{line}");
+                }
+            }
+            std::thread::sleep(TEND_INTERVAL);
+        }
+    }
+
+    /// Stops everything, front to back; each tier finishes its work first.
+    pub fn stop(&mut self) {
+        for role in STOP_ORDER {
+            let group: Vec<usize> = (0..self.procs.len())
+                .filter(|&i| self.procs[i].role == role)
+                .collect();
+            for &i in &group {
+                self.procs[i].signal_stop();
+            }
+            for &i in &group {
+                let status = self.procs[i].wait_stopped();
+                log::info!("{} stopped ({status})", self.procs[i].name);
+            }
+        }
+    }
+}
+
+fn display_host(bind: &str) -> &str {
+    if bind == "0.0.0.0" {
+        "localhost"
+    } else {
+        bind
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback: the status code, if any answer.
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = std::str::from_utf8(&buf[..n]).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The cookie key shared by the capture nodes, made once per data dir so
+/// that voters' cookies stay valid across restarts.
+fn ensure_cookie_key(dir: &Path) -> Result<PathBuf, ClusterError> {
+    let path = dir.join("cookie.key");
+    if !path.exists() {
+        let key: String = (0..64)
+            .map(|_| {
+                let i = rand::random::<u8>() % 62;
+                (match i {
+                    0..=9 => b'0' + i,
+                    10..=35 => b'a' + i - 10,
+                    _ => b'A' + i - 36,
+                }) as char
+            })
+            .collect();
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(key.as_bytes()))
+            .map_err(|e| ClusterError(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(path)
+}
+
+/// Registers SIGTERM and SIGINT to set the returned flag.
+pub fn stop_flag() -> Result<Arc<AtomicBool>, ClusterError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| ClusterError(format!("cannot handle signals: {e}")))?;
+    }
+    Ok(flag)
+}
+
+/// `cluster up`: start, print the table, supervise until a signal, stop.
+pub fn up(t: &TopologyArgs) -> Result<(), ClusterError> {
+    let stop = stop_flag()?;
+    let mut cluster = Cluster::start(t).inspect_err(|_| {})?;
+    print!("{}", cluster.table());
+    println!();
+    println!("vote:    {}/", cluster.vote_url);
+    println!("results: {}/", cluster.results_url);
+    println!("data:    {} (logs in logs/)", cluster.data_dir.display());
+    println!("Ctrl-C to stop.");
+    cluster.supervise(&stop);
+    log::info!("stopping the cluster");
+    cluster.stop();
+    Ok(())
+}
+
+/// `cluster rehearse`: up, loadgen, report, down. Returns loadgen's exit
+/// status.
+#[allow(clippy::too_many_arguments)]
+pub fn rehearse(
+    t: &TopologyArgs,
+    voters: usize,
+    change_fraction: f64,
+    concurrency: usize,
+    rate: Option<f64>,
+    report: Option<&Path>,
+    final_timeout_secs: u64,
+) -> Result<i32, ClusterError> {
+    let stop = stop_flag()?;
+    let loadgen = sibling("loadgen")?;
+    let mut cluster = Cluster::start(t)?;
+    eprint!("{}", cluster.table());
+    let mut cmd = std::process::Command::new(loadgen);
+    cmd.arg("--target")
+        .arg(&cluster.vote_url)
+        .arg("--results")
+        .arg(&cluster.results_url)
+        .arg("--database-url")
+        .arg(&cluster.database_url)
+        .arg("--voters")
+        .arg(voters.to_string())
+        .arg("--change-fraction")
+        .arg(change_fraction.to_string())
+        .arg("--concurrency")
+        .arg(concurrency.to_string())
+        .arg("--final-timeout-secs")
+        .arg(final_timeout_secs.to_string());
+    if let Some(r) = rate {
+        cmd.arg("--rate").arg(r.to_string());
+    }
+    if let Some(r) = report {
+        cmd.arg("--report").arg(r);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ClusterError(format!("cannot start loadgen: {e}")))?;
+    // Supervise while loadgen runs, so a crashed tier is restarted as in
+    // `up`; a signal stops the rehearsal.
+    let code = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| ClusterError(format!("loadgen: {e}")))?
+        {
+            break status.code().unwrap_or(1);
+        }
+        if stop.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break 130;
+        }
+        for p in &mut cluster.procs {
+            if let Some(line) = p.tend() {
+                log::warn!("{line}");
+            }
+        }
+        std::thread::sleep(TEND_INTERVAL);
+    };
+    cluster.stop();
+    Ok(code)
+}

@@ -1,0 +1,245 @@
+//! Supervised child processes: started with their output in a log file,
+//! restarted with backoff when they die (as a Docker restart policy would),
+//! stopped in order with SIGTERM and a deadline.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// First restart delay; doubles per crash up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that stayed up this long has its backoff reset.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// How to start one process.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Run as this user (via `setpriv`), for PostgreSQL when we are root.
+    pub run_as: Option<String>,
+}
+
+impl Spec {
+    pub fn new(program: impl Into<PathBuf>) -> Spec {
+        Spec {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            run_as: None,
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Spec {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Spec {
+        self.env.push((k.to_owned(), v.into()));
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .arg("--init-groups")
+                    .arg("--")
+                    .arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
+
+/// One supervised process.
+pub struct Proc {
+    pub role: &'static str,
+    pub name: String,
+    /// Where it serves, for the table.
+    pub addr: String,
+    pub spec: Spec,
+    pub log: PathBuf,
+    /// Signal that stops it cleanly (PostgreSQL: SIGINT = fast shutdown).
+    pub stop_signal: i32,
+    /// How long a clean stop may take before SIGKILL.
+    pub stop_timeout: Duration,
+    child: Option<Child>,
+    started: Option<Instant>,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+    pub restarts: u32,
+}
+
+impl Proc {
+    pub fn new(role: &'static str, name: String, addr: String, spec: Spec, log_dir: &Path) -> Proc {
+        let log = log_dir.join(format!("{name}.log"));
+        Proc {
+            role,
+            name,
+            addr,
+            spec,
+            log,
+            stop_signal: libc::SIGTERM,
+            stop_timeout: Duration::from_secs(40),
+            child: None,
+            started: None,
+            restart_at: None,
+            backoff: FIRST_BACKOFF,
+            restarts: 0,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn start(&mut self) -> std::io::Result<()> {
+        let log = open_log(&self.log)?;
+        let mut cmd = self.spec.command();
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // Our children must not get the terminal's Ctrl-C directly: the
+        // cluster stops them itself, in order.
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        let child = cmd.spawn().map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot start {} ({}): {e}",
+                    self.name,
+                    self.spec.program.display()
+                ),
+            )
+        })?;
+        self.child = Some(child);
+        self.started = Some(Instant::now());
+        self.restart_at = None;
+        Ok(())
+    }
+
+    /// Notices a death and restarts after the backoff. Returns a line to
+    /// log when something happened.
+    pub fn tend(&mut self) -> Option<String> {
+        if let Some(child) = &mut self.child {
+            match child.try_wait() {
+                Ok(None) => {
+                    if self.started.is_some_and(|s| s.elapsed() > STABLE_AFTER) {
+                        self.backoff = FIRST_BACKOFF;
+                    }
+                    return None;
+                }
+                Ok(Some(status)) => {
+                    self.child = None;
+                    let wait = self.backoff;
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.restart_at = Some(Instant::now() + wait);
+                    return Some(format!(
+                        "{} exited ({status}); restarting in {:.1} s (log: {})",
+                        self.name,
+                        wait.as_secs_f64(),
+                        self.log.display()
+                    ));
+                }
+                Err(e) => return Some(format!("{}: cannot check: {e}", self.name)),
+            }
+        }
+        match self.restart_at {
+            Some(at) if Instant::now() >= at => {
+                self.restarts += 1;
+                Some(match self.start() {
+                    Ok(()) => format!(
+                        "{} restarted (restart #{}, pid {})",
+                        self.name,
+                        self.restarts,
+                        self.pid().unwrap_or(0)
+                    ),
+                    Err(e) => {
+                        self.restart_at = Some(Instant::now() + self.backoff);
+                        format!("{e}; retrying")
+                    }
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends the stop signal without waiting.
+    pub fn signal_stop(&mut self) {
+        self.restart_at = None;
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, self.stop_signal);
+            }
+        }
+    }
+
+    /// Waits for the stop, SIGKILL after `stop_timeout`. Returns the exit
+    /// status text.
+    pub fn wait_stopped(&mut self) -> String {
+        let Some(child) = &mut self.child else {
+            return "not running".into();
+        };
+        let deadline = Instant::now() + self.stop_timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return status.to_string();
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    self.child = None;
+                    return format!("killed after {} s", self.stop_timeout.as_secs());
+                }
+            }
+        }
+    }
+
+    pub fn stop(&mut self) -> String {
+        self.signal_stop();
+        self.wait_stopped()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot open log {}: {e}", path.display()))
+        })
+}

@@ -1,0 +1,256 @@
+//! The `results` node: the count, the backlog, and whether it is final.
+//!
+//! One [`Tally`] actor computes a snapshot about once a second and
+//! publishes it on a watch channel; `GET /` renders it, `GET /api/results`
+//! serves it as JSON, and `GET /events` streams every new one as
+//! server-sent events. Viewers never cause a query of their own.
+
+pub mod page;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use diesel::r2d2::{ConnectionManager, Pool};
+use tokio::sync::watch;
+
+use crate::actors::tally::{Snapshot, Tally, TALLY_INTERVAL};
+use crate::config::{ConfigError, Secret};
+use crate::endpoints::EndpointSource;
+use crate::metrics::{self, ResultsMetrics};
+
+/// Database connections: the tally needs one; a spare covers a slow one.
+const DB_POOL_SIZE: u32 = 2;
+/// A comment line on idle event streams, so proxies keep them open.
+const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// `/readyz` fails when the last good tally is older than this.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ResultsArgs {
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: String,
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// File holding the PostgreSQL URL (a Docker secret).
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<std::path::PathBuf>,
+    /// The capture nodes' Redis queues, comma-separated (for the backlog).
+    #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
+    pub redis_urls: Option<String>,
+    /// A DNS name resolving to every Redis queue, `host:port`.
+    #[arg(long, env = "REDIS_DNS")]
+    pub redis_dns: Option<String>,
+    /// Label of option `a`.
+    #[arg(long, env = "OPTION_A", default_value = "Cats")]
+    pub option_a: String,
+    /// Label of option `b`.
+    #[arg(long, env = "OPTION_B", default_value = "Dogs")]
+    pub option_b: String,
+    /// The Redis Stream holding the votes.
+    #[arg(long, env = "STREAM_KEY", default_value = "votes")]
+    pub stream_key: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ResultsSettings {
+    pub listen: String,
+    pub database_url: Secret<String>,
+    pub endpoints: EndpointSource,
+    pub option_labels: [String; 2],
+    pub stream_key: String,
+}
+
+impl ResultsArgs {
+    pub fn into_settings(self) -> Result<ResultsSettings, ConfigError> {
+        let database_url =
+            crate::config::secret_from("DATABASE_URL", self.database_url, self.database_url_file)?
+                .ok_or_else(|| {
+                    ConfigError("DATABASE_URL (or DATABASE_URL_FILE) is required".into())
+                })?;
+        let endpoints =
+            EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?;
+        Ok(ResultsSettings {
+            listen: self.listen,
+            database_url,
+            endpoints,
+            option_labels: [self.option_a, self.option_b],
+            stream_key: self.stream_key,
+        })
+    }
+}
+
+struct State {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    last_good: watch::Receiver<Option<std::time::Instant>>,
+    metrics: ResultsMetrics,
+}
+
+pub struct Results {
+    server: Server,
+    port: u16,
+}
+
+impl Results {
+    /// Binds and starts the tally; must run inside an actix system.
+    pub fn build(settings: ResultsSettings) -> std::io::Result<Results> {
+        let listener = TcpListener::bind(&settings.listen).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", settings.listen),
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+        let manager = ConnectionManager::new(settings.database_url.expose().as_str());
+        // build_unchecked: start even while PostgreSQL is down; /readyz
+        // says so until it answers.
+        let pool = Pool::builder()
+            .max_size(DB_POOL_SIZE)
+            .connection_timeout(Duration::from_secs(2))
+            .build_unchecked(manager);
+        let metrics = ResultsMetrics::new();
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::empty(&settings.option_labels)));
+        let (good_tx, good_rx) = watch::channel(None);
+        // Remember when the last successful tally was, for /readyz.
+        let mut watcher = rx.clone();
+        actix_web::rt::spawn(async move {
+            while watcher.changed().await.is_ok() {
+                let ok = watcher.borrow().error.is_none();
+                if ok {
+                    let _ = good_tx.send(Some(std::time::Instant::now()));
+                }
+            }
+        });
+        Tally::new(
+            pool,
+            settings.endpoints.clone(),
+            settings.stream_key.clone(),
+            settings.option_labels.clone(),
+            tx,
+            metrics.clone(),
+        )
+        .start();
+        let state = web::Data::new(State {
+            snapshots: rx,
+            last_good: good_rx,
+            metrics,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/", web::get().to(results_page))
+                .route("/api/results", web::get().to(api_results))
+                .route("/events", web::get().to(events))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_page))
+        })
+        .client_request_timeout(Duration::from_secs(5))
+        // Event streams never end by themselves: do not wait for them.
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        Ok(Results { server, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn results_page(state: web::Data<State>) -> HttpResponse {
+    let snap = state.snapshots.borrow().clone();
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(page::render(&snap))
+}
+
+async fn api_results(state: web::Data<State>) -> HttpResponse {
+    let snap = state.snapshots.borrow().clone();
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(&*snap)
+}
+
+/// Decrements the viewer gauge when the stream is dropped (the viewer left).
+struct ViewerGuard(prometheus::IntGauge);
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn events(state: web::Data<State>) -> HttpResponse {
+    let mut rx = state.snapshots.clone();
+    rx.mark_changed(); // the current snapshot goes out first
+    state.metrics.viewers.inc();
+    let guard = ViewerGuard(state.metrics.viewers.clone());
+    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        let line = tokio::select! {
+            changed = rx.changed() => {
+                changed.ok()?;
+                let snap = rx.borrow_and_update().clone();
+                format!("data: {}\n\n", serde_json::to_string(&*snap).ok()?)
+            }
+            _ = tokio::time::sleep(SSE_KEEPALIVE) => ": keep-alive\n\n".to_owned(),
+        };
+        Some((
+            Ok::<_, std::convert::Infallible>(web::Bytes::from(line)),
+            (rx, guard),
+        ))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // nginx and similar proxies must not buffer the stream.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let fresh = state
+        .last_good
+        .borrow()
+        .is_some_and(|t| t.elapsed() < STALE_AFTER.max(TALLY_INTERVAL * 3));
+    if fresh {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")
+    } else {
+        let why = state
+            .snapshots
+            .borrow()
+            .error
+            .clone()
+            .unwrap_or_else(|| "no recent tally".into());
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: {why}\n"))
+    }
+}
+
+async fn metrics_page(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics::render(&state.metrics.registry))
+}
