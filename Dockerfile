@@ -1,0 +1,62 @@
+# syntax=docker/dockerfile:1
+# voteswarm: one image, five binaries; the role is the command.
+#   docker build -t voteswarm .
+#   docker run voteswarm                 # capture (the default command)
+#   docker run voteswarm worker --migrate
+#   docker run voteswarm results
+# No ENTRYPOINT, so the command is the whole argv: `worker --migrate`,
+# `loadgen --target ...`, `capture --help`.
+#
+# Checked statically by scripts/validate-deploy.sh (`make test`): every COPY
+# source exists, the cargo line is the release build, and the binaries copied
+# into the final stage are exactly the crate's binaries (src/bin/*.rs).
+
+############################## build ##########################################
+# The toolchain the crate is tested with; Debian bookworm like the run stage,
+# so the libpq it links against is the one the run stage installs.
+FROM rust:1.95-slim-bookworm AS build
+# diesel links the system libpq: the headers to build (libpq-dev).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpq-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /build
+# The image needs no debug info (the release profile keeps some for profiling).
+ENV CARGO_PROFILE_RELEASE_DEBUG=0
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# diesel_migrations embeds these at compile time (`worker --migrate`).
+COPY migrations ./migrations
+# The cache mounts keep the crates and the build between image builds; the
+# binaries are copied out of the cache mount into /out for the next stage.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/build/target \
+    cargo build --release --locked --bins \
+ && mkdir -p /out \
+ && cp target/release/capture target/release/worker target/release/results \
+       target/release/loadgen target/release/cluster /out/
+
+############################## run ############################################
+FROM debian:bookworm-slim
+# libpq5: diesel's PostgreSQL client at run time; ca-certificates: TLS to a
+# managed database (sslmode=require). Nothing else: no compiler, no curl.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpq5 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 voteswarm \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin voteswarm
+COPY --from=build /out/capture /out/worker /out/results /out/loadgen /out/cluster /usr/local/bin/
+COPY docker/healthcheck.sh /usr/local/bin/voteswarm-healthcheck
+# uid 10001 is fixed: the swarm's capture and Redis containers share a unix
+# socket directory owned by it (swarm/README.md).
+USER 10001:10001
+ENV RUST_LOG=info
+# capture 8080, results 8081, worker metrics 9100.
+EXPOSE 8080 8081 9100
+# GET /healthz with bash alone (no curl in the image): see the script. The
+# port follows LISTEN / METRICS_LISTEN, so one HEALTHCHECK serves every role.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+  CMD ["/usr/local/bin/voteswarm-healthcheck"]
+# The binaries stop cleanly on SIGTERM (finish in-flight work, exit 0).
+STOPSIGNAL SIGTERM
+CMD ["capture"]
