@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# voteswarm on Docker Swarm without stacks: the topology of swarm/stack.yml,
+# created with `docker service create`, one command per role. Run it on a
+# manager, from anywhere (paths are relative to this script).
+#
+#   swarm/create-services.sh [--dry-run] [--secrets-only] [--workers M]
+#
+#   --dry-run       print every command instead of running it
+#   --secrets-only  create the three secrets (random values) and stop;
+#                   what `docker stack deploy` needs first
+#   --workers M     worker replicas [2, or $WORKERS]
+#
+# Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
+# OPTION_A, OPTION_B, VOTE_RATE_LIMIT, REDIS_MAXMEMORY, REDIS_MEMORY_LIMIT,
+# CONFIG_VERSION.
+# Before: label nodes and prepare capture nodes' directories (README.md).
+# The services get the stack's names (voteswarm_<role>) and the same DNS
+# aliases, so swarm/haproxy.cfg (tasks.capture) works unchanged. Remove all
+# with: docker service rm $(docker service ls -q -f label=com.voteswarm)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+dry_run=0
+secrets_only=0
+workers="${WORKERS:-2}"
+while (($#)); do
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    --secrets-only) secrets_only=1 ;;
+    --workers)
+      [ $# -ge 2 ] || { echo "create-services: --workers needs a number" >&2; exit 2; }
+      workers="$2"
+      shift
+      ;;
+    -h | --help)
+      sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *) echo "create-services: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$workers" in
+  '' | *[!0-9]*) echo "create-services: --workers must be a number, not '$workers'" >&2; exit 2 ;;
+esac
+
+image="${VOTESWARM_IMAGE:-voteswarm:latest}"
+option_a="${OPTION_A:-Cats}"
+option_b="${OPTION_B:-Dogs}"
+rate_limit="${VOTE_RATE_LIMIT:-100}"
+redis_maxmemory="${REDIS_MAXMEMORY:-2gb}"
+redis_memory_limit="${REDIS_MEMORY_LIMIT:-3G}"
+config_version="${CONFIG_VERSION:-1}"
+label="com.voteswarm=1"
+
+# run CMD...: print it (dry run) or run it.
+run() {
+  if ((dry_run)); then
+    printf '%q ' "$@"
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+
+random_secret() { head -c 48 /dev/urandom | base64 -w0 | tr '+/' '-_'; }
+
+exists() { # exists secret|config|network NAME
+  ((dry_run)) && return 1
+  docker "$1" inspect "$2" >/dev/null 2>&1
+}
+
+# secret NAME VALUE: create it from standard input unless it exists (secrets
+# are immutable; rotate by creating a new name and updating the services).
+secret() {
+  if exists secret "$1"; then
+    echo "create-services: secret $1 exists, kept" >&2
+  elif ((dry_run)); then
+    # The value is not printed: it would be a real secret on the terminal.
+    printf 'printf %%s "$%s" | docker secret create --label %s %s -\n' "${1^^}" "$label" "$1"
+  else
+    printf '%s' "$2" | docker secret create --label "$label" "$1" - >/dev/null
+    echo "create-services: secret $1 created" >&2
+  fi
+}
+
+# The database password appears in two secrets: PostgreSQL's, and inside the
+# whole URL the workers and results read (DATABASE_URL_FILE holds a URL).
+# Both are made from one value here, once.
+db_password="$(random_secret)"
+if exists secret voteswarm_db_password && ! exists secret voteswarm_database_url; then
+  echo "create-services: voteswarm_db_password exists but voteswarm_database_url does not;" \
+    "create it by hand with the same password (README.md)" >&2
+  exit 1
+fi
+secret voteswarm_cookie_key "$(random_secret)"
+secret voteswarm_db_password "$db_password"
+secret voteswarm_database_url "postgres://voteswarm:${db_password}@postgres:5432/voteswarm"
+((secrets_only)) && exit 0
+
+for cfg in "voteswarm_haproxy_cfg_${config_version}:haproxy.cfg" "voteswarm_redis_conf_${config_version}:redis.conf"; do
+  name="${cfg%%:*}"
+  if exists config "$name"; then
+    echo "create-services: config $name exists, kept (bump CONFIG_VERSION after editing the file)" >&2
+  else
+    run docker config create --label "$label" "$name" "${cfg#*:}"
+  fi
+done
+
+for net in voteswarm_front voteswarm_back; do
+  exists network "$net" || run docker network create --driver overlay --label "$label" "$net"
+done
+
+common=(--label "$label" --restart-condition any --restart-delay 2s)
+
+# Edge: HAProxy on every node labelled role=edge, ports in host mode so the
+# per-client rate limit sees client addresses.
+run docker service create --name voteswarm_haproxy "${common[@]}" \
+  --mode global --constraint 'node.labels.role==edge' \
+  --network name=voteswarm_front,alias=haproxy \
+  --publish mode=host,target=8080,published=80,protocol=tcp \
+  --publish mode=host,target=8081,published=8081,protocol=tcp \
+  --config "source=voteswarm_haproxy_cfg_${config_version},target=/usr/local/etc/haproxy/haproxy.cfg" \
+  --env CAPTURE_ADDR=tasks.capture:8080 \
+  --env RESULTS_ADDR=results:8081 \
+  --env "VOTE_RATE_LIMIT=${rate_limit}" \
+  --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback \
+  --limit-cpu 2 --limit-memory 512M --reserve-cpu 0.25 --reserve-memory 64M \
+  haproxy:2.6
+
+# Redis: one per capture node, AOF on the node's disk, socket shared with the
+# capture container of the same node; reachable by workers as tasks.redis.
+run docker service create --name voteswarm_redis "${common[@]}" \
+  --mode global --constraint 'node.labels.role==capture' \
+  --network name=voteswarm_back,alias=redis \
+  --user 10001:10001 \
+  --config "source=voteswarm_redis_conf_${config_version},target=/usr/local/etc/redis/redis.conf" \
+  --mount type=bind,source=/var/lib/voteswarm/redis,target=/data \
+  --mount type=bind,source=/var/lib/voteswarm/redis-socket,target=/run/redis \
+  --health-cmd 'redis-cli -s /run/redis/redis.sock ping' --health-interval 5s --health-timeout 3s --health-retries 3 \
+  --stop-grace-period 60s \
+  --update-parallelism 1 --update-delay 30s --update-order stop-first --update-failure-action pause --update-monitor 30s \
+  --limit-cpu 1 --limit-memory "${redis_memory_limit}" --reserve-cpu 0.25 --reserve-memory 256M \
+  redis:7.0 \
+  redis-server /usr/local/etc/redis/redis.conf --unixsocket /run/redis/redis.sock --maxmemory "${redis_maxmemory}"
+
+# Capture: one per capture node, talking to its own Redis over the socket.
+run docker service create --name voteswarm_capture "${common[@]}" \
+  --mode global --constraint 'node.labels.role==capture' \
+  --network name=voteswarm_front,alias=capture \
+  --secret source=voteswarm_cookie_key,target=cookie_key,uid=10001,gid=10001,mode=0400 \
+  --mount type=bind,source=/var/lib/voteswarm/redis-socket,target=/run/redis \
+  --env LISTEN=0.0.0.0:8080 \
+  --env REDIS_URL=redis+unix:///run/redis/redis.sock \
+  --env 'NODE_ID={{.Node.Hostname}}' \
+  --env COOKIE_KEY_FILE=/run/secrets/cookie_key \
+  --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
+  --env STREAM_KEY=votes \
+  --env MIN_CHANGE_INTERVAL_MS=1000 --env VOTE_CHANGES=allow --env ENQUEUE_TIMEOUT_MS=2000 \
+  --env RUST_LOG=info \
+  --stop-grace-period 30s \
+  --update-parallelism 1 --update-delay 10s --update-order start-first --update-failure-action rollback --update-monitor 30s \
+  --limit-cpu 1.5 --limit-memory 512M --reserve-cpu 0.5 --reserve-memory 128M \
+  "$image" capture
+
+# PostgreSQL: pinned to the store node, where its volume lives.
+run docker service create --name voteswarm_postgres "${common[@]}" \
+  --replicas 1 --constraint 'node.labels.role==store' \
+  --network name=voteswarm_back,alias=postgres \
+  --secret source=voteswarm_db_password,target=db_password \
+  --mount type=volume,source=voteswarm_pgdata,target=/var/lib/postgresql/data \
+  --env POSTGRES_USER=voteswarm --env POSTGRES_DB=voteswarm \
+  --env POSTGRES_PASSWORD_FILE=/run/secrets/db_password \
+  --health-cmd 'pg_isready -U voteswarm -d voteswarm' --health-interval 5s --health-timeout 3s --health-retries 10 \
+  --stop-grace-period 2m \
+  --update-order stop-first --update-failure-action pause \
+  --limit-cpu 4 --limit-memory 4G --reserve-cpu 1 --reserve-memory 1G \
+  postgres:15 postgres -c max_connections=200
+
+# Workers: M replicas on role=worker nodes, draining every Redis.
+run docker service create --name voteswarm_worker "${common[@]}" \
+  --replicas "$workers" --constraint 'node.labels.role==worker' --placement-pref spread=node.id \
+  --network name=voteswarm_back,alias=worker \
+  --secret source=voteswarm_database_url,target=database_url,uid=10001,gid=10001,mode=0400 \
+  --env DATABASE_URL_FILE=/run/secrets/database_url \
+  --env REDIS_DNS=tasks.redis:6379 \
+  --env STREAM_KEY=votes \
+  --env 'WORKER_ID=worker-{{.Task.Slot}}' \
+  --env METRICS_LISTEN=0.0.0.0:9100 \
+  --env VOTE_CHANGES=allow \
+  --env RUST_LOG=info \
+  --stop-grace-period 60s \
+  --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback --update-monitor 30s \
+  --limit-cpu 2 --limit-memory 1G --reserve-cpu 0.5 --reserve-memory 128M \
+  "$image" worker --migrate
+
+# Results: beside PostgreSQL; HAProxy serves it on :8081.
+run docker service create --name voteswarm_results "${common[@]}" \
+  --replicas 1 --constraint 'node.labels.role==store' \
+  --network name=voteswarm_front,alias=results \
+  --network name=voteswarm_back,alias=results \
+  --secret source=voteswarm_database_url,target=database_url,uid=10001,gid=10001,mode=0400 \
+  --env LISTEN=0.0.0.0:8081 \
+  --env DATABASE_URL_FILE=/run/secrets/database_url \
+  --env REDIS_DNS=tasks.redis:6379 \
+  --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
+  --env STREAM_KEY=votes \
+  --env RUST_LOG=info \
+  --stop-grace-period 10s \
+  --update-order start-first --update-failure-action rollback \
+  --limit-cpu 1 --limit-memory 256M --reserve-cpu 0.25 --reserve-memory 64M \
+  "$image" results
+
+((dry_run)) || echo "create-services: done; watch with: docker service ls -f label=com.voteswarm" >&2

@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Static checks of the deploy files, run by scripts/validate-deploy.sh.
+
+Each subcommand prints what it checked and exits non-zero on a failure:
+
+  compose-schema FILE SCHEMA   FILE against the Compose specification's schema
+  env-contract                 every variable and flag that compose, the stack,
+                               create-services.sh, aws/ and vagrant/ give our
+                               binaries is one the binary accepts (its --help)
+  dockerfile                   COPY sources exist; the cargo line is the
+                               release build; the binaries copied are exactly
+                               the crate's binaries
+  service-flags                every flag create-services.sh passes to docker
+                               is one `docker ... --help` lists
+  userdata TEMPLATE OUTDIR     extracts the shell scripts of a CloudFormation
+                               template (cfn-init files, UserData) to OUTDIR
+                               for shellcheck, ${Param} replaced by stand-ins
+
+Binaries not written yet (known to be on the way) are skipped with a note,
+so the checks tighten by themselves as they land.
+"""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The image's binaries. One that the crate does not have yet is a note, not a
+# failure, while it is one of these; any other difference is a failure.
+EXPECTED_BINS = ["capture", "worker", "results", "loadgen", "cluster"]
+# Variables every binary reads besides its flags (env_logger, std).
+ALWAYS_ACCEPTED = {"RUST_LOG", "RUST_BACKTRACE", "RUST_LOG_STYLE"}
+# The image name the deploy files use for our image.
+OUR_IMAGES = ("voteswarm:", "${VOTESWARM_IMAGE")
+
+
+def load_yaml(path):
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def fail(msg):
+    print(f"  FAIL {msg}")
+    return 1
+
+
+# ---------------------------------------------------------------- compose
+def compose_schema(path, schema_path):
+    import jsonschema
+
+    with open(schema_path) as f:
+        schema = json.load(f)
+    doc = load_yaml(path)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    for e in errors:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top)"
+        print(f"  FAIL {path}: {where}: {e.message[:300]}")
+    if not errors:
+        print(f"  ok   {path} is valid against {os.path.relpath(schema_path, ROOT)} ({schema.get('$schema', '?')})")
+    return 1 if errors else 0
+
+
+# ---------------------------------------------------------------- binaries
+def cargo_metadata():
+    out = subprocess.run(
+        ["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def crate_bins(meta):
+    bins = set()
+    for pkg in meta["packages"]:
+        for t in pkg["targets"]:
+            if "bin" in t["kind"]:
+                bins.add(t["name"])
+    return bins
+
+
+def help_text(meta, binary):
+    """The --help of a built binary, building the crate's binaries once if
+    one is missing (after `cargo test` they are all there)."""
+    path = os.path.join(meta["target_directory"], "debug", binary)
+    if not os.path.exists(path):
+        print(f"  note building the binaries for their --help (target/debug/{binary} is missing)")
+        subprocess.run(["cargo", "build", "--locked", "--quiet", "--bins"], cwd=ROOT, check=True)
+    return subprocess.run([path, "--help"], check=True, capture_output=True, text=True).stdout
+
+
+def accepted(help_out):
+    envs = set(re.findall(r"\[env: ([A-Z0-9_]+)", help_out))
+    flags = set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", help_out))
+    return envs | ALWAYS_ACCEPTED, flags
+
+
+def is_ours(image):
+    return isinstance(image, str) and image.startswith(OUR_IMAGES)
+
+
+def uses_from_compose(doc, origin):
+    """(origin, binary, env names, args) for each service running our image."""
+    uses = []
+    for name, svc in (doc.get("services") or {}).items():
+        if not is_ours(svc.get("image")) and "build" not in svc:
+            continue
+        cmd = svc.get("command") or ["capture"]
+        if isinstance(cmd, str):
+            cmd = shlex.split(cmd)
+        env = svc.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) if "=" in e else (e, None) for e in env)
+        uses.append((f"{origin} service {name}", cmd[0], set(env), cmd[1:]))
+    return uses
+
+
+def uses_from_service_create(text, origin):
+    """The same from `docker service create` lines (dry-run output or scripts)."""
+    uses = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("docker service create"):
+            continue
+        argv = shlex.split(line)
+        image_at = next((i for i, a in enumerate(argv) if is_ours(a) or a == "$image"), None)
+        if image_at is None:
+            continue
+        env = set()
+        for i, a in enumerate(argv[:image_at]):
+            if a in ("--env", "-e", "--env-add") and i + 1 < image_at:
+                env.add(argv[i + 1].split("=", 1)[0])
+            elif a.startswith("--env="):
+                env.add(a.split("=", 2)[1])
+        cmd = argv[image_at + 1:] or ["capture"]
+        name = next((argv[i + 1] for i, a in enumerate(argv) if a == "--name"), "?")
+        uses.append((f"{origin} {name}", cmd[0], env, cmd[1:]))
+    return uses
+
+
+def env_contract():
+    meta = cargo_metadata()
+    bins = crate_bins(meta)
+    uses = []
+    uses += uses_from_compose(load_yaml(os.path.join(ROOT, "docker-compose.yml")), "docker-compose.yml")
+    stack = subprocess.run(
+        ["docker", "stack", "config", "-c", os.path.join(ROOT, "swarm/stack.yml")],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    import yaml
+
+    uses += uses_from_compose(yaml.safe_load(stack), "swarm/stack.yml")
+    dry = subprocess.run(
+        [os.path.join(ROOT, "swarm/create-services.sh"), "--dry-run"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    uses += uses_from_service_create(dry, "create-services.sh")
+    # aws/ and vagrant/ deploy swarm/stack.yml; any service they create or
+    # update themselves with our image is checked the same way.
+    for sub in ("aws", "vagrant"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, sub)):
+            for fn in files:
+                p = os.path.join(dirpath, fn)
+                try:
+                    text = open(p).read()
+                except UnicodeDecodeError:
+                    continue
+                joined = re.sub(r"\\\n\s*", " ", text)
+                uses += uses_from_service_create(joined, os.path.relpath(p, ROOT))
+                for m in re.finditer(r"docker service update[^\n]*", joined):
+                    for env in re.findall(r"--env-add[ =]([A-Z0-9_]+)=", m.group(0)):
+                        uses.append((os.path.relpath(p, ROOT), "?", {env}, []))
+
+    failures = 0
+    cache = {}
+    skipped = set()
+    for origin, binary, env, args in uses:
+        if binary not in bins:
+            if binary in EXPECTED_BINS:
+                skipped.add(binary)
+                continue
+            failures += fail(f"{origin}: runs `{binary}`, which is not one of the crate's binaries {sorted(bins)}")
+            continue
+        if binary not in cache:
+            cache[binary] = accepted(help_text(meta, binary))
+        ok_env, ok_flags = cache[binary]
+        for name in sorted(env - ok_env):
+            failures += fail(f"{origin}: {binary} does not accept {name} (not in `{binary} --help`)")
+        for a in args:
+            if a.startswith("--") and a.split("=", 1)[0] not in ok_flags:
+                failures += fail(f"{origin}: {binary} has no flag {a}")
+        if not (env - ok_env):
+            print(f"  ok   {origin}: {binary} accepts {', '.join(sorted(env)) or 'no variables'}{' ' + ' '.join(args) if args else ''}")
+    for b in sorted(skipped):
+        print(f"  note `{b}` is not in the crate yet: its variables are not checked (they will be once src/bin/{b}.rs lands)")
+    return failures
+
+
+# ---------------------------------------------------------------- Dockerfile
+def dockerfile():
+    meta = cargo_metadata()
+    bins = crate_bins(meta)
+    text = open(os.path.join(ROOT, "Dockerfile")).read()
+    joined = re.sub(r"\\\n", " ", text)
+    lines = [l.strip() for l in joined.splitlines() if l.strip() and not l.strip().startswith("#")]
+    failures = 0
+    copied_dirs = []
+    final_bins = None
+    cp_bins = None
+    saw_cargo = False
+    for l in lines:
+        words = shlex.split(l)
+        if words[0].upper() == "COPY":
+            opts = [w for w in words[1:] if w.startswith("--")]
+            srcs = [w for w in words[1:] if not w.startswith("--")][:-1]
+            if any(o.startswith("--from=") for o in opts):
+                final_bins = sorted(os.path.basename(s) for s in srcs)
+                continue
+            for s in srcs:
+                if os.path.exists(os.path.join(ROOT, s)):
+                    copied_dirs.append(s.rstrip("/"))
+                    print(f"  ok   COPY {s} exists")
+                elif s == "migrations":
+                    # The worker's migrations land with the worker binary.
+                    copied_dirs.append(s)
+                    print("  note COPY migrations: migrations/ has no files yet (the worker's migrations are on the way)")
+                else:
+                    failures += fail(f"Dockerfile: COPY {s}: no such file or directory in the repository")
+        if "cargo build" in l:
+            saw_cargo = True
+            for flag in ("--release", "--locked", "--bins"):
+                if flag not in words:
+                    failures += fail(f"Dockerfile: the cargo build line lacks {flag}")
+            cp_bins = sorted(
+                os.path.basename(w) for w in words if w.startswith("target/release/")
+            )
+    if not saw_cargo:
+        failures += fail("Dockerfile: no `cargo build` line")
+    # What the build reads must be in the image's build context.
+    need = ["Cargo.toml", "Cargo.lock", "src"]
+    manifest = tomllib.load(open(os.path.join(ROOT, "Cargo.toml"), "rb"))
+    if os.path.exists(os.path.join(ROOT, "build.rs")) or "build" in manifest.get("package", {}):
+        need.append(manifest.get("package", {}).get("build", "build.rs"))
+    for kind, default_dir in (("bin", "src/bin"), ("example", "examples"), ("bench", "benches"), ("test", "tests")):
+        for t in manifest.get(kind, []):
+            need.append(t.get("path", f"{default_dir}/{t['name']}.rs"))
+    for n in need:
+        if not any(n == d or n.startswith(d + "/") for d in copied_dirs):
+            failures += fail(f"Dockerfile: cargo needs {n}, which no COPY brings into the build stage")
+    # .dockerignore starts from `*` and lets paths back in with `!path`.
+    included = [l.strip()[1:].rstrip("/") for l in open(os.path.join(ROOT, ".dockerignore")) if l.strip().startswith("!")]
+    for d in copied_dirs:
+        if not any(d == i or d.startswith(i + "/") for i in included):
+            failures += fail(f".dockerignore: keeps {d} out of the build context, but the Dockerfile copies it (add !{d})")
+    for label, got in (("COPY --from=build", final_bins), ("cp target/release/...", cp_bins)):
+        if got is None:
+            failures += fail(f"Dockerfile: no {label} of the binaries")
+            continue
+        if sorted(set(got)) != sorted(EXPECTED_BINS):
+            failures += fail(f"Dockerfile: {label} has {got}, expected {sorted(EXPECTED_BINS)}")
+        extra = bins - set(got)
+        if extra:
+            failures += fail(f"Dockerfile: {label} misses the crate's binaries {sorted(extra)}")
+        pending = set(got) - bins
+        for b in sorted(pending):
+            if b in EXPECTED_BINS:
+                print(f"  note the Dockerfile copies `{b}`, which the crate does not build yet (on the way)")
+            else:
+                failures += fail(f"Dockerfile: {label} copies `{b}`, which the crate has no binary for")
+        if not extra:
+            print(f"  ok   {label}: {', '.join(got)} (the crate builds {', '.join(sorted(bins))})")
+    return failures
+
+
+# ---------------------------------------------------------------- docker flags
+def docker_options(sub):
+    """{flag: takes a value} from `docker <sub> --help`."""
+    h = subprocess.run(["docker", *sub, "--help"], capture_output=True, text=True).stdout
+    opts = {}
+    for m in re.finditer(r"^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)(?: ([a-z][\w-]*))?(?:\s{2,}|$)", h, re.M):
+        opts[m.group(1)] = m.group(2) is not None
+    return opts
+
+
+def service_flags():
+    dry = subprocess.run(
+        [os.path.join(ROOT, "swarm/create-services.sh"), "--dry-run"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    failures = 0
+    helps = {}
+    checked = 0
+    for line in dry.splitlines():
+        if "docker " not in line:
+            continue
+        argv = shlex.split(line[line.index("docker "):])
+        sub = tuple(argv[1:3])
+        if sub not in helps:
+            helps[sub] = docker_options(sub)
+        opts = helps[sub]
+        i = 3
+        # Options until the first positional (the image, a name, a file).
+        while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+            flag = argv[i].split("=", 1)[0]
+            if flag not in opts:
+                failures += fail(f"create-services.sh: `docker {' '.join(sub)}` has no flag {flag}")
+                i += 1
+                continue
+            checked += 1
+            i += 2 if (opts[flag] and "=" not in argv[i]) else 1
+    if not failures:
+        print(f"  ok   {checked} options in create-services.sh --dry-run are known to `docker <command> --help`")
+    return failures
+
+
+# ---------------------------------------------------------------- user data
+def userdata(template, outdir):
+    """Writes each shell script the template carries (cfn-init `files` with a
+    shebang, and UserData) to OUTDIR, with CloudFormation's ${Param}
+    replaced by a stand-in and ${!x} turned back into ${x}."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def tagged(loader, suffix, node):
+        if isinstance(node, yaml.ScalarNode):
+            return {suffix: loader.construct_scalar(node)}
+        if isinstance(node, yaml.SequenceNode):
+            return {suffix: loader.construct_sequence(node, deep=True)}
+        return {suffix: loader.construct_mapping(node, deep=True)}
+
+    Loader.add_multi_constructor("!", tagged)
+    doc = yaml.load(open(template), Loader=Loader)
+    os.makedirs(outdir, exist_ok=True)
+    found = []
+
+    def text_of(v):
+        if isinstance(v, str):
+            return v
+        if isinstance(v, dict):
+            for k in ("Sub", "Fn::Sub"):
+                if k in v:
+                    s = v[k]
+                    return s[0] if isinstance(s, list) else s
+            for k in ("Base64", "Fn::Base64"):
+                if k in v:
+                    return text_of(v[k])
+            for k in ("Join", "Fn::Join"):
+                if k in v:
+                    sep, parts = v[k]
+                    return sep.join(p if isinstance(p, str) else "PLACEHOLDER" for p in parts)
+        return None
+
+    def clean(s):
+        s = re.sub(r"\$\{!", "${", s.replace("${!", "\0"))
+        s = re.sub(r"\$\{([A-Za-z0-9:.]+)\}", lambda m: "CFN_" + re.sub(r"[^A-Za-z0-9]", "_", m.group(1)), s)
+        return s.replace("\0", "${")
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "UserData" or (k == "content" and "files" in path):
+                    s = text_of(v)
+                    if s and s.lstrip().startswith("#!") and ("bash" in s.split("\n", 1)[0] or "/sh" in s.split("\n", 1)[0]):
+                        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(path[-3:] + [k])).strip("_") + ".sh"
+                        with open(os.path.join(outdir, name), "w") as f:
+                            f.write(clean(s))
+                        found.append(name)
+                        continue
+                walk(v, path + [str(k)])
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, path + [str(i)])
+
+    walk(doc.get("Resources", {}), [])
+    for n in found:
+        print(os.path.join(outdir, n))
+    if not found:
+        print(f"userdata: no shell scripts found in {template}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv):
+    cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "compose-schema":
+        return compose_schema(argv[2], argv[3])
+    if cmd == "env-contract":
+        return env_contract()
+    if cmd == "dockerfile":
+        return dockerfile()
+    if cmd == "service-flags":
+        return service_flags()
+    if cmd == "userdata":
+        return userdata(argv[2], argv[3])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(1 if main(sys.argv) else 0)
