@@ -45,11 +45,18 @@ wrk.body = "vote=a"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 LUA
 
-# run_wrk NAME PORT PID -> prints "rps p50 p99 non2xx rss_kib"
+# CPU time (user+system) of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run_wrk NAME PORT PID [REDIS_PID] -> prints "rps p50 p99 non2xx rss_kib us_per_vote redis_us_per_vote"
 run_wrk() {
-  local name="$1" port="$2" pid="$3" out
+  local name="$1" port="$2" pid="$3" rpid="${4:-}" out c0 c1 r0=0 r1=0
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$work/post.lua" "http://127.0.0.1:$port/" >/dev/null
+  c0="$(cpu_ticks "$pid")"
+  [ -n "$rpid" ] && r0="$(cpu_ticks "$rpid")"
   out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/")"
+  c1="$(cpu_ticks "$pid")"
+  [ -n "$rpid" ] && r1="$(cpu_ticks "$rpid")"
   echo "$out" >"$work/$name.wrk"
   local reqs non2xx secs p50 p99 rss
   reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
@@ -59,8 +66,12 @@ run_wrk() {
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
   p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
   rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+  local hz
+  hz="$(getconf CLK_TCK)"
   awk -v r="$reqs" -v n="$non2xx" -v s="$secs" -v a="$p50" -v b="$p99" -v m="$rss" \
-    'BEGIN { printf "%.0f %s %s %d %d\n", (r-n)/s, a, b, n, m }'
+    -v c="$((c1 - c0))" -v rc="$((r1 - r0))" -v hz="$hz" \
+    'BEGIN { ok = r - n; if (ok < 1) ok = 1;
+             printf "%.0f %s %s %d %d %.1f %.1f\n", (r-n)/s, a, b, n, m, c/hz*1e6/ok, rc/hz*1e6/ok }'
 }
 
 results=()
@@ -70,7 +81,7 @@ LISTEN="127.0.0.1:$port" target/release/examples/baseline &
 pids+=($!); base_pid=$!
 wait_http "http://127.0.0.1:$port"
 echo "bench-capture: baseline" >&2
-read -r base_rps base_p50 base_p99 base_non2xx base_rss < <(run_wrk baseline "$port" "$base_pid")
+read -r base_rps base_p50 base_p99 base_non2xx base_rss base_cpu _ < <(run_wrk baseline "$port" "$base_pid")
 kill -TERM "$base_pid"; wait "$base_pid" 2>/dev/null || true
 
 for fsync in everysec always; do
@@ -87,12 +98,12 @@ for fsync in everysec always; do
   pids+=($!); cap_pid=$!
   wait_http "http://127.0.0.1:$port"
   echo "bench-capture: capture, appendfsync $fsync" >&2
-  read -r rps p50 p99 non2xx rss < <(run_wrk "capture-$fsync" "$port" "$cap_pid")
+  read -r rps p50 p99 non2xx rss cpu rcpu < <(run_wrk "capture-$fsync" "$port" "$cap_pid" "$redis_pid")
   stored="$(redis-cli -p "$rport" xlen votes)"
   kill -TERM "$cap_pid"; wait "$cap_pid" 2>/dev/null || true
   kill -TERM "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
   ratio="$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.2f", a/b }')"
-  results+=("| capture, appendfsync $fsync | $rps | $p50 | $p99 | $((rss / 1024)) MiB | $non2xx | $ratio |")
+  results+=("| capture, appendfsync $fsync | $rps | $p50 | $p99 | $((rss / 1024)) MiB | $cpu µs + Redis $rcpu µs | $non2xx | $ratio |")
   echo "bench-capture: $fsync: $rps votes/s (ratio $ratio), $stored entries stored" >&2
 done
 
@@ -106,9 +117,9 @@ section="$work/section.md"
   echo "Command: \`make bench-capture\` (\`scripts/bench-capture.sh\`: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s after a ${WARMUP}s warm-up;"
   echo "wrk, the node and Redis share the machine)."
   echo
-  echo "| run | votes/s | p50 | p99 | peak RSS | non-2xx | ratio to baseline |"
-  echo "|-----|--------:|----:|----:|---------:|--------:|------------------:|"
-  echo "| baseline (examples/baseline.rs) | $base_rps | $base_p50 | $base_p99 | $((base_rss / 1024)) MiB | $base_non2xx | 1.00 |"
+  echo "| run | votes/s | p50 | p99 | peak RSS | CPU per vote | non-2xx | ratio to baseline |"
+  echo "|-----|--------:|----:|----:|---------:|-------------:|--------:|------------------:|"
+  echo "| baseline (examples/baseline.rs) | $base_rps | $base_p50 | $base_p99 | $((base_rss / 1024)) MiB | $base_cpu µs | $base_non2xx | 1.00 |"
   printf '%s\n' "${results[@]}"
   echo
   echo "The baseline parses the same form with the same parser and answers at once;"

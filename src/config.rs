@@ -126,7 +126,8 @@ pub struct CaptureArgs {
     /// Most votes written to Redis in one pipeline.
     #[arg(long, env = "MAX_BATCH", default_value_t = crate::actors::queue_writer::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
-    /// Most votes waiting for Redis at once; beyond it, 503 at once.
+    /// Most votes waiting for Redis at once, per HTTP worker thread;
+    /// beyond it, 503 at once.
     #[arg(long, env = "WRITER_CAPACITY", default_value_t = crate::actors::queue_writer::DEFAULT_CAPACITY)]
     pub writer_capacity: usize,
 }

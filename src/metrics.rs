@@ -65,20 +65,26 @@ pub struct CaptureMetrics {
     pub batch_size: Histogram,
     /// From handing a vote to the writer to Redis' answer.
     pub enqueue_latency: Histogram,
-    /// Votes waiting in the writer for Redis.
+    accepted_children: [prometheus::IntCounter; 2],
+    /// Votes waiting in the writers for Redis.
     pub writer_pending: IntGauge,
+    /// Votes in pipelines sent to Redis and not yet answered.
+    pub writer_in_flight: IntGauge,
 }
 
 impl CaptureMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        let accepted = counter_vec(
+            &registry,
+            "voteswarm_votes_accepted_total",
+            "Votes stored in Redis and acknowledged to the voter",
+            &["option"],
+        );
         CaptureMetrics {
-            accepted: counter_vec(
-                &registry,
-                "voteswarm_votes_accepted_total",
-                "Votes stored in Redis and acknowledged to the voter",
-                &["option"],
-            ),
+            accepted_children: crate::vote::VoteOption::ALL
+                .map(|o| accepted.with_label_values(&[o.as_str()])),
+            accepted,
             rejected: counter_vec(
                 &registry,
                 "voteswarm_votes_rejected_total",
@@ -100,10 +106,23 @@ impl CaptureMetrics {
             writer_pending: gauge(
                 &registry,
                 "voteswarm_writer_pending",
-                "Votes waiting in the queue writer for Redis",
+                "Votes waiting in the queue writers for Redis",
+            ),
+            writer_in_flight: gauge(
+                &registry,
+                "voteswarm_writer_in_flight",
+                "Votes in pipelines sent to Redis and not yet answered",
             ),
             registry,
         }
+    }
+}
+
+impl CaptureMetrics {
+    /// The accepted-votes counter of one option. `with_label_values` looks
+    /// the child up under a lock; the vote path takes a cached handle.
+    pub fn accepted_by(&self, option: crate::vote::VoteOption) -> &prometheus::IntCounter {
+        &self.accepted_children[option as usize]
     }
 }
 

@@ -127,11 +127,14 @@ async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
             return false;
         };
         let text = String::from_utf8_lossy(&r.body().await.unwrap_or_default()).into_owned();
-        // One vote is in the hung pipeline, the others wait behind it.
-        text.lines()
-            .find_map(|l| l.strip_prefix("voteswarm_writer_pending "))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            == Some(IN_FLIGHT - 1)
+        // Each writer has one pipeline hung in Redis; the rest wait.
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        gauge("voteswarm_writer_pending ") + gauge("voteswarm_writer_in_flight ") == IN_FLIGHT
     })
     .await;
     assert!(all_waiting, "votes did not reach the writer");

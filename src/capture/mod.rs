@@ -12,6 +12,7 @@ pub mod error;
 pub mod page;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -41,8 +42,47 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 /// A client has this long to send its request head (slow-loris defence).
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The vote page's five variants (nothing chosen, `a` or `b` chosen, and
+/// the two "thanks" pages), rendered once at start: the vote path then
+/// only clones a reference-counted buffer.
+struct Pages {
+    /// Indexed by `None`, `Some(A)`, `Some(B)`.
+    view: [web::Bytes; 3],
+    /// Indexed by the option just voted for.
+    voted: [web::Bytes; 2],
+}
+
+impl Pages {
+    fn new(settings: &CaptureSettings) -> Pages {
+        let render = |chosen: Option<VoteOption>, flash: Option<&str>| {
+            web::Bytes::from(page::render(
+                &settings.option_labels,
+                &settings.node_id,
+                chosen,
+                flash,
+            ))
+        };
+        let thanks = |o: VoteOption| {
+            let flash = format!(
+                "Thanks! Your vote for {} is in.",
+                settings.option_labels[o as usize]
+            );
+            render(Some(o), Some(&flash))
+        };
+        Pages {
+            view: [
+                render(None, None),
+                render(Some(VoteOption::A), None),
+                render(Some(VoteOption::B), None),
+            ],
+            voted: [thanks(VoteOption::A), thanks(VoteOption::B)],
+        }
+    }
+}
+
 struct State {
     settings: CaptureSettings,
+    pages: Arc<Pages>,
     writer: Addr<QueueWriter>,
     metrics: CaptureMetrics,
 }
@@ -72,25 +112,29 @@ impl Capture {
     ) -> std::io::Result<Capture> {
         let port = listener.local_addr()?.port();
         let metrics = CaptureMetrics::new();
+        let pages = Arc::new(Pages::new(&settings));
         let client = redis::Client::open(settings.redis_url.expose().as_str())
             .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
-        let writer = QueueWriter::new(
-            client,
-            settings.stream_key.clone(),
-            settings.max_batch,
-            settings.writer_capacity,
-            settings.enqueue_timeout,
-            metrics.clone(),
-        )
-        .start();
-        let state = web::Data::new(State {
-            settings,
-            writer,
-            metrics,
-        });
         let server = HttpServer::new(move || {
+            // Runs once per HTTP worker thread: each gets its own writer on
+            // its own arbiter (see `QueueWriter`).
+            let writer = QueueWriter::new(
+                client.clone(),
+                settings.stream_key.clone(),
+                settings.max_batch,
+                settings.writer_capacity,
+                settings.enqueue_timeout,
+                metrics.clone(),
+            )
+            .start();
+            let state = web::Data::new(State {
+                settings: settings.clone(),
+                pages: pages.clone(),
+                writer,
+                metrics: metrics.clone(),
+            });
             App::new()
-                .app_data(state.clone())
+                .app_data(state)
                 .service(
                     web::resource("/")
                         .route(web::get().to(vote_page))
@@ -129,19 +173,15 @@ fn voter_cookie(req: &HttpRequest, state: &State) -> Option<VoterCookie> {
 
 async fn vote_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let chosen = voter_cookie(&req, &state).and_then(|c| c.last.map(|(_, o)| o));
-    page_response(&state, chosen, None)
+    let i = chosen.map_or(0, |o| o as usize + 1);
+    page_response(state.pages.view[i].clone())
 }
 
-fn page_response(state: &State, chosen: Option<VoteOption>, flash: Option<&str>) -> HttpResponse {
+fn page_response(body: web::Bytes) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(ContentType::html())
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(page::render(
-            &state.settings.option_labels,
-            &state.settings.node_id,
-            chosen,
-            flash,
-        ))
+        .body(body)
 }
 
 /// Checks the content type, then reads at most [`MAX_BODY_BYTES`].
@@ -267,11 +307,7 @@ async fn take_vote(
         Ok(Err(_)) => return Err(EnqueueError::Unavailable("writer stopped".into()).into()),
         Err(_) => return Err(CaptureError::Timeout),
     }
-    state
-        .metrics
-        .accepted
-        .with_label_values(&[option.as_str()])
-        .inc();
+    state.metrics.accepted_by(option).inc();
     let next = VoterCookie {
         voter: cookie.voter,
         last: Some((vote.ts, option)),
@@ -304,9 +340,7 @@ async fn post_form(
     .await;
     match result {
         Ok((vote, cookie)) => {
-            let label = &state.settings.option_labels[vote.option as usize];
-            let flash = format!("Thanks! Your vote for {label} is in.");
-            let mut resp = page_response(&state, Some(vote.option), Some(&flash));
+            let mut resp = page_response(state.pages.voted[vote.option as usize].clone());
             let _ = resp.add_cookie(&cookie.to_cookie(state.settings.cookie_key.expose()));
             resp
         }
