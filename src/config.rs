@@ -17,6 +17,11 @@ use clap::{Args, ValueEnum};
 /// below it, so the length is checked here first).
 pub const MIN_COOKIE_KEY_BYTES: usize = 32;
 
+/// Default QUEUE_LIMIT. A vote entry takes about 150 bytes in Redis, so
+/// five million is about 750 MB: well inside the `maxmemory 2gb` that
+/// `swarm/redis.conf` sets, with room for the AOF rewrite's buffers.
+pub const DEFAULT_QUEUE_LIMIT: u64 = 5_000_000;
+
 /// A configuration error: one line, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -126,6 +131,11 @@ pub struct CaptureArgs {
     /// Most votes written to Redis in one pipeline.
     #[arg(long, env = "MAX_BATCH", default_value_t = crate::actors::queue_writer::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
+    /// Refuse votes (503) and fail /readyz while this node's queue holds
+    /// more entries than this: the workers are far behind, and Redis must
+    /// not run out of memory.
+    #[arg(long, env = "QUEUE_LIMIT", default_value_t = DEFAULT_QUEUE_LIMIT)]
+    pub queue_limit: u64,
     /// Most votes waiting for Redis at once, per HTTP worker thread;
     /// beyond it, 503 at once.
     #[arg(long, env = "WRITER_CAPACITY", default_value_t = crate::actors::queue_writer::DEFAULT_CAPACITY)]
@@ -146,6 +156,7 @@ pub struct CaptureSettings {
     pub enqueue_timeout: Duration,
     pub max_batch: usize,
     pub writer_capacity: usize,
+    pub queue_limit: u64,
 }
 
 impl CaptureArgs {
@@ -192,6 +203,7 @@ impl CaptureArgs {
             enqueue_timeout: Duration::from_millis(self.enqueue_timeout_ms),
             max_batch: self.max_batch,
             writer_capacity: self.writer_capacity,
+            queue_limit: self.queue_limit,
         })
     }
 }

@@ -70,6 +70,8 @@ pub struct CaptureMetrics {
     pub writer_pending: IntGauge,
     /// Votes in pipelines sent to Redis and not yet answered.
     pub writer_in_flight: IntGauge,
+    /// Entries in this node's Redis Stream (not yet drained), last known.
+    pub queue_depth: IntGauge,
 }
 
 impl CaptureMetrics {
@@ -112,6 +114,11 @@ impl CaptureMetrics {
                 &registry,
                 "voteswarm_writer_in_flight",
                 "Votes in pipelines sent to Redis and not yet answered",
+            ),
+            queue_depth: gauge(
+                &registry,
+                "voteswarm_queue_depth",
+                "Entries in this node's Redis Stream not yet drained, as last read",
             ),
             registry,
         }

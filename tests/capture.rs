@@ -383,3 +383,78 @@ async fn metrics_count_accepted_votes_batches_and_latency() {
     assert!(text.contains("voteswarm_enqueue_latency_seconds_count 3"));
     assert!(!text.contains(capture_node::TEST_COOKIE_KEY));
 }
+
+#[actix_web::test]
+async fn a_cross_site_form_post_is_refused_and_a_same_site_one_accepted() {
+    let redis = RedisServer::start();
+    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let host = node.base.trim_start_matches("http://").to_owned();
+    let cases: Vec<(Vec<(&str, String)>, u16)> = vec![
+        (vec![("Sec-Fetch-Site", "cross-site".into())], 403),
+        (vec![("Sec-Fetch-Site", "same-site".into())], 403),
+        (vec![("Origin", "https://evil.example".into())], 403),
+        (vec![("Origin", "null".into())], 403),
+        (vec![("Sec-Fetch-Site", "same-origin".into())], 200),
+        (vec![("Origin", format!("http://{host}"))], 200),
+        (vec![], 200),
+    ];
+    for (headers, want) in cases {
+        let mut req = node
+            .client
+            .post(format!("{}/", node.base))
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"));
+        for (k, v) in &headers {
+            req = req.insert_header((*k, v.clone()));
+        }
+        let resp = req.send_body("vote=a").await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{headers:?}");
+    }
+    assert_eq!(xlen(&redis), 3, "only the same-site votes are stored");
+}
+
+#[actix_web::test]
+async fn over_queue_limit_votes_get_503_and_readyz_fails_until_the_queue_drains() {
+    let redis = RedisServer::start();
+    let mut s = capture_node::settings(&redis.url());
+    s.queue_limit = 5;
+    let node = spawn_capture(s);
+    let mut stored = 0;
+    for _ in 0..6 {
+        assert_eq!(node.vote_api("a", None).await.status, 202);
+        stored += 1;
+    }
+    // The queue now holds more than the limit: refused, and out of rotation.
+    let refused = node.vote_api("a", None).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["reason"], "queue_full");
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    assert_eq!(node.get("/readyz").await.0, 503);
+    assert_eq!(xlen(&redis), stored);
+    let (_, metrics) = node.get("/metrics").await;
+    assert!(metrics.contains("voteswarm_queue_depth 6"), "{metrics}");
+
+    // A worker drains the queue (XACK + XDEL; here XDEL of every entry).
+    let mut conn = redis.conn();
+    let ids: Vec<String> = stream_votes_ids(&mut conn);
+    let _: i64 = redis::cmd("XDEL")
+        .arg("votes")
+        .arg(&ids)
+        .query(&mut conn)
+        .unwrap();
+    let back = common::wait_until_async(Duration::from_secs(10), || async {
+        node.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert!(back, "the node returns to rotation by itself");
+    assert_eq!(node.vote_api("b", None).await.status, 202);
+}
+
+fn stream_votes_ids(conn: &mut redis::Connection) -> Vec<String> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("votes")
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .unwrap();
+    reply.ids.into_iter().map(|e| e.id).collect()
+}

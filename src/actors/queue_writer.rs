@@ -20,6 +20,8 @@
 //!   node recovers by itself when Redis comes back.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -40,6 +42,11 @@ pub const DEFAULT_MAX_BATCH: usize = 256;
 /// more than one slow round trip's worth; beyond it voters get `503` and
 /// HAProxy tries another node.
 pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// How often an idle writer reads the queue's length. A node over
+/// QUEUE_LIMIT is back in rotation within about this (plus HAProxy's
+/// health-check interval) once the workers drain it.
+const DEPTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnqueueError {
@@ -88,6 +95,8 @@ pub struct QueueWriter {
     metrics: CaptureMetrics,
     /// Our share of the `writer_pending` gauge.
     reported_pending: i64,
+    /// The queue's last known length, shared with the handlers.
+    depth: Arc<AtomicI64>,
 }
 
 impl QueueWriter {
@@ -98,6 +107,7 @@ impl QueueWriter {
         capacity: usize,
         timeout: Duration,
         metrics: CaptureMetrics,
+        depth: Arc<AtomicI64>,
     ) -> Self {
         QueueWriter {
             client,
@@ -110,6 +120,7 @@ impl QueueWriter {
             in_flight: false,
             metrics,
             reported_pending: 0,
+            depth,
         }
     }
 
@@ -159,6 +170,8 @@ impl QueueWriter {
                 cmd.arg(field).arg(value);
             }
         }
+        // The queue's length rides along for free, for QUEUE_LIMIT.
+        pipe.cmd("XLEN").arg(&self.stream_key);
         let conn = self.conn.clone();
         let connect = self.connect();
         let timeout = self.timeout;
@@ -167,17 +180,28 @@ impl QueueWriter {
                 Some(c) => c,
                 None => connect.await?,
             };
-            let ids: Vec<String> = tokio::time::timeout(timeout, pipe.query_async(&mut conn))
-                .await
-                .map_err(|_| EnqueueError::Timeout)?
-                .map_err(|e| EnqueueError::Unavailable(e.to_string()))?;
-            Ok::<_, EnqueueError>((conn, ids))
+            let mut replies: Vec<redis::Value> =
+                tokio::time::timeout(timeout, pipe.query_async(&mut conn))
+                    .await
+                    .map_err(|_| EnqueueError::Timeout)?
+                    .map_err(|e| EnqueueError::Unavailable(e.to_string()))?;
+            let len = replies
+                .pop()
+                .and_then(|v| redis::from_redis_value::<i64>(v).ok());
+            let ids: Vec<String> = replies
+                .into_iter()
+                .filter_map(|v| redis::from_redis_value::<String>(v).ok())
+                .collect();
+            Ok::<_, EnqueueError>((conn, ids, len))
         };
         ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
             act.in_flight = false;
             act.metrics.writer_in_flight.sub(sent);
             match result {
-                Ok((conn, ids)) if ids.len() == batch.len() => {
+                Ok((conn, ids, len)) if ids.len() == batch.len() => {
+                    if let Some(len) = len {
+                        act.set_depth(len);
+                    }
                     if act.conn.is_none() {
                         log::info!("redis connection (re)established");
                     }
@@ -189,7 +213,7 @@ impl QueueWriter {
                         let _ = w.reply.send(Ok(id));
                     }
                 }
-                Ok((_, ids)) => {
+                Ok((_, ids, _)) => {
                     // Cannot happen with a well-behaved Redis; refuse them
                     // all rather than guess which were stored.
                     log::error!("redis answered {} ids for {} votes", ids.len(), batch.len());
@@ -203,6 +227,38 @@ impl QueueWriter {
                 }
             }
             act.flush(ctx);
+        }));
+    }
+
+    fn set_depth(&self, len: i64) {
+        self.depth.store(len, Ordering::Relaxed);
+        self.metrics.queue_depth.set(len);
+    }
+
+    /// Reads the queue's length while no batch brings it: a node refusing
+    /// votes for QUEUE_LIMIT must notice when the workers drain it.
+    fn poll_depth(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            return;
+        }
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
+        let key = self.stream_key.clone();
+        let timeout = self.timeout;
+        let query = async move {
+            tokio::time::timeout(
+                timeout,
+                redis::cmd("XLEN").arg(key).query_async::<i64>(&mut conn),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+        };
+        ctx.spawn(query.into_actor(self).map(|len, act, _| {
+            if let Some(len) = len {
+                act.set_depth(len);
+            }
         }));
     }
 
@@ -234,6 +290,7 @@ impl Actor for QueueWriter {
         // Bounded mailbox: handlers use `try_send`, so a full mailbox is an
         // immediate 503 rather than unbounded growth.
         ctx.set_mailbox_capacity(self.capacity);
+        ctx.run_interval(DEPTH_POLL_INTERVAL, |act, ctx| act.poll_depth(ctx));
     }
 }
 

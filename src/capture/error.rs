@@ -28,6 +28,10 @@ pub enum CaptureError {
     Enqueue(#[from] EnqueueError),
     #[error("vote not stored: the queue did not answer in time; try again")]
     Timeout,
+    #[error("vote not stored: this node's queue is full; try again")]
+    QueueFull,
+    #[error("cross-site vote refused: vote from the poll's own page")]
+    CrossSite,
 }
 
 impl CaptureError {
@@ -38,7 +42,10 @@ impl CaptureError {
             CaptureError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CaptureError::ChangesDenied => StatusCode::CONFLICT,
             CaptureError::TooSoon(_) => StatusCode::TOO_MANY_REQUESTS,
-            CaptureError::Enqueue(_) | CaptureError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            CaptureError::Enqueue(_) | CaptureError::Timeout | CaptureError::QueueFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            CaptureError::CrossSite => StatusCode::FORBIDDEN,
         }
     }
 
@@ -54,13 +61,17 @@ impl CaptureError {
             CaptureError::Enqueue(EnqueueError::Unavailable(_)) => "unavailable",
             CaptureError::Enqueue(EnqueueError::Full) => "full",
             CaptureError::Enqueue(EnqueueError::Timeout) | CaptureError::Timeout => "timeout",
+            CaptureError::QueueFull => "queue_full",
+            CaptureError::CrossSite => "cross_site",
         }
     }
 
     fn retry_after(&self) -> Option<u64> {
         match self {
             CaptureError::TooSoon(s) => Some(*s),
-            CaptureError::Enqueue(_) | CaptureError::Timeout => Some(RETRY_AFTER_UNAVAILABLE_SECS),
+            CaptureError::Enqueue(_) | CaptureError::Timeout | CaptureError::QueueFull => {
+                Some(RETRY_AFTER_UNAVAILABLE_SECS)
+            }
             _ => None,
         }
     }

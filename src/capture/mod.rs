@@ -12,6 +12,7 @@ pub mod error;
 pub mod page;
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +84,8 @@ impl Pages {
 struct State {
     settings: CaptureSettings,
     pages: Arc<Pages>,
+    /// The queue's last known length, kept by the writers.
+    depth: Arc<AtomicI64>,
     writer: Addr<QueueWriter>,
     metrics: CaptureMetrics,
 }
@@ -113,6 +116,7 @@ impl Capture {
         let port = listener.local_addr()?.port();
         let metrics = CaptureMetrics::new();
         let pages = Arc::new(Pages::new(&settings));
+        let depth = Arc::new(AtomicI64::new(0));
         let client = redis::Client::open(settings.redis_url.expose().as_str())
             .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
         let server = HttpServer::new(move || {
@@ -125,11 +129,13 @@ impl Capture {
                 settings.writer_capacity,
                 settings.enqueue_timeout,
                 metrics.clone(),
+                depth.clone(),
             )
             .start();
             let state = web::Data::new(State {
                 settings: settings.clone(),
                 pages: pages.clone(),
+                depth: depth.clone(),
                 writer,
                 metrics: metrics.clone(),
             });
@@ -268,6 +274,10 @@ async fn take_vote(
     state: &State,
     option: VoteOption,
 ) -> Result<(Vote, VoterCookie), CaptureError> {
+    check_same_site(req)?;
+    if state.depth.load(Ordering::Relaxed) as u64 > state.settings.queue_limit {
+        return Err(CaptureError::QueueFull);
+    }
     let cookie = voter_cookie(req, state).unwrap_or_else(VoterCookie::new_voter);
     let now = clock::now_micros();
     if let Some((last_ts, last_option)) = cookie.last {
@@ -313,6 +323,37 @@ async fn take_vote(
         last: Some((vote.ts, option)),
     };
     Ok((vote, next))
+}
+
+/// Cross-site request forgery: a page elsewhere must not cast votes with
+/// our voters' cookies. `SameSite=Lax` already keeps the cookie off
+/// cross-site POSTs; this refuses them outright. Browsers say where a
+/// request comes from in `Sec-Fetch-Site` (and `Origin`); clients that send
+/// neither (curl, scripts) are not browsers and cannot be forged into
+/// voting, so they pass.
+fn check_same_site(req: &HttpRequest) -> Result<(), CaptureError> {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => Err(CaptureError::CrossSite),
+        };
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().map_err(|_| CaptureError::CrossSite)?;
+        let origin_host = origin
+            .split_once("://")
+            .map(|(_, rest)| rest.trim_end_matches('/'))
+            .ok_or(CaptureError::CrossSite)?;
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .ok_or(CaptureError::CrossSite)?;
+        if !origin_host.eq_ignore_ascii_case(host) {
+            return Err(CaptureError::CrossSite);
+        }
+    }
+    Ok(())
 }
 
 fn refused(state: &State, e: CaptureError, api: bool) -> HttpResponse {
@@ -379,6 +420,11 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.depth.load(Ordering::Relaxed) as u64 > state.settings.queue_limit {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("not ready: queue over QUEUE_LIMIT\n");
+    }
     // `send` waits while the writer's mailbox is full; a full writer is not
     // ready either, so the same timeout as a vote bounds the wait.
     let answer =

@@ -23,6 +23,7 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
         enqueue_timeout: Duration::from_millis(2000),
         max_batch: 256,
         writer_capacity: 10_000,
+        queue_limit: voteswarm::config::DEFAULT_QUEUE_LIMIT,
     }
 }
 
