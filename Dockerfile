@@ -47,6 +47,9 @@ RUN apt-get update \
       --home-dir /nonexistent --shell /usr/sbin/nologin voteswarm
 COPY --from=build /out/capture /out/worker /out/results /out/loadgen /out/cluster /usr/local/bin/
 COPY docker/healthcheck.sh /usr/local/bin/voteswarm-healthcheck
+# The swarm files that go with this image: a manager (aws/, vagrant/) takes
+# them from here, so the stack it deploys always matches the binaries.
+COPY swarm/stack.yml swarm/haproxy.cfg swarm/redis.conf swarm/create-services.sh /usr/share/voteswarm/swarm/
 # uid 10001 is fixed: the swarm's capture and Redis containers share a unix
 # socket directory owned by it (swarm/README.md).
 USER 10001:10001
