@@ -223,6 +223,23 @@ pub async fn run(settings: LoadgenSettings) -> Report {
         settings,
     });
 
+    // What is there before we vote.
+    let results_base = match &run.settings.results {
+        Some(r) => Some(results_baseline(&run.client, r, run.settings.final_timeout).await),
+        None => None,
+    };
+    let rows_base = match &run.settings.database_url {
+        Some(db) => {
+            let url = db.expose().clone();
+            Some(
+                actix_web::rt::task::spawn_blocking(move || count_rows(&url))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string())),
+            )
+        }
+        None => None,
+    };
+
     let started = Instant::now();
     // Changes must wait for the voter's first vote: run the first votes,
     // then the changes (each respects the node's minimum change interval
@@ -244,19 +261,33 @@ pub async fn run(settings: LoadgenSettings) -> Report {
     let voters = run.voters.take();
     let stats = run.stats.take();
     let mut report = Report::new(&run.settings, stats, &voters);
-    if let Some(results) = &run.settings.results {
-        report.results =
-            Some(check_results(&run.client, results, &voters, run.settings.final_timeout).await);
+    if let (Some(results), Some(base)) = (&run.settings.results, results_base) {
+        report.results = Some(match base {
+            Ok(base) => {
+                check_results(
+                    &run.client,
+                    results,
+                    &voters,
+                    &base,
+                    run.settings.final_timeout,
+                )
+                .await
+            }
+            Err(e) => report::ResultsCheck::failed(e),
+        });
     }
-    if let Some(db) = &run.settings.database_url {
+    if let (Some(db), Some(base)) = (&run.settings.database_url, rows_base) {
         let url = db.expose().clone();
         let timeout = run.settings.final_timeout;
         let voters = voters.clone();
-        report.database = Some(
-            actix_web::rt::task::spawn_blocking(move || check_database(&url, &voters, timeout))
-                .await
-                .unwrap_or_else(|e| report::DbCheck::error(format!("database check crashed: {e}"))),
-        );
+        report.database = Some(match base {
+            Ok(base) => actix_web::rt::task::spawn_blocking(move || {
+                check_database(&url, &voters, base, timeout)
+            })
+            .await
+            .unwrap_or_else(|e| report::DbCheck::error(format!("database check crashed: {e}"))),
+            Err(e) => report::DbCheck::error(e),
+        });
     }
     report
 }
@@ -416,15 +447,14 @@ pub fn expected_counts(voters: &[VoterState]) -> (HashMap<VoteOption, i64>, i64)
     (counts, uncertain)
 }
 
-async fn check_results(
+/// Polls `/api/results` until the count is final or `timeout` passes;
+/// returns the last snapshot (or why there is none).
+async fn wait_final(
     client: &awc::Client,
     base: &str,
-    voters: &[VoterState],
     timeout: Duration,
-) -> report::ResultsCheck {
+) -> (Option<ResultsSnapshot>, Option<String>) {
     let deadline = Instant::now() + timeout;
-    let started = Instant::now();
-    let (expected, uncertain) = expected_counts(voters);
     let mut last = None;
     let mut last_error = None;
     loop {
@@ -449,6 +479,49 @@ async fn check_results(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    (last, last_error)
+}
+
+/// The counts before the run, so that votes already there (a resumed
+/// cluster, an earlier rehearsal) are not mistaken for a wrong count.
+async fn results_baseline(
+    client: &awc::Client,
+    base: &str,
+    timeout: Duration,
+) -> Result<HashMap<VoteOption, i64>, String> {
+    match wait_final(client, base, timeout).await {
+        (Some(snap), _) if snap.is_final => Ok(VoteOption::ALL
+            .iter()
+            .map(|o| {
+                let n = snap
+                    .options
+                    .iter()
+                    .find(|c| c.option == o.as_str())
+                    .map_or(0, |c| c.count);
+                (*o, n)
+            })
+            .collect()),
+        (Some(snap), _) => Err(format!(
+            "the count was not final before the run (backlog {}), so earlier votes cannot be told from this run's",
+            snap.backlog
+        )),
+        (None, e) => Err(e.unwrap_or_else(|| "results did not answer".into())),
+    }
+}
+
+async fn check_results(
+    client: &awc::Client,
+    base: &str,
+    voters: &[VoterState],
+    baseline: &HashMap<VoteOption, i64>,
+    timeout: Duration,
+) -> report::ResultsCheck {
+    let started = Instant::now();
+    let (mut expected, uncertain) = expected_counts(voters);
+    for (o, n) in baseline {
+        *expected.entry(*o).or_insert(0) += n;
+    }
+    let (last, last_error) = wait_final(client, base, timeout).await;
     report::ResultsCheck::compare(last, last_error, &expected, uncertain, started.elapsed())
 }
 
@@ -460,10 +533,31 @@ struct StoredVote {
     option: String,
 }
 
+/// Rows in the votes table now.
+pub fn count_rows(url: &str) -> Result<usize, String> {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = diesel::PgConnection::establish(url)
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    diesel::sql_query("SELECT count(*) AS n FROM votes")
+        .get_result::<N>(&mut conn)
+        .map(|r| r.n as usize)
+        .map_err(|e| format!("cannot count votes: {e}"))
+}
+
 /// Compares every voter's stored choice with the ground truth, polling
 /// until they match or `timeout` passes (the workers may still be draining
 /// when no results node tells us the count is final).
-pub fn check_database(url: &str, voters: &[VoterState], timeout: Duration) -> report::DbCheck {
+pub fn check_database(
+    url: &str,
+    voters: &[VoterState],
+    baseline_rows: usize,
+    timeout: Duration,
+) -> report::DbCheck {
     use diesel::{Connection, RunQueryDsl};
     let deadline = Instant::now() + timeout;
     loop {
@@ -475,7 +569,11 @@ pub fn check_database(url: &str, voters: &[VoterState], timeout: Duration) -> re
                     .map_err(|e| format!("cannot read votes: {e}"))
             })
             .map(|rows| {
-                report::DbCheck::compare(voters, rows.into_iter().map(|r| (r.voter_id, r.option)))
+                report::DbCheck::compare(
+                    voters,
+                    baseline_rows,
+                    rows.into_iter().map(|r| (r.voter_id, r.option)),
+                )
             });
         let done = matches!(&outcome, Ok(c) if c.mismatches.is_empty());
         if done || Instant::now() >= deadline {

@@ -40,6 +40,16 @@ pub struct DbCheck {
 }
 
 impl ResultsCheck {
+    pub fn failed(why: String) -> ResultsCheck {
+        ResultsCheck {
+            reached_final: false,
+            waited: Duration::ZERO,
+            observed: BTreeMap::new(),
+            backlog: None,
+            mismatches: vec![why],
+        }
+    }
+
     pub fn compare(
         last: Option<ResultsSnapshot>,
         last_error: Option<String>,
@@ -106,8 +116,10 @@ impl DbCheck {
         }
     }
 
+    /// `baseline_rows`: rows in the table before the run (not our voters').
     pub fn compare(
         voters: &[VoterState],
+        baseline_rows: usize,
         rows: impl IntoIterator<Item = (String, String)>,
     ) -> DbCheck {
         let stored: HashMap<String, String> = rows.into_iter().collect();
@@ -144,7 +156,7 @@ impl DbCheck {
                 }
             }
         }
-        let extra = stored.len().saturating_sub(known);
+        let extra = stored.len().saturating_sub(known + baseline_rows);
         if extra > 0 {
             check.mismatch_count += extra;
             check.mismatches.push(format!(

@@ -7,6 +7,7 @@
 pub mod capture_node;
 pub mod redis_server;
 
+#[allow(unused_imports)]
 pub use redis_server::RedisServer;
 
 use std::net::TcpListener;

@@ -1,0 +1,319 @@
+//! The whole system on one machine, through the `cluster` binary: real
+//! redis-server, postgres and haproxy processes, every tier, loadgen.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, signal, wait_until};
+
+const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+fn require_tools() {
+    common::require_program("redis-server", "redis-server");
+    common::require_program("haproxy", "haproxy");
+}
+
+/// Counts per option straight from PostgreSQL.
+fn sql_counts(url: &str) -> (i64, i64) {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        a: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        b: i64,
+    }
+    let mut conn = diesel::PgConnection::establish(url).expect("connect");
+    let r: Row = diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE option = 'a') AS a, count(*) FILTER (WHERE option = 'b') AS b FROM votes",
+    )
+    .get_result(&mut conn)
+    .expect("count");
+    (r.a, r.b)
+}
+
+fn sql(url: &str, statement: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    let mut conn = diesel::PgConnection::establish(url).expect("connect");
+    diesel::sql_query(statement)
+        .execute(&mut conn)
+        .expect(statement);
+}
+
+/// Starts the PostgreSQL a cluster left in its data dir, for a direct look.
+struct Postgres {
+    child: Child,
+    url: String,
+}
+
+impl Postgres {
+    fn on_data_dir(dir: &Path) -> Postgres {
+        let port = free_port();
+        let spec =
+            voteswarm::cluster::postgres::prepare(&dir.join("postgres"), port).expect("prepare");
+        let child = spec
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        voteswarm::cluster::postgres::wait_ready_and_create(port).expect("postgres ready");
+        Postgres {
+            child,
+            url: voteswarm::cluster::postgres::database_url(port),
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        signal(self.child.id(), libc::SIGINT);
+        let _ = self.child.wait();
+    }
+}
+
+/// `(a, b)` from a report line `| <label> | A / B ... |`.
+fn report_pair(report: &str, label: &str) -> (i64, i64) {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with(&format!("| {label} |")))
+        .unwrap_or_else(|| panic!("no `{label}` in the report:\n{report}"));
+    let value = line.split('|').nth(2).unwrap().trim();
+    let mut nums = value
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<i64>().unwrap());
+    (nums.next().unwrap(), nums.next().unwrap())
+}
+
+#[test]
+fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
+    require_tools();
+    let dir = tempfile::Builder::new()
+        .prefix("vs-rehearse-")
+        .tempdir()
+        .unwrap();
+    let report_path = dir.path().join("report.md");
+    let data = dir.path().join("data");
+    let status = Command::new(CLUSTER)
+        .args([
+            "rehearse",
+            "--capture",
+            "2",
+            "--workers",
+            "2",
+            "--voters",
+            "20000",
+        ])
+        .args([
+            "--change-fraction",
+            "0.1",
+            "--concurrency",
+            "64",
+            "--final-timeout-secs",
+            "240",
+        ])
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--results-port",
+            &free_port().to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--report")
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run cluster rehearse");
+    let report = std::fs::read_to_string(&report_path).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "rehearsal failed:\n{report}");
+    assert!(report.contains("verdict: PASS"), "{report}");
+    let acknowledged = report_pair(&report, "acknowledged");
+    assert!(
+        acknowledged.0 >= 22_000,
+        "every first vote and change acknowledged: {report}"
+    );
+
+    let pg = Postgres::on_data_dir(&data);
+    let (a, b) = sql_counts(&pg.url);
+    assert_eq!(a + b, 20_000, "one row per voter");
+    assert_eq!(
+        report_pair(&report, "results a / b"),
+        (a, b),
+        "the report says what SQL says"
+    );
+    assert_eq!(report_pair(&report, "ground truth a / b"), (a, b));
+}
+
+/// A running `cluster up`, stopped with SIGTERM on drop.
+struct Up {
+    child: Child,
+    table: String,
+    vote: String,
+    results: String,
+}
+
+impl Up {
+    fn start(data: &Path) -> Up {
+        let (port, rport) = (free_port(), free_port());
+        let mut child = Command::new(CLUSTER)
+            .args(["up", "--capture", "3", "--workers", "2"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--results-port",
+                &rport.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cluster up");
+        let mut table = String::new();
+        let out = child.stdout.take().unwrap();
+        for line in BufReader::new(out).lines() {
+            let line = line.expect("cluster output");
+            table.push_str(&line);
+            table.push('\n');
+            if line.starts_with("Ctrl-C to stop") {
+                break;
+            }
+        }
+        assert!(
+            table.contains("Ctrl-C to stop"),
+            "cluster up did not start:\n{table}"
+        );
+        Up {
+            child,
+            table,
+            vote: format!("http://127.0.0.1:{port}"),
+            results: format!("http://127.0.0.1:{rport}"),
+        }
+    }
+
+    fn database_url(&self) -> String {
+        let addr = self
+            .table
+            .lines()
+            .find(|l| l.starts_with("postgres"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_else(|| panic!("no postgres row:\n{}", self.table));
+        format!("postgres://postgres@{addr}/voteswarm")
+    }
+
+    fn stop(mut self) -> i32 {
+        signal(self.child.id(), libc::SIGTERM);
+        let done = wait_until(Duration::from_secs(120), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        assert!(done, "cluster did not stop");
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), libc::SIGTERM);
+            let _ = wait_until(Duration::from_secs(120), || {
+                matches!(self.child.try_wait(), Ok(Some(_)))
+            });
+        }
+    }
+}
+
+fn loadgen(up: &Up, voters: usize, report: &Path) -> (i32, String) {
+    let status = Command::new(LOADGEN)
+        .arg("--target")
+        .arg(&up.vote)
+        .arg("--results")
+        .arg(&up.results)
+        .arg("--database-url")
+        .arg(up.database_url())
+        .args(["--voters", &voters.to_string(), "--change-fraction", "0.2"])
+        .args(["--final-timeout-secs", "20"])
+        .arg("--report")
+        .arg(report)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run loadgen");
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(report).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn loadgen_fails_on_a_database_altered_behind_its_back_and_a_restarted_cluster_resumes() {
+    require_tools();
+    let dir = tempfile::Builder::new().prefix("vs-up-").tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = Up::start(&data);
+    for role in [
+        "haproxy", "capture", "worker", "results", "redis", "postgres",
+    ] {
+        assert!(
+            up.table.lines().any(|l| l.starts_with(role)),
+            "{role} in:\n{}",
+            up.table
+        );
+    }
+
+    // An honest run passes.
+    let (code, report) = loadgen(&up, 300, &dir.path().join("honest.md"));
+    assert_eq!(code, 0, "{report}");
+
+    // Someone flips every vote of voters whose id starts with 0-7 to `b`.
+    sql(
+        &up.database_url(),
+        "CREATE FUNCTION tamper() RETURNS trigger AS $$ BEGIN
+           IF substr(NEW.voter_id, 1, 1) < '8' THEN NEW.option := 'b'; END IF; RETURN NEW;
+         END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER tamper BEFORE INSERT OR UPDATE ON votes FOR EACH ROW EXECUTE FUNCTION tamper();",
+    );
+    let (code, report) = loadgen(&up, 300, &dir.path().join("tampered.md"));
+    assert_ne!(code, 0, "a wrong count must fail:\n{report}");
+    assert!(
+        report.contains("MISMATCH: voter #"),
+        "each wrong voter is named:\n{report}"
+    );
+    assert!(report.contains("verdict: FAIL"));
+    sql(&up.database_url(), "DROP TRIGGER tamper ON votes");
+
+    let before = sql_counts(&up.database_url());
+    assert_eq!(before.0 + before.1, 600);
+    assert_eq!(up.stop(), 0, "SIGTERM stops the cluster cleanly");
+
+    // A second `cluster up` on the same data dir has the votes.
+    let again = Up::start(&data);
+    assert_eq!(sql_counts(&again.database_url()), before);
+    let client = std::time::Instant::now();
+    let total_shown = wait_until(Duration::from_secs(30), || {
+        results_total(&again.results) == Some(before.0 + before.1)
+    });
+    assert!(
+        total_shown,
+        "results shows the resumed count ({:?})",
+        client.elapsed()
+    );
+    assert_eq!(again.stop(), 0);
+}
+
+fn results_total(base: &str) -> Option<i64> {
+    let port: u16 = base.rsplit(':').next()?.parse().ok()?;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    use std::io::{Read, Write};
+    s.write_all(b"GET /api/results HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let json = body.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str::<serde_json::Value>(json).ok()?["total"].as_i64()
+}
