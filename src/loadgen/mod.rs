@@ -73,6 +73,9 @@ pub struct LoadgenArgs {
     /// Attempts per vote before giving up on that voter.
     #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
+    /// Client threads, each with its own connections [default: the cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +91,7 @@ pub struct LoadgenSettings {
     pub final_timeout: Duration,
     pub seed: u64,
     pub max_attempts: u32,
+    pub threads: usize,
 }
 
 impl LoadgenArgs {
@@ -129,6 +133,10 @@ impl LoadgenArgs {
             final_timeout: Duration::from_secs(self.final_timeout_secs),
             seed: self.seed.unwrap_or_else(rand::random),
             max_attempts: self.max_attempts.max(1),
+            threads: self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .clamp(1, self.concurrency.max(1)),
         })
     }
 }
@@ -166,14 +174,109 @@ struct Receipt {
     option: String,
 }
 
+/// What the checks after the load need.
 struct Run {
     settings: LoadgenSettings,
     client: awc::Client,
-    voters: RefCell<Vec<VoterState>>,
+}
+
+/// One load thread's share: its voters (by global index), its client.
+struct Part {
+    settings: LoadgenSettings,
+    client: awc::Client,
+    voters: RefCell<HashMap<usize, VoterState>>,
     stats: RefCell<LoadStats>,
     /// When the next request may go out, for `--rate`.
     next_slot: Cell<Instant>,
     progress: indicatif::ProgressBar,
+}
+
+fn http_client(connections: usize) -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().limit(connections.max(1)))
+        .timeout(Duration::from_secs(30))
+        .disable_redirects()
+        .finish()
+}
+
+/// Runs the load on `settings.threads` threads, each an actix system with
+/// its own client (awc is single-threaded), voters dealt out round-robin.
+fn load(
+    settings: &LoadgenSettings,
+    actions: &[(usize, VoteOption)],
+    progress: indicatif::ProgressBar,
+) -> (Vec<VoterState>, LoadStats) {
+    let threads = settings.threads.max(1);
+    let mut part_settings = settings.clone();
+    part_settings.concurrency = settings.concurrency.div_ceil(threads);
+    part_settings.rate = settings.rate.map(|r| r / threads as f64);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let mine: Vec<(usize, VoteOption)> = actions
+                .iter()
+                .copied()
+                .filter(|(v, _)| v % threads == t)
+                .collect();
+            let settings = part_settings.clone();
+            let progress = progress.clone();
+            std::thread::Builder::new()
+                .name(format!("loadgen-{t}"))
+                .spawn(move || actix_rt::System::new().block_on(run_part(settings, mine, progress)))
+                .expect("spawn a load thread")
+        })
+        .collect();
+    let mut voters = vec![VoterState::default(); settings.voters];
+    let mut stats = LoadStats::default();
+    for h in handles {
+        let (part_voters, part_stats) = h.join().expect("load thread");
+        for (i, v) in part_voters {
+            voters[i] = v;
+        }
+        stats.requests += part_stats.requests;
+        stats.acknowledged += part_stats.acknowledged;
+        for (k, n) in part_stats.rejected {
+            *stats.rejected.entry(k).or_default() += n;
+        }
+        stats.latencies_us.extend(part_stats.latencies_us);
+    }
+    (voters, stats)
+}
+
+async fn run_part(
+    settings: LoadgenSettings,
+    actions: Vec<(usize, VoteOption)>,
+    progress: indicatif::ProgressBar,
+) -> (HashMap<usize, VoterState>, LoadStats) {
+    let part = Rc::new(Part {
+        client: http_client(settings.concurrency),
+        voters: RefCell::new(HashMap::new()),
+        stats: RefCell::new(LoadStats::default()),
+        next_slot: Cell::new(Instant::now()),
+        progress,
+        settings,
+    });
+    // Changes must wait for the voter's first vote: `actions` holds every
+    // first vote before any change; run those, then the changes (each
+    // respects the node's minimum change interval through 429 +
+    // Retry-After).
+    let mut seen = std::collections::HashSet::new();
+    let split = actions
+        .iter()
+        .position(|(v, _)| !seen.insert(*v))
+        .unwrap_or(actions.len());
+    for phase in [&actions[..split], &actions[split..]] {
+        futures_util::stream::iter(phase.iter().copied())
+            .map(|(voter, option)| {
+                let part = part.clone();
+                async move { part.vote(voter, option).await }
+            })
+            .buffer_unordered(part.settings.concurrency)
+            .for_each(|_| async {})
+            .await;
+    }
+    let voters = part.voters.take();
+    let stats = part.stats.take();
+    (voters, stats)
 }
 
 /// Runs the whole rehearsal: load, then the checks. Must run inside an
@@ -210,25 +313,14 @@ pub async fn run(settings: LoadgenSettings) -> Report {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let run = Rc::new(Run {
-        client: awc::Client::builder()
-            .connector(awc::Connector::new().limit(settings.concurrency))
-            .timeout(Duration::from_secs(30))
-            .disable_redirects()
-            .finish(),
-        voters: RefCell::new(vec![VoterState::default(); settings.voters]),
-        stats: RefCell::new(LoadStats::default()),
-        next_slot: Cell::new(Instant::now()),
-        progress,
-        settings,
-    });
+    let client = http_client(4);
 
     // What is there before we vote.
-    let results_base = match &run.settings.results {
-        Some(r) => Some(results_baseline(&run.client, r, run.settings.final_timeout).await),
+    let results_base = match &settings.results {
+        Some(r) => Some(results_baseline(&client, r, settings.final_timeout).await),
         None => None,
     };
-    let rows_base = match &run.settings.database_url {
+    let rows_base = match &settings.database_url {
         Some(db) => {
             let url = db.expose().clone();
             Some(
@@ -241,25 +333,16 @@ pub async fn run(settings: LoadgenSettings) -> Report {
     };
 
     let started = Instant::now();
-    // Changes must wait for the voter's first vote: run the first votes,
-    // then the changes (each respects the node's minimum change interval
-    // through 429 + Retry-After).
-    let split = run.settings.voters;
-    for phase in [&actions[..split], &actions[split..]] {
-        futures_util::stream::iter(phase.iter().copied())
-            .map(|(voter, option)| {
-                let run = run.clone();
-                async move { run.vote(voter, option).await }
-            })
-            .buffer_unordered(run.settings.concurrency)
-            .for_each(|_| async {})
-            .await;
-    }
-    run.progress.finish_and_clear();
-    run.stats.borrow_mut().elapsed = started.elapsed();
+    let load_settings = settings.clone();
+    let load_progress = progress.clone();
+    let (voters, mut stats) =
+        actix_web::rt::task::spawn_blocking(move || load(&load_settings, &actions, load_progress))
+            .await
+            .expect("load threads");
+    progress.finish_and_clear();
+    stats.elapsed = started.elapsed();
+    let run = Run { settings, client };
 
-    let voters = run.voters.take();
-    let stats = run.stats.take();
     let mut report = Report::new(&run.settings, stats, &voters);
     if let (Some(results), Some(base)) = (&run.settings.results, results_base) {
         report.results = Some(match base {
@@ -299,7 +382,7 @@ fn other(o: VoteOption) -> VoteOption {
     }
 }
 
-impl Run {
+impl Part {
     async fn pace(&self) {
         let Some(rate) = self.settings.rate else {
             return;
@@ -313,13 +396,21 @@ impl Run {
         }
     }
 
+    fn voter(&self, voter: usize, f: impl FnOnce(&mut VoterState)) {
+        f(self.voters.borrow_mut().entry(voter).or_default());
+    }
+
     async fn vote(&self, voter: usize, option: VoteOption) {
         let body = format!(r#"{{"vote":"{}"}}"#, option.as_str());
         let url = format!("{}/api/vote", self.settings.target);
         let mut backoff = FIRST_BACKOFF;
         for _attempt in 0..self.settings.max_attempts {
             self.pace().await;
-            let cookie = self.voters.borrow()[voter].cookie.clone();
+            let cookie = self
+                .voters
+                .borrow()
+                .get(&voter)
+                .and_then(|v| v.cookie.clone());
             let mut req = self
                 .client
                 .post(&url)
@@ -335,7 +426,7 @@ impl Run {
                 Err(e) => {
                     // The request may or may not have reached a node.
                     log::debug!("voter {voter}: {e}");
-                    self.voters.borrow_mut()[voter].uncertain = true;
+                    self.voter(voter, |v| v.uncertain = true);
                     *self.stats.borrow_mut().rejected.entry(0).or_default() += 1;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -363,7 +454,7 @@ impl Run {
                         .ok()
                         .and_then(|b| serde_json::from_slice::<Receipt>(&b).ok());
                     let mut voters = self.voters.borrow_mut();
-                    let v = &mut voters[voter];
+                    let v = voters.entry(voter).or_default();
                     match receipt {
                         Some(r) if r.option == option.as_str() => {
                             v.voter_id = Some(r.voter);
@@ -387,7 +478,7 @@ impl Run {
                     if status == 503 {
                         // Not acknowledged, but a timed-out write may still
                         // have reached Redis.
-                        self.voters.borrow_mut()[voter].uncertain = true;
+                        self.voter(voter, |v| v.uncertain = true);
                     }
                     let wait = retry_after.unwrap_or(backoff).min(Duration::from_secs(60));
                     tokio::time::sleep(wait).await;
@@ -400,7 +491,7 @@ impl Run {
                         body.map(|b| String::from_utf8_lossy(&b).into_owned())
                             .unwrap_or_default()
                     );
-                    self.voters.borrow_mut()[voter].failed = true;
+                    self.voter(voter, |v| v.failed = true);
                     self.progress.inc(1);
                     return;
                 }
@@ -410,7 +501,7 @@ impl Run {
             "voter {voter}: gave up after {} attempts",
             self.settings.max_attempts
         );
-        self.voters.borrow_mut()[voter].failed = true;
+        self.voter(voter, |v| v.failed = true);
         self.progress.inc(1);
     }
 }
