@@ -39,15 +39,23 @@ failed=0
 failures=()
 
 # check NAME CMD...: runs CMD, shows its output indented, counts the result.
+# CMD runs in a subshell with errexit on: not inside `if`, where bash would
+# ignore errexit in the functions it calls.
 check() {
-  local name="$1"
+  local name="$1" rc
   shift
   echo "validate-deploy: $name"
-  if "$@" >"$work/out" 2>&1; then
-    sed 's/^/    /' "$work/out"
+  set +e
+  (
+    set -e
+    "$@"
+  ) >"$work/out" 2>&1
+  rc=$?
+  set -e
+  sed 's/^/    /' "$work/out"
+  if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1))
   else
-    sed 's/^/    /' "$work/out"
     echo "validate-deploy: FAILED: $name"
     failed=$((failed + 1))
     failures+=("$name")
@@ -79,7 +87,7 @@ stack() {
   VOTESWARM_IMAGE=registry.example/voteswarm:1 WORKERS=7 REDIS_MAXMEMORY=512mb \
     REDIS_MEMORY_LIMIT=1G CONFIG_VERSION=2 docker stack config -c swarm/stack.yml >"$work/stack2.yml"
   grep -q 'replicas: 7' "$work/stack2.yml"
-  echo "docker stack config: swarm/stack.yml is valid ($(grep -c '^  [a-z]*:$' "$work/stack.yml") top-level entries)"
+  echo "docker stack config: swarm/stack.yml is valid; services: $(sed -n "/^services:/,/^[a-z]/s/^  \([a-z]*\):$/\1/p" "$work/stack.yml" | tr "\n" " ")"
 }
 check "docker stack config -c swarm/stack.yml" stack
 
