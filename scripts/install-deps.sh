@@ -18,6 +18,10 @@ case "$purpose" in
   test|bench)
     need[wrk]=wrk
     need[shellcheck]=shellcheck
+    # The browser test: Debian's chromium driven by playwright-core.
+    need[chromium]=chromium
+    need[node]=nodejs
+    need[npm]=npm
     ;;
 esac
 
@@ -54,3 +58,6 @@ if [ "$purpose" = test ]; then
 fi
 # The crates, so that the build after this needs no network.
 cargo fetch --locked -q
+if [ "$purpose" = test ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi

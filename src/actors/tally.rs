@@ -74,7 +74,7 @@ impl Snapshot {
             backlog: 0,
             unreachable_queues: 0,
             is_final: false,
-            as_of: chrono::Utc::now().to_rfc3339(),
+            as_of: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             error: Some("no tally yet".into()),
         }
     }
