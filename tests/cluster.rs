@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::cluster_proc::{sql, sql_counts, Up};
 use common::{free_port, signal, wait_until};
 
 const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
@@ -16,33 +16,6 @@ const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 fn require_tools() {
     common::require_program("redis-server", "redis-server");
     common::require_program("haproxy", "haproxy");
-}
-
-/// Counts per option straight from PostgreSQL.
-fn sql_counts(url: &str) -> (i64, i64) {
-    use diesel::{Connection, RunQueryDsl};
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        a: i64,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        b: i64,
-    }
-    let mut conn = diesel::PgConnection::establish(url).expect("connect");
-    let r: Row = diesel::sql_query(
-        "SELECT count(*) FILTER (WHERE option = 'a') AS a, count(*) FILTER (WHERE option = 'b') AS b FROM votes",
-    )
-    .get_result(&mut conn)
-    .expect("count");
-    (r.a, r.b)
-}
-
-fn sql(url: &str, statement: &str) {
-    use diesel::{Connection, RunQueryDsl};
-    let mut conn = diesel::PgConnection::establish(url).expect("connect");
-    diesel::sql_query(statement)
-        .execute(&mut conn)
-        .expect(statement);
 }
 
 /// Starts the PostgreSQL a cluster left in its data dir, for a direct look.
@@ -151,84 +124,6 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
     assert_eq!(report_pair(&report, "ground truth a / b"), (a, b));
 }
 
-/// A running `cluster up`, stopped with SIGTERM on drop.
-struct Up {
-    child: Child,
-    table: String,
-    vote: String,
-    results: String,
-}
-
-impl Up {
-    fn start(data: &Path) -> Up {
-        let (port, rport) = (free_port(), free_port());
-        let mut child = Command::new(CLUSTER)
-            .args(["up", "--capture", "3", "--workers", "2"])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--results-port",
-                &rport.to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start cluster up");
-        let mut table = String::new();
-        let out = child.stdout.take().unwrap();
-        for line in BufReader::new(out).lines() {
-            let line = line.expect("cluster output");
-            table.push_str(&line);
-            table.push('\n');
-            if line.starts_with("Ctrl-C to stop") {
-                break;
-            }
-        }
-        assert!(
-            table.contains("Ctrl-C to stop"),
-            "cluster up did not start:\n{table}"
-        );
-        Up {
-            child,
-            table,
-            vote: format!("http://127.0.0.1:{port}"),
-            results: format!("http://127.0.0.1:{rport}"),
-        }
-    }
-
-    fn database_url(&self) -> String {
-        let addr = self
-            .table
-            .lines()
-            .find(|l| l.starts_with("postgres"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .unwrap_or_else(|| panic!("no postgres row:\n{}", self.table));
-        format!("postgres://postgres@{addr}/voteswarm")
-    }
-
-    fn stop(mut self) -> i32 {
-        signal(self.child.id(), libc::SIGTERM);
-        let done = wait_until(Duration::from_secs(120), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        assert!(done, "cluster did not stop");
-        self.child.wait().unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            signal(self.child.id(), libc::SIGTERM);
-            let _ = wait_until(Duration::from_secs(120), || {
-                matches!(self.child.try_wait(), Ok(Some(_)))
-            });
-        }
-    }
-}
-
 fn loadgen(up: &Up, voters: usize, report: &Path) -> (i32, String) {
     let status = Command::new(LOADGEN)
         .arg("--target")
@@ -255,7 +150,7 @@ fn loadgen_fails_on_a_database_altered_behind_its_back_and_a_restarted_cluster_r
     require_tools();
     let dir = tempfile::Builder::new().prefix("vs-up-").tempdir().unwrap();
     let data = dir.path().join("data");
-    let up = Up::start(&data);
+    let up = Up::start(&data, 3, 2);
     for role in [
         "haproxy", "capture", "worker", "results", "redis", "postgres",
     ] {
@@ -292,7 +187,7 @@ fn loadgen_fails_on_a_database_altered_behind_its_back_and_a_restarted_cluster_r
     assert_eq!(up.stop(), 0, "SIGTERM stops the cluster cleanly");
 
     // A second `cluster up` on the same data dir has the votes.
-    let again = Up::start(&data);
+    let again = Up::start(&data, 3, 2);
     assert_eq!(sql_counts(&again.database_url()), before);
     let client = std::time::Instant::now();
     let total_shown = wait_until(Duration::from_secs(30), || {

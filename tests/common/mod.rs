@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod capture_node;
+pub mod cluster_proc;
 pub mod redis_server;
 
 #[allow(unused_imports)]

@@ -1,0 +1,46 @@
+//! A real browser (Debian's chromium, driven by playwright-core from
+//! tests/browser/) against a real `cluster`: a vote cast by clicking a
+//! button shows up on the already open results page without a reload.
+//! The screenshots it takes are the ones in docs/screenshots/ (set
+//! VOTESWARM_SCREENSHOTS=docs/screenshots to refresh them).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::cluster_proc::Up;
+
+#[test]
+fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
+    common::require_program("chromium", "chromium");
+    common::require_program("node", "nodejs");
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        script_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core missing: run `make test` (or `npm ci` in tests/browser)"
+    );
+    let dir = tempfile::Builder::new().prefix("vs-browser-").tempdir().unwrap();
+    let up = Up::start(&dir.path().join("data"), 1, 1);
+    let shots = match std::env::var_os("VOTESWARM_SCREENSHOTS") {
+        Some(d) => Path::new(env!("CARGO_MANIFEST_DIR")).join(d),
+        None => dir.path().to_path_buf(),
+    };
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .arg(script_dir.join("vote-and-watch.mjs"))
+        .arg(&up.vote)
+        .arg(&up.results)
+        .arg(&shots)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("without a reload"), "{stdout}");
+    for shot in ["vote-page.png", "results-page.png"] {
+        let len = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "{shot} was not taken");
+    }
+    assert_eq!(up.stop(), 0);
+}
