@@ -29,6 +29,10 @@ missing=()
 for prog in "${!need[@]}"; do
   command -v "$prog" >/dev/null 2>&1 || missing+=("${need[$prog]}")
 done
+# Debian's python3 needs python3-venv for `python3 -m venv`.
+if [ "$purpose" = test ] && command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 # PostgreSQL's server binaries live outside PATH on Debian.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   missing+=(postgresql)
@@ -58,6 +62,20 @@ if [ "$purpose" = test ]; then
 fi
 # The crates, so that the build after this needs no network.
 cargo fetch --locked -q
+
+# Python tools of scripts/validate-deploy.sh, pinned, in a venv of their own
+# under target/ (no system packages touched; `cargo clean` removes it and the
+# next run makes it again).
+if [ "$purpose" = test ]; then
+  venv="$(cd "$(dirname "$0")/.." && pwd)/target/deploy-venv"
+  pins=(cfn-lint==1.51.0 jsonschema==4.26.0 PyYAML==6.0.3)
+  if ! "$venv/bin/python" -c 'import yaml, jsonschema' >/dev/null 2>&1 || [ ! -x "$venv/bin/cfn-lint" ]; then
+    echo "install-deps: creating $venv (${pins[*]})"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "${pins[@]}"
+  fi
+fi
 if [ "$purpose" = test ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
