@@ -146,7 +146,7 @@ run docker service create --name voteswarm_redis "${common[@]}" \
 
 # Capture: one per capture node, talking to its own Redis over the socket.
 run docker service create --name voteswarm_capture "${common[@]}" \
-  --mode global --constraint 'node.labels.role==capture' \
+  --mode global --constraint 'node.labels.role==capture' --constraint 'node.labels.votes!=off' \
   --network name=voteswarm_front,alias=capture \
   --secret source=voteswarm_cookie_key,target=cookie_key,uid=10001,gid=10001,mode=0400 \
   --mount type=bind,source=/var/lib/voteswarm/redis-socket,target=/run/redis \
