@@ -24,6 +24,15 @@ case "$purpose" in
     need[npm]=npm
     ;;
 esac
+# The deploy files' validators (scripts/validate-deploy.sh): `ruby -c` for
+# the Vagrantfile, the Docker CLI for `docker stack config` (no engine is
+# used; docker.io is Debian's package of it), a Python venv for cfn-lint and
+# the Compose schema check (made below).
+if [ "$purpose" = test ]; then
+  need[ruby]=ruby
+  need[docker]=docker.io
+  need[python3]=python3
+fi
 
 missing=()
 for prog in "${!need[@]}"; do
