@@ -12,7 +12,7 @@
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
 # OPTION_A, OPTION_B, VOTE_RATE_LIMIT, REDIS_MAXMEMORY, REDIS_MEMORY_LIMIT,
-# CONFIG_VERSION.
+# QUEUE_LIMIT, CONFIG_VERSION.
 # Before: label nodes and prepare capture nodes' directories (README.md).
 # The services get the stack's names (voteswarm_<role>) and the same DNS
 # aliases, so swarm/haproxy.cfg (tasks.capture) works unchanged. Remove all
@@ -50,6 +50,7 @@ option_b="${OPTION_B:-Dogs}"
 rate_limit="${VOTE_RATE_LIMIT:-100}"
 redis_maxmemory="${REDIS_MAXMEMORY:-2gb}"
 redis_memory_limit="${REDIS_MEMORY_LIMIT:-3G}"
+queue_limit="${QUEUE_LIMIT:-5000000}"
 config_version="${CONFIG_VERSION:-1}"
 label="com.voteswarm=1"
 
@@ -157,6 +158,7 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
   --env STREAM_KEY=votes \
   --env MIN_CHANGE_INTERVAL_MS=1000 --env VOTE_CHANGES=allow --env ENQUEUE_TIMEOUT_MS=2000 \
+  --env "QUEUE_LIMIT=${queue_limit}" \
   --env RUST_LOG=info \
   --stop-grace-period 30s \
   --update-parallelism 1 --update-delay 10s --update-order start-first --update-failure-action rollback --update-monitor 30s \

@@ -76,6 +76,6 @@ fi
 VOTESWARM_IMAGE="$image" "$repo/swarm/create-services.sh" --secrets-only
 # Small VMs: a smaller Redis than production's 2 GiB.
 (cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
-  REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M \
+  REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
   docker stack deploy -c stack.yml voteswarm)
 echo "manager: stack deployed; the other VMs join next. Vote at http://localhost:8080/, results at http://localhost:8081/"
