@@ -26,6 +26,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # diesel_migrations embeds these at compile time (`worker --migrate`).
 COPY migrations ./migrations
+# `cluster` compiles in the shipped HAProxy and Redis settings (include_str!).
+COPY swarm ./swarm
 # The cache mounts keep the crates and the build between image builds; the
 # binaries are copied out of the cache mount into /out for the next stage.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -214,8 +214,11 @@ def dockerfile():
     final_bins = None
     cp_bins = None
     saw_cargo = False
+    build_stage_dirs = None  # what the stage that runs cargo has copied
     for l in lines:
         words = shlex.split(l)
+        if words[0].upper() == "FROM":
+            copied_dirs = []
         if words[0].upper() == "COPY":
             opts = [w for w in words[1:] if w.startswith("--")]
             srcs = [w for w in words[1:] if not w.startswith("--")][:-1]
@@ -234,6 +237,7 @@ def dockerfile():
                     failures += fail(f"Dockerfile: COPY {s}: no such file or directory in the repository")
         if "cargo build" in l:
             saw_cargo = True
+            build_stage_dirs = list(copied_dirs)
             for flag in ("--release", "--locked", "--bins"):
                 if flag not in words:
                     failures += fail(f"Dockerfile: the cargo build line lacks {flag}")
@@ -250,12 +254,28 @@ def dockerfile():
     for kind, default_dir in (("bin", "src/bin"), ("example", "examples"), ("bench", "benches"), ("test", "tests")):
         for t in manifest.get(kind, []):
             need.append(t.get("path", f"{default_dir}/{t['name']}.rs"))
+    # Files the code reads at compile time: include_str!/include_bytes!
+    # paths (relative to the source file) and embed_migrations! (default
+    # `migrations`, relative to the manifest).
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "src")):
+        for fn in files:
+            if not fn.endswith(".rs"):
+                continue
+            src_file = os.path.join(dirpath, fn)
+            code = open(src_file).read()
+            for m in re.finditer(r'include_(?:str|bytes)!\(\s*"([^"]+)"\s*\)', code):
+                target = os.path.normpath(os.path.join(dirpath, m.group(1)))
+                need.append(os.path.relpath(target, ROOT))
+            for m in re.finditer(r'embed_migrations!\(\s*(?:"([^"]*)")?\s*\)', code):
+                need.append(m.group(1) or "migrations")
+    all_copied = copied_dirs
+    copied_dirs = build_stage_dirs or []
     for n in need:
         if not any(n == d or n.startswith(d + "/") for d in copied_dirs):
             failures += fail(f"Dockerfile: cargo needs {n}, which no COPY brings into the build stage")
     # .dockerignore starts from `*` and lets paths back in with `!path`.
     included = [l.strip()[1:].rstrip("/") for l in open(os.path.join(ROOT, ".dockerignore")) if l.strip().startswith("!")]
-    for d in copied_dirs:
+    for d in sorted(set(copied_dirs + all_copied)):
         if not any(d == i or d.startswith(i + "/") for i in included):
             failures += fail(f".dockerignore: keeps {d} out of the build context, but the Dockerfile copies it (add !{d})")
     for label, got in (("COPY --from=build", final_bins), ("cp target/release/...", cp_bins)):
