@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps test check fmt lint unit demo build release bench bench-capture clean
+.PHONY: all deps test demo build release bench bench-capture validate-deploy fuzz clean
 
 all: build
 
@@ -23,6 +23,21 @@ test: deps
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --no-fail-fast
 	shellcheck scripts/*.sh .ci/run
+	scripts/validate-deploy.sh
+
+## make validate-deploy: the deploy files' static checks alone.
+validate-deploy: deps
+	scripts/validate-deploy.sh
+
+## make fuzz: each cargo-fuzz target for FUZZ_SECONDS (default 60).
+## cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable
+## toolchain accept them.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in cookie vote_body stream_entry; do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 ## make demo: one Redis and one capture node on http://localhost:8080.
 demo:
