@@ -29,11 +29,15 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod cookie;
+pub mod db;
 pub mod endpoints;
 pub mod loadgen;
 pub mod metrics;
 pub mod results;
+pub mod schema;
+pub mod stream;
 pub mod vote;
+pub mod worker;
 
 /// Logs to stderr through `env_logger`, `info` unless `RUST_LOG` says
 /// otherwise.

@@ -187,3 +187,110 @@ impl Default for ResultsMetrics {
         Self::new()
     }
 }
+
+/// What a worker counts.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    pub registry: Registry,
+    /// Stream entries drained (committed and acknowledged), by endpoint.
+    pub drained: IntCounterVec,
+    /// Entries moved to the dead-letter stream, by endpoint.
+    pub dead_letters: IntCounterVec,
+    /// Entries taken over from other consumers (XAUTOCLAIM), by endpoint.
+    pub claimed: IntCounterVec,
+    /// Entries per batch read from Redis.
+    pub batch_size: Histogram,
+    /// Votes per committed upsert, after dedup.
+    pub committed_votes: Histogram,
+    /// Time of one upsert statement.
+    pub commit_seconds: Histogram,
+    pub commit_errors: prometheus::IntCounter,
+    /// Entries in each stream (not yet drained): the lag, by endpoint.
+    pub backlog: prometheus::IntGaugeVec,
+    /// Entries delivered to some worker and not yet acknowledged, by endpoint.
+    pub pending: prometheus::IntGaugeVec,
+    /// Endpoints whose Redis answers right now.
+    pub endpoints_up: IntGauge,
+    /// Endpoints known (from REDIS_URLS and REDIS_DNS).
+    pub endpoints: IntGauge,
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge_vec = |name: &str, help: &str| {
+            register(
+                &registry,
+                prometheus::IntGaugeVec::new(Opts::new(name, help), &["endpoint"])
+                    .expect("valid gauge"),
+            )
+        };
+        WorkerMetrics {
+            drained: counter_vec(
+                &registry,
+                "voteswarm_drained_total",
+                "Stream entries committed and acknowledged",
+                &["endpoint"],
+            ),
+            dead_letters: counter_vec(
+                &registry,
+                "voteswarm_dead_letters_total",
+                "Entries that were not votes, moved to the dead-letter stream",
+                &["endpoint"],
+            ),
+            claimed: counter_vec(
+                &registry,
+                "voteswarm_claimed_total",
+                "Entries claimed from consumers idle longer than CLAIM_IDLE_MS",
+                &["endpoint"],
+            ),
+            batch_size: histogram(
+                &registry,
+                "voteswarm_drain_batch_size",
+                "Entries per batch read",
+                &[1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0],
+            ),
+            committed_votes: histogram(
+                &registry,
+                "voteswarm_commit_batch_votes",
+                "Votes per upsert after dedup",
+                &[1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0],
+            ),
+            commit_seconds: histogram(
+                &registry,
+                "voteswarm_commit_seconds",
+                "Time of one batch upsert",
+                LATENCY_BUCKETS,
+            ),
+            commit_errors: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "voteswarm_commit_errors_total",
+                    "Batch upserts that failed",
+                )
+                .expect("valid counter"),
+            ),
+            backlog: gauge_vec(
+                "voteswarm_stream_backlog",
+                "Entries in the stream, not yet drained",
+            ),
+            pending: gauge_vec(
+                "voteswarm_stream_pending",
+                "Entries delivered and not yet acknowledged",
+            ),
+            endpoints_up: gauge(
+                &registry,
+                "voteswarm_endpoints_up",
+                "Redis endpoints answering",
+            ),
+            endpoints: gauge(&registry, "voteswarm_endpoints", "Redis endpoints known"),
+            registry,
+        }
+    }
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -166,6 +166,11 @@ impl Vote {
         if node.is_empty() || node.len() > MAX_NODE_LEN {
             return Err(DecodeError::Invalid(FIELD_NODE, "empty or too long"));
         }
+        // PostgreSQL text cannot hold NUL, and no host name has control
+        // characters: such an entry would fail the commit over and over.
+        if node.chars().any(char::is_control) {
+            return Err(DecodeError::Invalid(FIELD_NODE, "control characters"));
+        }
         Ok(Vote {
             vote_id,
             voter,
@@ -243,6 +248,9 @@ mod tests {
         let mut extra = ok.clone();
         extra.push(("color", "red"));
         assert_eq!(decode(&extra), Err(DecodeError::Unknown("color".into())));
+        let mut nul = ok.clone();
+        nul[4] = ("node", "a\0b");
+        assert!(matches!(decode(&nul), Err(DecodeError::Invalid("node", _))));
         let long = "n".repeat(MAX_NODE_LEN + 1);
         let mut bad = ok;
         bad[4] = ("node", &long);

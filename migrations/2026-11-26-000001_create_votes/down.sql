@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS votes_option_idx;
+DROP TABLE IF EXISTS votes;

@@ -1,0 +1,173 @@
+//! `Dedup`: turns a batch of raw stream entries into what the database
+//! should see.
+//!
+//! Receives [`DedupBatch`] from a `Drainer`; answers with a [`Deduped`]:
+//! one vote per voter (the greatest `(ts, vote_id)` when changes are
+//! allowed, the smallest when denied: PostgreSQL refuses a batch upsert
+//! that touches one row twice, and the loser could never win anyway), the
+//! entries that are not votes with the reason (for the dead-letter stream),
+//! and every entry id, since all of them are acknowledged once the batch
+//! has committed.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use crate::config::VoteChanges;
+use crate::stream::Entry;
+use crate::vote::Vote;
+
+/// A batch as read from one stream.
+#[derive(Message)]
+#[rtype(result = "Deduped")]
+pub struct DedupBatch {
+    pub entries: Vec<Entry>,
+}
+
+/// A poison entry and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: String,
+    pub reason: String,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, Default, MessageResponse)]
+pub struct Deduped {
+    /// At most one per voter.
+    pub votes: Vec<Vote>,
+    pub dead: Vec<DeadLetter>,
+    /// Every id of the batch: acknowledged after the commit.
+    pub ids: Vec<String>,
+}
+
+/// The logic, as a plain function (the actor only carries it).
+pub fn dedup(entries: Vec<Entry>, mode: VoteChanges) -> Deduped {
+    let mut out = Deduped {
+        ids: Vec::with_capacity(entries.len()),
+        ..Deduped::default()
+    };
+    let mut best: HashMap<crate::vote::Id128, Vote> = HashMap::with_capacity(entries.len());
+    for e in entries {
+        out.ids.push(e.id.clone());
+        // A pending entry deleted from the stream: nothing to count.
+        let Some(fields) = e.fields else { continue };
+        match Vote::from_fields(fields.iter().map(|(k, v)| (&k[..], &v[..]))) {
+            Ok(v) => {
+                let keep_new = match best.get(&v.voter) {
+                    None => true,
+                    Some(old) => match mode {
+                        VoteChanges::Allow => v.order_key() > old.order_key(),
+                        VoteChanges::Deny => v.order_key() < old.order_key(),
+                    },
+                };
+                if keep_new {
+                    best.insert(v.voter, v);
+                }
+            }
+            Err(reason) => out.dead.push(DeadLetter {
+                id: e.id,
+                reason: reason.to_string(),
+                fields,
+            }),
+        }
+    }
+    out.votes = best.into_values().collect();
+    out
+}
+
+pub struct Dedup {
+    pub mode: VoteChanges,
+}
+
+impl Actor for Dedup {
+    type Context = Context<Self>;
+}
+
+impl Handler<DedupBatch> for Dedup {
+    type Result = Deduped;
+
+    fn handle(&mut self, msg: DedupBatch, _: &mut Self::Context) -> Deduped {
+        dedup(msg.entries, self.mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vote::{Id128, VoteOption};
+
+    fn entry(id: &str, voter: u128, option: VoteOption, ts: i64, vote_id: u128) -> Entry {
+        let v = Vote {
+            vote_id: Id128(vote_id),
+            voter: Id128(voter),
+            option,
+            ts,
+            node: "n".into(),
+        };
+        Entry {
+            id: id.into(),
+            fields: Some(
+                v.to_fields()
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_one_vote_per_voter_the_latest_or_the_first() {
+        let batch = || {
+            vec![
+                entry("1-0", 1, VoteOption::A, 10, 1),
+                entry("2-0", 1, VoteOption::B, 30, 2),
+                entry("3-0", 1, VoteOption::A, 20, 3),
+                entry("4-0", 2, VoteOption::B, 5, 4),
+                // Same ts: the greater vote id wins the tie.
+                entry("5-0", 3, VoteOption::A, 7, 9),
+                entry("6-0", 3, VoteOption::B, 7, 8),
+            ]
+        };
+        let pick = |d: &Deduped, voter: u128| {
+            d.votes
+                .iter()
+                .find(|v| v.voter == Id128(voter))
+                .unwrap()
+                .option
+        };
+        let allow = dedup(batch(), VoteChanges::Allow);
+        assert_eq!(allow.votes.len(), 3);
+        assert_eq!(allow.ids.len(), 6);
+        assert_eq!(pick(&allow, 1), VoteOption::B);
+        assert_eq!(pick(&allow, 3), VoteOption::A);
+        let deny = dedup(batch(), VoteChanges::Deny);
+        assert_eq!(pick(&deny, 1), VoteOption::A);
+        assert_eq!(pick(&deny, 3), VoteOption::B);
+    }
+
+    #[test]
+    fn poison_entries_become_dead_letters_and_are_still_acknowledged() {
+        let poison = Entry {
+            id: "9-0".into(),
+            fields: Some(vec![(b"option".to_vec(), b"c".to_vec())]),
+        };
+        let gone = Entry {
+            id: "8-0".into(),
+            fields: None,
+        };
+        let d = dedup(
+            vec![entry("1-0", 1, VoteOption::A, 1, 1), poison, gone],
+            VoteChanges::Allow,
+        );
+        assert_eq!(d.votes.len(), 1);
+        assert_eq!(d.dead.len(), 1);
+        assert_eq!(d.dead[0].id, "9-0");
+        assert!(
+            d.dead[0].reason.contains("missing field"),
+            "{}",
+            d.dead[0].reason
+        );
+        assert_eq!(d.ids, vec!["1-0", "9-0", "8-0"]);
+    }
+}

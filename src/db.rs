@@ -1,0 +1,147 @@
+//! PostgreSQL: the pool, the embedded migrations, and the one statement
+//! that commits a batch of votes.
+
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::sql_types::{Array, BigInt, Text};
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::VoteChanges;
+use crate::vote::Vote;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Any number will do as long as every worker uses the same one: it
+/// serialises `--migrate` across workers starting at once.
+const MIGRATION_LOCK: i64 = 0x766f_7465_7377_6172; // "voteswar"
+
+pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+
+/// A database error, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DbError {
+    pub message: String,
+    /// Connection lost, server restarting, serialization failure: yes.
+    /// A constraint violation by the data itself: no.
+    pub retriable: bool,
+}
+
+impl From<diesel::result::Error> for DbError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        let retriable = match &e {
+            E::DatabaseError(
+                K::UniqueViolation
+                | K::CheckViolation
+                | K::NotNullViolation
+                | K::ForeignKeyViolation,
+                _,
+            ) => false,
+            E::DatabaseError(
+                K::UnableToSendCommand | K::ClosedConnection | K::SerializationFailure,
+                _,
+            ) => true,
+            // Most other errors (the server going away mid-query shows up
+            // as `Unknown`) may well pass on the next try; the drainer backs
+            // off, so a permanent one costs log lines, not votes.
+            _ => true,
+        };
+        DbError {
+            message: e.to_string(),
+            retriable,
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for DbError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        DbError {
+            message: format!("no database connection: {e}"),
+            retriable: true,
+        }
+    }
+}
+
+/// A pool that is built even while PostgreSQL is down (connections are
+/// made on demand), so a worker starts and waits rather than crashes.
+pub fn pool(url: &str, size: u32) -> DbPool {
+    Pool::builder()
+        .max_size(size.max(1))
+        .min_idle(Some(0))
+        .connection_timeout(std::time::Duration::from_secs(3))
+        .build_unchecked(ConnectionManager::new(url))
+}
+
+/// Applies the embedded migrations, one worker at a time.
+pub fn migrate(url: &str) -> Result<Vec<String>, String> {
+    let mut conn =
+        PgConnection::establish(url).map_err(|e| format!("cannot connect to migrate: {e}"))?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .map_err(|e| format!("cannot take the migration lock: {e}"))?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|v| v.iter().map(|m| m.to_string()).collect())
+        .map_err(|e| format!("migration failed: {e}"));
+    let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .execute(&mut conn);
+    applied
+}
+
+/// The statement of the design: insert each voter's vote, or replace the
+/// stored one only when the new one is later (`allow`) or earlier (`deny`)
+/// by `(ts, vote_id)`. Arrays keep it one statement with five parameters
+/// whatever the batch size.
+fn upsert_sql(mode: VoteChanges) -> &'static str {
+    match mode {
+        VoteChanges::Allow => {
+            "INSERT INTO votes (voter_id, option, ts, vote_id, node) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) \
+             ON CONFLICT (voter_id) DO UPDATE SET option = excluded.option, ts = excluded.ts, \
+             vote_id = excluded.vote_id, node = excluded.node, committed_at = now() \
+             WHERE (votes.ts, votes.vote_id) < (excluded.ts, excluded.vote_id)"
+        }
+        VoteChanges::Deny => {
+            "INSERT INTO votes (voter_id, option, ts, vote_id, node) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) \
+             ON CONFLICT (voter_id) DO UPDATE SET option = excluded.option, ts = excluded.ts, \
+             vote_id = excluded.vote_id, node = excluded.node, committed_at = now() \
+             WHERE (votes.ts, votes.vote_id) > (excluded.ts, excluded.vote_id)"
+        }
+    }
+}
+
+/// Commits one batch (at most one vote per voter: see `Dedup`). Returns
+/// the rows inserted or changed. Success means committed: the statement
+/// runs in its own implicit transaction.
+pub fn commit_votes(
+    conn: &mut PgConnection,
+    votes: &[Vote],
+    mode: VoteChanges,
+) -> Result<usize, DbError> {
+    if votes.is_empty() {
+        return Ok(0);
+    }
+    let mut voters = Vec::with_capacity(votes.len());
+    let mut options = Vec::with_capacity(votes.len());
+    let mut tss = Vec::with_capacity(votes.len());
+    let mut ids = Vec::with_capacity(votes.len());
+    let mut nodes = Vec::with_capacity(votes.len());
+    for v in votes {
+        voters.push(v.voter.to_string());
+        options.push(v.option.as_str());
+        tss.push(v.ts);
+        ids.push(v.vote_id.to_string());
+        nodes.push(v.node.as_str());
+    }
+    let n = diesel::sql_query(upsert_sql(mode))
+        .bind::<Array<Text>, _>(voters)
+        .bind::<Array<Text>, _>(options)
+        .bind::<Array<BigInt>, _>(tss)
+        .bind::<Array<Text>, _>(ids)
+        .bind::<Array<Text>, _>(nodes)
+        .execute(conn)?;
+    Ok(n)
+}
