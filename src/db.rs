@@ -124,12 +124,18 @@ pub fn commit_votes(
     if votes.is_empty() {
         return Ok(0);
     }
+    // Rows are locked in the order they are inserted. Batches of several
+    // workers overlap (a voter's votes sit in several queues); taking the
+    // locks in one global order means they wait for each other instead of
+    // deadlocking.
+    let mut votes: Vec<&Vote> = votes.iter().collect();
+    votes.sort_unstable_by_key(|v| v.voter);
     let mut voters = Vec::with_capacity(votes.len());
     let mut options = Vec::with_capacity(votes.len());
     let mut tss = Vec::with_capacity(votes.len());
     let mut ids = Vec::with_capacity(votes.len());
     let mut nodes = Vec::with_capacity(votes.len());
-    for v in votes {
+    for v in &votes {
         voters.push(v.voter.to_string());
         options.push(v.option.as_str());
         tss.push(v.ts);

@@ -20,7 +20,10 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
         script_dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core missing: run `make test` (or `npm ci` in tests/browser)"
     );
-    let dir = tempfile::Builder::new().prefix("vs-browser-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("vs-browser-")
+        .tempdir()
+        .unwrap();
     let up = Up::start(&dir.path().join("data"), 1, 1);
     let shots = match std::env::var_os("VOTESWARM_SCREENSHOTS") {
         Some(d) => Path::new(env!("CARGO_MANIFEST_DIR")).join(d),
@@ -36,10 +39,15 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("without a reload"), "{stdout}");
     for shot in ["vote-page.png", "results-page.png"] {
-        let len = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(shots.join(shot))
+            .map(|m| m.len())
+            .unwrap_or(0);
         assert!(len > 1000, "{shot} was not taken");
     }
     assert_eq!(up.stop(), 0);

@@ -43,8 +43,11 @@ impl Handler<CommitBatch> for DbWriter {
 
     fn handle(&mut self, msg: CommitBatch, _: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
-        let mut conn = self.pool.get()?;
-        let result = db::commit_votes(&mut conn, &msg.votes, self.mode);
+        let result = self
+            .pool
+            .get()
+            .map_err(DbError::from)
+            .and_then(|mut conn| db::commit_votes(&mut conn, &msg.votes, self.mode));
         match &result {
             Ok(_) => self
                 .metrics

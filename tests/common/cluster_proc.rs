@@ -48,7 +48,13 @@ impl Up {
     pub fn start(data: &Path, capture: usize, workers: usize) -> Up {
         let (port, rport) = (free_port(), free_port());
         let mut child = Command::new(CLUSTER)
-            .args(["up", "--capture", &capture.to_string(), "--workers", &workers.to_string()])
+            .args([
+                "up",
+                "--capture",
+                &capture.to_string(),
+                "--workers",
+                &workers.to_string(),
+            ])
             .args([
                 "--port",
                 &port.to_string(),
@@ -113,4 +119,3 @@ impl Drop for Up {
         }
     }
 }
-
