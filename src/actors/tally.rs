@@ -51,7 +51,9 @@ pub struct Snapshot {
     /// Nothing is queued anywhere: the count is complete.
     #[serde(rename = "final")]
     pub is_final: bool,
-    /// When the count was read (RFC 3339).
+    /// When this tally began, i.e. before the backlog was read (RFC 3339,
+    /// milliseconds): every vote acknowledged before `as_of` is either in
+    /// `backlog` or in the counts.
     pub as_of: String,
     /// Why the last tally failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,7 +76,7 @@ impl Snapshot {
             backlog: 0,
             unreachable_queues: 0,
             is_final: false,
-            as_of: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            as_of: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             error: Some("no tally yet".into()),
         }
     }
@@ -120,6 +122,7 @@ impl Tally {
         }
         self.running = true;
         let started = Instant::now();
+        let as_of = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let endpoints = self.endpoints.clone();
         let known: Vec<(String, redis::aio::MultiplexedConnection)> = self.clients.clone();
         let key = self.stream_key.clone();
@@ -162,7 +165,8 @@ impl Tally {
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r);
-            let snap = build_snapshot(&labels, counts, backlog, unreachable, urls.is_empty());
+            let mut snap = build_snapshot(&labels, counts, backlog, unreachable, urls.is_empty());
+            snap.as_of = as_of;
             (snap, conns)
         };
         ctx.spawn(work.into_actor(self).map(move |(snap, conns), act, _| {

@@ -341,6 +341,7 @@ pub async fn run(settings: LoadgenSettings) -> Report {
             .expect("load threads");
     progress.finish_and_clear();
     stats.elapsed = started.elapsed();
+    let load_end = chrono::Utc::now();
     let run = Run { settings, client };
 
     let mut report = Report::new(&run.settings, stats, &voters);
@@ -353,6 +354,7 @@ pub async fn run(settings: LoadgenSettings) -> Report {
                     &voters,
                     &base,
                     run.settings.final_timeout,
+                    load_end,
                 )
                 .await
             }
@@ -510,6 +512,7 @@ impl Part {
 #[derive(Deserialize, Debug)]
 pub struct ResultsSnapshot {
     pub options: Vec<OptionCount>,
+    pub as_of: String,
     pub total: i64,
     pub backlog: i64,
     #[serde(rename = "final")]
@@ -544,6 +547,7 @@ async fn wait_final(
     client: &awc::Client,
     base: &str,
     timeout: Duration,
+    not_before: Option<chrono::DateTime<chrono::Utc>>,
 ) -> (Option<ResultsSnapshot>, Option<String>) {
     let deadline = Instant::now() + timeout;
     let mut last = None;
@@ -553,7 +557,17 @@ async fn wait_final(
             Ok(mut r) if r.status().is_success() => {
                 match r.json::<ResultsSnapshot>().limit(1 << 20).await {
                     Ok(snap) => {
-                        let is_final = snap.is_final;
+                        // A snapshot begun before our last vote was
+                        // acknowledged may call an older count final.
+                        let fresh = match (
+                            not_before,
+                            chrono::DateTime::parse_from_rfc3339(&snap.as_of),
+                        ) {
+                            (None, _) => true,
+                            (Some(t), Ok(as_of)) => as_of >= t,
+                            (Some(_), Err(_)) => false,
+                        };
+                        let is_final = snap.is_final && fresh;
                         last = Some(snap);
                         if is_final {
                             break;
@@ -580,7 +594,7 @@ async fn results_baseline(
     base: &str,
     timeout: Duration,
 ) -> Result<HashMap<VoteOption, i64>, String> {
-    match wait_final(client, base, timeout).await {
+    match wait_final(client, base, timeout, None).await {
         (Some(snap), _) if snap.is_final => Ok(VoteOption::ALL
             .iter()
             .map(|o| {
@@ -606,13 +620,14 @@ async fn check_results(
     voters: &[VoterState],
     baseline: &HashMap<VoteOption, i64>,
     timeout: Duration,
+    load_end: chrono::DateTime<chrono::Utc>,
 ) -> report::ResultsCheck {
     let started = Instant::now();
     let (mut expected, uncertain) = expected_counts(voters);
     for (o, n) in baseline {
         *expected.entry(*o).or_insert(0) += n;
     }
-    let (last, last_error) = wait_final(client, base, timeout).await;
+    let (last, last_error) = wait_final(client, base, timeout, Some(load_end)).await;
     report::ResultsCheck::compare(last, last_error, &expected, uncertain, started.elapsed())
 }
 

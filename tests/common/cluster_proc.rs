@@ -29,11 +29,10 @@ pub fn sql_counts(url: &str) -> (i64, i64) {
 }
 
 pub fn sql(url: &str, statement: &str) {
-    use diesel::{Connection, RunQueryDsl};
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
     let mut conn = diesel::PgConnection::establish(url).expect("connect");
-    diesel::sql_query(statement)
-        .execute(&mut conn)
-        .expect(statement);
+    conn.batch_execute(statement).expect(statement);
 }
 
 /// A running `cluster up`, stopped with SIGTERM on drop.
