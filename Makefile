@@ -39,11 +39,14 @@ fuzz: deps
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
-## make demo: one Redis and one capture node on http://localhost:8080.
+## make demo: the whole system on this machine: vote at
+## http://localhost:8080/, watch at http://localhost:8081/. Ctrl-C stops it;
+## the votes stay in .demo/ for the next run.
+DEMO_ARGS ?= --capture 3 --workers 2 --port 8080 --results-port 8081
 demo:
 	@scripts/install-deps.sh demo
-	$(CARGO) build --locked --release --bin capture
-	scripts/demo.sh
+	$(CARGO) build --locked --release --bins
+	target/release/cluster up $(DEMO_ARGS) --bind 0.0.0.0 --data-dir .demo
 
 ## make bench: every benchmark; each writes its section of BENCHMARKS.md.
 bench: bench-capture
