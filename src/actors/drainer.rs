@@ -81,6 +81,9 @@ pub struct Drainer {
     group_ready: bool,
     /// Our own pending entries were re-read since the last (re)connect.
     own_pending_done: bool,
+    /// Where the re-read of our own pending entries goes on from: the last
+    /// id it returned, so that entries still in flight are not read twice.
+    own_cursor: String,
     claim_cursor: String,
     backoff: Duration,
     up: bool,
@@ -111,6 +114,7 @@ impl Drainer {
             claiming: false,
             group_ready: false,
             own_pending_done: false,
+            own_cursor: "0".into(),
             claim_cursor: "0-0".into(),
             backoff: FIRST_BACKOFF,
             up: false,
@@ -157,10 +161,16 @@ impl Drainer {
         self.read_conn = None;
         self.cmd_conn = None;
         // After a reconnect, re-read what we hold (it may be unacknowledged).
-        self.own_pending_done = false;
+        self.reread_own_pending();
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         ctx.run_later(wait, |act, ctx| act.pump(ctx));
+    }
+
+    /// Reads our own pending entries again from the start, before new ones.
+    fn reread_own_pending(&mut self) {
+        self.own_pending_done = false;
+        self.own_cursor = "0".into();
     }
 
     /// Reads the next batch unless stopping, already reading, or full.
@@ -178,6 +188,7 @@ impl Drainer {
         let count = self.settings.batch_size;
         let group_ready = self.group_ready;
         let own = !self.own_pending_done;
+        let own_cursor = self.own_cursor.clone();
         let read = async move {
             let mut rconn = match read_conn {
                 Some(c) => c,
@@ -213,7 +224,7 @@ impl Drainer {
             }
             cmd.arg("STREAMS")
                 .arg(&key)
-                .arg(if own { "0" } else { ">" });
+                .arg(if own { own_cursor.as_str() } else { ">" });
             let reply: redis::Value = cmd.query_async(&mut rconn).await?;
             Ok((rconn, cconn, stream::parse_read(&reply)))
         };
@@ -226,8 +237,11 @@ impl Drainer {
                     act.group_ready = true;
                     act.backoff = FIRST_BACKOFF;
                     act.set_up(true);
-                    if own && entries.is_empty() {
-                        act.own_pending_done = true;
+                    if own {
+                        match entries.last() {
+                            Some(last) => act.own_cursor = last.id.clone(),
+                            None => act.own_pending_done = true,
+                        }
                     }
                     if !entries.is_empty() {
                         act.process(entries, ctx);
@@ -424,7 +438,7 @@ impl Drainer {
                             "{}: acknowledge failed, leaving the batch pending: {e}",
                             act.label
                         );
-                        act.own_pending_done = false;
+                        act.reread_own_pending();
                         act.batch_done(ctx);
                     }
                 }),
