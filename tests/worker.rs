@@ -656,3 +656,36 @@ fn on_sigterm_a_worker_finishes_its_batches_and_exits_0() {
     assert!(wait_until(Duration::from_secs(10), || row_count(&url) == 30_000));
     assert_exact(&url, &votes);
 }
+
+#[test]
+fn the_down_migration_really_undoes_the_up_one() {
+    use diesel::{Connection, RunQueryDsl};
+    use diesel_migrations::MigrationHarness;
+    #[derive(diesel::QueryableByName)]
+    struct Present {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        present: bool,
+    }
+    let present = |conn: &mut diesel::PgConnection, name: &str| {
+        diesel::sql_query(format!(
+            "SELECT to_regclass('{name}') IS NOT NULL AS present"
+        ))
+        .get_result::<Present>(conn)
+        .unwrap()
+        .present
+    };
+    let pg = PgServer::start();
+    let url = pg.migrated_url();
+    let mut conn = diesel::PgConnection::establish(&url).unwrap();
+    assert!(present(&mut conn, "votes") && present(&mut conn, "votes_option_idx"));
+    conn.revert_all_migrations(voteswarm::db::MIGRATIONS)
+        .expect("down");
+    assert!(!present(&mut conn, "votes"), "the table is dropped");
+    assert!(
+        !present(&mut conn, "votes_option_idx"),
+        "the index is dropped"
+    );
+    // And up again, as `diesel migration redo` does.
+    voteswarm::db::migrate(&url).expect("up again");
+    assert!(present(&mut conn, "votes") && present(&mut conn, "votes_option_idx"));
+}
