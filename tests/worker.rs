@@ -689,3 +689,50 @@ fn the_down_migration_really_undoes_the_up_one() {
     voteswarm::db::migrate(&url).expect("up again");
     assert!(present(&mut conn, "votes") && present(&mut conn, "votes_option_idx"));
 }
+
+async fn readyz_status(port: u16) -> u16 {
+    match awc::Client::new()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Polls /readyz until it answers `status`.
+async fn readyz_becomes(port: u16, status: u16) -> bool {
+    wait_until_async(DRAIN_TIMEOUT, || async move {
+        readyz_status(port).await == status
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn readyz_holds_only_while_postgresql_answers_and_a_queue_is_drained() {
+    let mut pg = PgServer::start();
+    let url = pg.url();
+    let redis = RedisServer::start();
+    let resolver = Arc::new(StubResolver::default());
+    // No queue known yet: not ready.
+    let worker = InProcess::start(settings(&url, VoteChanges::Allow), resolver.clone());
+    assert_eq!(readyz_status(worker.port).await, 503);
+    resolver.set(&[redis.url()]);
+    assert!(
+        readyz_becomes(worker.port, 200).await,
+        "ready once a queue is drained and PostgreSQL answers"
+    );
+    pg.stop();
+    assert!(
+        readyz_becomes(worker.port, 503).await,
+        "not ready while PostgreSQL is down"
+    );
+    pg.restart();
+    assert!(
+        readyz_becomes(worker.port, 200).await,
+        "ready again once PostgreSQL is back"
+    );
+    worker.stop().await;
+}
