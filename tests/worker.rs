@@ -736,3 +736,44 @@ async fn readyz_holds_only_while_postgresql_answers_and_a_queue_is_drained() {
     );
     worker.stop().await;
 }
+
+/// Runs the worker binary with only `env`; (exit code, stderr).
+fn worker_fails_with(env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(WORKER)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run worker");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn bad_configuration_stops_the_worker_with_one_line_naming_the_variable() {
+    let db = ("DATABASE_URL", "postgres://u:s3cret@127.0.0.1:1/db");
+    let redis = ("REDIS_URLS", "redis://127.0.0.1:1");
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![redis], "DATABASE_URL"),
+        (
+            vec![("DATABASE_URL", "mysql://s3cret@x/db"), redis],
+            "DATABASE_URL",
+        ),
+        (
+            vec![("DATABASE_URL_FILE", "/nonexistent/secret"), redis],
+            "DATABASE_URL_FILE",
+        ),
+        (vec![db], "REDIS_URLS or REDIS_DNS"),
+        (vec![db, ("REDIS_DNS", "no-port")], "REDIS_DNS"),
+        (vec![db, redis, ("BATCH_SIZE", "0")], "BATCH_SIZE"),
+        (vec![db, redis, ("CLAIM_IDLE_MS", "5")], "CLAIM_IDLE_MS"),
+        (vec![db, redis, ("DB_POOL_SIZE", "0")], "DB_POOL_SIZE"),
+    ];
+    for (env, names) in cases {
+        let (code, err) = worker_fails_with(&env);
+        assert_eq!(code, 2, "{env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{env:?}: {err}");
+        assert!(err.contains(names), "{env:?}: {err}");
+        assert!(!err.contains("s3cret"), "the secret is not printed: {err}");
+    }
+}
