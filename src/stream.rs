@@ -25,31 +25,34 @@ pub struct Entry {
     pub fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
-fn bytes(v: &Value) -> Option<Vec<u8>> {
+/// Takes the bytes out of a reply value (the reply is consumed: no copy).
+fn bytes(v: Value) -> Option<Vec<u8>> {
     match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
         Value::Int(i) => Some(i.to_string().into_bytes()),
         _ => None,
     }
 }
 
-fn entry(v: &Value) -> Option<Entry> {
+fn entry(v: Value) -> Option<Entry> {
     let Value::Array(parts) = v else { return None };
-    let id = String::from_utf8(bytes(parts.first()?)?).ok()?;
-    let fields = match parts.get(1) {
-        Some(Value::Array(flat)) => Some(
-            flat.chunks(2)
-                .map(|kv| {
-                    let k = bytes(&kv[0]).unwrap_or_default();
-                    let v = kv.get(1).and_then(bytes).unwrap_or_default();
-                    (k, v)
-                })
-                .collect(),
-        ),
+    let mut parts = parts.into_iter();
+    let id = String::from_utf8(bytes(parts.next()?)?).ok()?;
+    let fields = match parts.next() {
+        Some(Value::Array(flat)) => {
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let Some(k) = flat.next() {
+                let k = bytes(k).unwrap_or_default();
+                let v = flat.next().and_then(bytes).unwrap_or_default();
+                fields.push((k, v));
+            }
+            Some(fields)
+        }
         Some(Value::Map(pairs)) => Some(
             pairs
-                .iter()
+                .into_iter()
                 .map(|(k, v)| (bytes(k).unwrap_or_default(), bytes(v).unwrap_or_default()))
                 .collect(),
         ),
@@ -58,43 +61,46 @@ fn entry(v: &Value) -> Option<Entry> {
     Some(Entry { id, fields })
 }
 
-fn entries(v: &Value) -> Vec<Entry> {
+fn entries(v: Value) -> Vec<Entry> {
     match v {
-        Value::Array(items) => items.iter().filter_map(entry).collect(),
+        Value::Array(items) => items.into_iter().filter_map(entry).collect(),
         _ => Vec::new(),
     }
 }
 
 /// The entries of an `XREADGROUP ... STREAMS key id` reply (one stream).
-pub fn parse_read(reply: &Value) -> Vec<Entry> {
+pub fn parse_read(reply: Value) -> Vec<Entry> {
     match reply {
         Value::Array(streams) => streams
-            .iter()
+            .into_iter()
             .flat_map(|s| match s {
-                Value::Array(pair) if pair.len() == 2 => entries(&pair[1]),
+                Value::Array(pair) if pair.len() == 2 => {
+                    pair.into_iter().nth(1).map(entries).unwrap_or_default()
+                }
                 _ => Vec::new(),
             })
             .collect(),
-        Value::Map(streams) => streams.iter().flat_map(|(_, e)| entries(e)).collect(),
+        Value::Map(streams) => streams.into_iter().flat_map(|(_, e)| entries(e)).collect(),
         _ => Vec::new(),
     }
 }
 
 /// `XAUTOCLAIM` reply: the cursor for the next call, the claimed entries,
 /// and the ids that were pending but are gone from the stream.
-pub fn parse_autoclaim(reply: &Value) -> (String, Vec<Entry>, Vec<String>) {
+pub fn parse_autoclaim(reply: Value) -> (String, Vec<Entry>, Vec<String>) {
     let Value::Array(parts) = reply else {
         return ("0-0".into(), Vec::new(), Vec::new());
     };
+    let mut parts = parts.into_iter();
     let cursor = parts
-        .first()
+        .next()
         .and_then(bytes)
         .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_else(|| "0-0".into());
-    let claimed = parts.get(1).map(entries).unwrap_or_default();
-    let deleted = match parts.get(2) {
+    let claimed = parts.next().map(entries).unwrap_or_default();
+    let deleted = match parts.next() {
         Some(Value::Array(ids)) => ids
-            .iter()
+            .into_iter()
             .filter_map(|v| bytes(v).and_then(|b| String::from_utf8(b).ok()))
             .collect(),
         _ => Vec::new(),
@@ -122,7 +128,7 @@ mod tests {
                 Value::Array(vec![bulk("2-0"), Value::Nil]),
             ]),
         ])]);
-        let got = parse_read(&reply);
+        let got = parse_read(reply);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].fields.as_ref().unwrap().len(), 2);
         assert_eq!(
@@ -132,7 +138,7 @@ mod tests {
                 fields: None
             }
         );
-        assert!(parse_read(&Value::Nil).is_empty());
+        assert!(parse_read(Value::Nil).is_empty());
     }
 
     #[test]
@@ -145,7 +151,7 @@ mod tests {
             ])]),
             Value::Array(vec![bulk("4-0")]),
         ]);
-        let (cursor, claimed, deleted) = parse_autoclaim(&reply);
+        let (cursor, claimed, deleted) = parse_autoclaim(reply);
         assert_eq!(cursor, "5-0");
         assert_eq!(claimed.len(), 1);
         assert_eq!(deleted, vec!["4-0".to_string()]);

@@ -226,7 +226,7 @@ impl Drainer {
                 .arg(&key)
                 .arg(if own { own_cursor.as_str() } else { ">" });
             let reply: redis::Value = cmd.query_async(&mut rconn).await?;
-            Ok((rconn, cconn, stream::parse_read(&reply)))
+            Ok((rconn, cconn, stream::parse_read(reply)))
         };
         ctx.spawn(read.into_actor(self).map(move |result, act, ctx| {
             act.reading = false;
@@ -287,7 +287,7 @@ impl Drainer {
                 .arg(count)
                 .query_async(&mut conn)
                 .await?;
-            Ok::<_, redis::RedisError>(stream::parse_autoclaim(&reply))
+            Ok::<_, redis::RedisError>(stream::parse_autoclaim(reply))
         };
         ctx.spawn(claim.into_actor(self).map(|result, act, ctx| {
             act.claiming = false;
