@@ -34,7 +34,9 @@ use crate::metrics::WorkerMetrics;
 use crate::stream::{self, Entry, GROUP};
 
 /// Batches in flight per endpoint: one committing while the next is read
-/// and deduplicated keeps PostgreSQL busy; more only queue up.
+/// and deduplicated keeps PostgreSQL busy; more only queue up. (A claim
+/// that completes while a read is out can make it one more, briefly: reads
+/// and claims each check the bound before they start.)
 pub const MAX_IN_FLIGHT: usize = 2;
 /// How long one XREADGROUP waits for new entries.
 const READ_BLOCK: Duration = Duration::from_millis(1000);
