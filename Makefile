@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps test demo build release bench bench-capture validate-deploy fuzz clean
+.PHONY: all deps test demo build release bench bench-capture bench-worker chaos validate-deploy fuzz clean
 
 all: build
 
@@ -49,11 +49,23 @@ demo:
 	target/release/cluster up $(DEMO_ARGS) --bind 0.0.0.0 --data-dir .demo
 
 ## make bench: every benchmark; each writes its section of BENCHMARKS.md.
-bench: bench-capture
+bench: bench-capture bench-worker
 
 bench-capture:
 	@scripts/install-deps.sh bench
 	scripts/bench-capture.sh
+
+bench-worker:
+	@scripts/install-deps.sh bench
+	scripts/bench-worker.sh
+
+## make chaos: the fault scenarios at full scale (20,000 voters, 10 s
+## outages), one at a time, and their table in docs/RELIABILITY.md.
+chaos: deps
+	rm -rf target/chaos
+	CHAOS_SCALE=full CHAOS_REPORT_DIR=$(CURDIR)/target/chaos \
+	  $(CARGO) test --locked --test chaos -- --test-threads=1
+	scripts/reliability-table.sh target/chaos docs/RELIABILITY.md
 
 clean:
 	$(CARGO) clean

@@ -98,9 +98,39 @@ impl VoterCookie {
     }
 }
 
+/// The header HAProxy sets to one id per client request, the same on each
+/// of its retries (`swarm/haproxy.cfg`).
+pub const REQUEST_ID_HEADER: &str = "x-voteswarm-request";
+
+/// A 128-bit id derived from the edge's request id with the cookie key
+/// (HMAC-SHA256), so that every capture node that sees the same request
+/// (HAProxy retries it after a 503) makes the same voter and vote ids,
+/// while nobody without the key can aim at a chosen id.
+pub fn derive_id(key: &Key, label: &str, request_id: &str) -> Id128 {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.signing())
+        .expect("HMAC takes a key of any length");
+    mac.update(label.as_bytes());
+    mac.update(&[0]);
+    mac.update(request_id.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    Id128(u128::from_be_bytes(first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_per_request_and_differ_per_label_and_key() {
+        let id = derive_id(&key(1), "voter", "req-1");
+        assert_eq!(id, derive_id(&key(1), "voter", "req-1"));
+        assert_ne!(id, derive_id(&key(1), "vote", "req-1"));
+        assert_ne!(id, derive_id(&key(1), "voter", "req-2"));
+        assert_ne!(id, derive_id(&key(2), "voter", "req-1"));
+    }
 
     fn key(b: u8) -> Key {
         Key::derive_from(&[b; 32])

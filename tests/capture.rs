@@ -320,7 +320,10 @@ async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns
     let took = started.elapsed();
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.retry_after.as_deref(), Some("1"));
-    assert!(a.cookie.is_none());
+    // The vote may still reach Redis, so the new voter gets an identity
+    // (and no recorded vote), and their retry is the same voter.
+    let identity = VoterCookie::decode(&test_key(), a.cookie.as_deref().unwrap()).unwrap();
+    assert_eq!(identity.last, None);
     // Generous margin: the bound is the timeout, not the machine's speed.
     assert!(
         took < Duration::from_millis(500 + 2_000),
@@ -335,7 +338,9 @@ async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns
     })
     .await;
     assert!(back, "/readyz recovers without restarting capture");
-    assert_eq!(node.vote_api("b", None).await.status, 202);
+    let retry = node.vote_api("b", a.cookie.as_deref()).await;
+    assert_eq!(retry.status, 202);
+    assert_eq!(retry.json()["voter"], identity.voter.to_string());
     // The vote taken before the crash survived it (append-only file).
     let votes = stream_votes(&mut redis.conn(), "votes");
     assert_eq!(votes.len(), 2);
@@ -457,4 +462,36 @@ fn stream_votes_ids(conn: &mut redis::Connection) -> Vec<String> {
         .query(conn)
         .unwrap();
     reply.ids.into_iter().map(|e| e.id).collect()
+}
+
+#[actix_web::test]
+async fn a_request_retried_by_the_edge_is_one_voter_and_one_vote_on_any_node() {
+    let redis = RedisServer::start();
+    let one = spawn_capture(capture_node::settings(&redis.url()));
+    let mut other = capture_node::settings(&redis.url());
+    other.node_id = "capture-other".into();
+    let two = spawn_capture(other);
+    let mut receipts = Vec::new();
+    for node in [&one, &two] {
+        let mut resp = node
+            .client
+            .post(format!("{}/api/vote", node.base))
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("X-Voteswarm-Request", "edge-request-42"))
+            .send_body(r#"{"vote":"a"}"#)
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        receipts.push(v);
+    }
+    assert_eq!(
+        receipts[0]["voter"], receipts[1]["voter"],
+        "the same voter on both nodes"
+    );
+    assert_eq!(
+        receipts[0]["vote_id"], receipts[1]["vote_id"],
+        "the same vote"
+    );
+    assert_ne!(receipts[0]["node"], receipts[1]["node"]);
 }

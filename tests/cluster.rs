@@ -216,3 +216,36 @@ fn results_total(base: &str) -> Option<i64> {
     let json = body.split("\r\n\r\n").nth(1)?;
     serde_json::from_str::<serde_json::Value>(json).ok()?["total"].as_i64()
 }
+
+#[test]
+fn the_edge_rate_limits_one_client_address() {
+    require_tools();
+    let dir = tempfile::Builder::new()
+        .prefix("vs-rate-")
+        .tempdir()
+        .unwrap();
+    let up = Up::start_on(
+        &dir.path().join("data"),
+        1,
+        1,
+        (free_port(), free_port()),
+        &[("VOTE_RATE_LIMIT", "5")],
+    );
+    let port = up.ports.0;
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| voteswarm::cluster::http_get_status(port, "/").unwrap_or(0))
+        .collect();
+    assert_eq!(&statuses[..5], &[200; 5], "within the limit: {statuses:?}");
+    assert!(
+        statuses[6..].iter().all(|s| *s == 429),
+        "beyond it, 429: {statuses:?}"
+    );
+    // The refusal says when to come back.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = String::new();
+    let _ = s.read_to_string(&mut head);
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    assert_eq!(up.stop(), 0);
+}

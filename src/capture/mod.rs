@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::actors::queue_writer::{Enqueue, EnqueueError, Ping, QueueWriter};
 use crate::clock;
 use crate::config::{CaptureSettings, VoteChanges};
-use crate::cookie::{VoterCookie, COOKIE_NAME};
+use crate::cookie::{VoterCookie, COOKIE_NAME, REQUEST_ID_HEADER};
 use crate::metrics::{self, CaptureMetrics};
 use crate::vote::{Id128, Vote, VoteOption};
 use error::CaptureError;
@@ -251,6 +251,11 @@ pub fn parse_form(body: &[u8]) -> Result<VoteOption, CaptureError> {
 /// Parses a JSON body (`{"vote":"a"}`), strictly: unknown fields are an
 /// error, so a client's typo is not silently a different request.
 pub fn parse_json(body: &[u8]) -> Result<VoteOption, CaptureError> {
+    // serde reads a struct from a JSON array too (`["a"]`); the API is an
+    // object, and nothing else may pass for one.
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(CaptureError::Malformed("json: expected an object".into()));
+    }
     let v: ApiVote =
         serde_json::from_slice(body).map_err(|e| CaptureError::Malformed(format!("json: {e}")))?;
     VoteOption::parse(&v.vote).ok_or(CaptureError::BadOption)
@@ -268,22 +273,40 @@ struct Receipt {
 }
 
 /// Everything a vote goes through after parsing: cookie, policy, stamp,
-/// enqueue. Returns the stored vote and the cookie to set.
+/// enqueue. Returns the stored vote and the cookie to set; a refusal
+/// carries the new voter's cookie when the vote may have reached Redis (a
+/// 503), so the voter's retry is the same voter.
 async fn take_vote(
     req: &HttpRequest,
     state: &State,
     option: VoteOption,
-) -> Result<(Vote, VoterCookie), CaptureError> {
-    check_same_site(req)?;
+) -> Result<(Vote, VoterCookie), (CaptureError, Option<VoterCookie>)> {
+    check_same_site(req).map_err(|e| (e, None))?;
     if state.depth.load(Ordering::Relaxed) as u64 > state.settings.queue_limit {
-        return Err(CaptureError::QueueFull);
+        return Err((CaptureError::QueueFull, None));
     }
-    let cookie = voter_cookie(req, state).unwrap_or_else(VoterCookie::new_voter);
+    let key = state.settings.cookie_key.expose();
+    // Retry-stable ids when the edge names the request (see
+    // `cookie::derive_id`); random ones otherwise.
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| !r.is_empty() && r.len() <= 128);
+    let known = voter_cookie(req, state);
+    let fresh = known.is_none();
+    let cookie = known.unwrap_or_else(|| match request_id {
+        Some(r) => VoterCookie {
+            voter: crate::cookie::derive_id(key, "voter", r),
+            last: None,
+        },
+        None => VoterCookie::new_voter(),
+    });
     let now = clock::now_micros();
     if let Some((last_ts, last_option)) = cookie.last {
         if last_option != option {
             if state.settings.vote_changes == VoteChanges::Deny {
-                return Err(CaptureError::ChangesDenied);
+                return Err((CaptureError::ChangesDenied, None));
             }
             // Negative elapsed time means the cookie came from a node whose
             // clock runs ahead of ours: we cannot tell how long ago that
@@ -292,12 +315,13 @@ async fn take_vote(
             let min = state.settings.min_change_interval.as_micros() as i64;
             if (0..min).contains(&elapsed) {
                 let wait_secs = ((min - elapsed) as u64).div_ceil(1_000_000).max(1);
-                return Err(CaptureError::TooSoon(wait_secs));
+                return Err((CaptureError::TooSoon(wait_secs), None));
             }
         }
     }
     let vote = Vote {
-        vote_id: Id128::random(),
+        vote_id: request_id
+            .map_or_else(Id128::random, |r| crate::cookie::derive_id(key, "vote", r)),
         voter: cookie.voter,
         option,
         ts: clock::next_ts(now, cookie.last.map(|(ts, _)| ts)),
@@ -310,12 +334,20 @@ async fn take_vote(
             vote: vote.clone(),
             reply: tx,
         })
-        .map_err(|_| CaptureError::Enqueue(EnqueueError::Full))?;
+        .map_err(|_| (CaptureError::Enqueue(EnqueueError::Full), None))?;
+    // From here the vote may reach Redis even if we answer 503: give a new
+    // voter their identity anyway, so their retry is the same voter.
+    let identity = fresh.then_some(cookie);
     match tokio::time::timeout(state.settings.enqueue_timeout, rx).await {
         Ok(Ok(Ok(_entry_id))) => {}
-        Ok(Ok(Err(e))) => return Err(e.into()),
-        Ok(Err(_)) => return Err(EnqueueError::Unavailable("writer stopped".into()).into()),
-        Err(_) => return Err(CaptureError::Timeout),
+        Ok(Ok(Err(e))) => return Err((e.into(), identity)),
+        Ok(Err(_)) => {
+            return Err((
+                EnqueueError::Unavailable("writer stopped".into()).into(),
+                identity,
+            ))
+        }
+        Err(_) => return Err((CaptureError::Timeout, identity)),
     }
     state.metrics.accepted_by(option).inc();
     let next = VoterCookie {
@@ -356,7 +388,11 @@ fn check_same_site(req: &HttpRequest) -> Result<(), CaptureError> {
     Ok(())
 }
 
-fn refused(state: &State, e: CaptureError, api: bool) -> HttpResponse {
+fn refused(
+    state: &State,
+    (e, identity): (CaptureError, Option<VoterCookie>),
+    api: bool,
+) -> HttpResponse {
     state
         .metrics
         .rejected
@@ -365,7 +401,11 @@ fn refused(state: &State, e: CaptureError, api: bool) -> HttpResponse {
     if e.status().is_server_error() {
         log::warn!("vote refused: {e}");
     }
-    e.response(api)
+    let mut resp = e.response(api);
+    if let Some(c) = identity {
+        let _ = resp.add_cookie(&c.to_cookie(state.settings.cookie_key.expose()));
+    }
+    resp
 }
 
 async fn post_form(
@@ -374,8 +414,10 @@ async fn post_form(
     state: web::Data<State>,
 ) -> HttpResponse {
     let result = async {
-        let body = read_body(&req, payload, "application/x-www-form-urlencoded").await?;
-        let option = parse_form(&body)?;
+        let body = read_body(&req, payload, "application/x-www-form-urlencoded")
+            .await
+            .map_err(|e| (e, None))?;
+        let option = parse_form(&body).map_err(|e| (e, None))?;
         take_vote(&req, &state, option).await
     }
     .await;
@@ -395,8 +437,10 @@ async fn post_api(
     state: web::Data<State>,
 ) -> HttpResponse {
     let result = async {
-        let body = read_body(&req, payload, "application/json").await?;
-        let option = parse_json(&body)?;
+        let body = read_body(&req, payload, "application/json")
+            .await
+            .map_err(|e| (e, None))?;
+        let option = parse_json(&body).map_err(|e| (e, None))?;
         take_vote(&req, &state, option).await
     }
     .await;
@@ -447,4 +491,26 @@ async fn metrics_page(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(metrics::render(&state.metrics.registry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_json_object_with_exactly_the_vote_field_is_a_vote() {
+        assert_eq!(parse_json(br#" {"vote":"b"}"#).unwrap(), VoteOption::B);
+        for bad in [
+            &br#"["a"]"#[..],
+            b"\"a\"",
+            b"null",
+            br#"{"vote":"a","x":1}"#,
+            br#"{"vote":["a"]}"#,
+            b"",
+        ] {
+            assert!(parse_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_form(b"vote=a&lang=en").unwrap(), VoteOption::A);
+        assert!(parse_form(b"vote=a&vote=a").is_err());
+    }
 }

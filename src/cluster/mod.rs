@@ -251,7 +251,7 @@ impl Cluster {
         cluster.database_url = match &t.database_url {
             Some(url) => url.clone(),
             None => {
-                let port = free_port()?;
+                let port = stable_port(&data_dir.join("postgres.port"))?;
                 let spec = postgres::prepare(&data_dir.join("postgres"), port)?;
                 let mut p = Proc::new(
                     "postgres",
@@ -512,6 +512,24 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The port recorded in `file` if it is still free, else a new one
+/// (recorded): the database keeps its address across `cluster up`s, so a
+/// `DATABASE_URL` someone copied from the table stays good.
+fn stable_port(file: &Path) -> Result<u16, ClusterError> {
+    if let Some(p) = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+    {
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return Ok(p);
+        }
+    }
+    let p = free_port()?;
+    std::fs::write(file, p.to_string())
+        .map_err(|e| ClusterError(format!("cannot write {}: {e}", file.display())))?;
+    Ok(p)
 }
 
 fn display_host(bind: &str) -> &str {

@@ -126,10 +126,30 @@ impl Proc {
                 ),
             )
         })?;
+        // Where operators and the fault tests find the current pid.
+        if let Some(run) = self.run_dir() {
+            let _ = std::fs::create_dir_all(&run);
+            let _ = std::fs::write(
+                run.join(format!("{}.pid", self.name)),
+                child.id().to_string(),
+            );
+        }
         self.child = Some(child);
         self.started = Some(Instant::now());
         self.restart_at = None;
         Ok(())
+    }
+
+    /// `<data dir>/run`: pid files, and hold files (`<name>.hold`: while it
+    /// exists, a dead child is not restarted, for maintenance or an outage
+    /// test).
+    fn run_dir(&self) -> Option<PathBuf> {
+        self.log.parent()?.parent().map(|d| d.join("run"))
+    }
+
+    fn held(&self) -> bool {
+        self.run_dir()
+            .is_some_and(|r| r.join(format!("{}.hold", self.name)).exists())
     }
 
     /// Notices a death and restarts after the backoff. Returns a line to
@@ -159,6 +179,11 @@ impl Proc {
             }
         }
         match self.restart_at {
+            Some(at) if Instant::now() >= at && self.held() => {
+                // Look again shortly, without counting a restart.
+                self.restart_at = Some(Instant::now() + FIRST_BACKOFF);
+                None
+            }
             Some(at) if Instant::now() >= at => {
                 self.restarts += 1;
                 Some(match self.start() {

@@ -443,6 +443,11 @@ impl Part {
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(Duration::from_secs);
             let new_cookie = resp.cookie("voter").map(|c| c.value().to_owned());
+            // Any answer may carry our identity (a 503 for a new voter
+            // does): keep it, as a browser would.
+            if let Some(c) = &new_cookie {
+                self.voter(voter, |v| v.cookie = Some(c.clone()));
+            }
             let body = resp.body().limit(64 * 1024).await;
             {
                 let mut stats = self.stats.borrow_mut();

@@ -175,3 +175,17 @@ pub fn stream_votes(conn: &mut redis::Connection, key: &str) -> Vec<voteswarm::v
         })
         .collect()
 }
+
+/// A capture node on a thread of its own (its own actix system), for tests
+/// that talk to it with blocking sockets. Returns its port.
+pub fn capture_on_thread(settings: CaptureSettings) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = Capture::build(settings).expect("build capture");
+            tx.send(app.port()).unwrap();
+            let _ = app.run_until_stopped().await;
+        })
+    });
+    rx.recv().expect("capture started")
+}

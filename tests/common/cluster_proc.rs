@@ -41,12 +41,26 @@ pub struct Up {
     pub table: String,
     pub vote: String,
     pub results: String,
+    pub data: std::path::PathBuf,
+    pub ports: (u16, u16),
+    size: (usize, usize),
 }
 
 impl Up {
     pub fn start(data: &Path, capture: usize, workers: usize) -> Up {
-        let (port, rport) = (free_port(), free_port());
+        Self::start_on(data, capture, workers, (free_port(), free_port()), &[])
+    }
+
+    /// On given vote and results ports, with extra environment.
+    pub fn start_on(
+        data: &Path,
+        capture: usize,
+        workers: usize,
+        (port, rport): (u16, u16),
+        env: &[(&str, &str)],
+    ) -> Up {
         let mut child = Command::new(CLUSTER)
+            .envs(env.iter().copied())
             .args([
                 "up",
                 "--capture",
@@ -85,7 +99,32 @@ impl Up {
             table,
             vote: format!("http://127.0.0.1:{port}"),
             results: format!("http://127.0.0.1:{rport}"),
+            data: data.to_path_buf(),
+            ports: (port, rport),
+            size: (capture, workers),
         }
+    }
+
+    /// A child's address from the table (`capture02` -> `127.0.0.1:PORT`).
+    pub fn addr(&self, name: &str) -> String {
+        self.table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_else(|| panic!("no {name} in:\n{}", self.table))
+            .to_owned()
+    }
+
+    /// A child's current pid (it changes when the cluster restarts it).
+    pub fn pid(&self, name: &str) -> u32 {
+        std::fs::read_to_string(self.data.join("run").join(format!("{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid file for {name}"))
+    }
+
+    pub fn cluster_pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn database_url(&self) -> String {
@@ -98,7 +137,20 @@ impl Up {
         format!("postgres://postgres@{addr}/voteswarm")
     }
 
+    /// SIGTERM to the cluster, then `cluster up` again on the same data
+    /// dir and ports. Returns the first one's exit status.
+    pub fn restart(&mut self) -> i32 {
+        let code = self.stop_in_place();
+        let (capture, workers) = self.size;
+        *self = Up::start_on(&self.data.clone(), capture, workers, self.ports, &[]);
+        code
+    }
+
     pub fn stop(mut self) -> i32 {
+        self.stop_in_place()
+    }
+
+    fn stop_in_place(&mut self) -> i32 {
         signal(self.child.id(), libc::SIGTERM);
         let done = wait_until(Duration::from_secs(120), || {
             matches!(self.child.try_wait(), Ok(Some(_)))

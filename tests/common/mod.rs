@@ -63,6 +63,15 @@ pub fn signal(pid: u32, sig: i32) {
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
+/// Where a program is on PATH, if it is.
+pub fn require_program_opt(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Panics with an install hint when a program the tests need is missing.
 pub fn require_program(name: &str, package: &str) {
     let found = std::env::var_os("PATH")

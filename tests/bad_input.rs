@@ -1,0 +1,347 @@
+//! Hostile and broken requests against a running capture node and results
+//! node: each gets its documented 4xx or a closed connection, never a 2xx
+//! or a 5xx, nothing is stored, and the node keeps serving everyone else.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::capture_node::{self, capture_on_thread};
+use common::postgres::PgServer;
+use common::RedisServer;
+
+/// What came back: the status, or `None` for a connection closed without
+/// an answer.
+fn raw(port: u16, request: &[u8], half_close: bool) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    // A node that answers early (413) stops reading: do not block on it.
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The server may answer and close before reading everything we send.
+    let _ = s.write_all(request);
+    if half_close {
+        let _ = s.shutdown(Shutdown::Write);
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    head.strip_prefix("HTTP/1.1 ")
+        .or_else(|| head.strip_prefix("HTTP/1.0 "))
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+}
+
+fn post(path: &str, content_type: Option<&str>, body: &[u8], extra: &str) -> Vec<u8> {
+    let mut r = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(ct) = content_type {
+        r.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    r.push_str(&format!("Content-Length: {}\r\n{extra}\r\n", body.len()));
+    let mut bytes = r.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+fn acceptable(got: Option<u16>, want: &[u16]) -> bool {
+    match got {
+        None => true, // a closed connection is an answer too
+        Some(s) => want.contains(&s),
+    }
+}
+
+/// A vote from a new voter, by hand: the status.
+fn vote(port: u16) -> Option<u16> {
+    raw(
+        port,
+        &post(
+            "/api/vote",
+            Some("application/json"),
+            br#"{"vote":"a"}"#,
+            "",
+        ),
+        false,
+    )
+}
+
+#[test]
+fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing() {
+    let redis = RedisServer::start();
+    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let form = Some("application/x-www-form-urlencoded");
+    let json = Some("application/json");
+    let mib = vec![b'a'; 1 << 20];
+    let many_headers: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(64 * 1024));
+    let big_cookie = format!("Cookie: voter={}\r\n", "c".repeat(16 * 1024));
+    let mut chunked_mib = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..64 {
+        chunked_mib.extend_from_slice(format!("{:x}\r\n", 16 * 1024).as_bytes());
+        chunked_mib.extend_from_slice(&vec![b'v'; 16 * 1024]);
+        chunked_mib.extend_from_slice(b"\r\n");
+    }
+    chunked_mib.extend_from_slice(b"0\r\n\r\n");
+
+    let cases: Vec<(&str, Vec<u8>, bool, &[u16])> = vec![
+        ("empty form body", post("/", form, b"", ""), false, &[400]),
+        (
+            "malformed form",
+            post("/", form, b"vote", ""),
+            false,
+            &[400],
+        ),
+        (
+            "form with a bad escape",
+            post("/", form, b"vote=%zz", ""),
+            false,
+            &[400],
+        ),
+        (
+            "invalid UTF-8 in the form",
+            post("/", form, b"vote=\xff\xfe", ""),
+            false,
+            &[400],
+        ),
+        (
+            "unknown option",
+            post("/", form, b"vote=cats", ""),
+            false,
+            &[400],
+        ),
+        ("1 MiB form body", post("/", form, &mib, ""), false, &[413]),
+        ("1 MiB chunked body", chunked_mib, false, &[413]),
+        (
+            "1 MiB JSON body",
+            post("/api/vote", json, &mib, ""),
+            false,
+            &[413],
+        ),
+        (
+            "truncated body",
+            {
+                let mut r = post("/", form, b"vote=a&x=0123456789", "");
+                r.truncate(r.len() - 10);
+                r
+            },
+            true,
+            &[400],
+        ),
+        (
+            "missing content type",
+            post("/", None, b"vote=a", ""),
+            false,
+            &[415],
+        ),
+        (
+            "wrong content type",
+            post("/", Some("text/plain"), b"vote=a", ""),
+            false,
+            &[415],
+        ),
+        (
+            "multipart",
+            post("/", Some("multipart/form-data; boundary=x"), b"--x--", ""),
+            false,
+            &[415],
+        ),
+        (
+            "JSON with an extra field",
+            post("/api/vote", json, br#"{"vote":"a","again":true}"#, ""),
+            false,
+            &[400],
+        ),
+        (
+            "JSON without the field",
+            post("/api/vote", json, br#"{"choice":"a"}"#, ""),
+            false,
+            &[400],
+        ),
+        (
+            "JSON with a number",
+            post("/api/vote", json, br#"{"vote":1}"#, ""),
+            false,
+            &[400],
+        ),
+        (
+            "JSON array",
+            post("/api/vote", json, br#"["a"]"#, ""),
+            false,
+            &[400],
+        ),
+        (
+            "JSON null",
+            post("/api/vote", json, b"null", ""),
+            false,
+            &[400],
+        ),
+        (
+            "invalid UTF-8 JSON",
+            post("/api/vote", json, b"{\"vote\":\"\xff\"}", ""),
+            false,
+            &[400],
+        ),
+        (
+            "thousands of headers",
+            post("/", form, b"vote=a", &many_headers),
+            false,
+            &[400, 413, 431],
+        ),
+        (
+            "a 64 KiB request line",
+            long_line.into_bytes(),
+            false,
+            &[400, 414, 431],
+        ),
+        (
+            "a 16 KiB cookie",
+            post("/", form, b"vote=c", &big_cookie),
+            false,
+            &[400, 431],
+        ),
+        (
+            "not HTTP",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec(),
+            false,
+            &[400],
+        ),
+    ];
+    for (name, request, half_close, want) in cases {
+        let got = raw(port, &request, half_close);
+        assert!(
+            acceptable(got, want),
+            "{name}: got {got:?}, want one of {want:?} or a closed connection"
+        );
+    }
+    let stored: usize = redis::cmd("XLEN")
+        .arg("votes")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(stored, 0, "no hostile request stored a vote");
+    assert_eq!(vote(port), Some(202), "still serving");
+}
+
+#[test]
+fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile() {
+    let redis = RedisServer::start();
+    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let slow = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let started = Instant::now();
+        for b in
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                .iter()
+        {
+            if s.write_all(&[*b]).is_err() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_secs(1)); // the slow client's pace
+                                                        // The server closing shows as a read of 0 or an error.
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 256];
+            let closed = s.read(&mut buf).is_ok();
+            s.set_nonblocking(false).unwrap();
+            if closed {
+                return Some(started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return None;
+            }
+        }
+        None
+    });
+    // Meanwhile the node serves other voters.
+    for _ in 0..20 {
+        assert_eq!(vote(port), Some(202));
+    }
+    let cut = slow.join().unwrap();
+    let cut = cut.expect("the slow client was never cut off");
+    assert!(cut < Duration::from_secs(30), "cut off after {cut:?}");
+}
+
+#[test]
+fn many_idle_connections_do_not_stop_a_node_from_serving() {
+    let redis = RedisServer::start();
+    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let idle: Vec<TcpStream> = (0..500)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() >= 450, "opened {} idle connections", idle.len());
+    for _ in 0..20 {
+        assert_eq!(vote(port), Some(202));
+    }
+    drop(idle);
+}
+
+#[test]
+fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let url = pg.migrated_url();
+    let settings = voteswarm::results::ResultsSettings {
+        listen: "127.0.0.1:0".into(),
+        database_url: voteswarm::config::Secret::new(url),
+        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.url()), None).unwrap(),
+        option_labels: ["Cats".into(), "Dogs".into()],
+        stream_key: "votes".into(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = voteswarm::results::Results::build(settings).unwrap();
+            tx.send(app.port()).unwrap();
+            let _ = app.run_until_stopped().await;
+        })
+    });
+    let port = rx.recv().unwrap();
+    let many_headers: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        (
+            "POST to the results",
+            post("/api/results", Some("application/json"), b"{}", ""),
+            &[404, 405],
+        ),
+        (
+            "an unknown path",
+            b"GET /admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            &[404],
+        ),
+        (
+            "a 64 KiB request line",
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(65536)).into_bytes(),
+            &[400, 414, 431],
+        ),
+        (
+            "thousands of headers",
+            format!("GET / HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),
+            &[400, 431],
+        ),
+        ("not HTTP", b"\x00\x01\x02garbage\r\n\r\n".to_vec(), &[400]),
+    ];
+    for (name, request, want) in cases {
+        let got = raw(port, &request, false);
+        assert!(
+            acceptable(got, want),
+            "{name}: got {got:?}, want one of {want:?}"
+        );
+    }
+    let ok = common::wait_until(Duration::from_secs(20), || {
+        raw(
+            port,
+            b"GET /api/results HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            false,
+        ) == Some(200)
+    });
+    assert!(ok, "results still serves");
+}

@@ -1,0 +1,349 @@
+//! Faults under load: each scenario runs a real `cluster` (3 capture nodes,
+//! 2 workers) under `loadgen` with vote changes, injects a fault in the
+//! middle of the run, lets the system recover, and checks with loadgen's
+//! ground truth that every acknowledged vote is counted once, with each
+//! voter's latest choice.
+//!
+//! `make test` runs the short version; `make chaos` the long one
+//! (`CHAOS_SCALE=full`), which also writes each scenario's row for
+//! `docs/RELIABILITY.md` (`CHAOS_REPORT_DIR`).
+//! The scenarios run one at a time (a lock): each is a whole cluster.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::cluster_proc::Up;
+use common::{signal, wait_until};
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+struct Scale {
+    voters: usize,
+    rate: u32,
+    /// Worker kills in the kill-a-worker scenario.
+    worker_kills: u32,
+    /// How long a hang, outage or cut lasts.
+    outage: Duration,
+}
+
+fn scale() -> Scale {
+    if std::env::var("CHAOS_SCALE").as_deref() == Ok("full") {
+        Scale {
+            voters: 20_000,
+            rate: 800,
+            worker_kills: 6,
+            outage: Duration::from_secs(10),
+        }
+    } else {
+        Scale {
+            voters: 3_000,
+            rate: 250,
+            worker_kills: 3,
+            outage: Duration::from_secs(5),
+        }
+    }
+}
+
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let port: u16 = addr
+        .rsplit(':')
+        .next()?
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()?;
+    voteswarm::cluster::http_get_status(port, path)
+}
+
+fn results_total(up: &Up) -> i64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", up.ports.1)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = s.write_all(b"GET /api/results HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.split("\r\n\r\n")
+        .nth(1)
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .and_then(|v| v["total"].as_i64())
+        .unwrap_or(0)
+}
+
+/// Waits until `addr` answers `path` with 200; returns how long it took.
+fn until_ready(addr: &str, path: &str) -> Duration {
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(120), || http_status(addr, path)
+            == Some(200)),
+        "{addr}{path} did not recover"
+    );
+    t.elapsed()
+}
+
+fn start_loadgen(up: &Up, s: &Scale, report: &Path) -> Child {
+    Command::new(LOADGEN)
+        .arg("--target")
+        .arg(&up.vote)
+        .arg("--results")
+        .arg(&up.results)
+        .arg("--database-url")
+        .arg(up.database_url())
+        .args([
+            "--voters",
+            &s.voters.to_string(),
+            "--change-fraction",
+            "0.2",
+        ])
+        .args(["--rate", &s.rate.to_string(), "--concurrency", "32"])
+        .args(["--final-timeout-secs", "180", "--max-attempts", "1000"])
+        .arg("--report")
+        .arg(report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start loadgen")
+}
+
+/// One figure from the report's table.
+fn figure(report: &str, label: &str) -> i64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("| {label} | ")))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Outcome {
+    faults: u32,
+    recovery: Duration,
+}
+
+/// Runs a scenario: cluster, load, `fault` in the middle, verification.
+fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::require_program("redis-server", "redis-server");
+    common::require_program("haproxy", "haproxy");
+    let s = scale();
+    let dir = tempfile::Builder::new()
+        .prefix("vs-chaos-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data");
+    let mut up = Up::start(&data, 3, 2);
+    let report_path = dir.path().join("report.md");
+    let mut lg = start_loadgen(&up, &s, &report_path);
+    // The middle of the run: a quarter of the voters counted.
+    let started = wait_until(Duration::from_secs(120), || {
+        results_total(&up) >= (s.voters / 4) as i64
+    });
+    assert!(started, "{name}: the load did not get going");
+    let outcome = fault(&mut up, &s);
+    assert!(
+        wait_until(Duration::from_secs(600), || matches!(
+            lg.try_wait(),
+            Ok(Some(_))
+        )),
+        "{name}: loadgen did not finish"
+    );
+    let code = lg.wait().unwrap().code();
+    let report = std::fs::read_to_string(&report_path).unwrap_or_default();
+    let stop_code = up.stop();
+
+    let requests = figure(&report, "requests").max(1);
+    let acknowledged = figure(&report, "acknowledged");
+    let refused: i64 = report
+        .lines()
+        .filter(|l| l.starts_with("| rejected ") || l.starts_with("| connection errors"))
+        .map(|l| {
+            l.rsplit('|')
+                .nth(1)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    let mismatches = report.lines().filter(|l| l.starts_with("MISMATCH")).count();
+    let row = format!(
+        "| {name} | {acknowledged} | {} | {:.2}% | {:.1} s | {mismatches} |\n",
+        outcome.faults,
+        refused as f64 * 100.0 / requests as f64,
+        outcome.recovery.as_secs_f64(),
+    );
+    eprint!("{row}");
+    if let Some(dir) = std::env::var_os("CHAOS_REPORT_DIR") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{name}.row")), &row).unwrap();
+    }
+    assert_eq!(code, Some(0), "{name}: the count is not exact:\n{report}");
+    assert_eq!(mismatches, 0, "{report}");
+    assert!(acknowledged >= s.voters as i64, "{report}");
+    assert_eq!(stop_code, 0, "{name}: the cluster did not stop cleanly");
+}
+
+#[test]
+fn killing_a_worker_every_few_seconds_loses_and_doubles_nothing() {
+    scenario("SIGKILL a worker every 2 s", |up, s| {
+        let mut recovery = Duration::ZERO;
+        for i in 0..s.worker_kills {
+            let name = if i % 2 == 0 { "worker01" } else { "worker02" };
+            let pid = up.pid(name);
+            signal(pid, libc::SIGKILL);
+            let t = Instant::now();
+            // The cluster restarts it (a new pid) and it drains again.
+            assert!(wait_until(Duration::from_secs(60), || up.pid(name) != pid));
+            let addr = up.addr(name);
+            until_ready(&addr, "/readyz");
+            recovery = recovery.max(t.elapsed());
+            std::thread::sleep(Duration::from_secs(2)); // the fault's own pace
+        }
+        Outcome {
+            faults: s.worker_kills,
+            recovery,
+        }
+    });
+}
+
+#[test]
+fn a_killed_capture_node_is_routed_around_and_its_queue_still_counted() {
+    scenario("SIGKILL a capture node", |up, _| {
+        signal(up.pid("capture02"), libc::SIGKILL);
+        let t = Instant::now();
+        until_ready(&up.addr("capture02"), "/readyz");
+        Outcome {
+            faults: 1,
+            recovery: t.elapsed(),
+        }
+    });
+}
+
+#[test]
+fn a_killed_redis_restarts_from_its_append_only_file() {
+    scenario("SIGKILL a capture node's Redis", |up, _| {
+        signal(up.pid("redis02"), libc::SIGKILL);
+        let t = Instant::now();
+        until_ready(&up.addr("capture02"), "/readyz");
+        Outcome {
+            faults: 1,
+            recovery: t.elapsed(),
+        }
+    });
+}
+
+#[test]
+fn a_hung_redis_costs_retries_not_votes() {
+    scenario("SIGSTOP a Redis (hang)", |up, s| {
+        let pid = up.pid("redis02");
+        signal(pid, libc::SIGSTOP);
+        std::thread::sleep(s.outage); // the hang itself
+        signal(pid, libc::SIGCONT);
+        Outcome {
+            faults: 1,
+            recovery: until_ready(&up.addr("capture02"), "/readyz"),
+        }
+    });
+}
+
+#[test]
+fn a_postgres_outage_delays_the_count_and_loses_nothing() {
+    scenario("PostgreSQL stopped", |up, s| {
+        let hold = up.data.join("run").join("postgres.hold");
+        std::fs::write(&hold, "").unwrap();
+        signal(up.pid("postgres"), libc::SIGINT);
+        std::thread::sleep(s.outage); // the outage itself
+        std::fs::remove_file(&hold).unwrap();
+        Outcome {
+            faults: 1,
+            recovery: until_ready(&up.addr("worker01"), "/readyz"),
+        }
+    });
+}
+
+/// `iptables` drops packets to one Redis port (a root-only, test-made
+/// rule, removed on drop).
+struct Cut(u16);
+
+impl Cut {
+    fn new(port: u16) -> Option<Cut> {
+        let ok = Command::new("iptables")
+            .args([
+                "-I",
+                "INPUT",
+                "-i",
+                "lo",
+                "-p",
+                "tcp",
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "DROP",
+            ])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(Cut(port))
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables")
+            .args([
+                "-D",
+                "INPUT",
+                "-i",
+                "lo",
+                "-p",
+                "tcp",
+                "--dport",
+                &self.0.to_string(),
+                "-j",
+                "DROP",
+            ])
+            .status();
+    }
+}
+
+#[test]
+fn a_cut_path_to_a_redis_costs_retries_not_votes() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || common::require_program_opt("iptables").is_none() {
+        eprintln!(
+            "skipped: cutting a network path needs root and iptables (make test installs it)"
+        );
+        return;
+    }
+    scenario("network cut to a Redis", |up, s| {
+        let port: u16 = up
+            .addr("redis02")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let cut = Cut::new(port).expect("iptables rule");
+        std::thread::sleep(s.outage); // the cut itself
+        drop(cut);
+        Outcome {
+            faults: 1,
+            recovery: until_ready(&up.addr("capture02"), "/readyz"),
+        }
+    });
+}
+
+#[test]
+fn sigterm_to_the_whole_cluster_then_up_again_resumes_the_count() {
+    scenario("SIGTERM everything, cluster up again", |up, _| {
+        let t = Instant::now();
+        assert_eq!(up.restart(), 0, "the cluster stops cleanly on SIGTERM");
+        Outcome {
+            faults: 1,
+            recovery: t.elapsed(),
+        }
+    });
+}
