@@ -19,6 +19,8 @@ case "$purpose" in
     need[wrk]=wrk
     need[shellcheck]=shellcheck
     # The browser test: Debian's chromium driven by playwright-core.
+    # The network-cut fault scenario (tests/chaos.rs) uses an iptables rule.
+    need[iptables]=iptables
     need[chromium]=chromium
     need[node]=nodejs
     need[npm]=npm
