@@ -9,11 +9,24 @@
 //! or otherwise unreadable cookie is never an error: the request is simply
 //! from a new voter.
 
-use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
+use actix_web::cookie::{Cookie, Key, SameSite};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
 
 use crate::vote::{Id128, VoteOption};
 
 pub const COOKIE_NAME: &str = "voter";
+
+/// A base64 HMAC-SHA256 tag: 32 bytes, 44 characters with padding.
+const MAC_B64_LEN: usize = 44;
+
+fn mac(key: &Key, value: &str) -> Hmac<sha2::Sha256> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.signing())
+        .expect("HMAC takes a key of any length");
+    mac.update(value.as_bytes());
+    mac
+}
 
 /// Anything longer than this cannot be one of ours; refuse it before doing
 /// any cryptography on it.
@@ -68,23 +81,25 @@ impl VoterCookie {
     /// Reads a signed cookie value; `None` when it is absent, forged,
     /// signed with another key, or not in our format.
     pub fn decode(key: &Key, raw_value: &str) -> Option<Self> {
-        if raw_value.len() > MAX_COOKIE_VALUE {
+        if raw_value.len() > MAX_COOKIE_VALUE || !raw_value.is_char_boundary(MAC_B64_LEN) {
             return None;
         }
-        let mut jar = CookieJar::new();
-        jar.add_original(Cookie::new(COOKIE_NAME, raw_value.to_owned()));
-        let verified = jar.signed(key).get(COOKIE_NAME)?;
-        Self::parse_plain(verified.value())
+        let (tag, plain) = raw_value.split_at(MAC_B64_LEN);
+        let tag = STANDARD.decode(tag).ok()?;
+        mac(key, plain).verify_slice(&tag).ok()?;
+        Self::parse_plain(plain)
     }
 
-    /// The signed value, as it would appear in a `Cookie:` header.
+    /// The signed value, as it would appear in a `Cookie:` header: the
+    /// cookie crate's signed format, `base64(HMAC-SHA256(value)) || value`,
+    /// computed without building a cookie jar per vote.
     pub fn encode(&self, key: &Key) -> String {
-        let mut jar = CookieJar::new();
-        jar.signed_mut(key)
-            .add(Cookie::new(COOKIE_NAME, self.plain_value()));
-        jar.get(COOKIE_NAME)
-            .map(|c| c.value().to_owned())
-            .unwrap_or_default()
+        let plain = self.plain_value();
+        let tag = mac(key, &plain).finalize().into_bytes();
+        let mut out = String::with_capacity(MAC_B64_LEN + plain.len());
+        STANDARD.encode_string(tag, &mut out);
+        out.push_str(&plain);
+        out
     }
 
     /// The `Set-Cookie` to send with an accepted vote.
@@ -107,7 +122,6 @@ pub const REQUEST_ID_HEADER: &str = "x-voteswarm-request";
 /// (HAProxy retries it after a 503) makes the same voter and vote ids,
 /// while nobody without the key can aim at a chosen id.
 pub fn derive_id(key: &Key, label: &str, request_id: &str) -> Id128 {
-    use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.signing())
         .expect("HMAC takes a key of any length");
     mac.update(label.as_bytes());
@@ -150,6 +164,21 @@ mod tests {
             VoterCookie::decode(&key(1), &fresh.encode(&key(1))),
             Some(fresh)
         );
+    }
+
+    #[test]
+    fn our_signature_is_the_cookie_crates_signed_format() {
+        use actix_web::cookie::CookieJar;
+        let c = VoterCookie {
+            voter: Id128(9),
+            last: Some((77, VoteOption::B)),
+        };
+        let mut jar = CookieJar::new();
+        jar.signed_mut(&key(3))
+            .add(Cookie::new(COOKIE_NAME, c.plain_value()));
+        let theirs = jar.get(COOKIE_NAME).unwrap().value().to_owned();
+        assert_eq!(c.encode(&key(3)), theirs);
+        assert_eq!(VoterCookie::decode(&key(3), &theirs), Some(c));
     }
 
     #[test]
