@@ -117,6 +117,12 @@ impl VoterCookie {
 /// of its retries (`swarm/haproxy.cfg`).
 pub const REQUEST_ID_HEADER: &str = "x-voteswarm-request";
 
+/// A client's own retry key: a client that sends the same value on every
+/// retry of one vote (loadgen does) is one voter's one vote even when an
+/// answer was lost after the vote was stored (the edge went down
+/// mid-request), and before the client ever held a cookie.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
 /// A 128-bit id derived from the edge's request id with the cookie key
 /// (HMAC-SHA256), so that every capture node that sees the same request
 /// (HAProxy retries it after a 503) makes the same voter and vote ids,

@@ -235,9 +235,11 @@ fn the_edge_rate_limits_one_client_address() {
     let statuses: Vec<u16> = (0..12)
         .map(|_| voteswarm::cluster::http_get_status(port, "/").unwrap_or(0))
         .collect();
-    assert_eq!(&statuses[..5], &[200; 5], "within the limit: {statuses:?}");
+    // `cluster up`'s own readiness probe through HAProxy counted too.
+    let served = statuses.iter().take_while(|s| **s == 200).count();
+    assert!((4..=5).contains(&served), "within the limit: {statuses:?}");
     assert!(
-        statuses[6..].iter().all(|s| *s == 429),
+        statuses[served..].iter().all(|s| *s == 429),
         "beyond it, 429: {statuses:?}"
     );
     // The refusal says when to come back.

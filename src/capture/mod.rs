@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::actors::queue_writer::{Enqueue, EnqueueError, Ping, QueueWriter};
 use crate::clock;
 use crate::config::{CaptureSettings, VoteChanges};
-use crate::cookie::{VoterCookie, COOKIE_NAME, REQUEST_ID_HEADER};
+use crate::cookie::{VoterCookie, COOKIE_NAME, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER};
 use crate::metrics::{self, CaptureMetrics};
 use crate::vote::{Id128, Vote, VoteOption};
 use error::CaptureError;
@@ -288,9 +288,11 @@ async fn take_vote(
     let key = state.settings.cookie_key.expose();
     // Retry-stable ids when the edge names the request (see
     // `cookie::derive_id`); random ones otherwise.
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
+    // A client's own Idempotency-Key (the same on its retries) wins over
+    // the edge's request id (the same on HAProxy's retries of one request).
+    let request_id = [IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER]
+        .iter()
+        .find_map(|h| req.headers().get(*h))
         .and_then(|v| v.to_str().ok())
         .filter(|r| !r.is_empty() && r.len() <= 128);
     let known = voter_cookie(req, state);

@@ -413,6 +413,10 @@ impl Cluster {
             spec,
             &logs,
         );
+        // SIGUSR1 is HAProxy's soft stop: it stops listening and lets the
+        // requests in flight finish, so no acknowledgement is lost on the
+        // way back to a voter.
+        p.stop_signal = libc::SIGUSR1;
         p.start().map_err(|e| ClusterError(e.to_string()))?;
         cluster.procs.push(p);
         cluster.wait_http("haproxy", t.port, "/healthz")?;

@@ -406,6 +406,9 @@ impl Part {
         let body = format!(r#"{{"vote":"{}"}}"#, option.as_str());
         let url = format!("{}/api/vote", self.settings.target);
         let mut backoff = FIRST_BACKOFF;
+        // One key for every attempt of this vote: if an answer is lost after
+        // the vote was stored, the retry is the same vote, not a new voter.
+        let idempotency_key = crate::vote::Id128::random().to_string();
         for _attempt in 0..self.settings.max_attempts {
             self.pace().await;
             let cookie = self
@@ -416,7 +419,8 @@ impl Part {
             let mut req = self
                 .client
                 .post(&url)
-                .insert_header(("Content-Type", "application/json"));
+                .insert_header(("Content-Type", "application/json"))
+                .insert_header(("Idempotency-Key", idempotency_key.as_str()));
             if let Some(c) = &cookie {
                 req = req.insert_header(("Cookie", format!("voter={c}")));
             }
