@@ -26,6 +26,20 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// `GET /healthz` of every node: the process answers.
+pub async fn healthz() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("text/plain")
+        .body("ok\n")
+}
+
+/// `GET /metrics` of every node: its own registry in the text format.
+pub fn metrics_response(registry: &Registry) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(render(registry))
+}
+
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
     r.register(Box::new(c.clone()))
         .expect("metric names are unique within a registry");

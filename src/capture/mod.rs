@@ -147,7 +147,7 @@ impl Capture {
                         .route(web::post().to(post_form)),
                 )
                 .route("/api/vote", web::post().to(post_api))
-                .route("/healthz", web::get().to(healthz))
+                .route("/healthz", web::get().to(metrics::healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
         })
@@ -461,10 +461,6 @@ async fn post_api(
     }
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
-}
-
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     if state.depth.load(Ordering::Relaxed) as u64 > state.settings.queue_limit {
         return HttpResponse::ServiceUnavailable()
@@ -490,9 +486,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn metrics_page(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(metrics::render(&state.metrics.registry))
+    metrics::metrics_response(&state.metrics.registry)
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ impl Results {
                 .route("/", web::get().to(results_page))
                 .route("/api/results", web::get().to(api_results))
                 .route("/events", web::get().to(events))
-                .route("/healthz", web::get().to(healthz))
+                .route("/healthz", web::get().to(metrics::healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
         })
@@ -223,10 +223,6 @@ async fn events(state: web::Data<State>) -> HttpResponse {
         .streaming(stream)
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
-}
-
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     let fresh = state
         .last_good
@@ -250,7 +246,5 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn metrics_page(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(metrics::render(&state.metrics.registry))
+    metrics::metrics_response(&state.metrics.registry)
 }

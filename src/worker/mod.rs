@@ -100,7 +100,7 @@ impl Worker {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .route("/healthz", web::get().to(healthz))
+                .route("/healthz", web::get().to(metrics::healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
         })
@@ -162,10 +162,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
-}
-
 /// Ready while PostgreSQL answers and at least one queue is being drained.
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     let db = match tokio::time::timeout(Duration::from_secs(3), state.db.send(CheckDb)).await {
@@ -189,7 +185,5 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn metrics_page(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(metrics::render(&state.metrics.registry))
+    metrics::metrics_response(&state.metrics.registry)
 }
