@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps test demo build release bench bench-capture bench-worker chaos validate-deploy fuzz clean
+.PHONY: all deps test demo build release bench bench-capture bench-worker bench-latency chaos validate-deploy fuzz clean
 
 all: build
 
@@ -49,7 +49,7 @@ demo:
 	target/release/cluster up $(DEMO_ARGS) --bind 0.0.0.0 --data-dir .demo
 
 ## make bench: every benchmark; each writes its section of BENCHMARKS.md.
-bench: bench-capture bench-worker
+bench: bench-capture bench-worker bench-latency
 
 bench-capture:
 	@scripts/install-deps.sh bench
@@ -58,6 +58,10 @@ bench-capture:
 bench-worker:
 	@scripts/install-deps.sh bench
 	scripts/bench-worker.sh
+
+bench-latency:
+	@scripts/install-deps.sh bench
+	scripts/bench-latency.sh
 
 ## make chaos: the fault scenarios at full scale (20,000 voters, 10 s
 ## outages), one at a time, and their table in docs/RELIABILITY.md.

@@ -240,6 +240,7 @@ impl Report {
             pct(0.99),
             lat.last().map(|v| fmt_us(*v)).unwrap_or_else(|| "-".into())
         );
+        let _ = writeln!(s, "| latency p99.9 | {} |", pct(0.999));
         let _ = writeln!(s, "| voters given up on | {} |", self.failed_voters);
         let _ = writeln!(s, "| uncertain voters | {} |", self.uncertain_voters);
         let want = |o: VoteOption| self.expected.get(&o).copied().unwrap_or(0);
