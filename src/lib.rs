@@ -51,3 +51,12 @@ pub fn init_logging_with(default: &str) {
         .format_timestamp_millis()
         .try_init();
 }
+
+/// For the binaries' mains: the value, or one line `role: error` on stderr
+/// and exit status `code` (2 for bad configuration, 1 for a failed start).
+pub fn or_exit<T, E: std::fmt::Display>(role: &str, code: i32, result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| {
+        eprintln!("{role}: {e}");
+        std::process::exit(code)
+    })
+}

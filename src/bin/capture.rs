@@ -18,28 +18,13 @@ struct Cli {
 #[actix_web::main]
 async fn main() {
     voteswarm::init_logging();
-    let settings = match Cli::parse().args.into_settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("capture: {e}");
-            std::process::exit(2);
-        }
-    };
+    let settings = voteswarm::or_exit("capture", 2, Cli::parse().args.into_settings());
     let (listen, node) = (settings.listen.clone(), settings.node_id.clone());
-    let app = match Capture::build(settings) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("capture: {e}");
-            std::process::exit(1);
-        }
-    };
+    let app = voteswarm::or_exit("capture", 1, Capture::build(settings));
     log::info!(
         "capture node {node} listening on {listen} (port {})",
         app.port()
     );
-    if let Err(e) = app.run_until_stopped().await {
-        eprintln!("capture: {e}");
-        std::process::exit(1);
-    }
+    voteswarm::or_exit("capture", 1, app.run_until_stopped().await);
     log::info!("capture node {node} stopped");
 }

@@ -18,13 +18,7 @@ struct Cli {
 #[actix_web::main]
 async fn main() {
     voteswarm::init_logging_with("warn");
-    let settings = match Cli::parse().args.into_settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            std::process::exit(2);
-        }
-    };
+    let settings = voteswarm::or_exit("loadgen", 2, Cli::parse().args.into_settings());
     let report_path = settings.report.clone();
     let report = loadgen::run(settings).await;
     let text = report.render();

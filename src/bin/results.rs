@@ -17,24 +17,9 @@ struct Cli {
 #[actix_web::main]
 async fn main() {
     voteswarm::init_logging();
-    let settings = match Cli::parse().args.into_settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("results: {e}");
-            std::process::exit(2);
-        }
-    };
+    let settings = voteswarm::or_exit("results", 2, Cli::parse().args.into_settings());
     let listen = settings.listen.clone();
-    let app = match Results::build(settings) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("results: {e}");
-            std::process::exit(1);
-        }
-    };
+    let app = voteswarm::or_exit("results", 1, Results::build(settings));
     log::info!("results listening on {listen} (port {})", app.port());
-    if let Err(e) = app.run_until_stopped().await {
-        eprintln!("results: {e}");
-        std::process::exit(1);
-    }
+    voteswarm::or_exit("results", 1, app.run_until_stopped().await);
 }

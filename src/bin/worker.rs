@@ -18,21 +18,9 @@ struct Cli {
 #[actix_web::main]
 async fn main() {
     voteswarm::init_logging();
-    let settings = match Cli::parse().args.into_settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("worker: {e}");
-            std::process::exit(2);
-        }
-    };
+    let settings = voteswarm::or_exit("worker", 2, Cli::parse().args.into_settings());
     let (id, listen) = (settings.worker_id.clone(), settings.metrics_listen.clone());
-    let worker = match Worker::build(settings) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("worker: {e}");
-            std::process::exit(1);
-        }
-    };
+    let worker = voteswarm::or_exit("worker", 1, Worker::build(settings));
     log::info!(
         "worker {id} running; metrics on {listen} (port {})",
         worker.port()
