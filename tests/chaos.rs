@@ -59,22 +59,6 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     voteswarm::cluster::http_get_status(port, path)
 }
 
-fn results_total(up: &Up) -> i64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", up.ports.1)) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let _ = s.write_all(b"GET /api/results HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.split("\r\n\r\n")
-        .nth(1)
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-        .and_then(|v| v["total"].as_i64())
-        .unwrap_or(0)
-}
-
 /// Waits until `addr` answers `path` with 200; returns how long it took.
 fn until_ready(addr: &str, path: &str) -> Duration {
     let t = Instant::now();
@@ -141,7 +125,7 @@ fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
     let mut lg = start_loadgen(&up, &s, &report_path);
     // The middle of the run: a quarter of the voters counted.
     let started = wait_until(Duration::from_secs(120), || {
-        results_total(&up) >= (s.voters / 4) as i64
+        up.results_total().unwrap_or(0) >= (s.voters / 4) as i64
     });
     assert!(started, "{name}: the load did not get going");
     let outcome = fault(&mut up, &s);

@@ -123,6 +123,19 @@ impl Up {
             .unwrap_or_else(|| panic!("no pid file for {name}"))
     }
 
+    /// `total` from the results node's `/api/results`, if it answers.
+    pub fn results_total(&self) -> Option<i64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ports.1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(b"GET /api/results HTTP/1.0\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        let json = body.split("\r\n\r\n").nth(1)?;
+        serde_json::from_str::<serde_json::Value>(json).ok()?["total"].as_i64()
+    }
+
     pub fn cluster_pid(&self) -> u32 {
         self.child.id()
     }
