@@ -11,3 +11,11 @@ diesel::table! {
         committed_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    vote_counts (option, backend) {
+        option -> Text,
+        backend -> Int4,
+        n -> Int8,
+    }
+}

@@ -123,6 +123,37 @@ fn assert_exact(url: &str, votes: &[Vote]) {
     assert_eq!(got.len(), want.len(), "one row per voter");
     let wrong = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).count();
     assert_eq!(wrong, 0, "{wrong} voters have the wrong stored vote");
+    let mut per_option: HashMap<String, i64> = HashMap::new();
+    for (option, _) in want.values() {
+        *per_option.entry(option.clone()).or_default() += 1;
+    }
+    per_option.retain(|_, n| *n != 0);
+    assert_eq!(
+        running_totals(url),
+        per_option,
+        "the running totals results reads equal the rows"
+    );
+}
+
+/// What the results node reads: `vote_counts`, kept by triggers.
+fn running_totals(url: &str) -> HashMap<String, i64> {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Total {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        option: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = diesel::PgConnection::establish(url).unwrap();
+    diesel::sql_query(
+        "SELECT option, sum(n)::bigint AS n FROM vote_counts GROUP BY option HAVING sum(n) <> 0",
+    )
+    .load::<Total>(&mut conn)
+    .unwrap()
+    .into_iter()
+    .map(|t| (t.option, t.n))
+    .collect()
 }
 
 /// `voters` voters, `total` votes, spread over `streams` queues, random
@@ -682,7 +713,18 @@ fn the_down_migration_really_undoes_the_up_one() {
     let pg = PgServer::start();
     let url = pg.migrated_url();
     let mut conn = diesel::PgConnection::establish(&url).unwrap();
-    assert!(present(&mut conn, "votes") && present(&mut conn, "votes_option_idx"));
+    let up = |conn: &mut diesel::PgConnection| {
+        present(conn, "votes") && present(conn, "vote_counts") && !present(conn, "votes_option_idx")
+    };
+    assert!(up(&mut conn));
+    // Down one: the running totals go and the first schema's index is back.
+    conn.revert_last_migration(voteswarm::db::MIGRATIONS)
+        .expect("down one");
+    assert!(
+        !present(&mut conn, "vote_counts"),
+        "the totals table is dropped"
+    );
+    assert!(present(&mut conn, "votes_option_idx"), "the index is back");
     conn.revert_all_migrations(voteswarm::db::MIGRATIONS)
         .expect("down");
     assert!(!present(&mut conn, "votes"), "the table is dropped");
@@ -692,7 +734,59 @@ fn the_down_migration_really_undoes_the_up_one() {
     );
     // And up again, as `diesel migration redo` does.
     voteswarm::db::migrate(&url).expect("up again");
-    assert!(present(&mut conn, "votes") && present(&mut conn, "votes_option_idx"));
+    assert!(up(&mut conn));
+}
+
+#[test]
+fn the_running_totals_start_from_the_votes_a_live_poll_already_holds_and_follow_every_change() {
+    use diesel::{Connection, RunQueryDsl};
+    use diesel_migrations::MigrationHarness;
+    let pg = PgServer::start();
+    let url = pg.migrated_url();
+    let mut conn = diesel::PgConnection::establish(&url).unwrap();
+    // A database from before the totals: votes already in it.
+    conn.revert_last_migration(voteswarm::db::MIGRATIONS)
+        .expect("down one");
+    let row = |voter: u128, option: &str, ts: i64| {
+        format!(
+            "('{}', '{option}', {ts}, '{}', 'n1')",
+            Id128(voter),
+            Id128(voter + 1_000)
+        )
+    };
+    let rows = [row(1, "a", 1), row(2, "a", 1), row(3, "b", 1)].join(",");
+    diesel::sql_query(format!(
+        "INSERT INTO votes (voter_id, option, ts, vote_id, node) VALUES {rows}"
+    ))
+    .execute(&mut conn)
+    .unwrap();
+    voteswarm::db::migrate(&url).expect("up");
+    let want = |pairs: &[(&str, i64)]| {
+        pairs
+            .iter()
+            .map(|(o, n)| (o.to_string(), *n))
+            .collect::<HashMap<_, _>>()
+    };
+    assert_eq!(running_totals(&url), want(&[("a", 2), ("b", 1)]));
+
+    // The workers' upsert: a new voter, a changed vote, a stale one ignored.
+    let batch = vec![
+        vote(4, VoteOption::B, 5, 40, "n1"),
+        vote(1, VoteOption::B, 5, 41, "n1"),
+        vote(2, VoteOption::B, 1, 42, "n1"),
+    ];
+    let mut pg_conn = diesel::PgConnection::establish(&url).unwrap();
+    voteswarm::db::commit_votes(&mut pg_conn, &batch, VoteChanges::Allow).unwrap();
+    assert_eq!(running_totals(&url), want(&[("a", 1), ("b", 3)]));
+
+    diesel::sql_query(format!("DELETE FROM votes WHERE voter_id = '{}'", Id128(3)))
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(running_totals(&url), want(&[("a", 1), ("b", 2)]));
+    diesel::sql_query("TRUNCATE votes")
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(running_totals(&url), HashMap::new());
 }
 
 async fn readyz_status(port: u16) -> u16 {
