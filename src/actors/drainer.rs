@@ -4,7 +4,9 @@
 //! Started by the `Supervisor`, one per endpoint. It joins the consumer
 //! group (creating it if missing), first re-reads its own pending entries
 //! (ID `0`: a restarted worker with the same name finishes what it held),
-//! then reads new ones (`XREADGROUP ... >`) in batches of `BATCH_SIZE`, and
+//! then reads new ones (`XREADGROUP ... >`) in batches of `BATCH_SIZE`
+//! (waiting `READ_LINGER` after a short one, so batches stay big while
+//! votes trickle in), and
 //! every `CLAIM_IDLE_MS / 2` claims entries another consumer has held idle
 //! for longer than `CLAIM_IDLE_MS` (`XAUTOCLAIM`: a dead worker's batch).
 //!
@@ -40,6 +42,15 @@ use crate::stream::{self, Entry, GROUP};
 pub const MAX_IN_FLIGHT: usize = 2;
 /// How long one XREADGROUP waits for new entries.
 const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// After a read that found fewer entries than a batch (the drain has
+/// caught up with the capture nodes), wait this long before the next one,
+/// so that it finds a batch's worth instead of the one or two entries that
+/// arrived meanwhile. A commit costs PostgreSQL about the same for 10 rows
+/// as for 200 (a transaction, a WAL flush), so while votes stream in, tiny
+/// batches would spend the database's CPU on overhead; behind, reads come
+/// back full and never wait. The count on the results page is at most
+/// this much later, and it refreshes once a second.
+const READ_LINGER: Duration = Duration::from_millis(50);
 /// Longer than READ_BLOCK: a blocked read is not a timeout.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -79,6 +90,8 @@ pub struct Drainer {
     metrics: WorkerMetrics,
     in_flight: usize,
     reading: bool,
+    /// Waiting out READ_LINGER before the next read.
+    lingering: bool,
     claiming: bool,
     group_ready: bool,
     /// Our own pending entries were re-read since the last (re)connect.
@@ -113,6 +126,7 @@ impl Drainer {
             metrics,
             in_flight: 0,
             reading: false,
+            lingering: false,
             claiming: false,
             group_ready: false,
             own_pending_done: false,
@@ -177,7 +191,11 @@ impl Drainer {
 
     /// Reads the next batch unless stopping, already reading, or full.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping.is_some() || self.reading || self.in_flight >= MAX_IN_FLIGHT {
+        if self.stopping.is_some()
+            || self.reading
+            || self.lingering
+            || self.in_flight >= MAX_IN_FLIGHT
+        {
             return;
         }
         self.reading = true;
@@ -245,10 +263,19 @@ impl Drainer {
                             None => act.own_pending_done = true,
                         }
                     }
+                    let caught_up = !own && !entries.is_empty() && entries.len() < count;
                     if !entries.is_empty() {
                         act.process(entries, ctx);
                     }
-                    act.pump(ctx);
+                    if caught_up {
+                        act.lingering = true;
+                        ctx.run_later(READ_LINGER, |act, ctx| {
+                            act.lingering = false;
+                            act.pump(ctx);
+                        });
+                    } else {
+                        act.pump(ctx);
+                    }
                 }
                 Err(e) => {
                     // A NOGROUP error means the stream or group was deleted
