@@ -21,6 +21,8 @@ pub const MIN_COOKIE_KEY_BYTES: usize = 32;
 /// five million is about 750 MB: well inside the `maxmemory 2gb` that
 /// `swarm/redis.conf` sets, with room for the AOF rewrite's buffers.
 pub const DEFAULT_QUEUE_LIMIT: u64 = 5_000_000;
+/// More threads than this is a typo, not a machine.
+const MAX_HTTP_WORKERS: usize = 1024;
 
 /// A configuration error: one line, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,12 @@ pub struct CaptureArgs {
     /// beyond it, 503 at once.
     #[arg(long, env = "WRITER_CAPACITY", default_value_t = crate::actors::queue_writer::DEFAULT_CAPACITY)]
     pub writer_capacity: usize,
+    /// HTTP worker threads, each with its own Redis writer [default: one
+    /// per core]. Fewer when several nodes share a host's cores: each
+    /// thread's Redis pipeline then carries bigger batches, and the threads
+    /// wake each other less.
+    #[arg(long, env = "HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
 }
 
 /// Validated settings of a `capture` node.
@@ -157,6 +165,7 @@ pub struct CaptureSettings {
     pub max_batch: usize,
     pub writer_capacity: usize,
     pub queue_limit: u64,
+    pub http_workers: usize,
 }
 
 impl CaptureArgs {
@@ -184,6 +193,15 @@ impl CaptureArgs {
         if self.enqueue_timeout_ms == 0 {
             return Err(ConfigError("ENQUEUE_TIMEOUT_MS must be at least 1".into()));
         }
+        let http_workers = match self.http_workers {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n @ 1..=MAX_HTTP_WORKERS) => n,
+            Some(n) => {
+                return Err(ConfigError(format!(
+                    "HTTP_WORKERS must be 1 to {MAX_HTTP_WORKERS}, not {n}"
+                )))
+            }
+        };
         let node_id = self.node_id.unwrap_or_else(host_name);
         if node_id.is_empty() || node_id.len() > crate::vote::MAX_NODE_LEN {
             return Err(ConfigError(format!(
@@ -204,6 +222,7 @@ impl CaptureArgs {
             max_batch: self.max_batch,
             writer_capacity: self.writer_capacity,
             queue_limit: self.queue_limit,
+            http_workers,
         })
     }
 }

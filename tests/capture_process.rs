@@ -52,6 +52,15 @@ fn start_up_fails_with_one_line_naming_a_missing_or_short_cookie_key() {
         "{err}"
     );
 
+    let (code, err) = one_line_error(
+        capture_cmd()
+            .env("COOKIE_KEY", TEST_COOKIE_KEY)
+            .env("HTTP_WORKERS", "0"),
+    );
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("HTTP_WORKERS must be 1 to"), "{err}");
+
     let dir = tempfile::tempdir().unwrap();
     let (code, err) =
         one_line_error(capture_cmd().env("COOKIE_KEY_FILE", dir.path().join("missing")));

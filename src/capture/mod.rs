@@ -119,6 +119,7 @@ impl Capture {
         let depth = Arc::new(AtomicI64::new(0));
         let client = redis::Client::open(settings.redis_url.expose().as_str())
             .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
+        let http_workers = settings.http_workers;
         let server = HttpServer::new(move || {
             // Runs once per HTTP worker thread: each gets its own writer on
             // its own arbiter (see `QueueWriter`).
@@ -151,6 +152,7 @@ impl Capture {
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
         })
+        .workers(http_workers)
         .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .listen(listener)?

@@ -334,7 +334,12 @@ impl Cluster {
             }
         }
 
-        // Capture nodes.
+        // Capture nodes. They share this machine's cores, so each gets its
+        // share of HTTP threads rather than one per core: with 3 nodes on 2
+        // cores, 6 threads would each carry a third of the votes, in Redis
+        // pipelines a third as full, and wake each other up for it.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let http_workers = (cores / t.capture).max(1);
         let mut capture_addrs = Vec::new();
         for (i, redis_url) in redis_urls.iter().enumerate() {
             let n = i + 1;
@@ -343,6 +348,7 @@ impl Cluster {
                 .env("LISTEN", format!("127.0.0.1:{port}"))
                 .env("REDIS_URL", redis_url.clone())
                 .env("NODE_ID", format!("capture{n:02}"))
+                .env("HTTP_WORKERS", http_workers.to_string())
                 .env("COOKIE_KEY_FILE", key_file.display().to_string());
             let mut p = Proc::new(
                 "capture",

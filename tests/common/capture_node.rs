@@ -24,6 +24,7 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
         max_batch: 256,
         writer_capacity: 10_000,
         queue_limit: voteswarm::config::DEFAULT_QUEUE_LIMIT,
+        http_workers: 2,
     }
 }
 
