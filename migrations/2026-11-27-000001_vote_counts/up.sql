@@ -1,8 +1,9 @@
 -- Running totals per option, kept by the same transactions that change
 -- `votes`, so the results node reads a handful of rows each second instead
--- of counting every voter (a scan that grows with the audience: about a
--- second per 20 million rows, every second, on the database the workers
--- are writing to).
+-- of counting every voter: a scan that grows with the audience (measured
+-- here: 115-125 ms for 2 million rows, index-only, vacuumed), repeated every
+-- second on the database the workers are writing to; at 50 million voters
+-- it would take longer than the second it has.
 --
 -- Each database session adds its deltas to rows of its own (`backend` is
 -- its pg_backend_pid(), unique among sessions running at once), so two
