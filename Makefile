@@ -49,6 +49,10 @@ demo:
 	target/release/cluster up $(DEMO_ARGS) --bind 0.0.0.0 --data-dir .demo
 
 ## make bench: every benchmark; each writes its section of BENCHMARKS.md.
+## Sizes, on the command line or in the environment: bench-capture
+## DURATION=10 WARMUP=2 LOADGEN_CONCURRENCY=256; bench-worker
+## WORKER_COUNTS="1 2" TOTALS="1000000 5000000" (some 7 minutes);
+## bench-latency SECONDS_PER_STEP=10.
 bench: bench-capture bench-worker bench-latency
 
 bench-capture:

@@ -4,49 +4,27 @@
 # distinct voters with cookie jars) held at 25%, 50%, 75% and 90% of that
 # rate: p50, p99 and p99.9 at each. Writes the "Latency curve" section of
 # BENCHMARKS.md.
-#   SECONDS_PER_STEP=10 scripts/bench-latency.sh
+#   SECONDS_PER_STEP=10 scripts/bench-latency.sh (STEP_SECS=10 also works)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STEP_SECS="${SECONDS_PER_STEP:-10}"
+STEP_SECS="${STEP_SECS:-${SECONDS_PER_STEP:-10}}"
 
-echo "bench-latency: building release binaries" >&2
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+bench_start bench-latency
+say "building release binaries"
 cargo build --locked --release -q --bin capture --bin loadgen
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_redis node everysec
+start_capture "$redis_port" MIN_CHANGE_INTERVAL_MS=0
+port="$capture_port"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-rport="$(free_port)"
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$work" --appendonly yes \
-  --appendfsync everysec --save "" --logfile "$work/redis.log" &
-pids+=($!)
-for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
-port="$(free_port)"
-LISTEN="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$rport" NODE_ID=bench \
-  COOKIE_KEY="bench-cookie-key-bench-cookie-key-0123456789" MIN_CHANGE_INTERVAL_MS=0 RUST_LOG=warn \
-  target/release/capture &
-pids+=($!)
-for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
-
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = "vote=a"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-LUA
+post_lua "$work/post.lua"
 wrk -t2 -c64 -d2s -s "$work/post.lua" "http://127.0.0.1:$port/" >/dev/null
 max="$(wrk -t2 -c64 -d"${STEP_SECS}s" -s "$work/post.lua" "http://127.0.0.1:$port/" |
   awk '/Requests\/sec/ {printf "%d", $2}')"
-echo "bench-latency: maximum ${max} votes/s (wrk)" >&2
+say "maximum ${max} votes/s (wrk)"
 
 rows=()
 for pct in 25 50 75 90; do
@@ -54,22 +32,17 @@ for pct in 25 50 75 90; do
   voters=$((rate * STEP_SECS))
   target/release/loadgen --target "http://127.0.0.1:$port" --voters "$voters" \
     --change-fraction 0 --rate "$rate" --concurrency 256 --report "$work/r$pct.md" >/dev/null
-  line="$(grep '^| latency p50 / p90 / p99 / max' "$work/r$pct.md")"
-  p50="$(awk -F'|' '{split($3, a, " / "); print a[1]}' <<<"$line" | xargs)"
-  p99="$(awk -F'|' '{split($3, a, " / "); print a[3]}' <<<"$line" | xargs)"
-  p999="$(grep '^| latency p99.9' "$work/r$pct.md" | awk -F'|' '{print $3}' | xargs)"
-  got="$(grep '^| votes/s' "$work/r$pct.md" | awk -F'|' '{print $3}' | xargs)"
-  rows+=("| ${pct}% | ${rate} | ${got} | ${p50} | ${p99} | ${p999} |")
-  echo "bench-latency: ${pct}%: ${rate}/s asked, ${got}/s done, p99 ${p99}" >&2
+  read_loadgen_report "$work/r$pct.md"
+  rows+=("| ${pct}% | ${rate} | ${lg_rate} | ${lg_p50} | ${lg_p99} | ${lg_p999} |")
+  say "${pct}%: ${rate}/s asked, ${lg_rate}/s done, p99 ${lg_p99}"
 done
 
-cpu="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 section="$work/section.md"
 {
   echo "<!-- latency:begin -->"
   echo "## Latency curve: one capture node and its Redis"
   echo
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($cpu). Command: \`make bench-latency\`"
+  echo "Measured $(date -u +%Y-%m-%d) on $(cores_desc). Command: \`make bench-latency\`"
   echo "(\`scripts/bench-latency.sh\`): the node's maximum under wrk (form posts, 64 connections) was"
   echo "${max} votes/s; loadgen (JSON votes, a cookie jar per voter, 256 connections) then held"
   echo "each fraction of it for ${STEP_SECS} s. Redis at appendfsync everysec; everything on one machine,"
@@ -80,12 +53,4 @@ section="$work/section.md"
   printf '%s\n' "${rows[@]}"
   echo "<!-- latency:end -->"
 } >"$section"
-python3 - "$section" <<'PY'
-import re, sys
-section = open(sys.argv[1]).read().strip() + "\n"
-text = open("BENCHMARKS.md").read()
-pat = re.compile(r"<!-- latency:begin -->.*?<!-- latency:end -->\n?", re.S)
-text = pat.sub(lambda _: section, text) if pat.search(text) else text.rstrip() + "\n\n" + section
-open("BENCHMARKS.md", "w").write(text)
-PY
-cat "$section"
+write_section latency "$section"
