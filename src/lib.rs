@@ -39,6 +39,43 @@ pub mod stream;
 pub mod vote;
 pub mod worker;
 
+/// Connections the kernel may hold for a listener before `accept`, as
+/// actix-web's own `bind` asks. `std::net::TcpListener::bind` asks for 128,
+/// which a burst of new voters overflows: each refused SYN then waits a
+/// second for its retransmission (seen as a 1 s p99.9 under 256 new
+/// connections). Linux caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 2048;
+
+/// Binds `addr` ("host:port") for an HTTP server, with [`LISTEN_BACKLOG`];
+/// an error names the address.
+pub fn listen(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let mut last = None;
+    for sa in addr.to_socket_addrs().map_err(named)? {
+        let bound = (|| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(sa),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            // As std does: a restarted node rebinds at once, past TIME_WAIT.
+            socket.set_reuse_address(true)?;
+            socket.bind(&sa.into())?;
+            socket.listen(LISTEN_BACKLOG)?;
+            Ok::<_, std::io::Error>(socket.into())
+        })();
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(named(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })))
+}
+
 /// Logs to stderr through `env_logger`, `info` unless `RUST_LOG` says
 /// otherwise.
 pub fn init_logging() {
@@ -59,4 +96,40 @@ pub fn or_exit<T, E: std::fmt::Display>(role: &str, code: i32, result: Result<T,
         eprintln!("{role}: {e}");
         std::process::exit(code)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    #[test]
+    fn a_listener_holds_a_burst_of_connections_beyond_std_s_128_before_accepting() {
+        let listener = super::listen("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts: every connection waits in the kernel's queue.
+        // Past a full queue Linux drops the SYN, and the connect would wait
+        // for its retransmission a second later.
+        let mut held = Vec::new();
+        for i in 0..400 {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+                Ok(c) => held.push(c),
+                Err(e) => panic!("connection {i} was not queued: {e}"),
+            }
+        }
+        assert_eq!(held.len(), 400);
+    }
+
+    #[test]
+    fn a_listen_error_names_the_address() {
+        let taken = super::listen("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = super::listen(&addr).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("cannot listen on {addr}: ")),
+            "{err}"
+        );
+        let err = super::listen("nonsense").unwrap_err().to_string();
+        assert!(err.starts_with("cannot listen on nonsense: "), "{err}");
+    }
 }

@@ -100,12 +100,7 @@ impl Capture {
     /// Binds `settings.listen` and starts the queue writer. Must run inside
     /// an actix system (`#[actix_web::main]`, `#[actix_web::test]`).
     pub fn build(settings: CaptureSettings) -> std::io::Result<Capture> {
-        let listener = TcpListener::bind(&settings.listen).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", settings.listen),
-            )
-        })?;
+        let listener = crate::listen(&settings.listen)?;
         Self::build_with_listener(settings, listener)
     }
 

@@ -7,7 +7,6 @@
 
 pub mod page;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,12 +99,7 @@ pub struct Results {
 impl Results {
     /// Binds and starts the tally; must run inside an actix system.
     pub fn build(settings: ResultsSettings) -> std::io::Result<Results> {
-        let listener = TcpListener::bind(&settings.listen).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", settings.listen),
-            )
-        })?;
+        let listener = crate::listen(&settings.listen)?;
         let port = listener.local_addr()?.port();
         let manager = ConnectionManager::new(settings.database_url.expose().as_str());
         // build_unchecked: start even while PostgreSQL is down; /readyz

@@ -9,7 +9,6 @@
 //! the binary), then stops reading, lets the in-flight batches commit and
 //! acknowledge, and returns.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,12 +53,7 @@ impl Worker {
         settings: WorkerSettings,
         resolver: Arc<dyn Resolve>,
     ) -> std::io::Result<Worker> {
-        let listener = TcpListener::bind(&settings.metrics_listen).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", settings.metrics_listen),
-            )
-        })?;
+        let listener = crate::listen(&settings.metrics_listen)?;
         let port = listener.local_addr()?.port();
         if settings.migrate {
             let applied =
