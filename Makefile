@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps test demo build release bench bench-capture bench-worker bench-latency chaos validate-deploy fuzz clean
+.PHONY: all deps test demo build release bench bench-capture bench-worker bench-latency profile chaos validate-deploy fuzz clean
 
 all: build
 
@@ -66,6 +66,13 @@ bench-worker:
 bench-latency:
 	@scripts/install-deps.sh bench
 	scripts/bench-latency.sh
+
+## make profile: callgrind instruction counts per vote of capture, the
+## baseline and the worker, by bucket, and the kernel's share of their CPU;
+## writes the "Profiles" section of BENCHMARKS.md (needs valgrind).
+profile:
+	@scripts/install-deps.sh bench
+	scripts/profile.sh
 
 ## make chaos: the fault scenarios at full scale (20,000 voters, 10 s
 ## outages), one at a time, and their table in docs/RELIABILITY.md.
