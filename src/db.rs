@@ -130,16 +130,25 @@ pub fn commit_votes(
     // deadlocking.
     let mut votes: Vec<&Vote> = votes.iter().collect();
     votes.sort_unstable_by_key(|v| v.voter);
+    // Both ids of every vote as hex, in one buffer the bound arrays borrow
+    // from: `to_string()` went through the formatter and an allocation per
+    // id, a twentieth of the worker's instructions (callgrind).
+    let mut hex = Vec::with_capacity(votes.len() * 64);
+    for v in &votes {
+        hex.extend_from_slice(&v.voter.hex());
+        hex.extend_from_slice(&v.vote_id.hex());
+    }
+    let hex = std::str::from_utf8(&hex).expect("hex digits are ASCII");
     let mut voters = Vec::with_capacity(votes.len());
     let mut options = Vec::with_capacity(votes.len());
     let mut tss = Vec::with_capacity(votes.len());
     let mut ids = Vec::with_capacity(votes.len());
     let mut nodes = Vec::with_capacity(votes.len());
-    for v in &votes {
-        voters.push(v.voter.to_string());
+    for (i, v) in votes.iter().enumerate() {
+        voters.push(&hex[i * 64..i * 64 + 32]);
         options.push(v.option.as_str());
         tss.push(v.ts);
-        ids.push(v.vote_id.to_string());
+        ids.push(&hex[i * 64 + 32..i * 64 + 64]);
         nodes.push(v.node.as_str());
     }
     let n = diesel::sql_query(upsert_sql(mode))

@@ -49,9 +49,11 @@ pub fn dedup(entries: Vec<Entry>, mode: VoteChanges) -> Deduped {
     };
     let mut best: HashMap<crate::vote::Id128, Vote> = HashMap::with_capacity(entries.len());
     for e in entries {
-        out.ids.push(e.id.clone());
         // A pending entry deleted from the stream: nothing to count.
-        let Some(fields) = e.fields else { continue };
+        let Some(fields) = e.fields else {
+            out.ids.push(e.id);
+            continue;
+        };
         match Vote::from_fields(fields.iter().map(|(k, v)| (&k[..], &v[..]))) {
             Ok(v) => {
                 let keep_new = match best.get(&v.voter) {
@@ -64,12 +66,16 @@ pub fn dedup(entries: Vec<Entry>, mode: VoteChanges) -> Deduped {
                 if keep_new {
                     best.insert(v.voter, v);
                 }
+                out.ids.push(e.id);
             }
-            Err(reason) => out.dead.push(DeadLetter {
-                id: e.id,
-                reason: reason.to_string(),
-                fields,
-            }),
+            Err(reason) => {
+                out.dead.push(DeadLetter {
+                    id: e.id.clone(),
+                    reason: reason.to_string(),
+                    fields,
+                });
+                out.ids.push(e.id);
+            }
         }
     }
     out.votes = best.into_values().collect();
