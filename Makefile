@@ -52,8 +52,9 @@ demo:
 ## Sizes, on the command line or in the environment: bench-capture
 ## DURATION=10 WARMUP=2 LOADGEN_CONCURRENCY=256; bench-worker
 ## WORKER_COUNTS="1 2" TOTALS="1000000 5000000" (some 7 minutes);
-## bench-latency SECONDS_PER_STEP=10.
-bench: bench-capture bench-worker bench-latency
+## bench-latency SECONDS_PER_STEP=10; bench-e2e VOTERS=1000000 TOPOLOGIES="3x2 1x1"
+## (a few minutes).
+bench: bench-capture bench-worker bench-latency bench-e2e
 
 bench-capture:
 	@scripts/install-deps.sh bench
@@ -66,6 +67,10 @@ bench-worker:
 bench-latency:
 	@scripts/install-deps.sh bench
 	scripts/bench-latency.sh
+
+bench-e2e:
+	@scripts/install-deps.sh bench
+	scripts/bench-e2e.sh
 
 ## make profile: callgrind instruction counts per vote of capture, the
 ## baseline and the worker, by bucket, and the kernel's share of their CPU;
