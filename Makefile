@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps test demo build release bench bench-capture bench-worker bench-latency profile chaos validate-deploy fuzz clean
+.PHONY: all deps test demo build release bench bench-capture bench-worker bench-latency bench-e2e profile chaos validate-deploy fuzz clean
 
 all: build
 
