@@ -26,6 +26,8 @@ case "$purpose" in
     need[npm]=npm
     ;;
 esac
+# make profile counts instructions with callgrind.
+[ "$purpose" = bench ] && need[valgrind]=valgrind
 # The deploy files' validators (scripts/validate-deploy.sh): `ruby -c` for
 # the Vagrantfile, the Docker CLI for `docker stack config` (no engine is
 # used; docker.io is Debian's package of it), a Python venv for cfn-lint and
