@@ -10,6 +10,8 @@
 //! from a new voter.
 
 use actix_web::cookie::{Cookie, Key, SameSite};
+use actix_web::http::header::HeaderValue;
+use actix_web::web::Bytes;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -21,11 +23,53 @@ pub const COOKIE_NAME: &str = "voter";
 /// A base64 HMAC-SHA256 tag: 32 bytes, 44 characters with padding.
 const MAC_B64_LEN: usize = 44;
 
-fn mac(key: &Key, value: &str) -> Hmac<sha2::Sha256> {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.signing())
-        .expect("HMAC takes a key of any length");
-    mac.update(value.as_bytes());
-    mac
+/// The cookie key, keyed into HMAC-SHA256 once. Keying hashes the key's
+/// inner and outer pad blocks: two SHA-256 blocks, half of a cookie's HMAC
+/// cost, that a clone of this ready state skips. Build one per key (the
+/// capture node builds it with its settings) and share it.
+#[derive(Clone)]
+pub struct CookieSigner {
+    keyed: Hmac<sha2::Sha256>,
+}
+
+impl CookieSigner {
+    pub fn new(key: &Key) -> Self {
+        CookieSigner {
+            keyed: Hmac::<sha2::Sha256>::new_from_slice(key.signing())
+                .expect("HMAC takes a key of any length"),
+        }
+    }
+
+    fn mac(&self, value: &[u8]) -> Hmac<sha2::Sha256> {
+        let mut mac = self.keyed.clone();
+        mac.update(value);
+        mac
+    }
+
+    /// See [`derive_id`].
+    pub fn derive_id(&self, label: &str, request_id: &str) -> Id128 {
+        let mut mac = self.keyed.clone();
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        mac.update(request_id.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        Id128(u128::from_be_bytes(first))
+    }
+}
+
+impl std::fmt::Debug for CookieSigner {
+    // The keyed state is as good as the key: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieSigner(..)")
+    }
+}
+
+impl From<&Key> for CookieSigner {
+    fn from(key: &Key) -> Self {
+        CookieSigner::new(key)
+    }
 }
 
 /// Anything longer than this cannot be one of ours; refuse it before doing
@@ -51,12 +95,26 @@ impl VoterCookie {
         }
     }
 
-    fn plain_value(&self) -> String {
+    /// `v1.<voter>.<last_ts>.<option>`, on the stack: a `format!` here was
+    /// an allocation and a trip through `core::fmt` per vote.
+    fn plain(&self) -> Plain {
         let (ts, opt) = match self.last {
             Some((ts, o)) => (ts, o.as_str()),
             None => (0, "-"),
         };
-        format!("v1.{}.{}.{}", self.voter, ts, opt)
+        let mut p = Plain {
+            buf: [0; MAX_PLAIN_LEN],
+            len: 0,
+        };
+        p.push(b"v1.");
+        p.push(&self.voter.hex());
+        p.push(b".");
+        let mut digits = [0u8; 20];
+        let n = write_i64(ts, &mut digits);
+        p.push(&digits[..n]);
+        p.push(b".");
+        p.push(opt.as_bytes());
+        p
     }
 
     fn parse_plain(s: &str) -> Option<Self> {
@@ -81,12 +139,22 @@ impl VoterCookie {
     /// Reads a signed cookie value; `None` when it is absent, forged,
     /// signed with another key, or not in our format.
     pub fn decode(key: &Key, raw_value: &str) -> Option<Self> {
+        Self::decode_with(&CookieSigner::new(key), raw_value)
+    }
+
+    /// [`VoterCookie::decode`] with a signer built once per key.
+    pub fn decode_with(signer: &CookieSigner, raw_value: &str) -> Option<Self> {
         if raw_value.len() > MAX_COOKIE_VALUE || !raw_value.is_char_boundary(MAC_B64_LEN) {
             return None;
         }
         let (tag, plain) = raw_value.split_at(MAC_B64_LEN);
-        let tag = STANDARD.decode(tag).ok()?;
-        mac(key, plain).verify_slice(&tag).ok()?;
+        // 44 base64 characters decode to at most 33 bytes.
+        let mut tag_bytes = [0u8; 33];
+        let n = STANDARD.decode_slice(tag, &mut tag_bytes).ok()?;
+        signer
+            .mac(plain.as_bytes())
+            .verify_slice(&tag_bytes[..n])
+            .ok()?;
         Self::parse_plain(plain)
     }
 
@@ -94,12 +162,21 @@ impl VoterCookie {
     /// cookie crate's signed format, `base64(HMAC-SHA256(value)) || value`,
     /// computed without building a cookie jar per vote.
     pub fn encode(&self, key: &Key) -> String {
-        let plain = self.plain_value();
-        let tag = mac(key, &plain).finalize().into_bytes();
-        let mut out = String::with_capacity(MAC_B64_LEN + plain.len());
-        STANDARD.encode_string(tag, &mut out);
-        out.push_str(&plain);
+        self.encode_with(&CookieSigner::new(key))
+    }
+
+    /// [`VoterCookie::encode`] with a signer built once per key.
+    pub fn encode_with(&self, signer: &CookieSigner) -> String {
+        let plain = self.plain();
+        let mut out = String::with_capacity(MAC_B64_LEN + plain.len);
+        Self::sign_into(signer, &plain, &mut out);
         out
+    }
+
+    fn sign_into(signer: &CookieSigner, plain: &Plain, out: &mut String) {
+        let tag = signer.mac(plain.as_bytes()).finalize().into_bytes();
+        STANDARD.encode_string(tag, out);
+        out.push_str(plain.as_str());
     }
 
     /// The `Set-Cookie` to send with an accepted vote.
@@ -111,6 +188,75 @@ impl VoterCookie {
             .max_age(actix_web::cookie::time::Duration::days(COOKIE_MAX_AGE_DAYS))
             .finish()
     }
+
+    /// The same `Set-Cookie` as [`VoterCookie::to_cookie`], byte for byte,
+    /// written straight into one buffer of the exact size: no `Cookie`, no
+    /// `to_string`, and the buffer becomes the header value without a copy.
+    pub fn set_cookie_header(&self, signer: &CookieSigner) -> HeaderValue {
+        let plain = self.plain();
+        let len = COOKIE_NAME.len() + 1 + MAC_B64_LEN + plain.len + SET_COOKIE_ATTRIBUTES.len();
+        let mut v = String::with_capacity(len);
+        v.push_str(COOKIE_NAME);
+        v.push('=');
+        Self::sign_into(signer, &plain, &mut v);
+        v.push_str(SET_COOKIE_ATTRIBUTES);
+        HeaderValue::from_maybe_shared(Bytes::from(v.into_bytes()))
+            .expect("a cookie of base64 and ASCII is a valid header value")
+    }
+}
+
+/// What [`VoterCookie::to_cookie`] sets after the value, in the order the
+/// cookie crate writes its attributes (HttpOnly, SameSite, Path, Max-Age).
+const SET_COOKIE_ATTRIBUTES: &str = "; HttpOnly; SameSite=Lax; Path=/; Max-Age=2592000";
+const _: () = assert!(COOKIE_MAX_AGE_DAYS * 86_400 == 2_592_000);
+
+/// `v1.` + 32 hex digits + `.` + an `i64` (at most 20 characters) + `.` + an
+/// option.
+const MAX_PLAIN_LEN: usize = 3 + 32 + 1 + 20 + 1 + 1;
+
+/// An unsigned cookie value, built without allocating.
+struct Plain {
+    buf: [u8; MAX_PLAIN_LEN],
+    len: usize,
+}
+
+impl Plain {
+    fn push(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("ASCII only")
+    }
+}
+
+/// Writes `n` in decimal into `out`, as `n.to_string()` would; returns the
+/// length.
+fn write_i64(n: i64, out: &mut [u8; 20]) -> usize {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    if n < 0 {
+        out[0] = b'-';
+        len = 1;
+    }
+    let d = &digits[i..];
+    out[len..len + d.len()].copy_from_slice(d);
+    len + d.len()
 }
 
 /// The header HAProxy sets to one id per client request, the same on each
@@ -128,15 +274,7 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// (HAProxy retries it after a 503) makes the same voter and vote ids,
 /// while nobody without the key can aim at a chosen id.
 pub fn derive_id(key: &Key, label: &str, request_id: &str) -> Id128 {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.signing())
-        .expect("HMAC takes a key of any length");
-    mac.update(label.as_bytes());
-    mac.update(&[0]);
-    mac.update(request_id.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&digest[..16]);
-    Id128(u128::from_be_bytes(first))
+    CookieSigner::new(key).derive_id(label, request_id)
 }
 
 #[cfg(test)]
@@ -181,7 +319,7 @@ mod tests {
         };
         let mut jar = CookieJar::new();
         jar.signed_mut(&key(3))
-            .add(Cookie::new(COOKIE_NAME, c.plain_value()));
+            .add(Cookie::new(COOKIE_NAME, c.plain().as_str().to_owned()));
         let theirs = jar.get(COOKIE_NAME).unwrap().value().to_owned();
         assert_eq!(c.encode(&key(3)), theirs);
         assert_eq!(VoterCookie::decode(&key(3), &theirs), Some(c));
@@ -198,9 +336,93 @@ mod tests {
         assert_ne!(tampered, v);
         assert_eq!(VoterCookie::decode(&key(1), &tampered), None);
         assert_eq!(VoterCookie::decode(&key(1), &v[..v.len() - 1]), None);
-        assert_eq!(VoterCookie::decode(&key(1), &c.plain_value()), None);
+        assert_eq!(VoterCookie::decode(&key(1), c.plain().as_str()), None);
         assert_eq!(VoterCookie::decode(&key(1), ""), None);
         assert_eq!(VoterCookie::decode(&key(1), &"x".repeat(10_000)), None);
+    }
+
+    #[test]
+    fn a_signer_built_once_signs_as_a_freshly_keyed_hmac() {
+        let signer = CookieSigner::new(&key(4));
+        for plain in ["", "v1.x", &"y".repeat(300)] {
+            let mut fresh = Hmac::<sha2::Sha256>::new_from_slice(key(4).signing()).unwrap();
+            fresh.update(plain.as_bytes());
+            // Twice: using the cached state must not change it.
+            for _ in 0..2 {
+                assert_eq!(
+                    signer.mac(plain.as_bytes()).finalize().into_bytes(),
+                    fresh.clone().finalize().into_bytes()
+                );
+            }
+        }
+        let c = VoterCookie {
+            voter: Id128(3),
+            last: Some((12, VoteOption::A)),
+        };
+        assert_eq!(c.encode_with(&signer), c.encode(&key(4)));
+        assert_eq!(
+            VoterCookie::decode_with(&signer, &c.encode(&key(4))),
+            Some(c)
+        );
+        assert_eq!(VoterCookie::decode_with(&signer, &c.encode(&key(5))), None);
+        assert_eq!(
+            signer.derive_id("voter", "r"),
+            derive_id(&key(4), "voter", "r")
+        );
+    }
+
+    #[test]
+    fn the_set_cookie_header_is_what_the_cookie_crate_writes() {
+        let signer = CookieSigner::new(&key(6));
+        for c in [
+            VoterCookie::new_voter(),
+            VoterCookie {
+                voter: Id128(u128::MAX),
+                last: Some((i64::MAX, VoteOption::B)),
+            },
+            VoterCookie {
+                voter: Id128(0),
+                last: Some((1_790_000_000_123_456, VoteOption::A)),
+            },
+        ] {
+            let ours = c.set_cookie_header(&signer);
+            assert_eq!(ours.to_str().unwrap(), c.to_cookie(&key(6)).to_string());
+            assert_eq!(ours.len(), ours.as_bytes().len());
+        }
+    }
+
+    #[test]
+    fn the_plain_value_formats_timestamps_as_to_string_does() {
+        for ts in [
+            0,
+            1,
+            9,
+            10,
+            77,
+            1_790_000_000_000_000,
+            i64::MAX,
+            -1,
+            i64::MIN,
+        ] {
+            let c = VoterCookie {
+                voter: Id128(0xabc),
+                last: Some((ts, VoteOption::B)),
+            };
+            assert_eq!(
+                c.plain().as_str(),
+                format!("v1.{}.{}.b", Id128(0xabc), ts),
+                "{ts}"
+            );
+        }
+        assert_eq!(
+            VoterCookie {
+                voter: Id128(1),
+                last: None
+            }
+            .plain()
+            .as_str(),
+            "v1.00000000000000000000000000000001.0.-"
+        );
     }
 
     #[test]

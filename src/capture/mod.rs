@@ -27,7 +27,9 @@ use tokio::sync::oneshot;
 use crate::actors::queue_writer::{Enqueue, EnqueueError, Ping, QueueWriter};
 use crate::clock;
 use crate::config::{CaptureSettings, VoteChanges};
-use crate::cookie::{VoterCookie, COOKIE_NAME, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER};
+use crate::cookie::{
+    CookieSigner, VoterCookie, COOKIE_NAME, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER,
+};
 use crate::metrics::{self, CaptureMetrics};
 use crate::vote::{Id128, Vote, VoteOption};
 use error::CaptureError;
@@ -83,6 +85,8 @@ impl Pages {
 
 struct State {
     settings: CaptureSettings,
+    /// The cookie key, keyed into HMAC once for the node.
+    signer: CookieSigner,
     pages: Arc<Pages>,
     /// The queue's last known length, kept by the writers.
     depth: Arc<AtomicI64>,
@@ -115,6 +119,7 @@ impl Capture {
         let client = redis::Client::open(settings.redis_url.expose().as_str())
             .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
         let http_workers = settings.http_workers;
+        let signer = CookieSigner::new(settings.cookie_key.expose());
         let server = HttpServer::new(move || {
             // Runs once per HTTP worker thread: each gets its own writer on
             // its own arbiter (see `QueueWriter`).
@@ -130,6 +135,7 @@ impl Capture {
             .start();
             let state = web::Data::new(State {
                 settings: settings.clone(),
+                signer: signer.clone(),
                 pages: pages.clone(),
                 depth: depth.clone(),
                 writer,
@@ -171,7 +177,7 @@ impl Capture {
 
 fn voter_cookie(req: &HttpRequest, state: &State) -> Option<VoterCookie> {
     let c = req.cookie(COOKIE_NAME)?;
-    VoterCookie::decode(state.settings.cookie_key.expose(), c.value())
+    VoterCookie::decode_with(&state.signer, c.value())
 }
 
 async fn vote_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
@@ -282,7 +288,7 @@ async fn take_vote(
     if state.depth.load(Ordering::Relaxed) as u64 > state.settings.queue_limit {
         return Err((CaptureError::QueueFull, None));
     }
-    let key = state.settings.cookie_key.expose();
+    let signer = &state.signer;
     // Retry-stable ids when the edge names the request (see
     // `cookie::derive_id`); random ones otherwise.
     // A client's own Idempotency-Key (the same on its retries) wins over
@@ -296,7 +302,7 @@ async fn take_vote(
     let fresh = known.is_none();
     let cookie = known.unwrap_or_else(|| match request_id {
         Some(r) => VoterCookie {
-            voter: crate::cookie::derive_id(key, "voter", r),
+            voter: signer.derive_id("voter", r),
             last: None,
         },
         None => VoterCookie::new_voter(),
@@ -319,8 +325,7 @@ async fn take_vote(
         }
     }
     let vote = Vote {
-        vote_id: request_id
-            .map_or_else(Id128::random, |r| crate::cookie::derive_id(key, "vote", r)),
+        vote_id: request_id.map_or_else(Id128::random, |r| signer.derive_id("vote", r)),
         voter: cookie.voter,
         option,
         ts: clock::next_ts(now, cookie.last.map(|(ts, _)| ts)),
@@ -402,7 +407,8 @@ fn refused(
     }
     let mut resp = e.response(api);
     if let Some(c) = identity {
-        let _ = resp.add_cookie(&c.to_cookie(state.settings.cookie_key.expose()));
+        resp.headers_mut()
+            .append(header::SET_COOKIE, c.set_cookie_header(&state.signer));
     }
     resp
 }
@@ -423,7 +429,8 @@ async fn post_form(
     match result {
         Ok((vote, cookie)) => {
             let mut resp = page_response(state.pages.voted[vote.option as usize].clone());
-            let _ = resp.add_cookie(&cookie.to_cookie(state.settings.cookie_key.expose()));
+            resp.headers_mut()
+                .append(header::SET_COOKIE, cookie.set_cookie_header(&state.signer));
             resp
         }
         Err(e) => refused(&state, e, false),
@@ -445,7 +452,7 @@ async fn post_api(
     .await;
     match result {
         Ok((vote, cookie)) => HttpResponse::Accepted()
-            .cookie(cookie.to_cookie(state.settings.cookie_key.expose()))
+            .append_header((header::SET_COOKIE, cookie.set_cookie_header(&state.signer)))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(Receipt {
                 vote_id: vote.vote_id.to_string(),
