@@ -163,13 +163,15 @@ impl QueueWriter {
         let sent = batch.len() as i64;
         self.metrics.writer_in_flight.add(sent);
 
-        let mut pipe = redis::pipe();
+        // Sized up front: the batch's commands, plus XLEN.
+        let mut pipe = redis::Pipeline::with_capacity(batch.len() + 1);
         for w in &batch {
-            let cmd = pipe.cmd("XADD").arg(&self.stream_key).arg("*");
-            w.vote.write_fields(cmd);
+            pipe.add_command(w.vote.to_xadd(&self.stream_key));
         }
         // The queue's length rides along for free, for QUEUE_LIMIT.
-        pipe.cmd("XLEN").arg(&self.stream_key);
+        let mut xlen = redis::Cmd::with_capacity(2, "XLEN".len() + self.stream_key.len());
+        xlen.arg("XLEN").arg(&self.stream_key);
+        pipe.add_command(xlen);
         let conn = self.conn.clone();
         let connect = self.connect();
         let timeout = self.timeout;
