@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::http::header::{self, ContentType};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,15 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
 /// A client has this long to send its request head (slow-loris defence).
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+// Header names and values built at compile time: looking a header up by
+// `&str` parses the name on every call, and a `&str` value is copied into
+// a new buffer per response.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY_HEADER);
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+const TEXT_HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// The vote page's five variants (nothing chosen, `a` or `b` chosen, and
 /// the two "thanks" pages), rendered once at start: the vote path then
@@ -144,9 +153,12 @@ impl Capture {
             App::new()
                 .app_data(state)
                 .service(
+                    // POST first: the vote path then fails no method guard
+                    // (actix records each failure in the request's
+                    // extensions).
                     web::resource("/")
-                        .route(web::get().to(vote_page))
-                        .route(web::post().to(post_form)),
+                        .route(web::post().to(post_form))
+                        .route(web::get().to(vote_page)),
                 )
                 .route("/api/vote", web::post().to(post_api))
                 .route("/healthz", web::get().to(metrics::healthz))
@@ -188,8 +200,8 @@ async fn vote_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 
 fn page_response(body: web::Bytes) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header(ContentType::html())
-        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_TYPE, TEXT_HTML))
+        .insert_header((header::CACHE_CONTROL, NO_STORE))
         .body(body)
 }
 
@@ -198,14 +210,14 @@ async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     expected: &'static str,
-) -> Result<web::BytesMut, CaptureError> {
-    let mime = req
+) -> Result<web::Bytes, CaptureError> {
+    let mime_ok = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    if mime.as_deref() != Some(expected) {
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected));
+    if !mime_ok {
         return Err(CaptureError::ContentType(expected));
     }
     if let Some(len) = req
@@ -218,18 +230,31 @@ async fn read_body(
             return Err(CaptureError::TooLarge(MAX_BODY_BYTES));
         }
     }
-    let mut body = web::BytesMut::new();
+    // A vote's body nearly always arrives as one chunk: keep that chunk,
+    // and copy only when a second one comes.
+    let mut body = web::Bytes::new();
+    let mut joined: Option<web::BytesMut> = None;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {
             actix_web::error::PayloadError::Overflow => CaptureError::TooLarge(MAX_BODY_BYTES),
             e => CaptureError::Malformed(e.to_string()),
         })?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+        let so_far = joined.as_ref().map_or(body.len(), |j| j.len());
+        if so_far + chunk.len() > MAX_BODY_BYTES {
             return Err(CaptureError::TooLarge(MAX_BODY_BYTES));
         }
-        body.extend_from_slice(&chunk);
+        if let Some(j) = joined.as_mut() {
+            j.extend_from_slice(&chunk);
+        } else if body.is_empty() {
+            body = chunk;
+        } else {
+            let mut j = web::BytesMut::with_capacity(body.len() + chunk.len());
+            j.extend_from_slice(&body);
+            j.extend_from_slice(&chunk);
+            joined = Some(j);
+        }
     }
-    Ok(body)
+    Ok(joined.map_or(body, web::BytesMut::freeze))
 }
 
 #[derive(Deserialize)]
@@ -265,25 +290,35 @@ pub fn parse_json(body: &[u8]) -> Result<VoteOption, CaptureError> {
 }
 
 #[derive(Serialize)]
-struct Receipt {
-    vote_id: String,
+struct Receipt<'a> {
+    vote_id: &'a str,
     /// The voter's own id, so a client (loadgen) can check its vote in the
     /// count; it is no secret to the voter holding the cookie.
-    voter: String,
+    voter: &'a str,
     ts: i64,
-    node: String,
+    node: &'a str,
     option: &'static str,
 }
 
+/// What a handler needs of a stored vote: the vote itself has moved to
+/// the writer rather than be cloned per vote.
+#[derive(Clone, Copy)]
+struct Stored {
+    vote_id: Id128,
+    voter: Id128,
+    option: VoteOption,
+    ts: i64,
+}
+
 /// Everything a vote goes through after parsing: cookie, policy, stamp,
-/// enqueue. Returns the stored vote and the cookie to set; a refusal
+/// enqueue. Returns what was stored and the cookie to set; a refusal
 /// carries the new voter's cookie when the vote may have reached Redis (a
 /// 503), so the voter's retry is the same voter.
 async fn take_vote(
     req: &HttpRequest,
     state: &State,
     option: VoteOption,
-) -> Result<(Vote, VoterCookie), (CaptureError, Option<VoterCookie>)> {
+) -> Result<(Stored, VoterCookie), (CaptureError, Option<VoterCookie>)> {
     check_same_site(req).map_err(|e| (e, None))?;
     if state.depth.load(Ordering::Relaxed) as u64 > state.settings.queue_limit {
         return Err((CaptureError::QueueFull, None));
@@ -293,9 +328,9 @@ async fn take_vote(
     // `cookie::derive_id`); random ones otherwise.
     // A client's own Idempotency-Key (the same on its retries) wins over
     // the edge's request id (the same on HAProxy's retries of one request).
-    let request_id = [IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER]
+    let request_id = [IDEMPOTENCY_KEY, REQUEST_ID]
         .iter()
-        .find_map(|h| req.headers().get(*h))
+        .find_map(|h| req.headers().get(h))
         .and_then(|v| v.to_str().ok())
         .filter(|r| !r.is_empty() && r.len() <= 128);
     let known = voter_cookie(req, state);
@@ -324,20 +359,23 @@ async fn take_vote(
             }
         }
     }
-    let vote = Vote {
+    let stored = Stored {
         vote_id: request_id.map_or_else(Id128::random, |r| signer.derive_id("vote", r)),
         voter: cookie.voter,
         option,
         ts: clock::next_ts(now, cookie.last.map(|(ts, _)| ts)),
+    };
+    let vote = Vote {
+        vote_id: stored.vote_id,
+        voter: stored.voter,
+        option,
+        ts: stored.ts,
         node: state.settings.node_id.clone(),
     };
     let (tx, rx) = oneshot::channel();
     state
         .writer
-        .try_send(Enqueue {
-            vote: vote.clone(),
-            reply: tx,
-        })
+        .try_send(Enqueue { vote, reply: tx })
         .map_err(|_| (CaptureError::Enqueue(EnqueueError::Full), None))?;
     // From here the vote may reach Redis even if we answer 503: give a new
     // voter their identity anyway, so their retry is the same voter.
@@ -356,9 +394,9 @@ async fn take_vote(
     state.metrics.accepted_by(option).inc();
     let next = VoterCookie {
         voter: cookie.voter,
-        last: Some((vote.ts, option)),
+        last: Some((stored.ts, option)),
     };
-    Ok((vote, next))
+    Ok((stored, next))
 }
 
 /// Cross-site request forgery: a page elsewhere must not cast votes with
@@ -369,7 +407,7 @@ async fn take_vote(
 /// voting, so they pass.
 fn check_same_site(req: &HttpRequest) -> Result<(), CaptureError> {
     let headers = req.headers();
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+    if let Some(site) = headers.get(SEC_FETCH_SITE).and_then(|v| v.to_str().ok()) {
         return match site {
             "same-origin" | "none" => Ok(()),
             _ => Err(CaptureError::CrossSite),
@@ -451,16 +489,19 @@ async fn post_api(
     }
     .await;
     match result {
-        Ok((vote, cookie)) => HttpResponse::Accepted()
-            .append_header((header::SET_COOKIE, cookie.set_cookie_header(&state.signer)))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(Receipt {
-                vote_id: vote.vote_id.to_string(),
-                voter: vote.voter.to_string(),
-                ts: vote.ts,
-                node: vote.node,
-                option: vote.option.as_str(),
-            }),
+        Ok((vote, cookie)) => {
+            let (vote_id, voter) = (vote.vote_id.hex(), vote.voter.hex());
+            HttpResponse::Accepted()
+                .append_header((header::SET_COOKIE, cookie.set_cookie_header(&state.signer)))
+                .insert_header((header::CACHE_CONTROL, NO_STORE))
+                .json(Receipt {
+                    vote_id: std::str::from_utf8(&vote_id).expect("hex digits"),
+                    voter: std::str::from_utf8(&voter).expect("hex digits"),
+                    ts: vote.ts,
+                    node: &state.settings.node_id,
+                    option: vote.option.as_str(),
+                })
+        }
         Err(e) => refused(&state, e, true),
     }
 }
@@ -496,6 +537,61 @@ async fn metrics_page(state: web::Data<State>) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_web::test]
+    async fn a_body_is_read_whole_in_one_chunk_or_several() {
+        use actix_web::error::PayloadError;
+        use actix_web::FromRequest;
+        let (req, _) = actix_web::test::TestRequest::default()
+            .insert_header((header::CONTENT_TYPE, "Application/JSON ; charset=utf-8"))
+            .to_http_parts();
+        let read = |parts: Vec<Vec<u8>>| {
+            let req = req.clone();
+            async move {
+                let stream = futures_util::stream::iter(
+                    parts
+                        .into_iter()
+                        .map(|p| Ok::<_, PayloadError>(web::Bytes::from(p))),
+                );
+                let mut pl = actix_web::dev::Payload::from(
+                    Box::pin(stream) as std::pin::Pin<Box<dyn futures_util::Stream<Item = _>>>
+                );
+                let payload = web::Payload::from_request(&req, &mut pl).await.unwrap();
+                read_body(&req, payload, "application/json").await
+            }
+        };
+        let cases: [&[&[u8]]; 5] = [
+            &[],
+            &[b"{}"],
+            &[b"", b"{\"vote\":", b"\"a\"}"],
+            &[b"{\"vote\"", b":\"b\"}"],
+            &[&[b'x'; MAX_BODY_BYTES]],
+        ];
+        for parts in cases {
+            let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+            let body = read(parts.clone()).await.unwrap();
+            assert_eq!(&body[..], &parts.concat()[..]);
+        }
+        let too_large = read(vec![vec![b'x'; 3000], vec![b'x'; 3000]]).await;
+        assert!(matches!(too_large, Err(CaptureError::TooLarge(_))));
+        let (text, _) = actix_web::test::TestRequest::default()
+            .insert_header((header::CONTENT_TYPE, "text/plain"))
+            .to_http_parts();
+        let mut pl = actix_web::dev::Payload::None;
+        let payload = web::Payload::from_request(&text, &mut pl).await.unwrap();
+        assert!(matches!(
+            read_body(&text, payload, "application/json").await,
+            Err(CaptureError::ContentType(_))
+        ));
+    }
+
+    #[test]
+    fn the_constant_headers_are_the_ones_built_before() {
+        let html = header::ContentType::html();
+        assert_eq!(TEXT_HTML.to_str().unwrap(), html.to_string());
+        assert_eq!(IDEMPOTENCY_KEY.as_str(), "idempotency-key");
+        assert_eq!(REQUEST_ID.as_str(), "x-voteswarm-request");
+    }
 
     #[test]
     fn only_a_json_object_with_exactly_the_vote_field_is_a_vote() {
