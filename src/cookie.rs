@@ -9,6 +9,8 @@
 //! or otherwise unreadable cookie is never an error: the request is simply
 //! from a new voter.
 
+use std::borrow::Cow;
+
 use actix_web::cookie::{Cookie, Key, SameSite};
 use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
@@ -259,6 +261,83 @@ fn write_i64(n: i64, out: &mut [u8; 20]) -> usize {
     len + d.len()
 }
 
+/// The value of the first cookie called `name` in a request's `Cookie`
+/// header values, found as actix-web's `HttpRequest::cookie` finds it
+/// (the cookie crate's `parse_encoded` per `;`-separated piece) but without
+/// building and storing a jar of every cookie on the request: pieces are
+/// trimmed, a piece without `=` or with an empty name is skipped, the value
+/// loses one pair of surrounding double quotes, names and values are
+/// percent-decoded (a piece that does not decode to UTF-8 is skipped), and
+/// a header that is not UTF-8 hides every cookie of the request.
+pub fn find_cookie<'a, I>(header_values: I, name: &str) -> Option<Cow<'a, str>>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    let mut found = None;
+    for value in header_values {
+        let value = std::str::from_utf8(value).ok()?;
+        if found.is_some() {
+            continue;
+        }
+        for piece in value.split(';') {
+            let Some((n, v)) = piece.trim().split_once('=') else {
+                continue;
+            };
+            let n = n.trim();
+            if n.is_empty() {
+                continue;
+            }
+            let v = trim_quotes(v.trim()).trim();
+            let (n, v) = if n.contains('%') || v.contains('%') {
+                match (percent_decode(n), percent_decode(v)) {
+                    (Some(n), Some(v)) => (n, v),
+                    _ => continue,
+                }
+            } else {
+                (Cow::Borrowed(n), Cow::Borrowed(v))
+            };
+            if n == name {
+                found = Some(v);
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// As the cookie crate: one pair of surrounding double quotes goes.
+fn trim_quotes(s: &str) -> &str {
+    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        &s[1..s.len() - 1]
+    } else {
+        s
+    }
+}
+
+/// `%XX` to its byte, as the `percent-encoding` crate decodes (a `%` not
+/// followed by two hex digits stays); `None` when the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
 /// The header HAProxy sets to one id per client request, the same on each
 /// of its retries (`swarm/haproxy.cfg`).
 pub const REQUEST_ID_HEADER: &str = "x-voteswarm-request";
@@ -423,6 +502,56 @@ mod tests {
             .as_str(),
             "v1.00000000000000000000000000000001.0.-"
         );
+    }
+
+    #[test]
+    fn find_cookie_finds_what_actix_web_finds() {
+        use actix_web::http::header::{HeaderValue, COOKIE};
+        let cases: &[&[&[u8]]] = &[
+            &[],
+            &[b"voter=abc"],
+            &[b"a=1; voter=abc; b=2"],
+            &[b"a=1;voter=abc;b=2"],
+            &[b"  a=1 ;  voter = abc  ; b=2 "],
+            &[b"voter=first; voter=second"],
+            &[b"a=1", b"voter=second-header"],
+            &[b"voter=one", b"voter=two"],
+            &[b"voters=x; xvoter=y"],
+            &[b"voter"],
+            &[b"voter; voter=after-a-bare-name"],
+            &[b"=x; voter=after-an-empty-name"],
+            &[b";;; ; voter=v;;"],
+            &[b"voter="],
+            &[b"voter=\"quoted\""],
+            &[b"voter=\" spaced \""],
+            &[b"voter=\""],
+            &[b"voter=a=b==; x=1"],
+            &[b"vot%65r=encoded-name"],
+            &[b"voter=a%2Bb%3D"],
+            &[b"voter=100%; voter=ok"],
+            &[b"voter=%ff%fe; voter=after-bad-utf8"],
+            &[b"voter=ok", b"x=\xff"],
+            &[b"x=\xff", b"voter=ok"],
+            &[b"voter=caf\xc3\xa9"],
+        ];
+        for headers in cases {
+            let mut req = actix_web::test::TestRequest::default();
+            for h in *headers {
+                req = req.append_header((COOKIE, HeaderValue::from_bytes(h).unwrap()));
+            }
+            let req = req.to_http_request();
+            let theirs = req.cookie(COOKIE_NAME).map(|c| c.value().to_owned());
+            let ours = find_cookie(
+                req.headers().get_all(COOKIE).map(|v| v.as_bytes()),
+                COOKIE_NAME,
+            );
+            assert_eq!(ours.as_deref(), theirs.as_deref(), "{headers:?}");
+        }
+        let find = |hs: &[&'static [u8]]| find_cookie(hs.iter().copied(), COOKIE_NAME);
+        assert_eq!(find(&[b"a=1 ; voter = abc ;b=2"]).as_deref(), Some("abc"));
+        assert_eq!(find(&[b"a=1", b"voter=x"]).as_deref(), Some("x"));
+        assert_eq!(find(&[b"voter=a%2Bb"]).as_deref(), Some("a+b"));
+        assert_eq!(find(&[b"voter=ok", b"x=\xff"]), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::actors::queue_writer::{Enqueue, EnqueueError, Ping, QueueWriter};
 use crate::clock;
 use crate::config::{CaptureSettings, VoteChanges};
 use crate::cookie::{
-    CookieSigner, VoterCookie, COOKIE_NAME, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER,
+    self, CookieSigner, VoterCookie, COOKIE_NAME, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER,
 };
 use crate::metrics::{self, CaptureMetrics};
 use crate::vote::{Id128, Vote, VoteOption};
@@ -188,8 +188,15 @@ impl Capture {
 }
 
 fn voter_cookie(req: &HttpRequest, state: &State) -> Option<VoterCookie> {
-    let c = req.cookie(COOKIE_NAME)?;
-    VoterCookie::decode_with(&state.signer, c.value())
+    // Not `req.cookie`: that parses every cookie of the request into a jar
+    // kept in its extensions, to read one.
+    let value = cookie::find_cookie(
+        req.headers()
+            .get_all(header::COOKIE)
+            .map(HeaderValue::as_bytes),
+        COOKIE_NAME,
+    )?;
+    VoterCookie::decode_with(&state.signer, &value)
 }
 
 async fn vote_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
