@@ -98,6 +98,34 @@ start_redis() {
   die "redis-server on port $redis_port did not come up (log: $dir/log)"
 }
 
+# start_queues N: N Redis queues, as capture's, for workers to drain. Sets
+# rports (their ports), urls and redis_urls (comma-separated, REDIS_URLS).
+start_queues() {
+  local i
+  rports=()
+  urls=()
+  for i in $(seq "$1"); do
+    start_redis "q$i"
+    rports+=("$redis_port")
+    urls+=("redis://127.0.0.1:$redis_port")
+  done
+  # shellcheck disable=SC2034 # read by the sourcing script
+  redis_urls="$(IFS=,; echo "${urls[*]}")"
+}
+
+# left: entries in the queues of start_queues plus entries pending in the
+# group; "?" until the group exists.
+left() {
+  local n=0 p len pend
+  for p in "${rports[@]}"; do
+    len="$(redis-cli -p "$p" xlen votes)"
+    pend="$(redis-cli -p "$p" --raw xpending votes workers 2>/dev/null | head -n1)"
+    case "$pend" in '' | *[!0-9]*) echo "?"; return ;; esac
+    n=$((n + len + pend))
+  done
+  echo "$n"
+}
+
 # start_capture REDIS_PORT [VAR=VALUE...]: a release capture node on that
 # Redis, the extra settings added to its environment. Sets capture_port and
 # capture_pid.

@@ -33,27 +33,7 @@ cargo build --locked --release -q --bin worker --example preload
 start_pg
 
 # --- three Redis queues, as capture's (append-only, fsync every second) ----
-rports=()
-urls=()
-for i in $(seq "$QUEUES"); do
-  start_redis "$i"
-  rports+=("$redis_port")
-  urls+=("redis://127.0.0.1:$redis_port")
-done
-redis_urls="$(IFS=,; echo "${urls[*]}")"
-
-# Entries in the queues plus entries pending in the group; "?" until the
-# group exists.
-left() {
-  local n=0 p len pend
-  for p in "${rports[@]}"; do
-    len="$(redis-cli -p "$p" xlen votes)"
-    pend="$(redis-cli -p "$p" --raw xpending votes workers 2>/dev/null | head -n1)"
-    case "$pend" in '' | *[!0-9]*) echo "?"; return ;; esac
-    n=$((n + len + pend))
-  done
-  echo "$n"
-}
+start_queues "$QUEUES"
 
 # drain NAME WORKERS -> sets drain_s, rss_mib ("28" or "28 / 29", each
 # worker's peak RSS in MiB), rss_max_kib and cpu ("6.1" or "3.1 + 3.0", each

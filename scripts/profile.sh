@@ -638,27 +638,7 @@ halt "$base_pid"
 
 # --- the worker under callgrind --------------------------------------------------
 start_pg
-rports=()
-urls=()
-for i in $(seq "$QUEUES"); do
-  start_redis "q$i"
-  rports+=("$redis_port")
-  urls+=("redis://127.0.0.1:$redis_port")
-done
-redis_urls="$(IFS=,; echo "${urls[*]}")"
-
-# Entries in the queues plus entries pending in the group; "?" until the
-# group exists.
-left() {
-  local n=0 p len pend
-  for p in "${rports[@]}"; do
-    len="$(redis-cli -p "$p" xlen votes)"
-    pend="$(redis-cli -p "$p" --raw xpending votes workers 2>/dev/null | head -n1)"
-    case "$pend" in '' | *[!0-9]*) echo "?"; return ;; esac
-    n=$((n + len + pend))
-  done
-  echo "$n"
-}
+start_queues "$QUEUES"
 
 # preload TOTAL SEED: TOTAL votes into the queues (CHANGE_FRACTION change once).
 preload() {
