@@ -154,7 +154,7 @@ redis_conf() {
   fi
   echo "redis-server $(redis-server --version | awk '{print $3}') started with swarm/redis.conf on port $port: PONG"
   local key want got
-  for kv in appendonly=yes appendfsync=everysec maxmemory-policy=noeviction save=; do
+  for kv in appendonly=yes appendfsync=always maxmemory-policy=noeviction save=; do
     key="${kv%%=*}"
     want="${kv#*=}"
     got="$(redis-cli -p "$port" config get "$key" | sed -n 2p)"
