@@ -56,6 +56,14 @@ per_vote() {
   awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { if (n < 1) n = 1; printf "%.1f", t / hz * 1e6 / n }'
 }
+# tree_ticks PID: CPU ticks (user+system) of PID, of its children running
+# now, and of its children already reaped: PostgreSQL's work is done by its
+# backends, which exit when their client disconnects.
+tree_ticks() {
+  # shellcheck disable=SC2046 # one path per word
+  cat "/proc/$1/stat" $(pgrep -P "$1" | sed 's|.*|/proc/&/stat|') 2>/dev/null |
+    awk -v top="$1" '{t += $14 + $15; if ($1 == top) t += $16 + $17} END {print t + 0}'
+}
 # Peak resident memory (VmHWM) of a running process, in KiB.
 peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
@@ -98,32 +106,83 @@ start_redis() {
   die "redis-server on port $redis_port did not come up (log: $dir/log)"
 }
 
-# start_queues N: N Redis queues, as capture's, for workers to drain. Sets
-# rports (their ports), urls and redis_urls (comma-separated, REDIS_URLS).
+# start_queues N: N Redis queues for workers to drain, append-only with
+# QUEUE_APPENDFSYNC (default always, as swarm/redis.conf ships). Sets rports
+# (their ports), rpids (their pids), urls and redis_urls (comma-separated,
+# REDIS_URLS).
 start_queues() {
   local i
+  QUEUE_APPENDFSYNC="${QUEUE_APPENDFSYNC:-always}"
   rports=()
+  rpids=()
   urls=()
   for i in $(seq "$1"); do
-    start_redis "q$i"
+    start_redis "q$i" "$QUEUE_APPENDFSYNC"
     rports+=("$redis_port")
+    rpids+=("$redis_pid")
     urls+=("redis://127.0.0.1:$redis_port")
   done
   # shellcheck disable=SC2034 # read by the sourcing script
   redis_urls="$(IFS=,; echo "${urls[*]}")"
 }
 
-# left: entries in the queues of start_queues plus entries pending in the
-# group; "?" until the group exists.
-left() {
-  local n=0 p len pend
-  for p in "${rports[@]}"; do
-    len="$(redis-cli -p "$p" xlen votes)"
-    pend="$(redis-cli -p "$p" --raw xpending votes workers 2>/dev/null | head -n1)"
-    case "$pend" in '' | *[!0-9]*) echo "?"; return ;; esac
-    n=$((n + len + pend))
-  done
-  echo "$n"
+# wait_drained TIMEOUT_S PID...: until the queues of start_queues are empty
+# with nothing pending (0); a PID exited first (1) or TIMEOUT_S passed (2),
+# said on stderr. It polls every 20 ms over one connection per queue: two
+# redis-cli runs per queue every 50 ms, as it polled before, took a tenth of
+# the machine's CPU (perf) from the drain it was timing.
+wait_drained() {
+  python3 - "$@" "--" "${rports[@]}" <<'PY'
+import os, socket, sys, time
+args = sys.argv[1:]
+sep = args.index("--")
+timeout, pids, ports = float(args[0]), [int(p) for p in args[1:sep]], [int(p) for p in args[sep + 1:]]
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    return s, s.makefile("rb")
+
+def reply(f):
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b":":
+        return int(rest)
+    if kind == b"*":
+        return [reply(f) for _ in range(int(rest))] if int(rest) >= 0 else None
+    if kind == b"$":
+        if int(rest) < 0:
+            return None
+        data = f.read(int(rest) + 2)[:-2]
+        return data
+    if kind == b"-":
+        return RuntimeError(rest.decode())
+    return rest
+
+conns = [connect(p) for p in ports]
+query = b"*2\r\n$4\r\nXLEN\r\n$5\r\nvotes\r\n*3\r\n$8\r\nXPENDING\r\n$5\r\nvotes\r\n$7\r\nworkers\r\n"
+deadline = time.monotonic() + timeout
+while True:
+    left = 0
+    for s, f in conns:
+        s.sendall(query)
+        length, pending = reply(f), reply(f)
+        if isinstance(pending, RuntimeError):  # NOGROUP: no worker has started yet
+            left = None
+            break
+        left += length + pending[0]
+    if left == 0:
+        sys.exit(0)
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"process {pid} exited with {left} entries left", file=sys.stderr)
+            sys.exit(1)
+    if time.monotonic() > deadline:
+        print(f"not drained after {timeout:.0f} s: {left} entries left", file=sys.stderr)
+        sys.exit(2)
+    time.sleep(0.02)
+PY
 }
 
 # start_capture REDIS_PORT [VAR=VALUE...]: a release capture node on that

@@ -648,12 +648,7 @@ preload() {
 
 # drained NAME PID: until every queue is empty with nothing pending.
 drained() {
-  local deadline=$((SECONDS + DRAIN_TIMEOUT_S))
-  until [ "$(left)" = 0 ]; do
-    kill -0 "$2" 2>/dev/null || { cat "$work/$1.log" >&2; die "$1: the worker exited"; }
-    [ "$SECONDS" -lt "$deadline" ] || die "$1: not drained after ${DRAIN_TIMEOUT_S}s (left: $(left))"
-    sleep 0.1
-  done
+  wait_drained "$DRAIN_TIMEOUT_S" "$2" || { cat "$work/$1.log" >&2; die "$1: not drained"; }
 }
 
 # start_worker NAME [COMMAND PREFIX...]: a worker on the queues and the
