@@ -35,7 +35,7 @@ validate-deploy: deps
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	for t in cookie vote_body stream_entry; do \
+	for t in cookie vote_body stream_entry xread_reply; do \
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

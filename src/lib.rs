@@ -14,6 +14,10 @@
 //!    node's own Redis Stream and answers once Redis stored the vote.
 //! 2. [`vote`] — the vote and its stream encoding, the contract between
 //!    capture and the workers (`docs/PROTOCOL.md`).
+//! 3. The worker ([`worker`], its actors in [`actors`]) reads each queue's
+//!    entries with [`xread`] (a decoder of `XREADGROUP` replies of its
+//!    own), decodes them with [`stream`] and [`vote`], and commits them
+//!    with [`db`].
 //!
 //! Shared by every binary: [`config`] (typed settings from flags and
 //! environment variables, secrets from `*_FILE`), [`metrics`] (per-node
@@ -44,6 +48,7 @@ pub mod schema;
 pub mod stream;
 pub mod vote;
 pub mod worker;
+pub mod xread;
 
 /// Connections the kernel may hold for a listener before `accept`, as
 /// actix-web's own `bind` asks. `std::net::TcpListener::bind` asks for 128,

@@ -386,6 +386,64 @@ async fn a_batch_holding_one_voter_many_times_commits() {
     );
 }
 
+/// The worker reads on a connection of its own (`src/xread.rs`), not
+/// redis-rs's: it must log in and choose the database as the URL says.
+#[actix_web::test]
+async fn a_queue_behind_a_login_in_another_database_is_drained() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    // Without logging in, a client may only PING (which the harness uses to
+    // see the server up): every command of the worker's needs the login.
+    let redis = RedisServer::start_with(&[
+        "--user", "default", "on", "nopass", "~*", "&*", "-@all", "+ping", "--user", "drainer",
+        "on", ">s3cret", "~*", "&*", "+@all",
+    ]);
+    let queue = redis
+        .url()
+        .replace("redis://", "redis://drainer:s3cret@")
+        .trim_end_matches('/')
+        .to_owned()
+        + "/3";
+    let mut conn = redis::Client::open(queue.as_str())
+        .unwrap()
+        .get_connection()
+        .expect("log in as drainer");
+    let votes = generate(11, 400, 1000, 1).remove(0);
+    for v in &votes {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg("votes").arg("*");
+        for (k, val) in v.to_fields() {
+            cmd.arg(k).arg(val);
+        }
+        cmd.query::<String>(&mut conn).expect("XADD");
+    }
+    let unauthenticated: redis::RedisResult<i64> =
+        redis::cmd("XLEN").arg("votes").query(&mut redis.conn());
+    assert!(unauthenticated.is_err(), "the default user cannot read");
+
+    let resolver = Arc::new(StubResolver::default());
+    resolver.set(std::slice::from_ref(&queue));
+    let worker = InProcess::start(settings(&url, VoteChanges::Allow), resolver);
+    let conn = std::cell::RefCell::new(conn);
+    let left = || -> i64 {
+        let mut c = conn.borrow_mut();
+        redis::cmd("XLEN").arg("votes").query(&mut *c).unwrap_or(-1)
+    };
+    assert!(until(|| left() == 0 && row_count(&url) == 400).await);
+    let mut conn = conn.into_inner();
+    worker.stop().await;
+    assert_exact(&url, &votes);
+    // Database 0 never held the queue: SELECT took effect.
+    redis::cmd("SELECT").arg(0).query::<()>(&mut conn).unwrap();
+    assert_eq!(
+        redis::cmd("EXISTS")
+            .arg("votes")
+            .query::<i64>(&mut conn)
+            .unwrap(),
+        0
+    );
+}
+
 #[actix_web::test]
 async fn a_malformed_entry_goes_to_the_dead_letter_stream_and_the_worker_goes_on() {
     let pg = PgServer::start();

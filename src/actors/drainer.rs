@@ -34,6 +34,7 @@ use crate::actors::dedup::{Dedup, DedupBatch, Deduped};
 use crate::endpoints::redact;
 use crate::metrics::WorkerMetrics;
 use crate::stream::{self, Entry, GROUP};
+use crate::xread;
 
 /// Batches in flight per endpoint: one committing while the next is read
 /// and deduplicated keeps PostgreSQL busy; more only queue up. (A claim
@@ -69,6 +70,13 @@ pub struct DrainSettings {
     pub claim_idle: Duration,
 }
 
+fn timed_out(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} timed out"),
+    ))
+}
+
 /// Stop reading, finish what is in flight, then answer and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -82,7 +90,10 @@ pub struct Drainer {
     label: String,
     client: redis::Client,
     /// Blocking reads hold their connection, so reads and acks use two.
-    read_conn: Option<MultiplexedConnection>,
+    /// Reads have one of their own that decodes the large XREADGROUP
+    /// replies itself (`src/xread.rs`: redis-rs's decoder was most of the
+    /// worker's CPU); taken by the read in flight, put back when it is done.
+    read_conn: Option<xread::Reader>,
     cmd_conn: Option<MultiplexedConnection>,
     settings: DrainSettings,
     dedup: Addr<Dedup>,
@@ -199,9 +210,9 @@ impl Drainer {
             return;
         }
         self.reading = true;
-        let read_conn = self.read_conn.clone();
+        let read_conn = self.read_conn.take();
         let cmd_conn = self.cmd_conn.clone();
-        let connect_read = self.connect();
+        let info = self.client.get_connection_info().clone();
         let connect_cmd = self.connect();
         let key = self.settings.stream_key.clone();
         let consumer = self.settings.consumer.clone();
@@ -212,9 +223,11 @@ impl Drainer {
         let read = async move {
             let mut rconn = match read_conn {
                 Some(c) => c,
-                None => connect_read.await?,
+                None => tokio::time::timeout(CONNECT_TIMEOUT, xread::Reader::connect(&info))
+                    .await
+                    .map_err(|_| timed_out("connect"))??,
             };
-            let cconn = match cmd_conn {
+            let mut cconn = match cmd_conn {
                 Some(c) => c,
                 None => connect_cmd.await?,
             };
@@ -225,7 +238,7 @@ impl Drainer {
                     .arg(GROUP)
                     .arg("0")
                     .arg("MKSTREAM")
-                    .query_async(&mut rconn)
+                    .query_async(&mut cconn)
                     .await;
                 if let Err(e) = created {
                     if !e.to_string().contains("BUSYGROUP") {
@@ -233,20 +246,18 @@ impl Drainer {
                     }
                 }
             }
-            let mut cmd = redis::cmd("XREADGROUP");
-            cmd.arg("GROUP")
-                .arg(GROUP)
-                .arg(&consumer)
-                .arg("COUNT")
-                .arg(count);
-            if !own {
-                cmd.arg("BLOCK").arg(READ_BLOCK.as_millis() as u64);
-            }
-            cmd.arg("STREAMS")
-                .arg(&key)
-                .arg(if own { own_cursor.as_str() } else { ">" });
-            let reply: redis::Value = cmd.query_async(&mut rconn).await?;
-            Ok((rconn, cconn, stream::parse_read(reply)))
+            let read = xread::Read {
+                group: GROUP,
+                consumer: &consumer,
+                count,
+                block: (!own).then_some(READ_BLOCK),
+                key: &key,
+                id: if own { own_cursor.as_str() } else { ">" },
+            };
+            let entries = tokio::time::timeout(RESPONSE_TIMEOUT, rconn.read(&read))
+                .await
+                .map_err(|_| timed_out("XREADGROUP"))??;
+            Ok::<_, redis::RedisError>((rconn, cconn, entries))
         };
         ctx.spawn(read.into_actor(self).map(move |result, act, ctx| {
             act.reading = false;
