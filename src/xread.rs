@@ -214,6 +214,9 @@ impl Scan {
             let Some(line_end) = find_crlf(buf, self.pos) else {
                 return Ok(None);
             };
+            if line_end == self.pos {
+                return Err(protocol("malformed reply", "an empty line".into()));
+            }
             let line = &buf[self.pos + 1..line_end];
             let mut next = line_end + 2;
             let whole = match buf[self.pos] {
@@ -317,7 +320,9 @@ impl<'a> Cursor<'a> {
     fn next(&mut self) -> Result<Item<'a>, RedisError> {
         let short = || protocol("malformed reply", "truncated".into());
         let kind = *self.buf.get(self.pos).ok_or_else(short)?;
-        let line_end = find_crlf(self.buf, self.pos).ok_or_else(short)?;
+        let line_end = find_crlf(self.buf, self.pos)
+            .filter(|end| *end > self.pos)
+            .ok_or_else(short)?;
         let line = &self.buf[self.pos + 1..line_end];
         self.pos = line_end + 2;
         Ok(match kind {
@@ -524,7 +529,9 @@ mod tests {
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         for bad in [
-            &b"!3\r\nabc\r\n"[..],
+            &b"\r\n"[..],
+            b"*1\r\n\r\n",
+            b"!3\r\nabc\r\n",
             b"$3\r\nabcd\r\n",
             b"*x\r\n",
             b"$-2\r\n",
