@@ -57,14 +57,22 @@ impl Id128 {
     /// Parses exactly 32 lowercase hex digits; anything else is rejected so
     /// that one id has one spelling (the database compares them as text).
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != 32
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() != 32 {
             return None;
         }
-        u128::from_str_radix(s, 16).ok().map(Id128)
+        // One pass, digit by digit: a check and then `from_str_radix` (with
+        // its overflow checks) was a tenth of the worker's instructions
+        // (callgrind), two ids per vote.
+        let mut n = 0u128;
+        for b in s.bytes() {
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => return None,
+            };
+            n = (n << 4) | u128::from(digit);
+        }
+        Some(Id128(n))
     }
 }
 
@@ -296,6 +304,16 @@ mod tests {
         assert_eq!(Id128::parse("0000000000000000000000000000000A"), None);
         assert_eq!(Id128::parse("+0000000000000000000000000000001"), None);
         assert_eq!(Id128::parse("1"), None);
+        assert_eq!(Id128::parse("000000000000000000000000000000g1"), None);
+        for n in [
+            0,
+            1,
+            0xab,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            assert_eq!(Id128::parse(&Id128(n).to_string()), Some(Id128(n)));
+        }
     }
 
     #[test]
