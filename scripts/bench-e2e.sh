@@ -95,13 +95,19 @@ for topo in $TOPOLOGIES; do
   [ "$status" -eq 0 ] && exact="yes"
   rows+=("| ${capture} × capture, ${workers} × worker | $acked | $wall | $rate | ${waited:-?} s | $to_final | $lat / p99.9 $p999 | $exact ($checked) |")
 
-  # CPU per acknowledged vote, by tier (each tier's processes summed).
+  # CPU per acknowledged vote, by tier (each tier's processes summed). Once
+  # a run came back without samples (not seen again): say so, not 0.0 µs.
   cpu_line="| ${topo/x/ capture × } worker |"
   for role in haproxy capture redis loadgen postgres worker results; do
-    us="$(awk -v r="$role" -v hz="$hz" -v n="$acked" '
-      index($1, r) == 1 { t += $2 }
-      END { printf "%.1f", t / hz * 1e6 / n }' "$work/$topo.cpu")"
-    cpu_line+=" $us µs |"
+    if grep -q "^$role" "$work/$topo.cpu" 2>/dev/null; then
+      us="$(awk -v r="$role" -v hz="$hz" -v n="$acked" '
+        index($1, r) == 1 { t += $2 }
+        END { printf "%.1f µs", t / hz * 1e6 / n }' "$work/$topo.cpu")"
+    else
+      say "$topo: no CPU samples of $role"
+      us="?"
+    fi
+    cpu_line+=" $us |"
   done
   cpu_rows+=("$cpu_line")
 done
