@@ -1,7 +1,8 @@
-//! Reading the vote streams: raw entries out of `XREADGROUP` and
-//! `XAUTOCLAIM` replies, keeping every field as Redis holds it (a repeated
-//! field must reach the decoder, which refuses it, not be folded away by a
-//! map), and the names the workers share.
+//! Reading the vote streams: raw entries out of redis-rs's `XAUTOCLAIM`
+//! replies (`XREADGROUP`'s are decoded by [`crate::xread`]), keeping every
+//! field as Redis holds it (a repeated field must reach the decoder, which
+//! refuses it, not be folded away by a map), and the names the workers
+//! share.
 
 use redis::Value;
 
@@ -68,7 +69,10 @@ fn entries(v: Value) -> Vec<Entry> {
     }
 }
 
-/// The entries of an `XREADGROUP ... STREAMS key id` reply (one stream).
+/// The entries of an `XREADGROUP ... STREAMS key id` reply as redis-rs
+/// returns it: how the worker read before [`crate::xread`], kept as the
+/// reference that decoder's tests compare against.
+#[cfg(test)]
 pub fn parse_read(reply: Value) -> Vec<Entry> {
     match reply {
         Value::Array(streams) => streams

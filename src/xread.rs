@@ -83,11 +83,11 @@ impl Reader {
         };
         let settings = info.redis_settings();
         if let Some(password) = settings.password() {
-            let mut auth = vec![&b"AUTH"[..]];
+            let mut auth = redis::cmd("AUTH");
             if let Some(user) = settings.username() {
-                auth.push(user.as_bytes());
+                auth.arg(user);
             }
-            auth.push(password.as_bytes());
+            auth.arg(password);
             reader.expect_ok(&auth, "AUTH").await.map_err(|e| {
                 RedisError::from((
                     ErrorKind::AuthenticationFailed,
@@ -97,16 +97,15 @@ impl Reader {
             })?;
         }
         if settings.db() != 0 {
-            let db = settings.db().to_string();
             reader
-                .expect_ok(&[b"SELECT", db.as_bytes()], "SELECT")
+                .expect_ok(redis::cmd("SELECT").arg(settings.db()), "SELECT")
                 .await?;
         }
         Ok(reader)
     }
 
-    async fn expect_ok(&mut self, args: &[&[u8]], what: &'static str) -> Result<(), RedisError> {
-        self.send(args).await?;
+    async fn expect_ok(&mut self, cmd: &redis::Cmd, what: &'static str) -> Result<(), RedisError> {
+        self.send(cmd).await?;
         let end = self.read_reply().await?;
         let reply = &self.buf[..end];
         let result = match reply.first() {
@@ -121,36 +120,26 @@ impl Reader {
     /// `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS key id`: the entries
     /// of the one stream asked for (none when a `BLOCK` ran out).
     pub async fn read(&mut self, r: &Read<'_>) -> Result<Vec<Entry>, RedisError> {
-        let count = r.count.to_string();
-        let block = r.block.map(|b| b.as_millis().to_string());
-        let mut args: Vec<&[u8]> = vec![
-            b"XREADGROUP",
-            b"GROUP",
-            r.group.as_bytes(),
-            r.consumer.as_bytes(),
-            b"COUNT",
-            count.as_bytes(),
-        ];
-        if let Some(ms) = &block {
-            args.extend([&b"BLOCK"[..], ms.as_bytes()]);
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(r.group)
+            .arg(r.consumer)
+            .arg("COUNT")
+            .arg(r.count);
+        if let Some(block) = r.block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }
-        args.extend([&b"STREAMS"[..], r.key.as_bytes(), r.id.as_bytes()]);
-        self.send(&args).await?;
+        cmd.arg("STREAMS").arg(r.key).arg(r.id);
+        self.send(&cmd).await?;
         let end = self.read_reply().await?;
         let entries = decode_read_reply(&self.buf[..end]);
         self.buf.drain(..end);
         entries
     }
 
-    async fn send(&mut self, args: &[&[u8]]) -> Result<(), RedisError> {
-        let mut cmd = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-        cmd.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            cmd.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            cmd.extend_from_slice(a);
-            cmd.extend_from_slice(b"\r\n");
-        }
-        self.io.write_all(&cmd).await?;
+    /// Commands are encoded by redis-rs; only replies are decoded here.
+    async fn send(&mut self, cmd: &redis::Cmd) -> Result<(), RedisError> {
+        self.io.write_all(&cmd.get_packed_command()).await?;
         Ok(())
     }
 
@@ -167,17 +156,8 @@ impl Reader {
                     format!("over {MAX_REPLY} bytes"),
                 ));
             }
-            let filled = self.buf.len();
-            self.buf.resize(filled + READ_CHUNK, 0);
-            let n = match self.io.read(&mut self.buf[filled..]).await {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(filled);
-                    return Err(e.into());
-                }
-            };
-            self.buf.truncate(filled + n);
-            if n == 0 {
+            self.buf.reserve(READ_CHUNK);
+            if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Err(RedisError::from(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "Redis closed the connection",
