@@ -18,6 +18,7 @@
 pub mod haproxy;
 pub mod postgres;
 pub mod procs;
+pub mod secrets;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -248,12 +249,24 @@ impl Cluster {
             procs: Vec::new(),
         };
 
-        // PostgreSQL.
+        // Passwords of every role, made once per data dir (`secrets/`).
+        let secrets_dir = data_dir.join("secrets");
+        let redis_pw = secrets::RedisPasswords::ensure(&secrets_dir)?;
+        let redis_acl = data_dir.join("redis-users.acl");
+        redis_pw.write_acl(&redis_acl, crate::stream::DEFAULT_STREAM_KEY)?;
+
+        // PostgreSQL. Our own: the tiers log in as their roles, and the
+        // schema is migrated here, as the migrator, before any worker
+        // starts, so no worker holds the migrator's password. One that
+        // `DATABASE_URL` names: every tier uses that URL, as the operator
+        // chose, and the first worker migrates.
+        let mut tier_db: Option<(u16, postgres::PgPasswords)> = None;
         cluster.database_url = match &t.database_url {
             Some(url) => url.clone(),
             None => {
                 let port = stable_port(&data_dir.join("postgres.port"))?;
-                let spec = postgres::prepare(&data_dir.join("postgres"), port)?;
+                let pg_pw = postgres::PgPasswords::ensure(&secrets_dir)?;
+                let spec = postgres::prepare(&data_dir.join("postgres"), port, &pg_pw)?;
                 let mut p = Proc::new(
                     "postgres",
                     "postgres".into(),
@@ -265,9 +278,40 @@ impl Cluster {
                 p.stop_signal = libc::SIGINT;
                 p.start().map_err(|e| ClusterError(e.to_string()))?;
                 cluster.procs.push(p);
-                postgres::wait_ready_and_create(port)?;
-                postgres::database_url(port)
+                postgres::wait_ready_and_create(port, &pg_pw)?;
+                let applied = crate::db::migrate(&pg_pw.url(postgres::PgRole::Migrator, port))
+                    .map_err(ClusterError)?;
+                if !applied.is_empty() {
+                    log::info!("applied migrations: {}", applied.join(", "));
+                }
+                let admin = pg_pw.url(postgres::PgRole::Superuser, port);
+                tier_db = Some((port, pg_pw));
+                admin
             }
+        };
+        // DATABASE_URL (without a password) and the password file of a
+        // role, for a tier's environment.
+        let given_url = cluster.database_url.clone();
+        let db_env = |spec: Spec, role: postgres::PgRole| -> Spec {
+            match &tier_db {
+                Some((port, pw)) => spec
+                    .env(
+                        "DATABASE_URL",
+                        format!(
+                            "postgres://{}@127.0.0.1:{port}/{}",
+                            role.user(),
+                            postgres::DATABASE
+                        ),
+                    )
+                    .env("DATABASE_PASSWORD_FILE", pw.file(role).display().to_string()),
+                None => spec.env("DATABASE_URL", given_url.clone()),
+            }
+        };
+        let redis_env = |spec: Spec, role: secrets::RedisRole| -> Spec {
+            spec.env("REDIS_USER", role.user()).env(
+                "REDIS_PASSWORD_FILE",
+                redis_pw.file(role).display().to_string(),
+            )
         };
 
         // One Redis per capture node.
@@ -284,6 +328,8 @@ impl Cluster {
                 .arg("127.0.0.1")
                 .arg("--dir")
                 .arg(dir.display().to_string())
+                .arg("--aclfile")
+                .arg(redis_acl.display().to_string())
                 .arg("--appendfsync")
                 .arg(t.appendfsync.clone())
                 .arg("--daemonize")
@@ -314,11 +360,11 @@ impl Cluster {
         for i in 1..=t.workers {
             let port = free_port()?;
             let mut spec = Spec::new(&worker_bin)
-                .env("DATABASE_URL", cluster.database_url.clone())
                 .env("REDIS_URLS", redis_urls.join(","))
                 .env("WORKER_ID", format!("worker{i:02}"))
                 .env("METRICS_LISTEN", format!("127.0.0.1:{port}"));
-            if i == 1 {
+            spec = redis_env(db_env(spec, postgres::PgRole::Worker), secrets::RedisRole::Worker);
+            if i == 1 && tier_db.is_none() {
                 spec = spec.arg("--migrate");
             }
             let mut p = Proc::new(
@@ -351,6 +397,7 @@ impl Cluster {
                 .env("NODE_ID", format!("capture{n:02}"))
                 .env("HTTP_WORKERS", http_workers.to_string())
                 .env("COOKIE_KEY_FILE", key_file.display().to_string());
+            let spec = redis_env(spec, secrets::RedisRole::Capture);
             let mut p = Proc::new(
                 "capture",
                 format!("capture{n:02}"),
@@ -375,8 +422,11 @@ impl Cluster {
         let results_port = free_port()?;
         let spec = Spec::new(&results_bin)
             .env("LISTEN", format!("127.0.0.1:{results_port}"))
-            .env("DATABASE_URL", cluster.database_url.clone())
             .env("REDIS_URLS", redis_urls.join(","));
+        let spec = redis_env(
+            db_env(spec, postgres::PgRole::Results),
+            secrets::RedisRole::Results,
+        );
         let mut p = Proc::new(
             "results",
             "results".into(),
@@ -615,6 +665,10 @@ pub fn up(t: &TopologyArgs) -> Result<(), ClusterError> {
     println!("vote:    {}/", cluster.vote_url);
     println!("results: {}/", cluster.results_url);
     println!("data:    {} (logs in logs/)", cluster.data_dir.display());
+    println!(
+        "secrets: {}/secrets (passwords: pg_postgres_password is PostgreSQL's superuser `postgres`, redis_admin_password Redis's user `admin`)",
+        cluster.data_dir.display()
+    );
     println!("Ctrl-C to stop.");
     cluster.supervise(&stop);
     log::info!("stopping the cluster");

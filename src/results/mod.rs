@@ -40,6 +40,14 @@ pub struct ResultsArgs {
     /// File holding the PostgreSQL URL (a Docker secret).
     #[arg(long, env = "DATABASE_URL_FILE")]
     pub database_url_file: Option<std::path::PathBuf>,
+    /// The results role's PostgreSQL password, put into DATABASE_URL.
+    #[arg(long, env = "DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<String>,
+    /// File holding that password (a Docker secret).
+    #[arg(long, env = "DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub redis_auth: crate::config::RedisAuthArgs,
     /// The capture nodes' Redis queues, comma-separated (for the backlog).
     #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
     pub redis_urls: Option<String>,
@@ -68,13 +76,17 @@ pub struct ResultsSettings {
 
 impl ResultsArgs {
     pub fn into_settings(self) -> Result<ResultsSettings, ConfigError> {
-        let database_url =
-            crate::config::secret_from("DATABASE_URL", self.database_url, self.database_url_file)?
-                .ok_or_else(|| {
-                    ConfigError("DATABASE_URL (or DATABASE_URL_FILE) is required".into())
-                })?;
+        let database_url = crate::config::database_url_from(
+            "",
+            self.database_url,
+            self.database_url_file,
+            self.database_password,
+            self.database_password_file,
+        )?
+        .ok_or_else(|| ConfigError("DATABASE_URL (or DATABASE_URL_FILE) is required".into()))?;
         let endpoints =
-            EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?;
+            EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?
+                .with_auth(self.redis_auth.resolve()?)?;
         Ok(ResultsSettings {
             listen: self.listen,
             database_url,
