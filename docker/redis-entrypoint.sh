@@ -18,7 +18,8 @@
 #   capture  XADD, XLEN on the stream (enqueue, queue depth) and PING
 #            (readiness)
 #   worker   the consumer group (XGROUP CREATE, XREADGROUP, XAUTOCLAIM,
-#            XACK, XDEL, XPENDING), XLEN, PING on the stream; XADD only on
+#            XACK, XDEL, XPENDING), XLEN, PING on the stream, MULTI/EXEC
+#            (dead letters, XACK and XDEL commit together); XADD only on
 #            its dead-letter stream (a Redis 7 selector)
 #   results  XLEN (the backlog) and PING
 #   admin    everything, for operators; no service has its password
@@ -30,7 +31,7 @@ voteswarm_acl=$(cat <<'ACL'
 # BEGIN ACL
 user default off resetpass resetkeys resetchannels -@all
 user capture on #@capture@ resetkeys resetchannels ~@stream@ -@all +xadd +xlen +ping
-user worker on #@worker@ resetkeys resetchannels ~@stream@ -@all +xgroup|create +xreadgroup +xautoclaim +xack +xdel +xpending +xlen +ping (~@stream@:dead +xadd +xlen)
+user worker on #@worker@ resetkeys resetchannels ~@stream@ -@all +xgroup|create +xreadgroup +xautoclaim +xack +xdel +xpending +xlen +ping +multi +exec (~@stream@:dead +xadd +xlen)
 user results on #@results@ resetkeys resetchannels ~@stream@ -@all +xlen +ping
 user admin on #@admin@ ~* &* +@all
 # END ACL

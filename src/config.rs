@@ -158,7 +158,11 @@ impl RedisAuthArgs {
     /// Resolves the password once; `None` when none is configured (a URL
     /// may still carry its own).
     pub fn resolve(self) -> Result<Option<(Option<String>, Secret<String>)>, ConfigError> {
-        let pw = secret_from("REDIS_PASSWORD", self.redis_password, self.redis_password_file)?;
+        let pw = secret_from(
+            "REDIS_PASSWORD",
+            self.redis_password,
+            self.redis_password_file,
+        )?;
         match (self.redis_user, pw) {
             (user, Some(pw)) => Ok(Some((user, pw))),
             (Some(_), None) => Err(ConfigError(
@@ -186,7 +190,11 @@ pub fn database_url_from(
     if !url_str.starts_with("postgres://") && !url_str.starts_with("postgresql://") {
         return Err(ConfigError(format!("{var} must be a postgres:// URL")));
     }
-    match secret_from(&format!("{prefix}DATABASE_PASSWORD"), password, password_file)? {
+    match secret_from(
+        &format!("{prefix}DATABASE_PASSWORD"),
+        password,
+        password_file,
+    )? {
         None => Ok(Some(url)),
         Some(pw) => Ok(Some(Secret::new(with_credentials(
             &var,

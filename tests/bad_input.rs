@@ -79,7 +79,7 @@ fn vote(port: u16) -> Option<u16> {
 #[test]
 fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
     let form = Some("application/x-www-form-urlencoded");
     let json = Some("application/json");
     let mib = vec![b'a'; 1 << 20];
@@ -235,7 +235,7 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
 #[test]
 fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let started = Instant::now();
@@ -273,7 +273,7 @@ fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile()
 #[test]
 fn many_idle_connections_do_not_stop_a_node_from_serving() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
     let idle: Vec<TcpStream> = (0..500)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
@@ -292,7 +292,8 @@ fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
     let settings = voteswarm::results::ResultsSettings {
         listen: "127.0.0.1:0".into(),
         database_url: voteswarm::config::Secret::new(url),
-        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.url()), None).unwrap(),
+        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.results_url()), None)
+            .unwrap(),
         option_labels: ["Cats".into(), "Dogs".into()],
         stream_key: "votes".into(),
     };

@@ -303,7 +303,10 @@ impl Cluster {
                             postgres::DATABASE
                         ),
                     )
-                    .env("DATABASE_PASSWORD_FILE", pw.file(role).display().to_string()),
+                    .env(
+                        "DATABASE_PASSWORD_FILE",
+                        pw.file(role).display().to_string(),
+                    ),
                 None => spec.env("DATABASE_URL", given_url.clone()),
             }
         };
@@ -363,7 +366,10 @@ impl Cluster {
                 .env("REDIS_URLS", redis_urls.join(","))
                 .env("WORKER_ID", format!("worker{i:02}"))
                 .env("METRICS_LISTEN", format!("127.0.0.1:{port}"));
-            spec = redis_env(db_env(spec, postgres::PgRole::Worker), secrets::RedisRole::Worker);
+            spec = redis_env(
+                db_env(spec, postgres::PgRole::Worker),
+                secrets::RedisRole::Worker,
+            );
             if i == 1 && tier_db.is_none() {
                 spec = spec.arg("--migrate");
             }

@@ -232,33 +232,45 @@ pub fn prepare(dir: &Path, port: u16, passwords: &PgPasswords) -> Result<Spec, C
         }
     }
     if fresh {
-        // The superuser's password through a pipe: the server user need
-        // not read our secrets directory, and it is on no command line.
+        // The superuser's password in a file of its own that only the
+        // server user can read (it cannot read our secrets directory, nor
+        // reopen a pipe of ours), removed after; never on a command line.
+        let pwdir = tempfile::Builder::new()
+            .prefix("voteswarm-initdb-")
+            .tempdir()
+            .map_err(|e| ClusterError::new(format!("cannot make a temporary directory: {e}")))?;
+        let pwfile = pwdir.path().join("pwfile");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&pwfile)
+                .and_then(|mut f| writeln!(f, "{}", passwords.password(PgRole::Superuser)))
+                .map_err(|e| {
+                    ClusterError::new(format!("cannot write {}: {e}", pwfile.display()))
+                })?;
+        }
+        if let Some(u) = &user {
+            chown_tree(pwdir.path(), u)?;
+        }
         let mut spec = Spec::new(&initdb)
             .arg("-D")
             .arg(dir.display().to_string())
             .arg("-U")
             .arg(SUPERUSER)
             .arg("--auth=scram-sha-256")
-            .arg("--pwfile=/dev/stdin")
+            .arg(format!("--pwfile={}", pwfile.display()))
             .arg("-E")
             .arg("UTF8")
             .arg("--no-instructions");
         spec.run_as = user.as_ref().map(|u| u.name.clone());
-        let out = (|| {
-            use std::io::Write;
-            let mut child = spec
-                .command()
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            let mut stdin = child.stdin.take().expect("piped");
-            writeln!(stdin, "{}", passwords.password(PgRole::Superuser))?;
-            drop(stdin);
-            child.wait_with_output()
-        })()
-        .map_err(|e| ClusterError::new(format!("cannot run initdb: {e}")))?;
+        let out = spec
+            .command()
+            .output()
+            .map_err(|e| ClusterError::new(format!("cannot run initdb: {e}")))?;
         if !out.status.success() {
             return Err(ClusterError::new(format!(
                 "initdb failed: {}",
