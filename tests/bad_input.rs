@@ -288,7 +288,8 @@ fn many_idle_connections_do_not_stop_a_node_from_serving() {
 fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
     let pg = PgServer::start();
     let redis = RedisServer::start();
-    let url = pg.migrated_url();
+    pg.migrated_url();
+    let url = pg.url_as(voteswarm::cluster::postgres::PgRole::Results);
     let settings = voteswarm::results::ResultsSettings {
         listen: "127.0.0.1:0".into(),
         database_url: voteswarm::config::Secret::new(url),
