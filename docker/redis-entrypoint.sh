@@ -6,7 +6,8 @@
 #   redis-entrypoint.sh redis-server /usr/local/etc/redis/redis.conf [ARGS...]
 #
 # writes an ACL file (SHA-256 verifiers of the passwords, never the
-# passwords) and execs the command with `--aclfile` added. The secrets, in
+# passwords) and execs the command with `--aclfile` added, through the
+# image's own docker-entrypoint.sh when there is one (it drops root). The secrets, in
 # $VOTESWARM_SECRETS_DIR [/run/secrets]: redis_capture_password,
 # redis_worker_password, redis_results_password, redis_admin_password.
 # STREAM_KEY [votes] is the vote stream the users may touch; the ACL file
@@ -63,4 +64,12 @@ printf '%s\n' "${voteswarm_acl}" | grep -v '^#' |
   sed -e "s/@capture@/${v_capture}/" -e "s/@worker@/${v_worker}/" \
     -e "s/@results@/${v_results}/" -e "s/@admin@/${v_admin}/" \
     -e "s/@stream@/${stream}/g" >"${acl_file}"
+# Started as root (compose), the image's own entrypoint drops to its
+# `redis` user before running the server: that user must read the file.
+if [ "$(id -u)" = 0 ] && id redis >/dev/null 2>&1; then
+  chown redis:redis "${acl_file}"
+fi
+if command -v docker-entrypoint.sh >/dev/null 2>&1; then
+  exec docker-entrypoint.sh "$@" --aclfile "${acl_file}"
+fi
 exec "$@" --aclfile "${acl_file}"

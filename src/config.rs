@@ -524,11 +524,17 @@ impl WorkerArgs {
             self.migrate_database_password_file,
         )?
         .unwrap_or_else(|| database_url.clone());
-        let endpoints = crate::endpoints::EndpointSource::parse(
-            self.redis_urls.as_deref(),
-            self.redis_dns.as_deref(),
-        )?
-        .with_auth(self.redis_auth.resolve()?)?;
+        // A one-off migration job talks to no queue.
+        let endpoints =
+            if self.migrate_only && self.redis_urls.is_none() && self.redis_dns.is_none() {
+                crate::endpoints::EndpointSource::default()
+            } else {
+                crate::endpoints::EndpointSource::parse(
+                    self.redis_urls.as_deref(),
+                    self.redis_dns.as_deref(),
+                )?
+                .with_auth(self.redis_auth.resolve()?)?
+            };
         nonempty("STREAM_KEY", &self.stream_key)?;
         if self.batch_size == 0 || self.batch_size > 100_000 {
             return Err(ConfigError("BATCH_SIZE must be 1 to 100000".into()));

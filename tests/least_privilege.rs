@@ -403,3 +403,166 @@ fn the_results_page_counts_with_only_the_totals_and_the_queue_length() {
     });
     assert!(counted, "{last:?}");
 }
+
+/// Writes `value` as the secret `name` in `dir`, with the trailing newline
+/// an editor leaves (not part of the secret).
+fn secret_file(dir: &std::path::Path, name: &str, value: &str) {
+    std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+}
+
+#[test]
+fn the_postgres_containers_init_script_makes_the_same_roles_from_secret_files() {
+    common::require_program("psql", "postgresql-client");
+    let pg = PgServer::start();
+    let secrets = tempfile::tempdir().unwrap();
+    for role in ["migrator", "worker", "results"] {
+        secret_file(
+            secrets.path(),
+            &format!("pg_{role}_password"),
+            &format!("from-file-{role}'\"$x"),
+        );
+    }
+    // As the postgres image runs it: psql as the superuser, the secrets in
+    // a directory. The password goes to psql the way libpq reads it.
+    let run = || {
+        Command::new("sh")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/docker/postgres-roles.sh"
+            ))
+            .env("VOTESWARM_SECRETS_DIR", secrets.path())
+            .env("POSTGRES_USER", "postgres")
+            .env("POSTGRES_DB", "voteswarm")
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", pg.port.to_string())
+            .env("PGPASSWORD", pg.passwords.password(PgRole::Superuser))
+            .output()
+            .expect("run postgres-roles.sh")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Idempotent: a second run (by hand on an existing database) passes.
+    let again = run();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let login = |role: PgRole, password: &str| {
+        voteswarm::config::with_credentials(
+            "DATABASE_URL",
+            &format!("postgres://{}@127.0.0.1:{}/voteswarm", role.user(), pg.port),
+            None,
+            password,
+        )
+        .unwrap()
+    };
+    for (role, name) in [
+        (PgRole::Migrator, "migrator"),
+        (PgRole::Worker, "worker"),
+        (PgRole::Results, "results"),
+    ] {
+        let url = login(role, &format!("from-file-{name}'\"$x"));
+        assert!(
+            PgConnection::establish(&url).is_ok(),
+            "{name} with the file's password"
+        );
+        assert!(
+            PgConnection::establish(&pg.url_as(role)).is_err(),
+            "{name}'s old password is replaced"
+        );
+    }
+    // The migrator owns the database: its migrations grant the rest.
+    voteswarm::db::migrate(&login(PgRole::Migrator, "from-file-migrator'\"$x")).unwrap();
+    let mut results =
+        PgConnection::establish(&login(PgRole::Results, "from-file-results'\"$x")).unwrap();
+    allowed(&mut results, "SELECT * FROM vote_counts");
+    assert!(refused(&mut results, "SELECT * FROM votes").contains("permission denied"));
+
+    // A missing secret stops it with the file's name.
+    std::fs::remove_file(secrets.path().join("pg_worker_password")).unwrap();
+    let out = run();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pg_worker_password"), "{err}");
+}
+
+#[test]
+fn the_redis_containers_entrypoint_loads_the_same_users_from_secret_files() {
+    common::require_program("redis-server", "redis-server");
+    common::require_program("sha256sum", "coreutils");
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["capture", "worker", "results", "admin"] {
+        secret_file(
+            dir.path(),
+            &format!("redis_{role}_password"),
+            &format!("file-{role}"),
+        );
+    }
+    let port = common::free_port();
+    let mut child = Command::new("sh")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docker/redis-entrypoint.sh"
+        ))
+        .args([
+            "redis-server",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/swarm/redis.conf"),
+        ])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(dir.path())
+        .env("VOTESWARM_SECRETS_DIR", dir.path())
+        .env("REDIS_ACL_FILE", dir.path().join("users.acl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the entrypoint");
+    let url = |user: &str| format!("redis://{user}:file-{user}@127.0.0.1:{port}/");
+    let up = wait_until(Duration::from_secs(15), || {
+        redis::Client::open(url("admin"))
+            .and_then(|c| c.get_connection())
+            .is_ok()
+    });
+    let send = |user: &str, args: &[&str]| -> String {
+        let mut conn = redis::Client::open(url(user))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        match cmd(args).query::<redis::Value>(&mut conn) {
+            Ok(_) => "OK".into(),
+            Err(e) => e.to_string().to_uppercase(),
+        }
+    };
+    let outcome = up.then(|| {
+        (
+            send("capture", &["XADD", "votes", "*", "id", "1"]),
+            send(
+                "capture",
+                &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "votes", ">"],
+            ),
+            send("results", &["XLEN", "votes"]),
+            std::fs::read_to_string(dir.path().join("users.acl")).unwrap(),
+        )
+    });
+    let anonymous = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .and_then(|mut c| cmd(&["PING"]).query::<String>(&mut c));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (xadd, xreadgroup, xlen, acl) =
+        outcome.expect("redis-server came up through the entrypoint");
+    assert_eq!(xadd, "OK");
+    assert!(xreadgroup.contains("NOPERM"), "{xreadgroup}");
+    assert_eq!(xlen, "OK");
+    assert!(!acl.contains("file-"), "only verifiers are written:\n{acl}");
+    assert!(
+        anonymous.is_err(),
+        "the default user answered: {anonymous:?}"
+    );
+}
