@@ -154,17 +154,24 @@ pub struct RedisAuthArgs {
     pub redis_password_file: Option<PathBuf>,
 }
 
+/// A role's Redis login, resolved from [`RedisAuthArgs`].
+#[derive(Clone, Debug)]
+pub struct RedisAuth {
+    pub user: Option<String>,
+    pub password: Secret<String>,
+}
+
 impl RedisAuthArgs {
     /// Resolves the password once; `None` when none is configured (a URL
     /// may still carry its own).
-    pub fn resolve(self) -> Result<Option<(Option<String>, Secret<String>)>, ConfigError> {
+    pub fn resolve(self) -> Result<Option<RedisAuth>, ConfigError> {
         let pw = secret_from(
             "REDIS_PASSWORD",
             self.redis_password,
             self.redis_password_file,
         )?;
         match (self.redis_user, pw) {
-            (user, Some(pw)) => Ok(Some((user, pw))),
+            (user, Some(password)) => Ok(Some(RedisAuth { user, password })),
             (Some(_), None) => Err(ConfigError(
                 "REDIS_USER is set but neither REDIS_PASSWORD nor REDIS_PASSWORD_FILE".into(),
             )),
@@ -314,9 +321,12 @@ impl CaptureArgs {
         let cookie_key = cookie_key_from(key.expose())?;
         let redis_url = match self.redis_auth.resolve()? {
             None => self.redis_url,
-            Some((user, pw)) => {
-                with_credentials("REDIS_URL", &self.redis_url, user.as_deref(), pw.expose())?
-            }
+            Some(auth) => with_credentials(
+                "REDIS_URL",
+                &self.redis_url,
+                auth.user.as_deref(),
+                auth.password.expose(),
+            )?,
         };
         redis::Client::open(redis_url.as_str())
             .map_err(|e| ConfigError(format!("REDIS_URL is not a Redis URL: {e}")))?;

@@ -69,12 +69,12 @@ impl EndpointSource {
     /// DNS name's prefix (`REDIS_USER`, `REDIS_PASSWORD_FILE`).
     pub fn with_auth(
         mut self,
-        auth: Option<(Option<String>, crate::config::Secret<String>)>,
+        auth: Option<crate::config::RedisAuth>,
     ) -> Result<Self, ConfigError> {
-        let Some((user, pw)) = auth else {
+        let Some(auth) = auth else {
             return Ok(self);
         };
-        let user = user.as_deref();
+        let (user, pw) = (auth.user.as_deref(), &auth.password);
         for u in &mut self.urls {
             *u = crate::config::with_credentials("REDIS_URLS", u, user, pw.expose())?;
         }
@@ -166,10 +166,10 @@ mod tests {
 
     #[test]
     fn a_password_file_goes_into_every_url_and_logs_hide_it() {
-        let auth = Some((
-            Some("worker".to_owned()),
-            crate::config::Secret::new("p@ss:/w".to_owned()),
-        ));
+        let auth = Some(crate::config::RedisAuth {
+            user: Some("worker".to_owned()),
+            password: crate::config::Secret::new("p@ss:/w".to_owned()),
+        });
         let src = EndpointSource::parse(Some("redis://a:1"), Some("localhost:7001"))
             .unwrap()
             .with_auth(auth)
