@@ -15,7 +15,12 @@
 #
 # One user per role, with only the commands that role sends (checked
 # against src/ by docs/SECURITY.md's table):
-#   default  off: without a password nothing at all, not even PING
+#   default  off, no password: no client can be it, so without a password
+#            nothing at all is answered, not even PING. Its rights stay
+#            `+@all ~*` on purpose: Redis 7.0 replays a MULTI/EXEC from the
+#            append-only file under the default user's rights, and with
+#            none it drops every transaction at restart (the workers'
+#            XACK + XDEL: tests/least_privilege.rs shows it).
 #   capture  XADD, XLEN on the stream (enqueue, queue depth) and PING
 #            (readiness)
 #   worker   the consumer group (XGROUP CREATE, XREADGROUP, XAUTOCLAIM,
@@ -30,7 +35,7 @@ set -eu
 
 voteswarm_acl=$(cat <<'ACL'
 # BEGIN ACL
-user default off resetpass resetkeys resetchannels -@all
+user default off resetpass ~* &* +@all
 user capture on #@capture@ resetkeys resetchannels ~@stream@ -@all +xadd +xlen +ping
 user worker on #@worker@ resetkeys resetchannels ~@stream@ -@all +xgroup|create +xreadgroup +xautoclaim +xack +xdel +xpending +xlen +ping +multi +exec (~@stream@:dead +xadd +xlen)
 user results on #@results@ resetkeys resetchannels ~@stream@ -@all +xlen +ping

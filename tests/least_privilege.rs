@@ -566,3 +566,59 @@ fn the_redis_containers_entrypoint_loads_the_same_users_from_secret_files() {
         "the default user answered: {anonymous:?}"
     );
 }
+
+#[test]
+fn a_workers_acknowledgements_survive_a_redis_crash_with_the_users_on() {
+    // Redis 7.0 replays a MULTI/EXEC from the append-only file under the
+    // `default` user's command rights: with those taken away, every
+    // acknowledgement (XACK + XDEL in one MULTI, src/actors/drainer.rs) was
+    // dropped at restart, and its entries stayed in the stream for ever.
+    let mut redis = RedisServer::start_with(&["--appendfsync", "always"]);
+    let mut capture = redis::Client::open(redis.capture_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut worker = redis::Client::open(redis.worker_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    cmd(&["XGROUP", "CREATE", "votes", "workers", "0", "MKSTREAM"])
+        .query::<()>(&mut worker)
+        .unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            cmd(&["XADD", "votes", "*", "id", &i.to_string()])
+                .query(&mut capture)
+                .unwrap()
+        })
+        .collect();
+    cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "workers",
+        "w",
+        "COUNT",
+        "10",
+        "STREAMS",
+        "votes",
+        ">",
+    ])
+    .query::<redis::Value>(&mut worker)
+    .unwrap();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("XACK")
+        .arg("votes")
+        .arg("workers")
+        .arg(&ids)
+        .ignore();
+    pipe.cmd("XDEL").arg("votes").arg(&ids).ignore();
+    pipe.query::<()>(&mut worker).unwrap();
+    redis.stop();
+    redis.restart();
+    let mut admin = redis.conn();
+    let len: i64 = cmd(&["XLEN", "votes"]).query(&mut admin).unwrap();
+    assert_eq!(len, 0, "the XDELs of the transaction were replayed");
+    let log = std::fs::read_to_string(redis.dir().join("redis.log")).unwrap();
+    assert!(!log.contains("NOPERM"), "{log}");
+}
