@@ -369,23 +369,7 @@ fn the_results_page_counts_with_only_the_totals_and_the_queue_length() {
         VoteChanges::Allow,
     )
     .unwrap();
-    let settings = voteswarm::results::ResultsSettings {
-        listen: "127.0.0.1:0".into(),
-        database_url: voteswarm::config::Secret::new(pg.url_as(PgRole::Results)),
-        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.results_url()), None)
-            .unwrap(),
-        option_labels: ["Cats".into(), "Dogs".into()],
-        stream_key: "votes".into(),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let app = voteswarm::results::Results::build(settings).unwrap();
-            tx.send(app.port()).unwrap();
-            let _ = app.run_until_stopped().await;
-        })
-    });
-    let port = rx.recv().unwrap();
+    let port = common::results_node::results_on_thread(common::results_node::settings(&pg, &redis));
     let snapshot = || -> Option<serde_json::Value> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
