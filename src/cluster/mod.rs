@@ -1,10 +1,12 @@
 //! `cluster`: the whole topology on one machine, from real processes.
 //!
 //! `cluster up` starts, in order: a PostgreSQL of its own (`initdb` once in
-//! the data directory; or the one `DATABASE_URL` names), N `redis-server`s
-//! with append-only files in the data directory, the workers (the first
-//! applies the migrations), N capture nodes, `results`, and HAProxy in
-//! front. Redis and HAProxy run with the very settings the Swarm deployment
+//! the data directory, with the deployments' roles, the schema applied as
+//! the migrator; or the one `DATABASE_URL` names), N `redis-server`s with
+//! append-only files in the data directory and the deployments' ACL users,
+//! the workers, N capture nodes, `results`, and HAProxy in front. Each
+//! tier logs in as its own role with its own password, generated once into
+//! `<data dir>/secrets/` ([`secrets`]). Redis and HAProxy run with the very settings the Swarm deployment
 //! ships (`swarm/redis.conf`, `swarm/haproxy.cfg`, compiled in); only the
 //! addresses differ. Children that die are restarted with backoff, as a
 //! Docker restart policy would. SIGTERM or Ctrl-C stops everything in
