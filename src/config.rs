@@ -418,6 +418,40 @@ mod tests {
     }
 
     #[test]
+    fn a_password_file_goes_into_the_database_url_and_two_passwords_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "p@ss/w:rd\n").unwrap();
+        let url = database_url_from(
+            "",
+            Some("postgres://voteswarm_worker@db:5432/voteswarm".into()),
+            None,
+            None,
+            Some(f.clone()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            url.expose(),
+            "postgres://voteswarm_worker:p%40ss%2Fw%3Ard@db:5432/voteswarm"
+        );
+        let e = database_url_from(
+            "",
+            Some("postgres://u:inline@db/voteswarm".into()),
+            None,
+            None,
+            Some(f),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("DATABASE_URL already holds a password"), "{e}");
+        let e = database_url_from("MIGRATE_", Some("mysql://x".into()), None, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("MIGRATE_DATABASE_URL must be"), "{e}");
+    }
+
+    #[test]
     fn a_short_cookie_key_is_refused_by_name() {
         let e = cookie_key_from("short").unwrap_err().to_string();
         assert!(e.contains("COOKIE_KEY") && e.contains("32"), "{e}");
