@@ -295,6 +295,7 @@ fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
         endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.url()), None).unwrap(),
         option_labels: ["Cats".into(), "Dogs".into()],
         stream_key: "votes".into(),
+        max_streams: voteswarm::results::DEFAULT_MAX_STREAMS,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
