@@ -1,0 +1,313 @@
+//! The public edge as shipped (`swarm/haproxy.cfg`), as real haproxy
+//! processes on 127.0.0.1: what it refuses to pass on (internal paths), how
+//! many live-update streams it lets one address and one results server
+//! hold, and the new-voter limit that edges share through `peers`.
+
+mod common;
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use common::edge::{open_events, request, Edge, Stub, STUB_METRICS};
+use common::postgres::PgServer;
+use common::{free_port, wait_until, RedisServer};
+
+const VOTE: &str = "POST /api/vote HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"vote\":\"a\"}";
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")
+}
+
+fn vote_with(cookie: Option<&str>) -> String {
+    match cookie {
+        None => VOTE.to_owned(),
+        Some(c) => VOTE.replacen(
+            "Host: x\r\n",
+            &format!("Host: x\r\nCookie: voter={c}\r\n"),
+            1,
+        ),
+    }
+}
+
+#[test]
+fn internal_paths_are_403_at_the_edge_and_public_ones_pass() {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (capture, results) = (Stub::start(), Stub::start());
+    let edge = Edge::start(dir.path(), "edge", &capture.addr(), &results.addr(), &[]);
+
+    for port in [edge.vote_port, edge.results_port] {
+        for path in [
+            "/metrics",
+            "/metrics?x=1",
+            "/metrics/",
+            "//metrics",
+            "/./metrics",
+            "/x/../metrics",
+            "/%6detrics",
+            "/%6Detrics",
+            "/METRICS",
+            "/readyz",
+            "/healthz/",
+        ] {
+            let (status, text) = request(port, &get(path));
+            assert_eq!(status, 403, "GET {path} on :{port}: {text}");
+            assert!(!text.contains("voteswarm_"), "{path} leaked: {text}");
+        }
+        // The edge's own liveness, answered by the edge.
+        assert_eq!(request(port, &get("/healthz")).0, 200);
+    }
+    assert!(
+        !capture
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.contains("etrics")),
+        "no internal path reached capture: {:?}",
+        capture.seen.lock().unwrap()
+    );
+    // What voters and viewers need still passes.
+    assert_eq!(request(edge.vote_port, &get("/")).0, 200);
+    assert_eq!(request(edge.vote_port, VOTE).0, 202);
+    assert_eq!(request(edge.results_port, &get("/")).0, 200);
+    assert_eq!(request(edge.results_port, &get("/api/results")).0, 200);
+    // The stub does answer /metrics, so the 403s above are the edge's.
+    let direct = request(capture.port, &get("/metrics")).1;
+    assert!(direct.contains(STUB_METRICS), "{direct}");
+}
+
+#[test]
+fn one_address_holds_at_most_streams_per_address_event_streams() {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (capture, results) = (Stub::start(), Stub::start());
+    let edge = Edge::start(
+        dir.path(),
+        "edge",
+        &capture.addr(),
+        &results.addr(),
+        &[("STREAMS_PER_ADDRESS", "3".into())],
+    );
+    let mut open: Vec<_> = (0..3).map(|_| open_events(edge.results_port)).collect();
+    assert!(open.iter().all(|(s, _)| *s == 200), "within the limit");
+    let (status, _) = open_events(edge.results_port);
+    assert_eq!(status, 429, "a fourth stream from one address is refused");
+    // Page loads from that address still pass: the limit is on streams.
+    assert_eq!(request(edge.results_port, &get("/")).0, 200);
+    // A viewer that leaves frees its slot.
+    drop(open.pop());
+    let freed = wait_until(Duration::from_secs(10), || {
+        let (status, conn) = open_events(edge.results_port);
+        if status == 200 {
+            open.push((status, conn));
+        }
+        status == 200
+    });
+    assert!(freed, "a slot freed by a closed stream is reused");
+    // The refused ones never reached the results server.
+    let reached = results
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| *p == "/events")
+        .count();
+    assert_eq!(reached, 4, "three, then one in the freed slot");
+}
+
+#[test]
+fn a_results_server_gets_at_most_results_maxconn_connections() {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (capture, results) = (Stub::start(), Stub::start());
+    let edge = Edge::start(
+        dir.path(),
+        "edge",
+        &capture.addr(),
+        &results.addr(),
+        &[
+            ("STREAMS_PER_ADDRESS", "100".into()),
+            ("RESULTS_MAXCONN", "2".into()),
+        ],
+    );
+    let open: Vec<_> = (0..2).map(|_| open_events(edge.results_port)).collect();
+    assert!(open.iter().all(|(s, _)| *s == 200));
+    // The third waits in HAProxy's queue (timeout queue) and is refused;
+    // it never reaches the server.
+    let (status, _) = open_events(edge.results_port);
+    assert_eq!(status, 503, "beyond maxconn the edge refuses");
+    assert_eq!(
+        results.events_max.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
+/// A results node with `max_streams`, in-process, on a real PostgreSQL.
+fn results_node(pg: &PgServer, redis: &RedisServer, max_streams: usize) -> u16 {
+    let settings = voteswarm::results::ResultsSettings {
+        listen: "127.0.0.1:0".into(),
+        database_url: voteswarm::config::Secret::new(pg.migrated_url()),
+        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.url()), None).unwrap(),
+        option_labels: ["Cats".into(), "Dogs".into()],
+        stream_key: "votes".into(),
+        max_streams,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = voteswarm::results::Results::build(settings).unwrap();
+            tx.send(app.port()).unwrap();
+            let _ = app.run_until_stopped().await;
+        })
+    });
+    rx.recv().unwrap()
+}
+
+/// How long a stream may take to show an expected line: keep-alives every
+/// 15 s would otherwise keep a failing test reading for ever.
+const LINE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Reads event-stream lines until one starts with `prefix`; `None` at the
+/// end of the stream or after [`LINE_DEADLINE`].
+fn until_line(r: &mut impl BufRead, prefix: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + LINE_DEADLINE;
+    while std::time::Instant::now() < deadline {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if line.starts_with(prefix) => return Some(line),
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+#[test]
+fn a_full_results_node_sheds_its_oldest_stream_to_admit_a_new_viewer() {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (pg, redis) = (PgServer::start(), RedisServer::start());
+    let port = results_node(&pg, &redis, 2);
+    let capture = Stub::start();
+    let edge = Edge::start(
+        dir.path(),
+        "edge",
+        &capture.addr(),
+        &format!("127.0.0.1:{port}"),
+        &[("STREAMS_PER_ADDRESS", "100".into())],
+    );
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let (status, mut r) = open_events(edge.results_port);
+        assert_eq!(status, 200, "every viewer is admitted");
+        // Admitted by the node: its first snapshot arrived.
+        assert!(until_line(&mut r, "data: ").is_some());
+        streams.push(r);
+    }
+    // The oldest is told when to come back, then ended.
+    let retry = until_line(&mut streams[0], "retry: ").expect("the oldest is shed");
+    assert_eq!(retry.trim(), "retry: 30000");
+    assert!(
+        until_line(&mut streams[0], "data: ").is_none(),
+        "and closed"
+    );
+    // The other two stay: each still gets updates (a keep-alive or data).
+    for r in &mut streams[1..] {
+        let mut line = String::new();
+        r.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(40)))
+            .unwrap();
+        assert!(r.read_line(&mut line).unwrap() > 0, "still open");
+    }
+}
+
+/// `http_req_rate` of 127.0.0.1 in an edge's new-voter table, if present.
+fn new_voter_count(edge: &Edge) -> Option<u64> {
+    let table = edge.admin("show table edges/new_voters");
+    table
+        .lines()
+        .find(|l| l.contains("key=::ffff:127.0.0.1") || l.contains("key=127.0.0.1"))
+        .and_then(|l| l.split("http_req_rate(600000)=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (capture, results) = (Stub::start(), Stub::start());
+    let (peer_a, peer_b) = (free_port(), free_port());
+    let common = |me: &str, bind: u16, other: &str, other_port: u16| {
+        vec![
+            ("NEW_VOTER_LIMIT", "3".to_owned()),
+            ("EDGE_NAME", me.to_owned()),
+            ("PEERS_BIND", format!("127.0.0.1:{bind}")),
+            ("EDGE_PEER1_NAME", other.to_owned()),
+            ("EDGE_PEER1_ADDR", format!("127.0.0.1:{other_port}")),
+        ]
+    };
+    let a = Edge::start(
+        dir.path(),
+        "edge-a",
+        &capture.addr(),
+        &results.addr(),
+        &common("edge-a", peer_a, "edge-b", peer_b),
+    );
+    let b = Edge::start(
+        dir.path(),
+        "edge-b",
+        &capture.addr(),
+        &results.addr(),
+        &common("edge-b", peer_b, "edge-a", peer_a),
+    );
+    // Three new voters through edge A: within the limit.
+    for i in 0..3 {
+        assert_eq!(request(a.vote_port, VOTE).0, 202, "new voter {i} via A");
+    }
+    // Edge B learns A's count from the peers protocol.
+    let learnt = wait_until(Duration::from_secs(15), || new_voter_count(&b) == Some(3));
+    assert!(
+        learnt,
+        "edge B has A's count: {}\n{}",
+        b.admin("show table edges/new_voters"),
+        b.log()
+    );
+    // A fourth new voter from that address is refused by the OTHER edge,
+    let (status, text) = request(b.vote_port, VOTE);
+    assert_eq!(status, 429, "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+    // and by the first one too once B's count reached it.
+    let refused_on_a = wait_until(Duration::from_secs(15), || {
+        new_voter_count(&a).is_some_and(|n| n >= 4)
+    });
+    assert!(refused_on_a, "{}", a.admin("show table edges/new_voters"));
+    assert_eq!(request(a.vote_port, VOTE).0, 429);
+    // Returning voters (with their cookie) are not new voters.
+    assert_eq!(request(b.vote_port, &vote_with(Some("x"))).0, 202);
+    assert_eq!(request(a.vote_port, &vote_with(Some("x"))).0, 202);
+    // Nor is a page load.
+    assert_eq!(request(b.vote_port, &get("/")).0, 200);
+    let posts = capture
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| *p == "/api/vote")
+        .count();
+    assert_eq!(
+        posts, 5,
+        "three new voters and two returning ones reached capture"
+    );
+}
