@@ -311,3 +311,46 @@ fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
         "three new voters and two returning ones reached capture"
     );
 }
+
+#[test]
+fn the_request_limit_applies_to_ipv6_clients_too() {
+    // Skipped (and said so) where the machine has no IPv6 loopback.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (capture, results) = (Stub::start(), Stub::start());
+    let port = free_port();
+    let edge = Edge::start(
+        dir.path(),
+        "edge",
+        &capture.addr(),
+        &results.addr(),
+        &[
+            ("VOTE_BIND", format!("127.0.0.1:{port},[::1]:{port}")),
+            ("VOTE_RATE_LIMIT", "3".into()),
+        ],
+    );
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("::1", edge.vote_port)).unwrap();
+            s.write_all(get("/").as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out.split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429, 429],
+        "an IPv6 client is limited too"
+    );
+}

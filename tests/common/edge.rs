@@ -156,7 +156,14 @@ impl Edge {
         );
         let path = dir.join(format!("{name}.cfg"));
         std::fs::write(&path, cfg).unwrap();
-        let (vote_port, results_port) = (free_port(), free_port());
+        // A test may bind the vote frontend itself (say, on IPv6 too); the
+        // port is then the last one its VOTE_BIND names.
+        let vote_port = env
+            .iter()
+            .find(|(k, _)| *k == "VOTE_BIND")
+            .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(free_port);
+        let results_port = free_port();
         let mut spec = Spec::new(super::require_program_opt("haproxy").unwrap())
             .env("VOTE_BIND", format!("127.0.0.1:{vote_port}"))
             .env("RESULTS_BIND", format!("127.0.0.1:{results_port}"))
