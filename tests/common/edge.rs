@@ -26,14 +26,19 @@ const STUB_TICK: Duration = Duration::from_millis(100);
 pub const STUB_METRICS: &str = "voteswarm_votes_accepted_total{option=\"a\"} 1\n";
 
 /// A minimal HTTP server: `/events` is an endless event stream, `/metrics`
-/// answers [`STUB_METRICS`], a POST answers 202, anything else 200. It
-/// counts the event streams open on it.
+/// answers [`STUB_METRICS`], anything else but a POST 200. A POST is a vote
+/// as capture answers it: without a `voter` cookie, or with `voter=forged`,
+/// it makes a new voter (`X-Voteswarm-New-Voter` on the 202), or is refused
+/// with 429 when the edge says new voters are spent. It counts the event
+/// streams open on it.
 pub struct Stub {
     pub port: u16,
     pub events_open: Arc<AtomicUsize>,
     pub events_max: Arc<AtomicUsize>,
     /// Paths of the requests it received, health checks excepted.
     pub seen: Arc<Mutex<Vec<String>>>,
+    /// Requests that arrived with X-Voteswarm-New-Voters-Spent.
+    pub spent_seen: Arc<AtomicUsize>,
 }
 
 impl Stub {
@@ -45,16 +50,19 @@ impl Stub {
             events_open: Arc::default(),
             events_max: Arc::default(),
             seen: Arc::default(),
+            spent_seen: Arc::default(),
         };
-        let (open, max, seen) = (
+        let (open, max, seen, spent) = (
             stub.events_open.clone(),
             stub.events_max.clone(),
             stub.seen.clone(),
+            stub.spent_seen.clone(),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (open, max, seen) = (open.clone(), max.clone(), seen.clone());
-                std::thread::spawn(move || serve(conn, &open, &max, &seen));
+                let (open, max, seen, spent) =
+                    (open.clone(), max.clone(), seen.clone(), spent.clone());
+                std::thread::spawn(move || serve(conn, &open, &max, &seen, &spent));
             }
         });
         stub
@@ -65,7 +73,13 @@ impl Stub {
     }
 }
 
-fn serve(conn: TcpStream, open: &AtomicUsize, max: &AtomicUsize, seen: &Mutex<Vec<String>>) {
+fn serve(
+    conn: TcpStream,
+    open: &AtomicUsize,
+    max: &AtomicUsize,
+    seen: &Mutex<Vec<String>>,
+    spent_seen: &AtomicUsize,
+) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut conn = conn;
     let mut line = String::new();
@@ -76,14 +90,25 @@ fn serve(conn: TcpStream, open: &AtomicUsize, max: &AtomicUsize, seen: &Mutex<Ve
     let method = parts.next().unwrap_or("").to_owned();
     let path = parts.next().unwrap_or("").to_owned();
     let mut length = 0usize;
+    let (mut voter, mut spent) = (None, false);
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
             break;
         }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
             length = v.trim().parse().unwrap_or(0);
         }
+        if let Some(v) = lower.strip_prefix("cookie:") {
+            voter = v
+                .split(';')
+                .find_map(|c| c.trim().strip_prefix("voter=").map(str::to_owned));
+        }
+        spent |= lower.starts_with("x-voteswarm-new-voters-spent:");
+    }
+    if spent {
+        spent_seen.fetch_add(1, Ordering::SeqCst);
     }
     let mut body = vec![0u8; length];
     let _ = reader.read_exact(&mut body);
@@ -102,14 +127,21 @@ fn serve(conn: TcpStream, open: &AtomicUsize, max: &AtomicUsize, seen: &Mutex<Ve
         open.fetch_sub(1, Ordering::SeqCst);
         return;
     }
-    let (status, text) = match (method.as_str(), path.as_str()) {
-        (_, "/metrics") => ("200 OK", STUB_METRICS.to_owned()),
-        ("POST", _) => ("202 Accepted", "{}".to_owned()),
-        _ => ("200 OK", format!("stub {path}\n")),
+    let new_voter = voter.is_none() || voter.as_deref() == Some("forged");
+    let (status, extra, text) = match (method.as_str(), path.as_str()) {
+        (_, "/metrics") => ("200 OK", "", STUB_METRICS.to_owned()),
+        ("POST", _) if new_voter && spent => ("429 Too Many Requests", "", "{}".to_owned()),
+        ("POST", _) if new_voter => (
+            "202 Accepted",
+            "X-Voteswarm-New-Voter: 1\r\n",
+            "{}".to_owned(),
+        ),
+        ("POST", _) => ("202 Accepted", "", "{}".to_owned()),
+        _ => ("200 OK", "", format!("stub {path}\n")),
     };
     let _ = conn.write_all(
         format!(
-            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
             text.len()
         )
         .as_bytes(),
