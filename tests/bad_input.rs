@@ -289,23 +289,8 @@ fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
     let pg = PgServer::start();
     let redis = RedisServer::start();
     let url = pg.migrated_url();
-    let settings = voteswarm::results::ResultsSettings {
-        listen: "127.0.0.1:0".into(),
-        database_url: voteswarm::config::Secret::new(url),
-        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.url()), None).unwrap(),
-        option_labels: ["Cats".into(), "Dogs".into()],
-        stream_key: "votes".into(),
-        max_streams: voteswarm::results::DEFAULT_MAX_STREAMS,
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let app = voteswarm::results::Results::build(settings).unwrap();
-            tx.send(app.port()).unwrap();
-            let _ = app.run_until_stopped().await;
-        })
-    });
-    let port = rx.recv().unwrap();
+    let port =
+        common::results_node::results_on_thread(common::results_node::settings(url, &redis.url()));
     let many_headers: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         (

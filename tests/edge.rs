@@ -18,6 +18,17 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")
 }
 
+/// One edge in front of stub capture and results servers.
+fn stub_edge(env: &[(&str, String)]) -> (tempfile::TempDir, Stub, Stub, Edge) {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (capture, results) = (Stub::start(), Stub::start());
+    let edge = Edge::start(dir.path(), "edge", &capture.addr(), &results.addr(), env);
+    (dir, capture, results, edge)
+}
+
 fn vote_with(cookie: Option<&str>) -> String {
     match cookie {
         None => VOTE.to_owned(),
@@ -31,12 +42,7 @@ fn vote_with(cookie: Option<&str>) -> String {
 
 #[test]
 fn internal_paths_are_403_at_the_edge_and_public_ones_pass() {
-    let dir = tempfile::Builder::new()
-        .prefix("vs-edge-")
-        .tempdir()
-        .unwrap();
-    let (capture, results) = (Stub::start(), Stub::start());
-    let edge = Edge::start(dir.path(), "edge", &capture.addr(), &results.addr(), &[]);
+    let (_dir, capture, _results, edge) = stub_edge(&[]);
 
     for port in [edge.vote_port, edge.results_port] {
         for path in [
@@ -81,18 +87,7 @@ fn internal_paths_are_403_at_the_edge_and_public_ones_pass() {
 
 #[test]
 fn one_address_holds_at_most_streams_per_address_event_streams() {
-    let dir = tempfile::Builder::new()
-        .prefix("vs-edge-")
-        .tempdir()
-        .unwrap();
-    let (capture, results) = (Stub::start(), Stub::start());
-    let edge = Edge::start(
-        dir.path(),
-        "edge",
-        &capture.addr(),
-        &results.addr(),
-        &[("STREAMS_PER_ADDRESS", "3".into())],
-    );
+    let (_dir, _capture, results, edge) = stub_edge(&[("STREAMS_PER_ADDRESS", "3".into())]);
     let mut open: Vec<_> = (0..3).map(|_| open_events(edge.results_port)).collect();
     assert!(open.iter().all(|(s, _)| *s == 200), "within the limit");
     let (status, _) = open_events(edge.results_port);
@@ -122,21 +117,10 @@ fn one_address_holds_at_most_streams_per_address_event_streams() {
 
 #[test]
 fn a_results_server_gets_at_most_results_maxconn_connections() {
-    let dir = tempfile::Builder::new()
-        .prefix("vs-edge-")
-        .tempdir()
-        .unwrap();
-    let (capture, results) = (Stub::start(), Stub::start());
-    let edge = Edge::start(
-        dir.path(),
-        "edge",
-        &capture.addr(),
-        &results.addr(),
-        &[
-            ("STREAMS_PER_ADDRESS", "100".into()),
-            ("RESULTS_MAXCONN", "2".into()),
-        ],
-    );
+    let (_dir, _capture, results, edge) = stub_edge(&[
+        ("STREAMS_PER_ADDRESS", "100".into()),
+        ("RESULTS_MAXCONN", "2".into()),
+    ]);
     let open: Vec<_> = (0..2).map(|_| open_events(edge.results_port)).collect();
     assert!(open.iter().all(|(s, _)| *s == 200));
     // The third waits in HAProxy's queue (timeout queue) and is refused;
@@ -147,27 +131,6 @@ fn a_results_server_gets_at_most_results_maxconn_connections() {
         results.events_max.load(std::sync::atomic::Ordering::SeqCst),
         2
     );
-}
-
-/// A results node with `max_streams`, in-process, on a real PostgreSQL.
-fn results_node(pg: &PgServer, redis: &RedisServer, max_streams: usize) -> u16 {
-    let settings = voteswarm::results::ResultsSettings {
-        listen: "127.0.0.1:0".into(),
-        database_url: voteswarm::config::Secret::new(pg.migrated_url()),
-        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.url()), None).unwrap(),
-        option_labels: ["Cats".into(), "Dogs".into()],
-        stream_key: "votes".into(),
-        max_streams,
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let app = voteswarm::results::Results::build(settings).unwrap();
-            tx.send(app.port()).unwrap();
-            let _ = app.run_until_stopped().await;
-        })
-    });
-    rx.recv().unwrap()
 }
 
 /// How long a stream may take to show an expected line: keep-alives every
@@ -196,7 +159,9 @@ fn a_full_results_node_sheds_its_oldest_stream_to_admit_a_new_viewer() {
         .tempdir()
         .unwrap();
     let (pg, redis) = (PgServer::start(), RedisServer::start());
-    let port = results_node(&pg, &redis, 2);
+    let mut settings = common::results_node::settings(pg.migrated_url(), &redis.url());
+    settings.max_streams = 2;
+    let port = common::results_node::results_on_thread(settings);
     let capture = Stub::start();
     let edge = Edge::start(
         dir.path(),
@@ -337,22 +302,11 @@ fn the_request_limit_applies_to_ipv6_clients_too() {
         eprintln!("no IPv6 loopback here: skipped");
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("vs-edge-")
-        .tempdir()
-        .unwrap();
-    let (capture, results) = (Stub::start(), Stub::start());
     let port = free_port();
-    let edge = Edge::start(
-        dir.path(),
-        "edge",
-        &capture.addr(),
-        &results.addr(),
-        &[
-            ("VOTE_BIND", format!("127.0.0.1:{port},[::1]:{port}")),
-            ("VOTE_RATE_LIMIT", "3".into()),
-        ],
-    );
+    let (_dir, _capture, _results, edge) = stub_edge(&[
+        ("VOTE_BIND", format!("127.0.0.1:{port},[::1]:{port}")),
+        ("VOTE_RATE_LIMIT", "3".into()),
+    ]);
     let statuses: Vec<u16> = (0..6)
         .map(|_| {
             use std::io::{Read, Write};

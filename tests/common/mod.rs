@@ -9,6 +9,7 @@ pub mod cluster_proc;
 pub mod edge;
 pub mod postgres;
 pub mod redis_server;
+pub mod results_node;
 
 #[allow(unused_imports)]
 pub use redis_server::RedisServer;

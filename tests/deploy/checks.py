@@ -348,10 +348,7 @@ def service_flags():
 
 
 # ---------------------------------------------------------------- user data
-def userdata(template, outdir):
-    """Writes each shell script the template carries (cfn-init `files` with a
-    shebang, and UserData) to OUTDIR, with CloudFormation's ${Param}
-    replaced by a stand-in and ${!x} turned back into ${x}."""
+def _cfn_doc(template):
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -365,7 +362,15 @@ def userdata(template, outdir):
         return {suffix: loader.construct_mapping(node, deep=True)}
 
     Loader.add_multi_constructor("!", tagged)
-    doc = yaml.load(open(template), Loader=Loader)
+    with open(template) as f:
+        return yaml.load(f, Loader=Loader)
+
+
+def userdata(template, outdir):
+    """Writes each shell script the template carries (cfn-init `files` with a
+    shebang, and UserData) to OUTDIR, with CloudFormation's ${Param}
+    replaced by a stand-in and ${!x} turned back into ${x}."""
+    doc = _cfn_doc(template)
     os.makedirs(outdir, exist_ok=True)
     found = []
 
@@ -417,24 +422,6 @@ def userdata(template, outdir):
 
 
 # ---------------------------------------------------------------- AWS roles
-def _cfn_doc(template):
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def tagged(loader, suffix, node):
-        if isinstance(node, yaml.ScalarNode):
-            return {suffix: loader.construct_scalar(node)}
-        if isinstance(node, yaml.SequenceNode):
-            return {suffix: loader.construct_sequence(node, deep=True)}
-        return {suffix: loader.construct_mapping(node, deep=True)}
-
-    Loader.add_multi_constructor("!", tagged)
-    with open(template) as f:
-        return yaml.load(f, Loader=Loader)
-
-
 def _refs(v):
     """Logical ids a value refers to with !Ref."""
     if isinstance(v, dict):
@@ -452,16 +439,17 @@ def aws_roles(template):
     doc = _cfn_doc(template)
     res = doc.get("Resources", {})
     bad = 0
-    tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"voteswarm-aws-roles-{os.getpid()}")
     scripts = {}
     import contextlib
     import io
+    import tempfile
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        userdata(template, tmp)
-    for name in os.listdir(tmp):
-        with open(os.path.join(tmp, name)) as f:
-            scripts[name] = f.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            userdata(template, tmp)
+        for name in os.listdir(tmp):
+            with open(os.path.join(tmp, name)) as f:
+                scripts[name] = f.read()
     text = "\n".join(scripts.values())
     # A node that says what it is: an engine label (daemon.json "labels",
     # dockerd --label) or anything read back from one.
