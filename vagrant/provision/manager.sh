@@ -2,10 +2,15 @@
 # The manager VM: form the swarm, leave the join token for the others,
 # build the image and leave it for them too, keep node labels in step with
 # the nodes' roles, create the secrets and deploy swarm/stack.yml.
-#   manager.sh IP WORKERS
+#   manager.sh IP WORKERS ADDRESS=ROLE...
 set -euo pipefail
 ip="$1"
 workers="$2"
+shift 2
+# The Vagrantfile's address plan, one "address role" a line, for the
+# labelling timer.
+install -d -m 0755 /etc/voteswarm
+printf '%s\n' "$@" | tr '=' ' ' >/etc/voteswarm/roles
 repo=/voteswarm
 image=voteswarm:vagrant
 # The built image, for the other VMs to `docker load` (join.sh): the synced
@@ -18,17 +23,31 @@ fi
 install -d -m 0700 "$repo/vagrant/.swarm"
 docker swarm join-token -q worker >"$repo/vagrant/.swarm/worker-token"
 
-# Labels: each node's engine label voteswarm.role (set by common.sh) becomes
-# the node label role=... that stack.yml constrains on; the manager is the
-# edge. A timer repeats it for nodes that join later.
+# Labels: the node label role=... that stack.yml constrains on comes from
+# the address plan (/etc/voteswarm/roles) and the address Docker records
+# for each node (the source of its connection to the manager), never from
+# the node itself: a VM that could say `store` would get the database
+# password. The manager is the edge; a node not in the plan loses its
+# label. A timer repeats it for nodes that join later.
 install -m 0755 /dev/stdin /usr/local/sbin/voteswarm-label <<'LABEL'
 #!/usr/bin/env bash
 set -euo pipefail
+self="$(docker info --format '{{.Swarm.NodeID}}')"
 for node in $(docker node ls -q); do
-  want="$(docker node inspect -f '{{index .Description.Engine.Labels "voteswarm.role"}}' "$node")"
-  [ "$want" = manager ] && want=edge
+  if [ "$node" = "$self" ]; then
+    want=edge
+  else
+    addr="$(docker node inspect -f '{{.Status.Addr}}' "$node")"
+    want="$(awk -v a="$addr" '$1 == a { print $2 }' /etc/voteswarm/roles)"
+    [ "$want" = manager ] && want=""
+  fi
   have="$(docker node inspect -f '{{index .Spec.Labels "role"}}' "$node")"
-  if [ -n "$want" ] && [ "$want" != "$have" ]; then
+  if [ -z "$want" ]; then
+    if [ -n "$have" ]; then
+      docker node update --label-rm role "$node" >/dev/null
+      echo "voteswarm-label: $node is not in the address plan: role label removed"
+    fi
+  elif [ "$want" != "$have" ]; then
     docker node update --label-add "role=$want" "$node" >/dev/null
     echo "voteswarm-label: $node role=$want"
   fi
@@ -36,7 +55,7 @@ done
 LABEL
 cat >/etc/systemd/system/voteswarm-label.service <<'UNIT'
 [Unit]
-Description=voteswarm: node labels from engine labels
+Description=voteswarm: node labels from the address plan
 After=docker.service
 [Service]
 Type=oneshot
