@@ -22,7 +22,8 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                not the manager's; no security group lets
                                everything out to 0.0.0.0/0
   vagrant-registry             the Vagrant registry is not published on every
-                               address (no routing-mesh publish, no 0.0.0.0)
+                               address (no routing-mesh publish, no 0.0.0.0),
+                               and no VM chooses its own role label
 
 Binaries not written yet (known to be on the way) are skipped with a note,
 so the checks tighten by themselves as they land.
@@ -556,8 +557,11 @@ def vagrant_registry():
                     bad |= fail(f"{os.path.relpath(path, ROOT)}: port 5000 on every address: {line.strip()}")
                 if re.search(r"0\.0\.0\.0:5000", line):
                     bad |= fail(f"{os.path.relpath(path, ROOT)}: 0.0.0.0:5000: {line.strip()}")
+                # The same hole as on AWS: a VM choosing its own role.
+                if re.search(r'"labels"\s*:|Engine\.Labels|dockerd[^\n]*--label', line):
+                    bad |= fail(f"{os.path.relpath(path, ROOT)}: a node-chosen role label: {line.strip()}")
     if not bad:
-        print("  ok: vagrant/ publishes no registry on every address")
+        print("  ok: vagrant/ publishes no registry on every address; no VM labels itself")
     return bad
 
 
