@@ -11,8 +11,8 @@
 #   --workers M     worker replicas [2, or $WORKERS]
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
-# OPTION_A, OPTION_B, VOTE_RATE_LIMIT, REDIS_MAXMEMORY, REDIS_MEMORY_LIMIT,
-# QUEUE_LIMIT, CONFIG_VERSION.
+# OPTION_A, OPTION_B, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
+# REDIS_MEMORY_LIMIT, QUEUE_LIMIT, CONFIG_VERSION.
 # Before: label nodes and prepare capture nodes' directories (README.md).
 # The services get the stack's names (voteswarm_<role>) and the same DNS
 # aliases, so swarm/haproxy.cfg (tasks.capture) works unchanged. Remove all
@@ -48,6 +48,7 @@ image="${VOTESWARM_IMAGE:-voteswarm:latest}"
 option_a="${OPTION_A:-Cats}"
 option_b="${OPTION_B:-Dogs}"
 rate_limit="${VOTE_RATE_LIMIT:-100}"
+new_voter_limit="${NEW_VOTER_LIMIT:-10}"
 redis_maxmemory="${REDIS_MAXMEMORY:-2gb}"
 redis_memory_limit="${REDIS_MEMORY_LIMIT:-3G}"
 queue_limit="${QUEUE_LIMIT:-5000000}"
@@ -124,6 +125,7 @@ run docker service create --name voteswarm_haproxy "${common[@]}" \
   --env CAPTURE_ADDR=tasks.capture:8080 \
   --env RESULTS_ADDR=results:8081 \
   --env "VOTE_RATE_LIMIT=${rate_limit}" \
+  --env "NEW_VOTER_LIMIT=${new_voter_limit}" \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback \
   --limit-cpu 2 --limit-memory 512M --reserve-cpu 0.25 --reserve-memory 64M \
   haproxy:2.6

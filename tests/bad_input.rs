@@ -289,7 +289,10 @@ fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
     let pg = PgServer::start();
     let redis = RedisServer::start();
     pg.migrated_url();
-    let port = common::results_node::results_on_thread(common::results_node::settings(&pg, &redis));
+    let port = common::results_node::results_on_thread(common::results_node::settings(
+        pg.url_as(voteswarm::cluster::postgres::PgRole::Results),
+        &redis.results_url(),
+    ));
     let many_headers: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         (

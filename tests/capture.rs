@@ -495,3 +495,42 @@ async fn a_request_retried_by_the_edge_is_one_voter_and_one_vote_on_any_node() {
     );
     assert_ne!(receipts[0]["node"], receipts[1]["node"]);
 }
+
+#[actix_web::test]
+async fn when_the_edge_says_new_voters_are_spent_only_returning_voters_vote() {
+    let redis = RedisServer::start();
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    // A new voter's accepted vote says so, for the edge to count.
+    let first = node
+        .client
+        .post(format!("{}/api/vote", node.base))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(r#"{"vote":"a"}"#)
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 202);
+    assert!(first.headers().contains_key("x-voteswarm-new-voter"));
+    let cookie = first.cookie("voter").unwrap().value().to_owned();
+    let spent = |cookie: Option<String>| {
+        let mut req = node
+            .client
+            .post(format!("{}/api/vote", node.base))
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("X-Voteswarm-New-Voters-Spent", "1"));
+        if let Some(c) = cookie {
+            req = req.insert_header(("Cookie", format!("voter={c}")));
+        }
+        req.send_body(r#"{"vote":"a"}"#)
+    };
+    // No cookie, or one that does not verify: a new voter, refused.
+    for c in [None, Some("garbage".to_owned())] {
+        let refused = spent(c.clone()).await.unwrap();
+        assert_eq!(refused.status().as_u16(), 429, "cookie {c:?}");
+        assert_eq!(refused.headers().get("Retry-After").unwrap(), "600");
+    }
+    // The returning voter still votes, and is not counted as new.
+    let back = spent(Some(cookie)).await.unwrap();
+    assert_eq!(back.status().as_u16(), 202);
+    assert!(!back.headers().contains_key("x-voteswarm-new-voter"));
+    assert_eq!(xlen(&redis), 2, "the refused votes stored nothing");
+}

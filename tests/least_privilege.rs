@@ -369,7 +369,10 @@ fn the_results_page_counts_with_only_the_totals_and_the_queue_length() {
         VoteChanges::Allow,
     )
     .unwrap();
-    let port = common::results_node::results_on_thread(common::results_node::settings(&pg, &redis));
+    let port = common::results_node::results_on_thread(common::results_node::settings(
+        pg.url_as(PgRole::Results),
+        &redis.results_url(),
+    ));
     let snapshot = || -> Option<serde_json::Value> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;

@@ -40,6 +40,9 @@ pub const HAPROXY_CFG: &str = include_str!("../../swarm/haproxy.cfg");
 /// set: every simulated voter of `loadgen` comes from 127.0.0.1, so the
 /// shipped per-address limit would throttle a rehearsal to a trickle.
 const LOCAL_RATE_LIMIT: u64 = 1_000_000_000;
+/// Likewise for the new-voter limit (`NEW_VOTER_LIMIT`): every simulated
+/// voter's first vote is a cookieless POST from 127.0.0.1.
+const LOCAL_NEW_VOTER_LIMIT: u64 = 1_000_000_000;
 
 /// How long each tier may take to become ready at start.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -459,10 +462,16 @@ impl Cluster {
             .map_err(|e| ClusterError(format!("cannot write {}: {e}", cfg_path.display())))?;
         let rate_limit =
             std::env::var("VOTE_RATE_LIMIT").unwrap_or_else(|_| LOCAL_RATE_LIMIT.to_string());
+        let new_voter_limit =
+            std::env::var("NEW_VOTER_LIMIT").unwrap_or_else(|_| LOCAL_NEW_VOTER_LIMIT.to_string());
         let spec = Spec::new(&haproxy_bin)
             .env("VOTE_BIND", format!("{}:{}", t.bind, t.port))
             .env("RESULTS_BIND", format!("{}:{}", t.bind, t.results_port))
             .env("VOTE_RATE_LIMIT", rate_limit)
+            .env("NEW_VOTER_LIMIT", new_voter_limit)
+            // Its peers listener (a cluster has one edge: no peer) must not
+            // collide with another cluster's either.
+            .env("PEERS_BIND", format!("127.0.0.1:{}", free_port()?))
             // Two clusters on one machine must not share the stats port.
             .env("STATS_BIND", format!("127.0.0.1:{}", free_port()?))
             .arg("-db")

@@ -6,6 +6,7 @@
 
 pub mod capture_node;
 pub mod cluster_proc;
+pub mod edge;
 pub mod postgres;
 pub mod redis_server;
 pub mod results_node;

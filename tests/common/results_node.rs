@@ -1,25 +1,21 @@
-//! The results tier started in-process on its own thread and port 0, as
-//! the roles log in: PostgreSQL's `voteswarm_results`, Redis's `results`.
+//! A results node in-process, on a real PostgreSQL and Redis, on its own
+//! thread and actix system (for tests that are not actix tests).
 
-use voteswarm::cluster::postgres::PgRole;
-use voteswarm::results::{Results, ResultsSettings};
+use voteswarm::results::{Results, ResultsSettings, DEFAULT_MAX_STREAMS};
 
-use super::postgres::PgServer;
-use super::RedisServer;
-
-/// Settings for a results node on `pg` (migrated) and `redis`.
-pub fn settings(pg: &PgServer, redis: &RedisServer) -> ResultsSettings {
+/// The settings a test starts from: port 0, the shipped defaults.
+pub fn settings(database_url: String, redis_url: &str) -> ResultsSettings {
     ResultsSettings {
         listen: "127.0.0.1:0".into(),
-        database_url: voteswarm::config::Secret::new(pg.url_as(PgRole::Results)),
-        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.results_url()), None)
-            .unwrap(),
+        database_url: voteswarm::config::Secret::new(database_url),
+        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(redis_url), None).unwrap(),
         option_labels: ["Cats".into(), "Dogs".into()],
         stream_key: "votes".into(),
+        max_streams: DEFAULT_MAX_STREAMS,
     }
 }
 
-/// Starts it on a thread of its own; returns its port.
+/// Starts the node and returns its port; it runs until the test ends.
 pub fn results_on_thread(settings: ResultsSettings) -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
