@@ -6,13 +6,14 @@
 //! append-only files in the data directory and the deployments' ACL users,
 //! the workers, N capture nodes, `results`, and HAProxy in front. Each
 //! tier logs in as its own role with its own password, generated once into
-//! `<data dir>/secrets/` ([`secrets`]). Redis and HAProxy run with the very settings the Swarm deployment
-//! ships (`swarm/redis.conf`, `swarm/haproxy.cfg`, compiled in); only the
-//! addresses differ. Children that die are restarted with backoff, as a
-//! Docker restart policy would. SIGTERM or Ctrl-C stops everything in
-//! order: the load balancer, capture (answering votes in flight), workers
-//! (committing what they hold), results, Redis, PostgreSQL. A second
-//! `cluster up` on the same data directory resumes with the votes there.
+//! `<data dir>/secrets/` ([`secrets`]). Redis and HAProxy run with the
+//! very settings the Swarm deployment ships (`swarm/redis.conf`,
+//! `swarm/haproxy.cfg`, compiled in); only the addresses differ. Children
+//! that die are restarted with backoff, as a Docker restart policy would.
+//! SIGTERM or Ctrl-C stops everything in order: the load balancer, capture
+//! (answering votes in flight), workers (committing what they hold),
+//! results, Redis, PostgreSQL. A second `cluster up` on the same data
+//! directory resumes with the votes there.
 //!
 //! `cluster rehearse` is `up`, then `loadgen` with `--results` and
 //! `--database-url`, the report, and down; its exit status is loadgen's.
