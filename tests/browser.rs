@@ -1,6 +1,8 @@
 //! A real browser (Debian's chromium, driven by playwright-core from
 //! tests/browser/) against a real `cluster`: a vote cast by clicking a
-//! button shows up on the already open results page without a reload.
+//! button shows up on the already open results page without a reload, both
+//! pages work under their Content-Security-Policy, and a framed vote page
+//! is refused.
 //! The screenshots it takes are the ones in docs/screenshots/ (set
 //! VOTESWARM_SCREENSHOTS=docs/screenshots to refresh them).
 
@@ -44,6 +46,10 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
         "browser test failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("without a reload"), "{stdout}");
+    assert!(
+        stdout.contains("the framed vote page was refused"),
+        "{stdout}"
+    );
     for shot in ["vote-page.png", "results-page.png"] {
         let len = std::fs::metadata(shots.join(shot))
             .map(|m| m.len())

@@ -584,10 +584,12 @@ async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
 #[actix_web::test]
 async fn an_idempotency_key_never_reaches_another_voter() {
     let redis = RedisServer::start();
-    let one = spawn_capture(capture_node::settings(&redis.url()));
-    let mut other = capture_node::settings(&redis.url());
-    other.node_id = "capture-other".into();
-    let two = spawn_capture(other);
+    // Four nodes, none of which has seen what the others took.
+    let [one, two, three, four] = ["n1", "n2", "n3", "n4"].map(|n| {
+        let mut s = capture_node::settings(&redis.url());
+        s.node_id = n.into();
+        spawn_capture(s)
+    });
     let k = idem_key();
     let key = [("Idempotency-Key", k.as_str())];
     let victim = one.vote_api_with("a", None, &key).await;
@@ -599,12 +601,12 @@ async fn an_idempotency_key_never_reaches_another_voter() {
     assert_eq!(retry.json()["voter"], victim_id);
     assert_eq!(retry.json()["vote_id"], victim.json()["vote_id"]);
     // ...another vote under it is a new voter, not a change of the first;
-    let stolen = two.vote_api_with("b", None, &key).await;
+    let stolen = three.vote_api_with("b", None, &key).await;
     assert_eq!(stolen.status, 202, "{}", stolen.body);
     assert_ne!(stolen.json()["voter"], victim_id);
     // and with a cookie, the cookie's voter votes, whatever the key says.
     let me = VoterCookie::new_voter();
-    let mine = two
+    let mine = four
         .vote_api_with("a", Some(&me.encode(&test_key())), &key)
         .await;
     assert_eq!(mine.json()["voter"], me.voter.to_string());
@@ -657,13 +659,13 @@ async fn a_cookie_from_far_in_the_future_is_a_new_voter() {
     s.min_change_interval = Duration::from_secs(60);
     let node = spawn_capture(s);
     let victim = Id128::random();
-    for ahead in [
-        voteswarm::cookie::MAX_CLOCK_SKEW_MICROS + 5_000_000,
-        i64::MAX - clock::now_micros(),
+    for last_ts in [
+        clock::now_micros() + voteswarm::cookie::MAX_CLOCK_SKEW_MICROS + 5_000_000,
+        i64::MAX,
     ] {
         let forged = VoterCookie {
             voter: victim,
-            last: Some((clock::now_micros() + ahead, VoteOption::A)),
+            last: Some((last_ts, VoteOption::A)),
         }
         .encode(&test_key());
         let a = node.vote_api("b", Some(&forged)).await;
@@ -683,7 +685,7 @@ async fn the_cookie_a_voter_gets_shows_neither_the_voter_nor_the_choice() {
     let node = spawn_capture(capture_node::settings(&redis.url()));
     for option in ["a", "b"] {
         let a = node.vote_api(option, None).await;
-        let cookie = a.cookie.unwrap();
+        let cookie = a.cookie.clone().unwrap();
         let voter = a.json()["voter"].as_str().unwrap().to_owned();
         let ts = a.json()["ts"].to_string();
         for secret in [voter.as_str(), ts.as_str(), &format!(".{option}"), "v1."] {

@@ -34,16 +34,18 @@ var t2=(((A>>>2|A<<30)^(A>>>13|A<<19)^(A>>>22|A<<10))+((A&B)^(A&C)^(B&C)))|0;H=G
 return (A+0x6a09e667)>>>0;}
 f.addEventListener('submit',function(e){if(f.dataset.solved)return;e.preventDefault();
 var c=f.dataset.pow,bits=+f.dataset.powBits,btn=e.submitter,n=0,st=document.getElementById('pow');
+var salt=Math.random().toString(36).slice(2,10)||'s';
 if(st)st.textContent='Checking you are not a robot\u2026';
-(function step(){for(var end=n+20000;n<end;n++){if((h0(c+'.'+n)>>>(32-bits))===0){
-f.action='/?pow='+c+'.'+n;f.dataset.solved='1';f.requestSubmit(btn);return;}}setTimeout(step,0);})();});
+(function step(){for(var end=n+20000;n<end;n++){if((h0(c+'.'+salt+n)>>>(32-bits))===0){
+f.action='/?pow='+c+'.'+salt+n;f.dataset.solved='1';f.requestSubmit(btn);return;}}setTimeout(step,0);})();});
 })();
 "#;
 
-/// A window (20 digits at most), a 16-digit tag, a nonce: well under the 56
-/// bytes of one SHA-256 block, which the page's script relies on.
+/// A window, a 16-digit tag, a nonce: under the 56 bytes of one SHA-256
+/// block, which the page's script relies on. A window of five minutes has 7
+/// digits (for the next 19,000 years), which leaves the nonce 30.
 pub const MAX_SOLUTION_LEN: usize = 55;
-const MAX_NONCE_LEN: usize = MAX_SOLUTION_LEN - 20 - 1 - 16 - 1;
+const MAX_NONCE_LEN: usize = 32;
 
 /// Why a solution was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +85,7 @@ impl Pow {
         solution: &str,
         now_secs: u64,
     ) -> Result<(), PowError> {
-        if solution.len() > MAX_SOLUTION_LEN {
+        if solution.len() > MAX_SOLUTION_LEN || !solution.is_ascii() {
             return Err(PowError::Malformed);
         }
         let mut parts = solution.splitn(3, '.');
@@ -121,11 +123,13 @@ fn work(solution: &str) -> u32 {
 }
 
 /// A solution of `challenge` with `bits` of work, as the page's script
-/// finds it (the first decimal nonce that works); loadgen and the tests
-/// use it.
+/// finds it: a random salt (each voter's solution differs, and a node takes
+/// each once), then the first decimal counter that works. Loadgen and the
+/// tests use it.
 pub fn solve(challenge: &str, bits: u8) -> String {
+    let salt = rand::random::<u32>();
     (0u64..)
-        .map(|n| format!("{challenge}.{n}"))
+        .map(|n| format!("{challenge}.{salt:08x}{n}"))
         .find(|s| work(s) >= u32::from(bits))
         .expect("some nonce works")
 }
@@ -175,7 +179,7 @@ mod tests {
             "x",
             "1.2",
             &format!("{c}."),
-            &format!("{c}.{}", "9".repeat(40)),
+            &format!("{c}.{}", "9".repeat(33)),
             &format!("{c}.a b"),
         ] {
             assert_eq!(
@@ -185,6 +189,7 @@ mod tests {
             );
         }
         assert!(s.len() <= MAX_SOLUTION_LEN);
+        assert_ne!(solve(&c, 8), solve(&c, 8), "each solver finds its own");
         assert_eq!(from_query("a=1&pow=12.ab.3"), Some("12.ab.3"));
         assert_eq!(from_query("pow="), None);
     }
