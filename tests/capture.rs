@@ -724,24 +724,6 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     assert_eq!(VoterCookie::decode(&test_key(), &resealed), None);
 }
 
-async fn get_with_headers(
-    node: &capture_node::TestCapture,
-    path: &str,
-) -> (u16, awc::http::header::HeaderMap, String) {
-    let mut resp = node
-        .client
-        .get(format!("{}{path}", node.base))
-        .send()
-        .await
-        .unwrap();
-    let body = resp.body().limit(1 << 20).await.unwrap();
-    (
-        resp.status().as_u16(),
-        resp.headers().clone(),
-        String::from_utf8_lossy(&body).into_owned(),
-    )
-}
-
 fn assert_page_headers(h: &awc::http::header::HeaderMap, what: &str) {
     let csp = h
         .get("content-security-policy")
@@ -764,7 +746,7 @@ fn assert_page_headers(h: &awc::http::header::HeaderMap, what: &str) {
 async fn the_vote_page_forbids_frames_and_allows_only_its_own_style() {
     let redis = RedisServer::start();
     let node = spawn_capture(capture_node::settings(&redis.url()));
-    let (status, h, page) = get_with_headers(&node, "/").await;
+    let (status, h, page) = node.get_with_headers("/").await;
     assert_eq!(status, 200);
     assert_page_headers(&h, "GET /");
     let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
@@ -793,11 +775,11 @@ async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes
     let mut s = capture_node::settings(&redis.url());
     s.pow_bits = 10;
     let node = spawn_capture(s);
-    let (_, _, body) = get_with_headers(&node, "/api/pow").await;
+    let (_, _, body) = node.get_with_headers("/api/pow").await;
     let j: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(j["bits"], 10);
     let challenge = j["challenge"].as_str().unwrap().to_owned();
-    let (_, h, page) = get_with_headers(&node, "/").await;
+    let (_, h, page) = node.get_with_headers("/").await;
     assert!(
         page.contains(&format!(r#"data-pow="{challenge}" data-pow-bits="10""#)),
         "{page}"
@@ -809,7 +791,7 @@ async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes
         .to_str()
         .unwrap()
         .contains("script-src 'self'"));
-    let (status, js_headers, js) = get_with_headers(&node, "/pow.js").await;
+    let (status, js_headers, js) = node.get_with_headers("/pow.js").await;
     assert_eq!((status, js.as_str()), (200, pow::SCRIPT));
     assert!(js_headers
         .get("content-type")
@@ -869,7 +851,7 @@ async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes
             .status,
         202
     );
-    let (_, _, metrics) = get_with_headers(&node, "/metrics").await;
+    let (_, _, metrics) = node.get_with_headers("/metrics").await;
     assert!(
         metrics.contains(r#"voteswarm_pow_votes_total{proof="solved"} 1"#),
         "{metrics}"
@@ -906,7 +888,7 @@ async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
     .await;
     assert_eq!(report.failed_voters, 0);
     assert_eq!(report.stats.acknowledged, 50);
-    let (_, _, metrics) = get_with_headers(&node, "/metrics").await;
+    let (_, _, metrics) = node.get_with_headers("/metrics").await;
     assert!(
         metrics.contains(&format!(
             r#"voteswarm_pow_votes_total{{proof="solved"}} {voters}"#

@@ -116,9 +116,7 @@ impl TestCapture {
 
     /// `POST /api/vote` with `{"vote": option}`.
     pub async fn vote_api(&self, option: &str, cookie: Option<&str>) -> Answer {
-        let body = serde_json::json!({ "vote": option }).to_string();
-        self.post("/api/vote", "application/json", body, cookie)
-            .await
+        self.vote_api_with(option, cookie, &[]).await
     }
 
     /// `POST /` with the form `vote=option`.
@@ -133,6 +131,15 @@ impl TestCapture {
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.get_with_headers(path).await;
+        (status, body)
+    }
+
+    /// `GET path`: the status, the response headers, the body.
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+    ) -> (u16, awc::http::header::HeaderMap, String) {
         let mut resp = self
             .client
             .get(format!("{}{path}", self.base))
@@ -142,6 +149,7 @@ impl TestCapture {
         let body = resp.body().limit(1 << 20).await.expect("body");
         (
             resp.status().as_u16(),
+            resp.headers().clone(),
             String::from_utf8_lossy(&body).into_owned(),
         )
     }
