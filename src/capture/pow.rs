@@ -36,8 +36,11 @@ f.addEventListener('submit',function(e){if(f.dataset.solved)return;e.preventDefa
 var c=f.dataset.pow,bits=+f.dataset.powBits,btn=e.submitter,n=0,st=document.getElementById('pow');
 var salt=Math.random().toString(36).slice(2,10)||'s';
 if(st)st.textContent='Checking you are not a robot\u2026';
-(function step(){for(var end=n+20000;n<end;n++){if((h0(c+'.'+salt+n)>>>(32-bits))===0){
-f.action='/?pow='+c+'.'+salt+n;f.dataset.solved='1';f.requestSubmit(btn);return;}}setTimeout(step,0);})();});
+function step(){for(var end=n+20000;n<end;n++){if((h0(c+'.'+salt+n)>>>(32-bits))===0){
+f.action='/?pow='+c+'.'+salt+n;f.dataset.solved='1';f.requestSubmit(btn);return;}}setTimeout(step,0);}
+// Not at once: a submission asked for while the submit event is still
+// being dispatched is ignored.
+setTimeout(step,0);});
 })();
 "#;
 
