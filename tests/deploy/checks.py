@@ -599,10 +599,14 @@ def render_k8s(overlay):
     the kustomization's root (k8s/README.md)."""
     import yaml
 
-    out = subprocess.run(
+    r = subprocess.run(
         [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", overlay],
-        check=True, capture_output=True, text=True,
-    ).stdout
+        capture_output=True, text=True,
+    )
+    if r.returncode != 0:
+        print(r.stderr, file=sys.stderr)
+        raise SystemExit(f"kubectl kustomize {overlay} failed")
+    out = r.stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
