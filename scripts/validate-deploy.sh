@@ -168,6 +168,9 @@ patches:
   - target: {kind: HorizontalPodAutoscaler, name: capture}
     patch: |-
       - {op: remove, path: /spec/behavior/scaleDown}
+  - target: {kind: StatefulSet, name: capture}
+    patch: |-
+      - {op: add, path: /spec/replicas, value: 3}
   - target: {kind: NetworkPolicy, name: postgres}
     patch: |-
       - {op: remove, path: /spec/ingress/0/from}
@@ -182,7 +185,7 @@ YAML
   local want
   for want in "no readinessProbe" "no limits.cpu" "DATABASE_PASSWORD is a literal" "root filesystem is writable" \
     "is not pinned" "capture's autoscaler may scale down" "postgres:5432 is reachable from ['*']" \
-    "no PodDisruptionBudget for capture"; do
+    "no PodDisruptionBudget for capture" "StatefulSet/capture sets replicas"; do
     grep -qF "$want" "$work/selftest" || { cat "$work/selftest"; echo "the policy check missed: $want"; return 1; }
     echo "  ok   refused: $want"
   done

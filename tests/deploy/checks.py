@@ -765,6 +765,13 @@ def k8s_policy(overlays):
         hpas = kinds.get("HorizontalPodAutoscaler", {})
         if "worker" not in hpas:
             bad |= fail(f"{name}: no HorizontalPodAutoscaler for worker")
+        for h in hpas.values():
+            ref = h["spec"]["scaleTargetRef"]
+            target = kinds.get(ref["kind"], {}).get(ref["name"])
+            if target is None:
+                bad |= fail(f"{name}: HorizontalPodAutoscaler/{h['metadata']['name']} scales {ref['kind']}/{ref['name']}, which is not rendered")
+            elif "replicas" in target["spec"]:
+                bad |= fail(f"{name}: {ref['kind']}/{ref['name']} sets replicas, which every deploy would re-apply over its autoscaler's count")
         if "capture" in hpas:
             down = (hpas["capture"]["spec"].get("behavior") or {}).get("scaleDown") or {}
             if down.get("selectPolicy") != "Disabled":
