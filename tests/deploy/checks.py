@@ -34,7 +34,8 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                rendered ConfigMaps are the shipped ones, byte
                                for byte, and k8s/ holds no copy of them
 
-env-contract covers k8s/overlays/* too. kubectl: $KUBECTL, else
+env-contract covers k8s/overlays/* too, and the edge's HAProxy variables
+against what swarm/haproxy.cfg reads. kubectl: $KUBECTL, else
 target/deploy-venv/bin/kubectl (scripts/install-deps.sh pins it).
 
 Binaries not written yet (known to be on the way) are skipped with a note,
@@ -182,8 +183,9 @@ def env_contract():
         check=True, capture_output=True, text=True,
     ).stdout
     uses += uses_from_service_create(dry, "create-services.sh")
-    for overlay in k8s_overlays():
-        uses += uses_from_k8s(render_k8s(overlay), os.path.relpath(overlay, ROOT))
+    k8s_docs = {os.path.relpath(o, ROOT): render_k8s(o) for o in k8s_overlays()}
+    for origin, docs in k8s_docs.items():
+        uses += uses_from_k8s(docs, origin)
     # aws/ and vagrant/ deploy swarm/stack.yml; any service they create or
     # update themselves with our image is checked the same way.
     for sub in ("aws", "vagrant"):
@@ -220,6 +222,8 @@ def env_contract():
                 failures += fail(f"{origin}: {binary} has no flag {a}")
         if not (env - ok_env):
             print(f"  ok   {origin}: {binary} accepts {', '.join(sorted(env)) or 'no variables'}{' ' + ' '.join(args) if args else ''}")
+    for origin, docs in k8s_docs.items():
+        failures += k8s_haproxy_env(docs, origin)
     for b in sorted(skipped):
         print(f"  note `{b}` is not in the crate yet: its variables are not checked (they will be once src/bin/{b}.rs lands)")
     return failures
@@ -658,6 +662,45 @@ def uses_from_k8s(docs, origin):
             env -= {e["name"] for e in c.get("env") or [] if "valueFrom" in e and e["name"] in refs}
             uses.append((f"{origin} {d['kind']}/{d['metadata']['name']} {c['name']}", argv[0], env, argv[1:]))
     return uses
+
+
+# Variables a deploy file may give HAProxy before swarm/haproxy.cfg reads
+# them: issue 15's TLS (its certificate path) is on the way.
+HAPROXY_PENDING = {"TLS_CERT"}
+
+
+def haproxy_reads():
+    """The variables swarm/haproxy.cfg reads: "${VAR}", presetenv VAR and
+    .if defined(VAR)."""
+    text = open(os.path.join(ROOT, "swarm/haproxy.cfg")).read()
+    names = set(re.findall(r"\$\{([A-Z0-9_]+)\}", text))
+    names |= set(re.findall(r"^\s*presetenv\s+([A-Z0-9_]+)", text, re.M))
+    names |= set(re.findall(r"defined\(([A-Z0-9_]+)\)", text))
+    return names
+
+
+def k8s_haproxy_env(docs, origin):
+    """Every variable the edge's HAProxy container gets is one the shipped
+    haproxy.cfg reads (or feeds a $(VAR) reference)."""
+    reads = haproxy_reads()
+    bad = 0
+    for d in docs:
+        ps = pod_spec(d)
+        if not ps:
+            continue
+        for c, _ in containers_of(ps):
+            if image_name(c.get("image", "")) != "haproxy":
+                continue
+            refs = set(re.findall(r"\$\(([A-Z0-9_]+)\)", json.dumps(c)))
+            env = {e["name"] for e in c.get("env") or []} - refs
+            for n in sorted(env - reads):
+                if n in HAPROXY_PENDING:
+                    print(f"  note {origin} {d['kind']}/{d['metadata']['name']}: {n} is not read by swarm/haproxy.cfg yet (issue 15)")
+                else:
+                    bad |= fail(f"{origin} {d['kind']}/{d['metadata']['name']}: haproxy.cfg reads no {n}")
+            if not bad:
+                print(f"  ok   {origin} {d['kind']}/{d['metadata']['name']} {c['name']}: haproxy.cfg reads {', '.join(sorted(env & reads))}")
+    return bad
 
 
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|COOKIE_KEY|PRIVATE_KEY|API_KEY|ACCESS_KEY)", re.I)
