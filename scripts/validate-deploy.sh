@@ -144,6 +144,14 @@ k8s_schema() {
     "$k8s_validate" -k "$k8s_version" --strict --quiet "$f"
     echo "  ok   $(basename "$f" .yaml): every object valid for Kubernetes $k8s_version (strict: no unknown fields)"
   done
+  # The validator itself: a misspelt field must fail it.
+  sed 's/^  terminationGracePeriodSeconds:/  terminationGracePeriodSecond:/; s/^      terminationGracePeriodSeconds:/      terminationGracePeriodSecond:/' \
+    "$work/k8s/production.yaml" >"$work/k8s-misspelt.yaml"
+  if "$k8s_validate" -k "$k8s_version" --strict --quiet "$work/k8s-misspelt.yaml" >/dev/null 2>&1; then
+    echo "kubernetes-validate accepted a misspelt terminationGracePeriodSeconds"
+    return 1
+  fi
+  echo "  ok   a misspelt field is refused"
 }
 check "rendered k8s overlays against the Kubernetes $k8s_version schemas" k8s_schema
 
@@ -165,6 +173,7 @@ patches:
       - {op: add, path: /spec/template/spec/containers/0/env/-, value: {name: DATABASE_PASSWORD, value: hunter2}}
       - {op: replace, path: /spec/template/spec/containers/0/securityContext/readOnlyRootFilesystem, value: false}
       - {op: replace, path: /spec/template/spec/containers/0/image, value: "registry.example/voteswarm:latest"}
+      - {op: add, path: /spec/template/spec/containers/0/env/-, value: {name: WORKER_ID, value: "\$(POD_NAM)"}}
   - target: {kind: HorizontalPodAutoscaler, name: capture}
     patch: |-
       - {op: remove, path: /spec/behavior/scaleDown}
@@ -185,7 +194,8 @@ YAML
   local want
   for want in "no readinessProbe" "no limits.cpu" "DATABASE_PASSWORD is a literal" "root filesystem is writable" \
     "is not pinned" "capture's autoscaler may scale down" "postgres:5432 is reachable from ['*']" \
-    "no PodDisruptionBudget for capture" "StatefulSet/capture sets replicas"; do
+    "no PodDisruptionBudget for capture" "StatefulSet/capture sets replicas" \
+    "refers to \$(POD_NAM), not defined before it"; do
     grep -qF "$want" "$work/selftest" || { cat "$work/selftest"; echo "the policy check missed: $want"; return 1; }
     echo "  ok   refused: $want"
   done

@@ -757,6 +757,18 @@ def k8s_policy(overlays):
                 tag = image.split("/")[-1]
                 if not ("@sha256:" in image or (":" in tag and not tag.endswith(":latest"))):
                     bad |= fail(f"{cw}: image {image!r} is not pinned (an overlay's images: sets a tag or digest)")
+                # Kubernetes leaves a $(VAR) of no variable defined before it
+                # as it is, silently.
+                defined = set()
+                for e in c.get("env") or []:
+                    for ref in re.findall(r"\$\(([A-Za-z0-9_]+)\)", str(e.get("value", ""))):
+                        if ref not in defined:
+                            bad |= fail(f"{cw}: {e['name']} refers to $({ref}), not defined before it")
+                    defined.add(e["name"])
+                for a in (c.get("command") or []) + (c.get("args") or []):
+                    for ref in re.findall(r"\$\(([A-Za-z0-9_]+)\)", a):
+                        if ref not in defined:
+                            bad |= fail(f"{cw}: an argument refers to $({ref}), which is not in its env")
                 for e in c.get("env") or []:
                     if "value" in e and SECRET_NAME.search(e["name"]) and not e["name"].endswith("_FILE"):
                         bad |= fail(f"{cw}: {e['name']} is a literal value (mount a Secret, use {e['name']}_FILE)")
