@@ -26,6 +26,8 @@ fn main() {
             rate,
             report,
             final_timeout_secs,
+            https,
+            new_connection_per_voter,
         } => cluster::rehearse(
             &topology,
             voters,
@@ -34,6 +36,8 @@ fn main() {
             rate,
             report.as_deref(),
             final_timeout_secs,
+            https,
+            new_connection_per_voter,
         ),
     };
     match code {

@@ -153,6 +153,12 @@ fn serve(
 pub struct Edge {
     pub vote_port: u16,
     pub results_port: u16,
+    /// HTTPS for votes and results, with a certificate of the local CA
+    /// (`voteswarm::cluster::tls`, as the cluster makes it) for localhost
+    /// and 127.0.0.1.
+    pub tls_port: u16,
+    pub results_tls_port: u16,
+    pub tls: voteswarm::cluster::tls::Files,
     pub socket: PathBuf,
     proc: Proc,
 }
@@ -196,9 +202,22 @@ impl Edge {
             .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
             .unwrap_or_else(free_port);
         let results_port = free_port();
+        let (tls_port, results_tls_port) = (free_port(), free_port());
+        let tls = voteswarm::cluster::tls::ensure(dir).expect("local CA");
         let mut spec = Spec::new(super::require_program_opt("haproxy").unwrap())
             .env("VOTE_BIND", format!("127.0.0.1:{vote_port}"))
             .env("RESULTS_BIND", format!("127.0.0.1:{results_port}"))
+            .env("TLS_BIND", format!("127.0.0.1:{tls_port}"))
+            .env("RESULTS_TLS_BIND", format!("127.0.0.1:{results_tls_port}"))
+            .env("TLS_CERT", tls.edge_pem.display().to_string())
+            .env("HTTPS_REDIRECT_PORT", format!(":{tls_port}"))
+            .env(
+                "RESULTS_HTTPS_REDIRECT_PORT",
+                format!(":{results_tls_port}"),
+            )
+            // Most tests are about what the edge does with a request, on
+            // the plain port; the TLS tests set "1".
+            .env("HTTPS_REDIRECT", "0")
             .env("PEERS_BIND", format!("127.0.0.1:{}", free_port()))
             .env("VOTE_RATE_LIMIT", "1000000");
         for (k, v) in env {
@@ -212,6 +231,9 @@ impl Edge {
         let edge = Edge {
             vote_port,
             results_port,
+            tls_port,
+            results_tls_port,
+            tls,
             socket,
             proc,
         };
