@@ -39,6 +39,8 @@ pub struct Stub {
     pub seen: Arc<Mutex<Vec<String>>>,
     /// Requests that arrived with X-Voteswarm-New-Voters-Spent.
     pub spent_seen: Arc<AtomicUsize>,
+    /// The X-Forwarded-Proto of each request (health checks excepted).
+    pub protos: Arc<Mutex<Vec<String>>>,
 }
 
 impl Stub {
@@ -51,18 +53,25 @@ impl Stub {
             events_max: Arc::default(),
             seen: Arc::default(),
             spent_seen: Arc::default(),
+            protos: Arc::default(),
         };
-        let (open, max, seen, spent) = (
+        let (open, max, seen, spent, protos) = (
             stub.events_open.clone(),
             stub.events_max.clone(),
             stub.seen.clone(),
             stub.spent_seen.clone(),
+            stub.protos.clone(),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (open, max, seen, spent) =
-                    (open.clone(), max.clone(), seen.clone(), spent.clone());
-                std::thread::spawn(move || serve(conn, &open, &max, &seen, &spent));
+                let (open, max, seen, spent, protos) = (
+                    open.clone(),
+                    max.clone(),
+                    seen.clone(),
+                    spent.clone(),
+                    protos.clone(),
+                );
+                std::thread::spawn(move || serve(conn, &open, &max, &seen, &spent, &protos));
             }
         });
         stub
@@ -79,6 +88,7 @@ fn serve(
     max: &AtomicUsize,
     seen: &Mutex<Vec<String>>,
     spent_seen: &AtomicUsize,
+    protos: &Mutex<Vec<String>>,
 ) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut conn = conn;
@@ -90,7 +100,7 @@ fn serve(
     let method = parts.next().unwrap_or("").to_owned();
     let path = parts.next().unwrap_or("").to_owned();
     let mut length = 0usize;
-    let (mut voter, mut spent) = (None, false);
+    let (mut voter, mut spent, mut proto) = (None, false, String::new());
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
@@ -106,6 +116,9 @@ fn serve(
                 .find_map(|c| c.trim().strip_prefix("voter=").map(str::to_owned));
         }
         spent |= lower.starts_with("x-voteswarm-new-voters-spent:");
+        if let Some(v) = lower.strip_prefix("x-forwarded-proto:") {
+            proto = v.trim().to_owned();
+        }
     }
     if spent {
         spent_seen.fetch_add(1, Ordering::SeqCst);
@@ -114,6 +127,7 @@ fn serve(
     let _ = reader.read_exact(&mut body);
     if path != "/readyz" {
         seen.lock().unwrap().push(path.clone());
+        protos.lock().unwrap().push(proto);
     }
     if path == "/events" {
         let now = open.fetch_add(1, Ordering::SeqCst) + 1;
