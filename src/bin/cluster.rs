@@ -28,6 +28,7 @@ fn main() {
             final_timeout_secs,
             https,
             new_connection_per_voter,
+            no_tls_resumption,
         } => cluster::rehearse(
             &topology,
             voters,
@@ -38,6 +39,7 @@ fn main() {
             final_timeout_secs,
             https,
             new_connection_per_voter,
+            no_tls_resumption,
         ),
     };
     match code {

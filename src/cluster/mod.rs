@@ -185,6 +185,9 @@ pub enum ClusterCommand {
         /// With --https: one new TLS connection per voter, as phones do.
         #[arg(long)]
         new_connection_per_voter: bool,
+        /// With --https: no session resumption, every handshake full.
+        #[arg(long)]
+        no_tls_resumption: bool,
     },
 }
 
@@ -708,6 +711,7 @@ pub fn rehearse(
     final_timeout_secs: u64,
     https: bool,
     new_connection_per_voter: bool,
+    no_tls_resumption: bool,
 ) -> Result<i32, ClusterError> {
     let stop = stop_flag()?;
     let loadgen = sibling("loadgen")?;
@@ -722,6 +726,9 @@ pub fn rehearse(
     };
     if new_connection_per_voter {
         cmd.arg("--new-connection-per-voter");
+    }
+    if no_tls_resumption {
+        cmd.arg("--no-tls-resumption");
     }
     cmd.arg("--target")
         .arg(vote_url)
