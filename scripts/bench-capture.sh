@@ -42,9 +42,10 @@ edge_bench() {
   for _ in $(seq 600); do grep -q 'Ctrl-C to stop' "$work/edge.out" && break; sleep 0.1; done
   grep -q 'Ctrl-C to stop' "$work/edge.out" || die "edge: cluster did not start: $(tail -n 5 "$work/edge.log")"
   hpid="$(cat "$dir/run/haproxy.pid")"
-  for mode in http https https-new https-new-full; do
+  for mode in http http-new https https-new https-new-full; do
     case "$mode" in
       http) target="http://127.0.0.1:$port" flags=() ;;
+      http-new) target="http://127.0.0.1:$port" flags=(--new-connection-per-voter) ;;
       https) target="https://localhost:$tport" flags=(--ca-file "$dir/tls/ca.pem") ;;
       https-new) target="https://localhost:$tport" flags=(--ca-file "$dir/tls/ca.pem" --new-connection-per-voter) ;;
       https-new-full) target="https://localhost:$tport" flags=(--ca-file "$dir/tls/ca.pem" --new-connection-per-voter --no-tls-resumption) ;;
@@ -81,7 +82,10 @@ edge_bench() {
     echo "|---|---:|---|---|---:|---|---:|"
     printf '%s\n' "${rows[@]}"
     echo
-    echo "http and https: keep-alive, $EDGE_CONCURRENCY connections for all voters. https-new: a new TCP"
+    echo "http and https: keep-alive, $EDGE_CONCURRENCY connections for all voters. http-new: a new TCP"
+    echo "connection per vote without TLS, which separates the cost of a connection (HAProxy's default"
+    echo "\`http-reuse safe\` sends a session's first request on a server connection of its own, so this"
+    echo "includes a new connection to capture) from the cost of TLS. https-new: a new TCP"
     echo "and TLS connection for every vote, resuming a session (TLS 1.3 tickets) from an earlier"
     echo "voter; https-new-full: the same with resumption refused, a full handshake (ECDHE"
     echo "X25519 + an ECDSA P-256 signature) per vote, which is what a million phones arriving at"

@@ -11,7 +11,7 @@
 # per voter (sessions resumed), and the same with every handshake full.
 # Writes the "End to end" section of BENCHMARKS.md.
 #   VOTERS=1000000 TOPOLOGIES="3x2 1x1" CONCURRENCY=256 \
-#   MODES="http https https-new https-new-full" scripts/bench-e2e.sh
+#   MODES="http http-new https https-new https-new-full" scripts/bench-e2e.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,7 @@ VOTERS="${VOTERS:-1000000}"
 CHANGE_FRACTION="${CHANGE_FRACTION:-0.1}"
 TOPOLOGIES="${TOPOLOGIES:-3x2 1x1}"
 CONCURRENCY="${CONCURRENCY:-256}"
-MODES="${MODES:-http https https-new https-new-full}"
+MODES="${MODES:-http http-new https https-new https-new-full}"
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
@@ -68,15 +68,17 @@ field() { # field REPORT "measure" -> its value cell
 mode_flags() {
   case "$1" in
     http) ;;
+    http-new) echo --new-connection-per-voter ;;
     https) echo --https ;;
     https-new) echo --https --new-connection-per-voter ;;
     https-new-full) echo --https --new-connection-per-voter --no-tls-resumption ;;
-    *) die "unknown mode $1 in MODES (http https https-new https-new-full)" ;;
+    *) die "unknown mode $1 in MODES (http http-new https https-new https-new-full)" ;;
   esac
 }
 mode_name() {
   case "$1" in
     http) echo "HTTP, keep-alive" ;;
+    http-new) echo "HTTP, new connection per voter" ;;
     https) echo "HTTPS, keep-alive" ;;
     https-new) echo "HTTPS, new connection per voter (resumed)" ;;
     https-new-full) echo "HTTPS, new connection per voter (full handshakes)" ;;
@@ -133,7 +135,7 @@ for run in "${runs[@]}"; do
   exact="no"
   [ "$status" -eq 0 ] && exact="yes"
   label="${capture} × capture, ${workers} × worker, $(mode_name "$mode")"
-  if [ "$mode" != http ]; then
+  if [ "${mode#https}" != "$mode" ]; then
     tls_rows+=("| $(mode_name "$mode") | $(field "$report" "TLS handshakes full / resumed / failed") | $(field "$report" "TLS handshakes/s") | $(field "$report" "TLS handshake p50 / p90 / p99 / max") |")
   fi
   rows+=("| $label | $acked | $wall | $rate | ${waited:-?} s | $to_final | $lat / p99.9 $p999 | $exact ($checked) |")

@@ -182,7 +182,8 @@ pub enum ClusterCommand {
         /// cluster's CA) instead of plain HTTP.
         #[arg(long)]
         https: bool,
-        /// With --https: one new TLS connection per voter, as phones do.
+        /// One new connection per voter, as phones do (with --https, a TLS
+        /// handshake each).
         #[arg(long)]
         new_connection_per_voter: bool,
         /// With --https: no session resumption, every handshake full.
