@@ -226,20 +226,12 @@ impl Report {
             "| votes/s (acknowledged) | {:.0} |",
             st.acknowledged as f64 / secs
         );
-        let _ = writeln!(
-            s,
-            "| latency p50 / p90 / p99 / max | {} / {} / {} / {} |",
-            pct(0.50),
-            pct(0.90),
-            pct(0.99),
-            lat.last().map(|v| fmt_us(*v)).unwrap_or_else(|| "-".into())
-        );
+        let _ = writeln!(s, "| latency p50 / p90 / p99 / max | {} |", quantiles(&lat));
         let _ = writeln!(s, "| latency p99.9 | {} |", pct(0.999));
         let hs = &st.handshakes;
         if hs.full + hs.resumed + hs.failed > 0 {
             let mut hl = hs.latencies_us.clone();
             hl.sort_unstable();
-            let hpct = |p: f64| percentile(&hl, p);
             let _ = writeln!(
                 s,
                 "| TLS handshakes full / resumed / failed | {} / {} / {} |",
@@ -252,11 +244,8 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| TLS handshake p50 / p90 / p99 / max | {} / {} / {} / {} |",
-                hpct(0.50),
-                hpct(0.90),
-                hpct(0.99),
-                hl.last().map(|v| fmt_us(*v)).unwrap_or_else(|| "-".into())
+                "| TLS handshake p50 / p90 / p99 / max | {} |",
+                quantiles(&hl)
             );
         }
         let _ = writeln!(s, "| voters given up on | {} |", self.failed_voters);
@@ -318,6 +307,20 @@ impl Report {
         );
         s
     }
+}
+
+/// "p50 / p90 / p99 / max" of sorted microseconds.
+fn quantiles(sorted: &[u32]) -> String {
+    let max = sorted
+        .last()
+        .map(|v| fmt_us(*v))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{} / {} / {} / {max}",
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.90),
+        percentile(sorted, 0.99)
+    )
 }
 
 /// The `p` quantile of sorted microseconds, formatted; "-" for none.
