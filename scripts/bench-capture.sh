@@ -4,6 +4,12 @@
 # in one invocation, with Redis at appendfsync everysec and always; then the
 # node at everysec under our own loadgen (JSON votes, a cookie jar per
 # voter) at full rate. Writes the "Capture" section of BENCHMARKS.md.
+# Then the edge: HAProxy with the shipped swarm/haproxy.cfg in front of one
+# capture node (`cluster up --capture 1`), loadgen through it over plain
+# HTTP, HTTPS keep-alive, and HTTPS with a new connection per voter
+# (resumed, then full handshakes), one after another against the same
+# edge; HAProxy's CPU per vote for each ("Edge" section). EDGE_ONLY=1
+# runs only that part; EDGE_VOTERS voters per mode [20000].
 #   DURATION=10 WARMUP=2 CONNECTIONS=64 LOADGEN_CONCURRENCY=256 scripts/bench-capture.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,10 +21,83 @@ CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-2}"
 LOADGEN_CONCURRENCY="${LOADGEN_CONCURRENCY:-256}"
+EDGE_VOTERS="${EDGE_VOTERS:-20000}"
+EDGE_CONCURRENCY="${EDGE_CONCURRENCY:-64}"
 
 bench_start bench-capture
 say "building release binaries"
-cargo build --locked --release -q --bin capture --bin loadgen --example baseline
+cargo build --locked --release -q --bin capture --bin loadgen --bin cluster \
+  --bin worker --bin results --example baseline
+
+# edge_bench: the "Edge" section (see the top of this file).
+edge_bench() {
+  local dir="$work/edge" port tport rport trport cluster hpid mode flags target c0 c1 report rows=()
+  chmod 755 "$work"
+  port="$(free_port)" tport="$(free_port)" rport="$(free_port)" trport="$(free_port)"
+  say "edge: cluster up --capture 1 --workers 1, HAProxy in front"
+  target/release/cluster up --capture 1 --workers 1 --port "$port" --results-port "$rport" \
+    --tls-port "$tport" --results-tls-port "$trport" --data-dir "$dir" >"$work/edge.out" 2>"$work/edge.log" &
+  cluster=$!
+  pids+=("$cluster")
+  for _ in $(seq 600); do grep -q 'Ctrl-C to stop' "$work/edge.out" && break; sleep 0.1; done
+  grep -q 'Ctrl-C to stop' "$work/edge.out" || die "edge: cluster did not start: $(tail -n 5 "$work/edge.log")"
+  hpid="$(cat "$dir/run/haproxy.pid")"
+  for mode in http http-new https https-new https-new-full; do
+    case "$mode" in
+      http) target="http://127.0.0.1:$port" flags=() ;;
+      http-new) target="http://127.0.0.1:$port" flags=(--new-connection-per-voter) ;;
+      https) target="https://localhost:$tport" flags=(--ca-file "$dir/tls/ca.pem") ;;
+      https-new) target="https://localhost:$tport" flags=(--ca-file "$dir/tls/ca.pem" --new-connection-per-voter) ;;
+      https-new-full) target="https://localhost:$tport" flags=(--ca-file "$dir/tls/ca.pem" --new-connection-per-voter --no-tls-resumption) ;;
+    esac
+    report="$work/edge-$mode.md"
+    c0="$(cpu_ticks "$hpid")"
+    target/release/loadgen --target "$target" "${flags[@]}" --voters "$EDGE_VOTERS" \
+      --change-fraction 0 --concurrency "$EDGE_CONCURRENCY" --report "$report" >/dev/null ||
+      { cat "$report" >&2 2>/dev/null; die "edge: loadgen ($mode) failed"; }
+    c1="$(cpu_ticks "$hpid")"
+    read_loadgen_report "$report"
+    local hs hsr hsl
+    hs="$(grep '^| TLS handshakes full / resumed / failed' "$report" | awk -F'|' '{print $3}' | xargs || true)"
+    hsr="$(grep '^| TLS handshakes/s' "$report" | awk -F'|' '{print $3}' | xargs || true)"
+    hsl="$(grep '^| TLS handshake p50' "$report" | awk -F'|' '{print $3}' | xargs || true)"
+    rows+=("| $mode | $lg_rate | $lg_p50 / $lg_p99 | ${hs:--} | ${hsr:--} | ${hsl:--} | $(per_vote "$((c1 - c0))" "$lg_acked") µs |")
+    say "edge, $mode: $lg_rate votes/s, HAProxy $(per_vote "$((c1 - c0))" "$lg_acked") µs per vote"
+  done
+  stop "$cluster"
+  local section="$work/edge-section.md"
+  {
+    echo "<!-- edge:begin -->"
+    echo "## Edge: HAProxy's CPU per vote, plain HTTP against HTTPS"
+    echo
+    echo "Measured $(date -u +%Y-%m-%d) on $(cores_desc), $(mem_desc), a machine shared with other"
+    echo "builds while this ran (rates and latencies are noisy; CPU per vote less so)."
+    echo "Command: \`EDGE_ONLY=1 make bench-capture\` (part of \`scripts/bench-capture.sh\`): \`cluster up --capture 1"
+    echo "--workers 1\`, then loadgen, $EDGE_VOTERS voters per mode, --concurrency $EDGE_CONCURRENCY, --change-fraction 0,"
+    echo "through the same HAProxy (the shipped \`swarm/haproxy.cfg\`, ECDSA P-256 certificate of the"
+    echo "cluster's CA), one mode after another; HAProxy's CPU (user + system, /proc) over each run"
+    echo "divided by the votes acknowledged in it."
+    echo
+    echo "| mode | votes/s | latency p50 / p99 | TLS handshakes full / resumed / failed | handshakes/s | handshake p50 / p90 / p99 / max | HAProxy CPU per vote |"
+    echo "|---|---:|---|---|---:|---|---:|"
+    printf '%s\n' "${rows[@]}"
+    echo
+    echo "http and https: keep-alive, $EDGE_CONCURRENCY connections for all voters. http-new: a new TCP"
+    echo "connection per vote without TLS, which separates the cost of a connection (HAProxy's default"
+    echo "\`http-reuse safe\` sends a session's first request on a server connection of its own, so this"
+    echo "includes a new connection to capture) from the cost of TLS. https-new: a new TCP"
+    echo "and TLS connection for every vote, resuming a session (TLS 1.3 tickets) from an earlier"
+    echo "voter; https-new-full: the same with resumption refused, a full handshake (ECDHE"
+    echo "X25519 + an ECDSA P-256 signature) per vote, which is what a million phones arriving at"
+    echo "once cost. Every process here shares the same $(nproc) cores, loadgen's TLS included."
+    echo "<!-- edge:end -->"
+  } >"$section"
+  write_section edge "$section"
+}
+if [ "${EDGE_ONLY:-0}" = 1 ]; then
+  edge_bench
+  exit 0
+fi
 
 post_lua "$work/post.lua"
 
@@ -158,3 +237,4 @@ section="$work/section.md"
   echo "<!-- capture:end -->"
 } >"$section"
 write_section capture "$section"
+edge_bench

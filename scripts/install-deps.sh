@@ -24,6 +24,11 @@ case "$purpose" in
     need[chromium]=chromium
     need[node]=nodejs
     need[npm]=npm
+    # The TLS tests: curl (HTTP/2, redirects), openssl s_client (refused
+    # TLS versions), certutil (the browser trusts the local CA in an NSS db).
+    need[curl]=curl
+    need[openssl]=openssl
+    need[certutil]=libnss3-tools
     ;;
 esac
 # make profile counts instructions with callgrind.

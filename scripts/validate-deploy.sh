@@ -236,8 +236,21 @@ PY
 check "k8s/create-secrets.sh makes every Secret the manifests mount" k8s_secrets_dry_run
 
 # ---------------------------------------------------------------- HAProxy
+# HAProxy reads the edge's certificate at start (TLS_CERT, a Swarm secret
+# in deployments): a throwaway one for the checks.
+edge_cert() {
+  if [ ! -f "$work/edge.pem" ]; then
+    need openssl
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$work/edge.key" -out "$work/edge.crt" -days 1 -subj /CN=localhost 2>/dev/null
+    cat "$work/edge.crt" "$work/edge.key" >"$work/edge.pem"
+  fi
+  export TLS_CERT="$work/edge.pem"
+}
+
 haproxy_swarm() {
   need haproxy
+  edge_cert
   # The servers of the swarm form resolve through DNS at run time
   # (init-addr last,libc,none), so the check needs no network.
   haproxy -c -f swarm/haproxy.cfg 2>&1 | grep -v "could not resolve address" || true
@@ -247,6 +260,7 @@ check "haproxy -c -f swarm/haproxy.cfg" haproxy_swarm
 
 haproxy_k8s() {
   need haproxy
+  edge_cert
   # As the k8s edge runs it: the resolvers read resolv.conf.
   DNS_FROM_RESOLV_CONF=1 CAPTURE_ADDR=capture.voteswarm.svc.cluster.local:8080 \
     RESULTS_ADDR=results.voteswarm.svc.cluster.local:8081 EDGE_NAME=edge-0 \
@@ -257,6 +271,7 @@ check "swarm/haproxy.cfg as the k8s edge runs it" haproxy_k8s
 
 haproxy_local() {
   need haproxy
+  edge_cert
   # What `cluster` does to the file: local servers between the markers, the
   # resolvers section dropped. The result must still be valid.
   "$python" - swarm/haproxy.cfg >"$work/local.cfg" <<'PY'

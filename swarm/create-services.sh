@@ -7,12 +7,16 @@
 #
 #   --dry-run       print every command instead of running it
 #   --secrets-only  create the secrets (random values; those that exist are
-#                   kept) and stop: what `docker stack deploy` needs first
+#                   kept) and the edge's certificate from EDGE_PEM_FILE,
+#                   and stop: what `docker stack deploy` needs first
 #   --workers M     worker replicas [2, or $WORKERS]
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
 # OPTION_A, OPTION_B, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
-# REDIS_MEMORY_LIMIT, QUEUE_LIMIT, CONFIG_VERSION.
+# REDIS_MEMORY_LIMIT, QUEUE_LIMIT, CONFIG_VERSION, HTTPS_REDIRECT_PORT,
+# EDGE_PEM_SECRET; and
+# EDGE_PEM_FILE: the certificate chain and key in one PEM, made the secret
+# EDGE_PEM_SECRET [voteswarm_edge_pem] when that does not exist yet.
 # Before: label nodes and prepare capture nodes' directories (README.md).
 # The services get the stack's names (voteswarm_<role>) and the same DNS
 # aliases, so swarm/haproxy.cfg (tasks.capture) works unchanged. Remove all
@@ -53,6 +57,7 @@ redis_maxmemory="${REDIS_MAXMEMORY:-2gb}"
 redis_memory_limit="${REDIS_MEMORY_LIMIT:-3G}"
 queue_limit="${QUEUE_LIMIT:-5000000}"
 config_version="${CONFIG_VERSION:-1}"
+edge_pem_secret="${EDGE_PEM_SECRET:-voteswarm_edge_pem}"
 label="com.voteswarm=1"
 
 # run CMD...: print it (dry run) or run it.
@@ -95,6 +100,21 @@ for name in cookie_key db_password \
   redis_capture_password redis_worker_password redis_results_password redis_admin_password; do
   secret "voteswarm_${name}" "$(random_secret)"
 done
+# The edge's certificate: the operator's, never made up here (a browser
+# would refuse a self-signed one). From a file, so the key is in no
+# environment variable or command line.
+if exists secret "$edge_pem_secret"; then
+  echo "create-services: secret $edge_pem_secret exists, kept" >&2
+elif [ -n "${EDGE_PEM_FILE:-}" ]; then
+  if ! ((dry_run)) && ! grep -q -- '-----BEGIN .*PRIVATE KEY-----' "$EDGE_PEM_FILE"; then
+    echo "create-services: EDGE_PEM_FILE $EDGE_PEM_FILE holds no private key (chain, then key, in one PEM)" >&2
+    exit 1
+  fi
+  run docker secret create --label "$label" "$edge_pem_secret" "$EDGE_PEM_FILE"
+else
+  echo "create-services: no secret $edge_pem_secret: set EDGE_PEM_FILE to the edge's certificate chain and key in one PEM (swarm/README.md)" >&2
+  ((dry_run)) || exit 1
+fi
 ((secrets_only)) && exit 0
 
 for cfg in "voteswarm_haproxy_cfg_${config_version}:haproxy.cfg" "voteswarm_redis_conf_${config_version}:redis.conf" \
@@ -120,7 +140,12 @@ run docker service create --name voteswarm_haproxy "${common[@]}" \
   --mode global --constraint 'node.labels.role==edge' \
   --network name=voteswarm_front,alias=haproxy \
   --publish mode=host,target=8080,published=80,protocol=tcp \
+  --publish mode=host,target=8443,published=443,protocol=tcp \
   --publish mode=host,target=8081,published=8081,protocol=tcp \
+  --publish mode=host,target=8444,published=8444,protocol=tcp \
+  --secret "source=${edge_pem_secret},target=edge.pem,uid=99,gid=99,mode=0400" \
+  --env TLS_CERT=/run/secrets/edge.pem \
+  --env "HTTPS_REDIRECT_PORT=${HTTPS_REDIRECT_PORT:-:443}" \
   --config "source=voteswarm_haproxy_cfg_${config_version},target=/usr/local/etc/haproxy/haproxy.cfg" \
   --env CAPTURE_ADDR=tasks.capture:8080 \
   --env RESULTS_ADDR=results:8081 \

@@ -2,7 +2,9 @@
 //! tests/browser/) against a real `cluster`: a vote cast by clicking a
 //! button shows up on the already open results page without a reload, both
 //! pages work under their Content-Security-Policy, and a framed vote page
-//! is refused.
+//! is refused. Over HTTPS, with the cluster's own CA trusted the way a user
+//! trusts one: in the NSS database chromium reads ($HOME/.pki/nssdb, made
+//! with certutil in a temporary HOME), never by ignoring certificate errors.
 //! The screenshots it takes are the ones in docs/screenshots/ (set
 //! VOTESWARM_SCREENSHOTS=docs/screenshots to refresh them).
 
@@ -17,6 +19,7 @@ use common::cluster_proc::Up;
 fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
     common::require_program("chromium", "chromium");
     common::require_program("node", "nodejs");
+    common::require_program("certutil", "libnss3-tools");
     let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         script_dir.join("node_modules/playwright-core").is_dir(),
@@ -32,10 +35,39 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
         None => dir.path().to_path_buf(),
     };
     std::fs::create_dir_all(&shots).unwrap();
+    let home = dir.path().join("home");
+    let nssdb = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).unwrap();
+    let db = format!("sql:{}", nssdb.display());
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &db,
+            "-n",
+            "voteswarm local CA",
+            "-t",
+            "C,,",
+            "-i",
+            up.ca.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("certutil")
+            .args(&args)
+            .output()
+            .expect("run certutil");
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = Command::new("node")
+        .env("HOME", &home)
         .arg(script_dir.join("vote-and-watch.mjs"))
-        .arg(&up.vote)
-        .arg(&up.results)
+        .arg(format!("https://localhost:{}", up.tls_ports.0))
+        .arg(format!("https://localhost:{}", up.tls_ports.1))
         .arg(&shots)
         .output()
         .expect("run node");

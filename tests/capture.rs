@@ -923,6 +923,8 @@ async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
         seed: 7,
         max_attempts: 20,
         threads: 1,
+        tls: None,
+        new_connection_per_voter: false,
     })
     .await;
     assert_eq!(report.failed_voters, 0);

@@ -97,6 +97,10 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
             &free_port().to_string(),
             "--results-port",
             &free_port().to_string(),
+            "--tls-port",
+            &free_port().to_string(),
+            "--results-tls-port",
+            &free_port().to_string(),
         ])
         .arg("--data-dir")
         .arg(&data)

@@ -26,6 +26,9 @@ fn main() {
             rate,
             report,
             final_timeout_secs,
+            https,
+            new_connection_per_voter,
+            no_tls_resumption,
         } => cluster::rehearse(
             &topology,
             voters,
@@ -34,6 +37,9 @@ fn main() {
             rate,
             report.as_deref(),
             final_timeout_secs,
+            https,
+            new_connection_per_voter,
+            no_tls_resumption,
         ),
     };
     match code {

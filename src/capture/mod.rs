@@ -677,10 +677,37 @@ fn check_same_site(req: &HttpRequest) -> Result<(), CaptureError> {
     Ok(())
 }
 
+/// Whether the voter reached the edge over HTTPS: HAProxy sets
+/// X-Forwarded-Proto on every request, over whatever a client sent, and
+/// capture is reached only through it.
+fn over_https(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+/// The voter's `Set-Cookie`, with `Secure` over HTTPS: a browser then never
+/// sends the cookie over plain HTTP, where anyone on the same network could
+/// copy it and vote as that voter.
+fn set_cookie(cookie: &VoterCookie, state: &State, https: bool) -> HeaderValue {
+    let plain = cookie.set_cookie_header(&state.sealer);
+    if !https {
+        return plain;
+    }
+    let mut v = Vec::with_capacity(plain.len() + SECURE.len());
+    v.extend_from_slice(plain.as_bytes());
+    v.extend_from_slice(SECURE);
+    HeaderValue::from_maybe_shared(actix_web::web::Bytes::from(v))
+        .expect("a valid header value and ASCII")
+}
+
+const SECURE: &[u8] = b"; Secure";
+
 fn refused(
     state: &State,
     (e, identity): (CaptureError, Option<VoterCookie>),
     api: bool,
+    https: bool,
 ) -> HttpResponse {
     state
         .metrics
@@ -694,7 +721,7 @@ fn refused(
     let mut resp = e.response(api);
     if let Some(c) = identity {
         resp.headers_mut()
-            .append(header::SET_COOKIE, c.set_cookie_header(&state.sealer));
+            .append(header::SET_COOKIE, set_cookie(&c, state, https));
     }
     resp
 }
@@ -715,15 +742,17 @@ async fn post_form(
     match result {
         Ok((vote, cookie)) => {
             let mut resp = page_response(&state, state.pages.voted[vote.option as usize].clone());
-            resp.headers_mut()
-                .append(header::SET_COOKIE, cookie.set_cookie_header(&state.sealer));
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(&cookie, &state, over_https(&req)),
+            );
             if vote.new_voter {
                 resp.headers_mut()
                     .insert(NEW_VOTER, HeaderValue::from_static("1"));
             }
             resp
         }
-        Err(e) => refused(&state, e, false),
+        Err(e) => refused(&state, e, false, over_https(&req)),
     }
 }
 
@@ -747,17 +776,20 @@ async fn post_api(
             if vote.new_voter {
                 resp.insert_header((NEW_VOTER, "1"));
             }
-            resp.append_header((header::SET_COOKIE, cookie.set_cookie_header(&state.sealer)))
-                .insert_header((header::CACHE_CONTROL, NO_STORE))
-                .json(Receipt {
-                    vote_id: std::str::from_utf8(&vote_id).expect("hex digits"),
-                    voter: std::str::from_utf8(&voter).expect("hex digits"),
-                    ts: vote.ts,
-                    node: &state.settings.node_id,
-                    option: vote.option.as_str(),
-                })
+            resp.append_header((
+                header::SET_COOKIE,
+                set_cookie(&cookie, &state, over_https(&req)),
+            ))
+            .insert_header((header::CACHE_CONTROL, NO_STORE))
+            .json(Receipt {
+                vote_id: std::str::from_utf8(&vote_id).expect("hex digits"),
+                voter: std::str::from_utf8(&voter).expect("hex digits"),
+                ts: vote.ts,
+                node: &state.settings.node_id,
+                option: vote.option.as_str(),
+            })
         }
-        Err(e) => refused(&state, e, true),
+        Err(e) => refused(&state, e, true, over_https(&req)),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod haproxy;
 pub mod postgres;
 pub mod procs;
 pub mod secrets;
+pub mod tls;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -128,6 +129,13 @@ pub struct TopologyArgs {
     /// Where the results page is served (HAProxy).
     #[arg(long, default_value_t = 8081)]
     pub results_port: u16,
+    /// Where voters vote over HTTPS (HAProxy), with the certificate of the
+    /// cluster's own CA (DIR/tls/ca.pem).
+    #[arg(long, default_value_t = 8443)]
+    pub tls_port: u16,
+    /// Where the results page is served over HTTPS (HAProxy).
+    #[arg(long, default_value_t = 8444)]
+    pub results_tls_port: u16,
     /// Address HAProxy binds; 0.0.0.0 lets phones on the LAN vote.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: String,
@@ -174,6 +182,17 @@ pub enum ClusterCommand {
         /// Seconds to wait for the count to become final.
         #[arg(long, default_value_t = 300)]
         final_timeout_secs: u64,
+        /// Vote and read results over HTTPS (the TLS ports, trusting the
+        /// cluster's CA) instead of plain HTTP.
+        #[arg(long)]
+        https: bool,
+        /// One new connection per voter, as phones do (with --https, a TLS
+        /// handshake each).
+        #[arg(long)]
+        new_connection_per_voter: bool,
+        /// With --https: no session resumption, every handshake full.
+        #[arg(long)]
+        no_tls_resumption: bool,
     },
 }
 
@@ -185,6 +204,11 @@ pub struct Cluster {
     pub database_url: String,
     pub vote_url: String,
     pub results_url: String,
+    /// The same over HTTPS.
+    pub vote_https_url: String,
+    pub results_https_url: String,
+    /// The certificates HAProxy serves and the CA to trust.
+    pub tls: tls::Files,
     /// In start order; stopped in the order of [`STOP_ORDER`].
     pub procs: Vec<Proc>,
 }
@@ -207,10 +231,10 @@ impl Cluster {
         let capture_bin = sibling("capture")?;
         let worker_bin = sibling("worker")?;
         let results_bin = sibling("results")?;
-        for port in [t.port, t.results_port] {
+        for port in [t.port, t.results_port, t.tls_port, t.results_tls_port] {
             if TcpListener::bind((t.bind.as_str(), port)).is_err() {
                 return Err(ClusterError(format!(
-                    "port {port} on {} is taken: stop what uses it or choose another --port/--results-port",
+                    "port {port} on {} is taken: stop what uses it or choose another --port/--results-port/--tls-port/--results-tls-port",
                     t.bind
                 )));
             }
@@ -242,6 +266,7 @@ impl Cluster {
         let logs = data_dir.join("logs");
         mkdir(&logs)?;
         let key_file = ensure_cookie_key(&data_dir)?;
+        let tls = tls::ensure(&data_dir)?;
         let redis_conf = data_dir.join("redis.conf");
         std::fs::write(&redis_conf, REDIS_CONF)
             .map_err(|e| ClusterError(format!("cannot write {}: {e}", redis_conf.display())))?;
@@ -252,6 +277,9 @@ impl Cluster {
             database_url: String::new(),
             vote_url: format!("http://{}:{}", display_host(&t.bind), t.port),
             results_url: format!("http://{}:{}", display_host(&t.bind), t.results_port),
+            vote_https_url: format!("https://{}:{}", tls_host(&t.bind), t.tls_port),
+            results_https_url: format!("https://{}:{}", tls_host(&t.bind), t.results_tls_port),
+            tls,
             procs: Vec::new(),
         };
 
@@ -468,6 +496,24 @@ impl Cluster {
         let spec = Spec::new(&haproxy_bin)
             .env("VOTE_BIND", format!("{}:{}", t.bind, t.port))
             .env("RESULTS_BIND", format!("{}:{}", t.bind, t.results_port))
+            .env("TLS_BIND", format!("{}:{}", t.bind, t.tls_port))
+            .env(
+                "RESULTS_TLS_BIND",
+                format!("{}:{}", t.bind, t.results_tls_port),
+            )
+            .env("TLS_CERT", cluster.tls.edge_pem.display().to_string())
+            // Plain HTTP is served as such locally (a browser treats
+            // http://localhost as secure), unless HTTPS_REDIRECT=1 asks for
+            // the deployments' redirect; and HSTS, which is per host and
+            // not per port, would send a browser from the plain port to
+            // HTTPS on that same port, so its max-age is 0 unless set.
+            .env("HTTPS_REDIRECT", env_or("HTTPS_REDIRECT", "0"))
+            .env("HSTS_MAX_AGE", env_or("HSTS_MAX_AGE", "0"))
+            .env("HTTPS_REDIRECT_PORT", format!(":{}", t.tls_port))
+            .env(
+                "RESULTS_HTTPS_REDIRECT_PORT",
+                format!(":{}", t.results_tls_port),
+            )
             .env("VOTE_RATE_LIMIT", rate_limit)
             .env("NEW_VOTER_LIMIT", new_voter_limit)
             // Its peers listener (a cluster has one edge: no peer) must not
@@ -482,8 +528,8 @@ impl Cluster {
             "haproxy",
             "haproxy".into(),
             format!(
-                "{}:{} (vote), :{} (results)",
-                t.bind, t.port, t.results_port
+                "{}:{}/{} (vote), :{}/{} (results)",
+                t.bind, t.port, t.tls_port, t.results_port, t.results_tls_port
             ),
             spec,
             &logs,
@@ -496,6 +542,8 @@ impl Cluster {
         cluster.procs.push(p);
         cluster.wait_http("haproxy", t.port, "/healthz")?;
         cluster.wait_http("haproxy", t.results_port, "/healthz")?;
+        cluster.wait_port("haproxy", t.tls_port)?;
+        cluster.wait_port("haproxy", t.results_tls_port)?;
         Ok(cluster)
     }
 
@@ -611,6 +659,18 @@ fn stable_port(file: &Path) -> Result<u16, ClusterError> {
     Ok(p)
 }
 
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The name the cluster's certificate is for, where `bind` is any address.
+fn tls_host(bind: &str) -> &str {
+    match bind {
+        "0.0.0.0" | "127.0.0.1" | "localhost" => "localhost",
+        other => other,
+    }
+}
+
 fn display_host(bind: &str) -> &str {
     if bind == "0.0.0.0" {
         "localhost"
@@ -682,6 +742,14 @@ pub fn up(t: &TopologyArgs) -> Result<(), ClusterError> {
     println!();
     println!("vote:    {}/", cluster.vote_url);
     println!("results: {}/", cluster.results_url);
+    println!(
+        "https:   {}/ and {}/",
+        cluster.vote_https_url, cluster.results_https_url
+    );
+    println!(
+        "tls ca:  {} (curl --cacert, loadgen --ca-file, or trust it in a browser)",
+        cluster.tls.ca.display()
+    );
     println!("data:    {} (logs in logs/)", cluster.data_dir.display());
     println!(
         "secrets: {}/secrets (passwords: pg_postgres_password is PostgreSQL's superuser `postgres`, redis_admin_password Redis's user `admin`)",
@@ -705,16 +773,31 @@ pub fn rehearse(
     rate: Option<f64>,
     report: Option<&Path>,
     final_timeout_secs: u64,
+    https: bool,
+    new_connection_per_voter: bool,
+    no_tls_resumption: bool,
 ) -> Result<i32, ClusterError> {
     let stop = stop_flag()?;
     let loadgen = sibling("loadgen")?;
     let mut cluster = Cluster::start(t)?;
     eprint!("{}", cluster.table());
     let mut cmd = std::process::Command::new(loadgen);
+    let (vote_url, results_url) = if https {
+        cmd.arg("--ca-file").arg(&cluster.tls.ca);
+        (&cluster.vote_https_url, &cluster.results_https_url)
+    } else {
+        (&cluster.vote_url, &cluster.results_url)
+    };
+    if new_connection_per_voter {
+        cmd.arg("--new-connection-per-voter");
+    }
+    if no_tls_resumption {
+        cmd.arg("--no-tls-resumption");
+    }
     cmd.arg("--target")
-        .arg(&cluster.vote_url)
+        .arg(vote_url)
         .arg("--results")
-        .arg(&cluster.results_url)
+        .arg(results_url)
         .arg("--database-url")
         .arg(&cluster.database_url)
         .arg("--voters")

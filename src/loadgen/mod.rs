@@ -16,11 +16,13 @@
 //! either outcome is correct for it, and the report says how many there are.
 
 pub mod report;
+pub mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -79,6 +81,18 @@ pub struct LoadgenArgs {
     /// Client threads, each with its own connections [default: the cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// For https:// targets: trust this CA (PEM) besides the system's
+    /// roots, e.g. a local cluster's DIR/tls/ca.pem.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Open a new connection for each voter's vote, as phones arriving from
+    /// an advert do, instead of reusing keep-alive connections.
+    #[arg(long)]
+    pub new_connection_per_voter: bool,
+    /// Refuse TLS session resumption: every new connection makes a full
+    /// handshake (the worst case for the edge).
+    #[arg(long)]
+    pub no_tls_resumption: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +109,9 @@ pub struct LoadgenSettings {
     pub seed: u64,
     pub max_attempts: u32,
     pub threads: usize,
+    /// The TLS client, when the target or the results are https://.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub new_connection_per_voter: bool,
 }
 
 impl LoadgenArgs {
@@ -119,11 +136,29 @@ impl LoadgenArgs {
             if let Some(u) = url {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
                     return Err(ConfigError(format!(
-                        "{name} must be an http:// URL, got {u:?}"
+                        "{name} must be an http:// or https:// URL, got {u:?}"
                     )));
                 }
             }
         }
+        let https = self.target.starts_with("https://")
+            || self
+                .results
+                .as_deref()
+                .is_some_and(|r| r.starts_with("https://"));
+        if self.ca_file.is_some() && !https {
+            return Err(ConfigError(
+                "--ca-file is for https:// targets; --target and --results are http://".into(),
+            ));
+        }
+        let tls = if https {
+            Some(tls::client_config(
+                self.ca_file.as_deref(),
+                !self.no_tls_resumption,
+            )?)
+        } else {
+            None
+        };
         Ok(LoadgenSettings {
             target: self.target.trim_end_matches('/').to_owned(),
             voters: self.voters,
@@ -140,6 +175,8 @@ impl LoadgenArgs {
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .clamp(1, self.concurrency.max(1)),
+            tls,
+            new_connection_per_voter: self.new_connection_per_voter,
         })
     }
 }
@@ -169,6 +206,8 @@ pub struct LoadStats {
     /// Microseconds, one per answered request.
     pub latencies_us: Vec<u32>,
     pub elapsed: Duration,
+    /// TLS handshakes of the votes (none over plain HTTP).
+    pub handshakes: tls::Handshakes,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +226,10 @@ struct Run {
 struct Part {
     settings: LoadgenSettings,
     client: awc::Client,
+    /// Where votes go, as awc is given it ([`tls::wire_url`]).
+    vote_url: String,
+    /// This thread's handshakes, counted by every client it makes.
+    handshakes: Rc<RefCell<tls::Handshakes>>,
     voters: RefCell<HashMap<usize, VoterState>>,
     stats: RefCell<LoadStats>,
     /// When the next request may go out, for `--rate`.
@@ -220,12 +263,29 @@ impl PowChallenge {
     }
 }
 
-fn http_client(connections: usize) -> awc::Client {
-    awc::Client::builder()
-        .connector(awc::Connector::new().limit(connections.max(1)))
+/// A client for `url` (give it [`tls::wire_url`] of the same): over TLS,
+/// with each handshake counted in `handshakes`, when `url` is https:// .
+fn http_client(
+    connections: usize,
+    url: &str,
+    tls_config: Option<&Arc<rustls::ClientConfig>>,
+    handshakes: &Rc<RefCell<tls::Handshakes>>,
+) -> awc::Client {
+    let builder = awc::Client::builder()
         .timeout(Duration::from_secs(30))
-        .disable_redirects()
-        .finish()
+        .disable_redirects();
+    match tls_config {
+        Some(config) if url.starts_with("https://") => builder
+            .connector(
+                awc::Connector::new()
+                    .connector(tls::Connector::new(config.clone(), handshakes.clone()))
+                    .limit(connections.max(1)),
+            )
+            .finish(),
+        _ => builder
+            .connector(awc::Connector::new().limit(connections.max(1)))
+            .finish(),
+    }
 }
 
 /// Runs the load on `settings.threads` threads, each an actix system with
@@ -267,6 +327,7 @@ fn load(
             *stats.rejected.entry(k).or_default() += n;
         }
         stats.latencies_us.extend(part_stats.latencies_us);
+        stats.handshakes.merge(part_stats.handshakes);
     }
     (voters, stats)
 }
@@ -276,8 +337,16 @@ async fn run_part(
     actions: Vec<(usize, VoteOption)>,
     progress: indicatif::ProgressBar,
 ) -> (HashMap<usize, VoterState>, LoadStats) {
+    let handshakes = Rc::default();
     let part = Rc::new(Part {
-        client: http_client(settings.concurrency),
+        client: http_client(
+            settings.concurrency,
+            &settings.target,
+            settings.tls.as_ref(),
+            &handshakes,
+        ),
+        vote_url: format!("{}/api/vote", tls::wire_url(&settings.target)),
+        handshakes,
         voters: RefCell::new(HashMap::new()),
         stats: RefCell::new(LoadStats::default()),
         next_slot: Cell::new(Instant::now()),
@@ -305,7 +374,8 @@ async fn run_part(
             .await;
     }
     let voters = part.voters.take();
-    let stats = part.stats.take();
+    let mut stats = part.stats.take();
+    stats.handshakes = part.handshakes.take();
     (voters, stats)
 }
 
@@ -343,10 +413,17 @@ pub async fn run(settings: LoadgenSettings) -> Report {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let client = http_client(4);
+    let client = http_client(
+        4,
+        settings.results.as_deref().unwrap_or(""),
+        settings.tls.as_ref(),
+        &Rc::default(),
+    );
+    // As awc is given it.
+    let results_wire = settings.results.as_deref().map(tls::wire_url);
 
     // What is there before we vote.
-    let results_base = match &settings.results {
+    let results_base = match &results_wire {
         Some(r) => Some(results_baseline(&client, r, settings.final_timeout).await),
         None => None,
     };
@@ -375,7 +452,7 @@ pub async fn run(settings: LoadgenSettings) -> Report {
     let run = Run { settings, client };
 
     let mut report = Report::new(&run.settings, stats, &voters);
-    if let (Some(results), Some(base)) = (&run.settings.results, results_base) {
+    if let (Some(results), Some(base)) = (&results_wire, results_base) {
         report.results = Some(match base {
             Ok(base) => {
                 check_results(
@@ -457,7 +534,18 @@ impl Part {
 
     async fn vote(&self, voter: usize, option: VoteOption) {
         let body = format!(r#"{{"vote":"{}"}}"#, option.as_str());
-        let url = format!("{}/api/vote", self.settings.target);
+        let url = &self.vote_url;
+        // A new connection for this voter, as a phone makes: a client of
+        // its own, dropped (connection and all) when the vote is done.
+        let own_client = self.settings.new_connection_per_voter.then(|| {
+            http_client(
+                1,
+                &self.settings.target,
+                self.settings.tls.as_ref(),
+                &self.handshakes,
+            )
+        });
+        let client = own_client.as_ref().unwrap_or(&self.client);
         let mut backoff = FIRST_BACKOFF;
         // One key for every attempt of this vote: if an answer is lost after
         // the vote was stored, the retry is the same vote, not a new voter.
@@ -479,8 +567,7 @@ impl Part {
                 Some(p) => format!("{url}?pow={p}"),
                 None => url.clone(),
             };
-            let mut req = self
-                .client
+            let mut req = client
                 .post(&url)
                 .insert_header(("Content-Type", "application/json"))
                 .insert_header(("Idempotency-Key", idempotency_key.as_str()));

@@ -200,13 +200,7 @@ impl Report {
         let secs = st.elapsed.as_secs_f64().max(1e-9);
         let mut lat = st.latencies_us.clone();
         lat.sort_unstable();
-        let pct = |p: f64| -> String {
-            if lat.is_empty() {
-                return "-".into();
-            }
-            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-            fmt_us(lat[i])
-        };
+        let pct = |p: f64| percentile(&lat, p);
         let _ = writeln!(
             s,
             "loadgen report: {} voters against {}",
@@ -232,15 +226,28 @@ impl Report {
             "| votes/s (acknowledged) | {:.0} |",
             st.acknowledged as f64 / secs
         );
-        let _ = writeln!(
-            s,
-            "| latency p50 / p90 / p99 / max | {} / {} / {} / {} |",
-            pct(0.50),
-            pct(0.90),
-            pct(0.99),
-            lat.last().map(|v| fmt_us(*v)).unwrap_or_else(|| "-".into())
-        );
+        let _ = writeln!(s, "| latency p50 / p90 / p99 / max | {} |", quantiles(&lat));
         let _ = writeln!(s, "| latency p99.9 | {} |", pct(0.999));
+        let hs = &st.handshakes;
+        if hs.full + hs.resumed + hs.failed > 0 {
+            let mut hl = hs.latencies_us.clone();
+            hl.sort_unstable();
+            let _ = writeln!(
+                s,
+                "| TLS handshakes full / resumed / failed | {} / {} / {} |",
+                hs.full, hs.resumed, hs.failed
+            );
+            let _ = writeln!(
+                s,
+                "| TLS handshakes/s | {:.0} |",
+                (hs.full + hs.resumed) as f64 / secs
+            );
+            let _ = writeln!(
+                s,
+                "| TLS handshake p50 / p90 / p99 / max | {} |",
+                quantiles(&hl)
+            );
+        }
         let _ = writeln!(s, "| voters given up on | {} |", self.failed_voters);
         let _ = writeln!(s, "| uncertain voters | {} |", self.uncertain_voters);
         let want = |o: VoteOption| self.expected.get(&o).copied().unwrap_or(0);
@@ -300,6 +307,29 @@ impl Report {
         );
         s
     }
+}
+
+/// "p50 / p90 / p99 / max" of sorted microseconds.
+fn quantiles(sorted: &[u32]) -> String {
+    let max = sorted
+        .last()
+        .map(|v| fmt_us(*v))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{} / {} / {} / {max}",
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.90),
+        percentile(sorted, 0.99)
+    )
+}
+
+/// The `p` quantile of sorted microseconds, formatted; "-" for none.
+fn percentile(sorted: &[u32], p: f64) -> String {
+    if sorted.is_empty() {
+        return "-".into();
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    fmt_us(sorted[i])
 }
 
 fn fmt_us(us: u32) -> String {

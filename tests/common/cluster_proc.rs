@@ -43,6 +43,10 @@ pub struct Up {
     pub results: String,
     pub data: std::path::PathBuf,
     pub ports: (u16, u16),
+    /// The HTTPS ports (vote, results) and the CA that signed their
+    /// certificate.
+    pub tls_ports: (u16, u16),
+    pub ca: std::path::PathBuf,
     size: (usize, usize),
 }
 
@@ -59,6 +63,25 @@ impl Up {
         (port, rport): (u16, u16),
         env: &[(&str, &str)],
     ) -> Up {
+        Self::start_tls_on(
+            data,
+            capture,
+            workers,
+            (port, rport),
+            (free_port(), free_port()),
+            env,
+        )
+    }
+
+    /// As [`Up::start_on`], with given HTTPS ports too.
+    pub fn start_tls_on(
+        data: &Path,
+        capture: usize,
+        workers: usize,
+        (port, rport): (u16, u16),
+        (tport, trport): (u16, u16),
+        env: &[(&str, &str)],
+    ) -> Up {
         let mut child = Command::new(CLUSTER)
             .envs(env.iter().copied())
             .args([
@@ -73,6 +96,10 @@ impl Up {
                 &port.to_string(),
                 "--results-port",
                 &rport.to_string(),
+                "--tls-port",
+                &tport.to_string(),
+                "--results-tls-port",
+                &trport.to_string(),
             ])
             .arg("--data-dir")
             .arg(data)
@@ -101,6 +128,8 @@ impl Up {
             results: format!("http://127.0.0.1:{rport}"),
             data: data.to_path_buf(),
             ports: (port, rport),
+            tls_ports: (tport, trport),
+            ca: data.join("tls").join("ca.pem"),
             size: (capture, workers),
         }
     }
@@ -163,7 +192,14 @@ impl Up {
     pub fn restart(&mut self) -> i32 {
         let code = self.stop_in_place();
         let (capture, workers) = self.size;
-        *self = Up::start_on(&self.data.clone(), capture, workers, self.ports, &[]);
+        *self = Up::start_tls_on(
+            &self.data.clone(),
+            capture,
+            workers,
+            self.ports,
+            self.tls_ports,
+            &[],
+        );
         code
     }
 

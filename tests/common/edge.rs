@@ -39,6 +39,8 @@ pub struct Stub {
     pub seen: Arc<Mutex<Vec<String>>>,
     /// Requests that arrived with X-Voteswarm-New-Voters-Spent.
     pub spent_seen: Arc<AtomicUsize>,
+    /// The X-Forwarded-Proto of each request (health checks excepted).
+    pub protos: Arc<Mutex<Vec<String>>>,
 }
 
 impl Stub {
@@ -51,18 +53,25 @@ impl Stub {
             events_max: Arc::default(),
             seen: Arc::default(),
             spent_seen: Arc::default(),
+            protos: Arc::default(),
         };
-        let (open, max, seen, spent) = (
+        let (open, max, seen, spent, protos) = (
             stub.events_open.clone(),
             stub.events_max.clone(),
             stub.seen.clone(),
             stub.spent_seen.clone(),
+            stub.protos.clone(),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (open, max, seen, spent) =
-                    (open.clone(), max.clone(), seen.clone(), spent.clone());
-                std::thread::spawn(move || serve(conn, &open, &max, &seen, &spent));
+                let (open, max, seen, spent, protos) = (
+                    open.clone(),
+                    max.clone(),
+                    seen.clone(),
+                    spent.clone(),
+                    protos.clone(),
+                );
+                std::thread::spawn(move || serve(conn, &open, &max, &seen, &spent, &protos));
             }
         });
         stub
@@ -79,6 +88,7 @@ fn serve(
     max: &AtomicUsize,
     seen: &Mutex<Vec<String>>,
     spent_seen: &AtomicUsize,
+    protos: &Mutex<Vec<String>>,
 ) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut conn = conn;
@@ -90,7 +100,7 @@ fn serve(
     let method = parts.next().unwrap_or("").to_owned();
     let path = parts.next().unwrap_or("").to_owned();
     let mut length = 0usize;
-    let (mut voter, mut spent) = (None, false);
+    let (mut voter, mut spent, mut proto) = (None, false, String::new());
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
@@ -106,6 +116,9 @@ fn serve(
                 .find_map(|c| c.trim().strip_prefix("voter=").map(str::to_owned));
         }
         spent |= lower.starts_with("x-voteswarm-new-voters-spent:");
+        if let Some(v) = lower.strip_prefix("x-forwarded-proto:") {
+            proto = v.trim().to_owned();
+        }
     }
     if spent {
         spent_seen.fetch_add(1, Ordering::SeqCst);
@@ -114,6 +127,7 @@ fn serve(
     let _ = reader.read_exact(&mut body);
     if path != "/readyz" {
         seen.lock().unwrap().push(path.clone());
+        protos.lock().unwrap().push(proto);
     }
     if path == "/events" {
         let now = open.fetch_add(1, Ordering::SeqCst) + 1;
@@ -153,6 +167,12 @@ fn serve(
 pub struct Edge {
     pub vote_port: u16,
     pub results_port: u16,
+    /// HTTPS for votes and results, with a certificate of the local CA
+    /// (`voteswarm::cluster::tls`, as the cluster makes it) for localhost
+    /// and 127.0.0.1.
+    pub tls_port: u16,
+    pub results_tls_port: u16,
+    pub tls: voteswarm::cluster::tls::Files,
     pub socket: PathBuf,
     proc: Proc,
 }
@@ -196,9 +216,22 @@ impl Edge {
             .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
             .unwrap_or_else(free_port);
         let results_port = free_port();
+        let (tls_port, results_tls_port) = (free_port(), free_port());
+        let tls = voteswarm::cluster::tls::ensure(dir).expect("local CA");
         let mut spec = Spec::new(super::require_program_opt("haproxy").unwrap())
             .env("VOTE_BIND", format!("127.0.0.1:{vote_port}"))
             .env("RESULTS_BIND", format!("127.0.0.1:{results_port}"))
+            .env("TLS_BIND", format!("127.0.0.1:{tls_port}"))
+            .env("RESULTS_TLS_BIND", format!("127.0.0.1:{results_tls_port}"))
+            .env("TLS_CERT", tls.edge_pem.display().to_string())
+            .env("HTTPS_REDIRECT_PORT", format!(":{tls_port}"))
+            .env(
+                "RESULTS_HTTPS_REDIRECT_PORT",
+                format!(":{results_tls_port}"),
+            )
+            // Most tests are about what the edge does with a request, on
+            // the plain port; the TLS tests set "1".
+            .env("HTTPS_REDIRECT", "0")
             .env("PEERS_BIND", format!("127.0.0.1:{}", free_port()))
             .env("VOTE_RATE_LIMIT", "1000000");
         for (k, v) in env {
@@ -212,6 +245,9 @@ impl Edge {
         let edge = Edge {
             vote_port,
             results_port,
+            tls_port,
+            results_tls_port,
+            tls,
             socket,
             proc,
         };

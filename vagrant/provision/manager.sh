@@ -96,9 +96,24 @@ else
   mv "$image_tar.new" "$image_tar"
 fi
 
-VOTESWARM_IMAGE="$image" "$repo/swarm/create-services.sh" --secrets-only
-# Small VMs: a smaller Redis than production's 2 GiB.
+# The edge's certificate: a self-signed one for localhost, made once on the
+# manager (the key stays in /etc/voteswarm, root's alone, and goes into the
+# swarm secret from the file). Its public half is copied to .demo/ in the
+# repository for `curl --cacert` or a browser on the laptop.
+edge_pem=/etc/voteswarm/edge.pem
+if [ ! -s "$edge_pem" ]; then
+  install -d -m 0700 /etc/voteswarm
+  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout /etc/voteswarm/edge.key -out /etc/voteswarm/edge.crt -days 365 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null &&
+    cat /etc/voteswarm/edge.crt /etc/voteswarm/edge.key >"$edge_pem" && rm -f /etc/voteswarm/edge.key)
+fi
+install -d "$repo/.demo" && cp /etc/voteswarm/edge.crt "$repo/.demo/vagrant-edge.crt"
+VOTESWARM_IMAGE="$image" EDGE_PEM_FILE="$edge_pem" "$repo/swarm/create-services.sh" --secrets-only
+# Small VMs: a smaller Redis than production's 2 GiB. The laptop reaches
+# HTTPS on 8443 (forwarded to 443), so the redirect names that port.
 (cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
   REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
+  HTTPS_REDIRECT_PORT=:8443 \
   docker stack deploy "${resolve[@]}" -c stack.yml voteswarm)
-echo "manager: stack deployed; the other VMs join next. Vote at http://localhost:8080/, results at http://localhost:8081/"
+echo "manager: stack deployed; the other VMs join next. Vote at https://localhost:8443/, results at https://localhost:8444/ (curl --cacert .demo/vagrant-edge.crt); http://localhost:8080/ redirects there"
