@@ -12,7 +12,8 @@
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
 # OPTION_A, OPTION_B, VOTE_RATE_LIMIT, REDIS_MAXMEMORY, REDIS_MEMORY_LIMIT,
-# QUEUE_LIMIT, CONFIG_VERSION.
+# QUEUE_LIMIT, CONFIG_VERSION, HAPROXY_CPUS, CAPTURE_CPUS, WORKER_CPUS,
+# POSTGRES_CPUS.
 # Before: label nodes and prepare capture nodes' directories (README.md).
 # The services get the stack's names (voteswarm_<role>) and the same DNS
 # aliases, so swarm/haproxy.cfg (tasks.capture) works unchanged. Remove all
@@ -112,12 +113,14 @@ for net in voteswarm_front voteswarm_back; do
   exists network "$net" || run docker network create --driver overlay --label "$label" "$net"
 done
 
-common=(--label "$label" --restart-condition any --restart-delay 2s)
+# dnsrr: names resolve to the tasks' addresses, no virtual IP (stack.yml
+# says why: VIPs need IPVS, and every client here resolves names itself).
+common=(--label "$label" --endpoint-mode dnsrr --restart-condition any --restart-delay 2s)
 
-# Edge: HAProxy on every node labelled role=edge, ports in host mode so the
+# Edge: HAProxy on every node labelled edge=true, ports in host mode so the
 # per-client rate limit sees client addresses.
 run docker service create --name voteswarm_haproxy "${common[@]}" \
-  --mode global --constraint 'node.labels.role==edge' \
+  --mode global --constraint 'node.labels.edge==true' \
   --network name=voteswarm_front,alias=haproxy \
   --publish mode=host,target=8080,published=80,protocol=tcp \
   --publish mode=host,target=8081,published=8081,protocol=tcp \
@@ -126,13 +129,13 @@ run docker service create --name voteswarm_haproxy "${common[@]}" \
   --env RESULTS_ADDR=results:8081 \
   --env "VOTE_RATE_LIMIT=${rate_limit}" \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback \
-  --limit-cpu 2 --limit-memory 512M --reserve-cpu 0.25 --reserve-memory 64M \
+  --limit-cpu "${HAPROXY_CPUS:-2}" --limit-memory 512M --reserve-cpu 0.25 --reserve-memory 64M \
   haproxy:2.6
 
 # Redis: one per capture node, AOF on the node's disk, socket shared with the
 # capture container of the same node; reachable by workers as tasks.redis.
 run docker service create --name voteswarm_redis "${common[@]}" \
-  --mode global --constraint 'node.labels.role==capture' \
+  --mode global --constraint 'node.labels.capture==true' \
   --network name=voteswarm_back,alias=redis \
   --user 10001:10001 \
   --config "source=voteswarm_redis_conf_${config_version},target=/usr/local/etc/redis/redis.conf" \
@@ -147,7 +150,7 @@ run docker service create --name voteswarm_redis "${common[@]}" \
 
 # Capture: one per capture node, talking to its own Redis over the socket.
 run docker service create --name voteswarm_capture "${common[@]}" \
-  --mode global --constraint 'node.labels.role==capture' --constraint 'node.labels.votes!=off' \
+  --mode global --constraint 'node.labels.capture==true' --constraint 'node.labels.votes!=off' \
   --network name=voteswarm_front,alias=capture \
   --secret source=voteswarm_cookie_key,target=cookie_key,uid=10001,gid=10001,mode=0400 \
   --mount type=bind,source=/var/lib/voteswarm/redis-socket,target=/run/redis \
@@ -162,12 +165,12 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   --env RUST_LOG=info \
   --stop-grace-period 30s \
   --update-parallelism 1 --update-delay 10s --update-order start-first --update-failure-action rollback --update-monitor 30s \
-  --limit-cpu 1.5 --limit-memory 512M --reserve-cpu 0.5 --reserve-memory 128M \
+  --limit-cpu "${CAPTURE_CPUS:-1.5}" --limit-memory 512M --reserve-cpu 0.5 --reserve-memory 128M \
   "$image" capture
 
 # PostgreSQL: pinned to the store node, where its volume lives.
 run docker service create --name voteswarm_postgres "${common[@]}" \
-  --replicas 1 --constraint 'node.labels.role==store' \
+  --replicas 1 --constraint 'node.labels.store==true' \
   --network name=voteswarm_back,alias=postgres \
   --secret source=voteswarm_db_password,target=db_password \
   --mount type=volume,source=voteswarm_pgdata,target=/var/lib/postgresql/data \
@@ -176,12 +179,12 @@ run docker service create --name voteswarm_postgres "${common[@]}" \
   --health-cmd 'pg_isready -U voteswarm -d voteswarm' --health-interval 5s --health-timeout 3s --health-retries 10 \
   --stop-grace-period 2m \
   --update-order stop-first --update-failure-action pause \
-  --limit-cpu 4 --limit-memory 4G --reserve-cpu 1 --reserve-memory 1G \
+  --limit-cpu "${POSTGRES_CPUS:-4}" --limit-memory 4G --reserve-cpu 1 --reserve-memory 1G \
   postgres:15 postgres -c max_connections=200
 
-# Workers: M replicas on role=worker nodes, draining every Redis.
+# Workers: M replicas on worker=true nodes, draining every Redis.
 run docker service create --name voteswarm_worker "${common[@]}" \
-  --replicas "$workers" --constraint 'node.labels.role==worker' --placement-pref spread=node.id \
+  --replicas "$workers" --constraint 'node.labels.worker==true' --placement-pref spread=node.id \
   --network name=voteswarm_back,alias=worker \
   --secret source=voteswarm_database_url,target=database_url,uid=10001,gid=10001,mode=0400 \
   --env DATABASE_URL_FILE=/run/secrets/database_url \
@@ -193,12 +196,12 @@ run docker service create --name voteswarm_worker "${common[@]}" \
   --env RUST_LOG=info \
   --stop-grace-period 60s \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback --update-monitor 30s \
-  --limit-cpu 2 --limit-memory 1G --reserve-cpu 0.5 --reserve-memory 128M \
+  --limit-cpu "${WORKER_CPUS:-2}" --limit-memory 1G --reserve-cpu 0.5 --reserve-memory 128M \
   "$image" worker --migrate
 
 # Results: beside PostgreSQL; HAProxy serves it on :8081.
 run docker service create --name voteswarm_results "${common[@]}" \
-  --replicas 1 --constraint 'node.labels.role==store' \
+  --replicas 1 --constraint 'node.labels.store==true' \
   --network name=voteswarm_front,alias=results \
   --network name=voteswarm_back,alias=results \
   --secret source=voteswarm_database_url,target=database_url,uid=10001,gid=10001,mode=0400 \

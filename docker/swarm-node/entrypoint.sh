@@ -6,9 +6,11 @@
 set -euo pipefail
 
 mount -o remount,rw /sys
+# Each controller is a read-only bind mount of the container's own cgroup:
+# remount the bind (its flags), not the cgroup filesystem (that is busy).
 for d in /sys/fs/cgroup /sys/fs/cgroup/*; do
   if mountpoint -q "$d"; then
-    mount -o remount,rw "$d"
+    mount -o remount,rw,bind "$d"
   fi
 done
 

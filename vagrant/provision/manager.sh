@@ -16,7 +16,7 @@ install -d -m 0700 "$repo/vagrant/.swarm"
 docker swarm join-token -q worker >"$repo/vagrant/.swarm/worker-token"
 
 # Labels: each node's engine label voteswarm.role (set by common.sh) becomes
-# the node label role=... that stack.yml constrains on; the manager is the
+# the node label <role>=true that stack.yml constrains on; the manager is the
 # edge. A timer repeats it for nodes that join later.
 install -m 0755 /dev/stdin /usr/local/sbin/voteswarm-label <<'LABEL'
 #!/usr/bin/env bash
@@ -24,10 +24,12 @@ set -euo pipefail
 for node in $(docker node ls -q); do
   want="$(docker node inspect -f '{{index .Description.Engine.Labels "voteswarm.role"}}' "$node")"
   [ "$want" = manager ] && want=edge
-  have="$(docker node inspect -f '{{index .Spec.Labels "role"}}' "$node")"
-  if [ -n "$want" ] && [ "$want" != "$have" ]; then
-    docker node update --label-add "role=$want" "$node" >/dev/null
-    echo "voteswarm-label: $node role=$want"
+  [ -n "$want" ] || continue
+  # One label per role (stack.yml): <role>=true.
+  have="$(docker node inspect -f "{{index .Spec.Labels \"$want\"}}" "$node")"
+  if [ "$have" != true ]; then
+    docker node update --label-add "$want=true" "$node" >/dev/null
+    echo "voteswarm-label: $node $want=true"
   fi
 done
 LABEL
@@ -74,8 +76,11 @@ else
 fi
 
 VOTESWARM_IMAGE="$image" "$repo/swarm/create-services.sh" --secrets-only
-# Small VMs: a smaller Redis than production's 2 GiB.
+# Small VMs: a smaller Redis than production's 2 GiB, and CPU limits within
+# the VMs' CPUs (a limit above them is rejected: 1 CPU for capture and
+# workers, 2 for the store).
 (cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
   REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
+  CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
   docker stack deploy -c stack.yml voteswarm)
 echo "manager: stack deployed; the other VMs join next. Vote at http://localhost:8080/, results at http://localhost:8081/"
