@@ -3,7 +3,9 @@
 # swarm/stack.yml (or swarm/create-services.sh), offline (issue 12).
 #
 #   scripts/swarm.sh up [--via stack|services]   # make swarm-up [VIA=services]
+#   scripts/swarm.sh redeploy [--via ...]        # afresh, data wiped
 #   scripts/swarm.sh down                        # make swarm-down
+#   scripts/swarm.sh env                         # the lines below again
 #
 # up: starts its own dockerd (data, sockets and pid under SWARM_DIR, default
 # target/swarm), imports the Debian base (debootstrap once, then the cached
@@ -303,29 +305,13 @@ print_env() {
   cat "$dir/env"
 }
 
-up() {
-  if [ -s "$dir/env" ] && [ -f "$dir/dockerd.pid" ] && kill -0 "$(cat "$dir/dockerd.pid")" 2>/dev/null; then
-    log "already up (scripts/swarm.sh down first to start afresh)"
-    print_env
-    return
-  fi
-  local t0=$SECONDS
-  mkdir -p "$dir"
-  vote_port="${SWARM_VOTE_PORT:-$(free_port)}"
-  results_port="${SWARM_RESULTS_PORT:-$(free_port)}"
-  db_port="${SWARM_DB_PORT:-$(free_port)}"
-  start_dockerd
-  images
-  log "images ready after $((SECONDS - t0)) s"
-  start_nodes
-  form_swarm
-  load_images
-  local t1=$SECONDS
-  deploy
+# converge_and_report: waits for the deployment, then writes and prints the
+# lines a user (or tests/swarm.rs) needs.
+converge_and_report() {
+  local t1=$SECONDS pg pw
   poll 300 "every service converged and healthy" converged
-  log "converged $((SECONDS - t1)) s after the deploy ($((SECONDS - t0)) s in all)"
+  log "converged $((SECONDS - t1)) s after the deploy"
   db_forward
-  local pg pw
   pg="$(N 1 ps -q -f name=voteswarm_postgres | head -1)"
   pw="$(N 1 exec "$pg" cat /run/secrets/db_password)"
   {
@@ -336,6 +322,63 @@ up() {
   } >"$dir/env"
   chmod 600 "$dir/env"
   print_env
+}
+
+running() { [ -f "$dir/dockerd.pid" ] && kill -0 "$(cat "$dir/dockerd.pid")" 2>/dev/null; }
+
+up() {
+  if [ -s "$dir/env" ] && running; then
+    log "already up (scripts/swarm.sh down first to start afresh)"
+    print_env
+    return
+  fi
+  local t0=$SECONDS
+  mkdir -p "$dir"
+  if [ -s "$dir/ports" ]; then
+    read -r vote_port results_port db_port <"$dir/ports"
+  else
+    vote_port="${SWARM_VOTE_PORT:-$(free_port)}"
+    results_port="${SWARM_RESULTS_PORT:-$(free_port)}"
+    db_port="${SWARM_DB_PORT:-$(free_port)}"
+    echo "$vote_port $results_port $db_port" >"$dir/ports"
+  fi
+  start_dockerd
+  images
+  log "images ready after $((SECONDS - t0)) s"
+  start_nodes
+  form_swarm
+  load_images
+  deploy
+  converge_and_report
+  log "up in $((SECONDS - t0)) s"
+}
+
+# redeploy: removes the deployment (stack or services), its data (the
+# database volume, every Redis's append-only files) and deploys afresh,
+# by the stack or by create-services.sh, on the same swarm.
+redeploy() {
+  if ! running || [ ! -s "$dir/ports" ]; then
+    die "not up (scripts/swarm.sh up first)"
+  fi
+  read -r vote_port results_port db_port <"$dir/ports"
+  rm -f "$dir/env"
+  M stack rm voteswarm >/dev/null 2>&1 || true
+  local ids n
+  ids="$(M service ls -q -f label=com.voteswarm)"
+  # shellcheck disable=SC2086 # a list of ids
+  [ -z "$ids" ] || M service rm $ids >/dev/null
+  poll 120 "the services removed" bash -c "[ -z \"\$(DOCKER_HOST=unix://$(manager_sock) $docker_bin service ls -q)\" ]"
+  for n in "${nodes[@]}"; do
+    poll 120 "node$n's containers gone" bash -c "! DOCKER_HOST=unix://$sock $docker_bin exec vs-node$n docker ps -a --format '{{.Names}}' | grep -q voteswarm_"
+  done
+  poll 60 "the networks removed" bash -c "[ -z \"\$(DOCKER_HOST=unix://$(manager_sock) $docker_bin network ls -q -f name=voteswarm_)\" ]"
+  N 1 volume rm -f voteswarm_pgdata >/dev/null
+  for n in 2 3; do
+    D exec "vs-node$n" sh -c 'rm -rf /var/lib/voteswarm/redis/* /var/lib/voteswarm/redis-socket/*'
+  done
+  log "deployment and its data removed; deploying by $via"
+  deploy
+  converge_and_report
 }
 
 down() {
@@ -371,7 +414,7 @@ down() {
   while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
-  rm -rf "$dir" "$root/target/swarm-bin"
+  rm -rf "$dir"
   log "removed $dir"
 }
 
@@ -393,9 +436,10 @@ main() {
   case "$via" in stack | services) ;; *) die "--via must be stack or services, not '$via'" ;; esac
   case "$cmd" in
     up) up ;;
+    redeploy) redeploy ;;
     down) down ;;
     env) print_env ;;
-    *) die "usage: scripts/swarm.sh up [--via stack|services] | down | env" ;;
+    *) die "usage: scripts/swarm.sh up|redeploy [--via stack|services] | down | env" ;;
   esac
 }
 

@@ -115,7 +115,10 @@ done
 
 # dnsrr: names resolve to the tasks' addresses, no virtual IP (stack.yml
 # says why: VIPs need IPVS, and every client here resolves names itself).
-common=(--label "$label" --endpoint-mode dnsrr --restart-condition any --restart-delay 2s)
+# --detach: every service converges at once; waiting for each in turn (the
+# CLI's default) took minutes, the workers waiting for a PostgreSQL created
+# after them. Watch with `docker service ls`.
+common=(--label "$label" --detach --endpoint-mode dnsrr --restart-condition any --restart-delay 2s)
 
 # Edge: HAProxy on every node labelled edge=true, ports in host mode so the
 # per-client rate limit sees client addresses.
