@@ -257,10 +257,12 @@ deploy() {
   export WORKER_CPUS="${WORKER_CPUS:-$((cpus < 2 ? cpus : 2))}"
   # /usr/bin first: the engine's own client (20.10) for the scripts too.
   local env=(env "PATH=/usr/bin:$PATH" "DOCKER_HOST=unix://$(manager_sock)")
-  "${env[@]}" swarm/create-services.sh --secrets-only
   case "$via" in
-    stack) "${env[@]}" docker stack deploy -c swarm/stack.yml --resolve-image never voteswarm ;;
-    services) "${env[@]}" swarm/create-services.sh ;;
+    stack)
+      "${env[@]}" swarm/create-services.sh --secrets-only
+      "${env[@]}" docker stack deploy -c swarm/stack.yml --resolve-image never voteswarm
+      ;;
+    services) "${env[@]}" swarm/create-services.sh --no-resolve-image ;;
   esac
 }
 
@@ -393,9 +395,9 @@ down() {
     local ids
     ids="$(D ps -aq -f label=com.voteswarm.swarm=1)"
     if [ -n "$ids" ]; then
+      # Killed, not stopped: everything they hold is deleted next, and a
+      # node's dockerd would wait out every task's stop grace period.
       # shellcheck disable=SC2086 # a list of ids
-      D stop -t 20 $ids >/dev/null || true
-      # shellcheck disable=SC2086
       D rm -f -v $ids >/dev/null || true
     fi
     D network rm "$net" >/dev/null 2>&1 || true

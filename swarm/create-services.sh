@@ -4,11 +4,14 @@
 # manager, from anywhere (paths are relative to this script).
 #
 #   swarm/create-services.sh [--dry-run] [--secrets-only] [--workers M]
+#                            [--no-resolve-image]
 #
 #   --dry-run       print every command instead of running it
 #   --secrets-only  create the three secrets (random values) and stop;
 #                   what `docker stack deploy` needs first
 #   --workers M     worker replicas [2, or $WORKERS]
+#   --no-resolve-image  never ask a registry for an image's digest (a swarm
+#                   with no registry, the images loaded on every node)
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
 # OPTION_A, OPTION_B, VOTE_RATE_LIMIT, REDIS_MAXMEMORY, REDIS_MEMORY_LIMIT,
@@ -19,22 +22,27 @@
 # aliases, so swarm/haproxy.cfg (tasks.capture) works unchanged. Remove all
 # with: docker service rm $(docker service ls -q -f label=com.voteswarm)
 set -euo pipefail
+# Its own path before the cd below, for --help from any directory.
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")"
 
 dry_run=0
 secrets_only=0
+resolve=()
 workers="${WORKERS:-2}"
 while (($#)); do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --secrets-only) secrets_only=1 ;;
+    --no-resolve-image) resolve=(--no-resolve-image) ;;
     --workers)
       [ $# -ge 2 ] || { echo "create-services: --workers needs a number" >&2; exit 2; }
       workers="$2"
       shift
       ;;
     -h | --help)
-      sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+      # The comment at the top, up to the first line of code.
+      awk 'NR > 1 && !/^#/ {exit} NR > 1' "$self" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) echo "create-services: unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -118,7 +126,7 @@ done
 # --detach: every service converges at once; waiting for each in turn (the
 # CLI's default) took minutes, the workers waiting for a PostgreSQL created
 # after them. Watch with `docker service ls`.
-common=(--label "$label" --detach --endpoint-mode dnsrr --restart-condition any --restart-delay 2s)
+common=("${resolve[@]}" --label "$label" --detach --endpoint-mode dnsrr --restart-condition any --restart-delay 2s)
 
 # Edge: HAProxy on every node labelled edge=true, ports in host mode so the
 # per-client rate limit sees client addresses.
