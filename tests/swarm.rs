@@ -31,7 +31,10 @@ const SUBNET: &str = "192.168.214.0/24";
 const CONVERGE: Duration = Duration::from_secs(120);
 
 fn progress(start: Instant, what: &str) {
-    eprintln!("swarm test [{:>5.1} s] {what}", start.elapsed().as_secs_f64());
+    eprintln!(
+        "swarm test [{:>5.1} s] {what}",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -130,19 +133,26 @@ impl Swarm {
             .stderr(Stdio::inherit())
             .output()
             .expect("run scripts/swarm.sh redeploy");
-        assert!(out.status.success(), "scripts/swarm.sh redeploy --via {via} failed");
+        assert!(
+            out.status.success(),
+            "scripts/swarm.sh redeploy --via {via} failed"
+        );
         self.read_env(&String::from_utf8_lossy(&out.stdout));
     }
 
     /// The manager's docker CLI (`docker service ...`, `docker node ...`).
     fn docker(&self, args: &[&str]) -> String {
-        stdout(run(Command::new(DOCKER).env("DOCKER_HOST", &self.manager).args(args)))
+        stdout(run(Command::new(DOCKER)
+            .env("DOCKER_HOST", &self.manager)
+            .args(args)))
     }
 
     /// The run's own engine, which runs the node containers.
     fn outer(&self, args: &[&str]) -> String {
         let sock = format!("unix://{}/docker.sock", self.dir.display());
-        stdout(run(Command::new(DOCKER).env("DOCKER_HOST", sock).args(args)))
+        stdout(run(Command::new(DOCKER)
+            .env("DOCKER_HOST", sock)
+            .args(args)))
     }
 
     /// The docker CLI of node N, inside its container.
@@ -186,12 +196,23 @@ impl Swarm {
 
     /// The backlog of node N's Redis (entries are deleted once committed).
     fn xlen(&self, n: u32) -> i64 {
-        let id = self.container(n, "voteswarm_redis").expect("a Redis on the node");
+        let id = self
+            .container(n, "voteswarm_redis")
+            .expect("a Redis on the node");
         let out = self.node(
             n,
-            &["exec", &id, "redis-cli", "-s", "/run/redis/redis.sock", "XLEN", "votes"],
+            &[
+                "exec",
+                &id,
+                "redis-cli",
+                "-s",
+                "/run/redis/redis.sock",
+                "XLEN",
+                "votes",
+            ],
         );
-        out.parse().unwrap_or_else(|_| panic!("XLEN answered {out:?}"))
+        out.parse()
+            .unwrap_or_else(|_| panic!("XLEN answered {out:?}"))
     }
 
     fn node_status(&self, name: &str) -> String {
@@ -242,7 +263,10 @@ impl Drop for Swarm {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            eprintln!("swarm test: scripts/swarm.sh down failed; run it by hand with SWARM_DIR={}", self.dir.display());
+            eprintln!(
+                "swarm test: scripts/swarm.sh down failed; run it by hand with SWARM_DIR={}",
+                self.dir.display()
+            );
         }
     }
 }
@@ -251,7 +275,10 @@ impl Drop for Swarm {
 fn exact(mut child: Child, report: &Path, what: &str) -> String {
     let status = child.wait().expect("wait for loadgen");
     let text = std::fs::read_to_string(report).unwrap_or_default();
-    assert!(status.success(), "{what}: loadgen failed ({status}):\n{text}");
+    assert!(
+        status.success(),
+        "{what}: loadgen failed ({status}):\n{text}"
+    );
     assert!(text.contains("verdict: PASS"), "{what}: not exact:\n{text}");
     text
 }
@@ -301,9 +328,15 @@ fn summary(report: &str) -> String {
 fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_scaling() {
     let start = Instant::now();
     let reports = tempfile::tempdir().unwrap();
-    progress(start, "scripts/swarm.sh up (engine, images, three nodes, the stack)");
+    progress(
+        start,
+        "scripts/swarm.sh up (engine, images, three nodes, the stack)",
+    );
     let mut swarm = Swarm::up();
-    progress(start, &format!("converged: vote {} results {}", swarm.vote, swarm.results));
+    progress(
+        start,
+        &format!("converged: vote {} results {}", swarm.vote, swarm.results),
+    );
 
     // ---------------------------------------------------------- placement
     let both = vec!["node2".to_owned(), "node3".to_owned()];
@@ -319,9 +352,15 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
     }
     let workers = swarm.task_nodes("voteswarm_worker");
     assert_eq!(workers.len(), 2, "two workers: {workers:?}");
-    assert!(workers.iter().all(|n| both.contains(n)), "workers on worker nodes: {workers:?}");
+    assert!(
+        workers.iter().all(|n| both.contains(n)),
+        "workers on worker nodes: {workers:?}"
+    );
     for n in 1..=3 {
-        for line in swarm.node(n, &["ps", "--format", "{{.Names}}|{{.Status}}"]).lines() {
+        for line in swarm
+            .node(n, &["ps", "--format", "{{.Names}}|{{.Status}}"])
+            .lines()
+        {
             let (name, status) = line.split_once('|').unwrap();
             if name.starts_with("voteswarm_haproxy") {
                 // The haproxy image has no health check; the stack adds none.
@@ -342,29 +381,46 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
     );
 
     let worker_node: u32 = if workers[0] == "node2" { 2 } else { 3 };
-    let worker = swarm.container(worker_node, "voteswarm_worker").expect("a worker container");
+    let worker = swarm
+        .container(worker_node, "voteswarm_worker")
+        .expect("a worker container");
     swarm.node(worker_node, &["kill", &worker]);
-    progress(start, &format!("killed worker container {worker} on node{worker_node}"));
+    progress(
+        start,
+        &format!("killed worker container {worker} on node{worker_node}"),
+    );
     assert!(
         wait_until(CONVERGE, || swarm.task_nodes("voteswarm_worker").len() == 2
-            && swarm.container(worker_node, "voteswarm_worker").as_deref() != Some(worker.as_str())),
+            && swarm.container(worker_node, "voteswarm_worker").as_deref()
+                != Some(worker.as_str())),
         "the killed worker is replaced"
     );
     progress(start, "worker replaced");
 
-    let capture = swarm.container(3, "voteswarm_capture").expect("capture on node3");
+    let capture = swarm
+        .container(3, "voteswarm_capture")
+        .expect("capture on node3");
     swarm.node(3, &["kill", &capture]);
-    progress(start, &format!("killed capture container {capture} on node3"));
+    progress(
+        start,
+        &format!("killed capture container {capture} on node3"),
+    );
     swarm.wait_replaced(3, "voteswarm_capture", &capture);
     progress(start, "capture on node3 replaced and healthy");
 
     // No workers for a while, so that node2's Redis holds votes when the
     // node goes down: they must be counted once it is back.
     swarm.docker(&["service", "scale", "--detach", "voteswarm_worker=0"]);
-    assert!(wait_until(CONVERGE, || swarm.xlen(2) >= 200), "node2's queue fills");
+    assert!(
+        wait_until(CONVERGE, || swarm.xlen(2) >= 200),
+        "node2's queue fills"
+    );
     let queued_node2 = swarm.xlen(2);
     swarm.outer(&["stop", "-t", "10", "vs-node2"]);
-    progress(start, &format!("stopped node2 with {queued_node2} votes queued in its Redis"));
+    progress(
+        start,
+        &format!("stopped node2 with {queued_node2} votes queued in its Redis"),
+    );
     assert!(
         wait_until(CONVERGE, || swarm.node_status("node2") == "down"),
         "the manager marks node2 down"
@@ -386,8 +442,14 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
         "capture and Redis run on node2 again"
     );
     let back = swarm.xlen(2);
-    assert!(back >= queued_node2, "node2's Redis kept its queue: {back} < {queued_node2}");
-    progress(start, &format!("node2 back with {back} votes queued; workers to 2"));
+    assert!(
+        back >= queued_node2,
+        "node2's Redis kept its queue: {back} < {queued_node2}"
+    );
+    progress(
+        start,
+        &format!("node2 back with {back} votes queued; workers to 2"),
+    );
     swarm.docker(&["service", "scale", "--detach", "voteswarm_worker=2"]);
     let text = exact(lg, &report, "20,000 voters through kills and a node stop");
     assert_eq!(row(&text, "voters given up on")[0], 0, "{text}");
@@ -401,8 +463,18 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
         wait_until(CONVERGE, || swarm.stored_total() > before + 500),
         "the load reaches PostgreSQL"
     );
-    progress(start, "docker service update --force voteswarm_capture, under load");
-    swarm.docker(&["service", "update", "--force", "--detach=false", "-q", "voteswarm_capture"]);
+    progress(
+        start,
+        "docker service update --force voteswarm_capture, under load",
+    );
+    swarm.docker(&[
+        "service",
+        "update",
+        "--force",
+        "--detach=false",
+        "-q",
+        "voteswarm_capture",
+    ]);
     progress(start, "update rolled out on both capture nodes");
     let text = exact(lg, &report, "a rolling update of capture");
     let (errors, requests) = voter_visible_errors(&text);
@@ -429,7 +501,10 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
     progress(start, &format!("scaling: {}", summary(&text)));
 
     // ------------------------------------------- create-services.sh
-    progress(start, "scripts/swarm.sh redeploy --via services (data wiped)");
+    progress(
+        start,
+        "scripts/swarm.sh redeploy --via services (data wiped)",
+    );
     swarm.redeploy("services");
     for (service, want) in [
         ("voteswarm_capture", &both),
