@@ -310,16 +310,22 @@ print_env() {
 # converge_and_report: waits for the deployment, then writes and prints the
 # lines a user (or tests/swarm.rs) needs.
 converge_and_report() {
-  local t1=$SECONDS pg pw
+  local t1=$SECONDS pg env user db pw
   poll 300 "every service converged and healthy" converged
   log "converged $((SECONDS - t1)) s after the deploy"
   db_forward
+  # The login PostgreSQL's first start made, as the deployment set it
+  # (POSTGRES_USER, POSTGRES_DB, POSTGRES_PASSWORD_FILE), URL-encoded.
   pg="$(N 1 ps -q -f name=voteswarm_postgres | head -1)"
-  pw="$(N 1 exec "$pg" cat /run/secrets/db_password)"
+  env="$(N 1 inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$pg")"
+  user="$(sed -n 's/^POSTGRES_USER=//p' <<<"$env")"
+  db="$(sed -n 's/^POSTGRES_DB=//p' <<<"$env")"
+  pw="$(N 1 exec "$pg" cat "$(sed -n 's/^POSTGRES_PASSWORD_FILE=//p' <<<"$env")")"
+  read -r user pw < <(python3 -c 'import sys, urllib.parse as u; print(*(u.quote(a, safe="") for a in sys.argv[1:]))' "${user:-postgres}" "$pw")
   {
     echo "vote: http://127.0.0.1:$vote_port/"
     echo "results: http://127.0.0.1:$results_port/"
-    echo "database: postgres://voteswarm:$pw@127.0.0.1:$db_port/voteswarm"
+    echo "database: postgres://$user:$pw@127.0.0.1:$db_port/${db:-$user}"
     echo "docker: DOCKER_HOST=unix://$(manager_sock)"
   } >"$dir/env"
   chmod 600 "$dir/env"
