@@ -234,16 +234,33 @@ form_swarm() {
 }
 
 load_images() {
-  local n pids=() failed=0 p
-  D save voteswarm:latest redis:7.0 postgres:15 haproxy:2.6 -o "$dir/images.tar"
+  local img n pids=() failed=0 p
+  for img in voteswarm redis postgres haproxy; do
+    D save -o "$dir/$img.tar" "$(image_tag "$img")"
+  done
+  # Each node gets what its labels let run there (postgres alone is 589 MB):
+  # node1 the edge and the store, nodes 2 and 3 capture, Redis and workers.
   for n in "${nodes[@]}"; do
-    D exec -i "vs-node$n" docker load -q <"$dir/images.tar" >/dev/null &
+    (
+      for img in voteswarm $([ "$n" = 1 ] && echo haproxy postgres || echo redis); do
+        D exec -i "vs-node$n" docker load -q <"$dir/$img.tar" >/dev/null
+      done
+    ) &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || failed=1; done
-  rm -f "$dir/images.tar"
+  rm -f "$dir"/{voteswarm,redis,postgres,haproxy}.tar
   ((failed == 0)) || die "loading the images into a node failed"
   log "images loaded into the 3 nodes"
+}
+
+image_tag() {
+  case "$1" in
+    voteswarm) echo voteswarm:latest ;;
+    redis) echo redis:7.0 ;;
+    postgres) echo postgres:15 ;;
+    haproxy) echo haproxy:2.6 ;;
+  esac
 }
 
 # ------------------------------------------------------------------ deploy
