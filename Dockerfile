@@ -10,9 +10,10 @@
 # Checked statically by scripts/validate-deploy.sh (`make test`): every COPY
 # source exists, the cargo line is the release build, and the binaries copied
 # into the final stage are exactly the crate's binaries (src/bin/*.rs).
-# No `# syntax=` line: BuildKit would pull that frontend image first, which
-# fails where no registry can be reached (Docker 20.10's own frontend knows
-# RUN --mount).
+# Needs BuildKit (DOCKER_BUILDKIT=1 on Docker 20.10; the default since 23),
+# which builds only the stages the run stage uses. No `# syntax=` line:
+# BuildKit would pull that frontend image first, which fails where no
+# registry can be reached (Docker 20.10's own frontend knows RUN --mount).
 
 # Where the run stage takes the binaries from: `build` compiles them in the
 # Rust toolchain image; `host` copies the host's `cargo build --release
