@@ -38,6 +38,8 @@ COPY src ./src
 COPY migrations ./migrations
 # `cluster` compiles in the shipped HAProxy and Redis settings (include_str!).
 COPY swarm ./swarm
+# ... and the Redis users and PostgreSQL roles of the container scripts.
+COPY docker/redis-entrypoint.sh docker/postgres-roles.sh ./docker/
 # The cache mounts keep the crates and the build between image builds; the
 # binaries are copied out of the cache mount into /out for the next stage.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -287,12 +287,18 @@ deploy() {
 # the deployment on every node is healthy (none starting or unhealthy), and
 # HAProxy answers on both published ports.
 converged() {
-  local line n
-  [ "$(M service ls -q | wc -l)" = 6 ] || return 1
-  while read -r line; do
+  local name line n
+  [ "$(M service ls -q | wc -l)" -ge 6 ] || return 1
+  while read -r name line; do
+    # A one-off service (the schema migration) is done once a task of it
+    # completed; every other one runs all its tasks.
+    if [ "$name" = voteswarm_migrate ]; then
+      M service ps --format '{{.CurrentState}}' "$name" | grep -q '^Complete' || return 1
+      continue
+    fi
     case "$line" in 0/*) return 1 ;; esac
     [ "${line%%/*}" = "${line#*/}" ] || return 1
-  done < <(M service ls --format '{{.Replicas}}' | awk '{print $1}')
+  done < <(M service ls --format '{{.Name}} {{.Replicas}}' | awk '{print $1, $2}')
   for n in "${nodes[@]}"; do
     if N "$n" ps --format '{{.Names}} {{.Status}}' | grep voteswarm_ | grep -qE 'starting|unhealthy'; then
       return 1

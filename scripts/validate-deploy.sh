@@ -78,6 +78,11 @@ cfn() {
 }
 check "cfn-lint aws/cloudformation.yaml" cfn
 
+# Issue 13, item 12: no node assigns its own role; edge off the manager;
+# no egress of everything to anywhere.
+check "aws: roles from the auto-scaling group, egress per role" \
+  "$python" tests/deploy/checks.py aws-roles aws/cloudformation.yaml
+
 # ---------------------------------------------------------------- Swarm
 stack() {
   need docker
@@ -188,6 +193,10 @@ ruby_c() {
   ruby -c vagrant/Vagrantfile
 }
 check "ruby -c vagrant/Vagrantfile" ruby_c
+
+# Issue 13, item 13.
+check "vagrant: no registry published on every address" \
+  "$python" tests/deploy/checks.py vagrant-registry
 
 # ---------------------------------------------------------------- image
 check "Dockerfile: COPY paths, the cargo line, the binaries" \

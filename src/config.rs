@@ -72,6 +72,146 @@ pub fn secret_from(
     }
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters, so a
+/// password with `@`, `:` or `/` in it cannot change what a URL means.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Puts a user and a password (read from a `*_PASSWORD_FILE` secret) into a
+/// PostgreSQL or Redis URL, so the URL itself can sit in plain
+/// configuration. A Unix-socket Redis URL (`redis+unix://` or `unix://`)
+/// takes them as its `user` and `pass` query parameters; every other URL in
+/// its authority. `user` is used when the URL names none. A URL that
+/// already holds a password is refused: two sources for one secret would
+/// leave the reader guessing which one counts.
+pub fn with_credentials(
+    var: &str,
+    url: &str,
+    user: Option<&str>,
+    password: &str,
+) -> Result<String, ConfigError> {
+    let Some(sep) = url.find("://") else {
+        return Err(ConfigError(format!("{var} is not a URL")));
+    };
+    let (scheme, rest) = (&url[..sep], &url[sep + 3..]);
+    if scheme == "redis+unix" || scheme == "unix" {
+        if rest.contains("pass=") {
+            return Err(ConfigError(format!(
+                "{var} already holds a password; with a password file, leave it out of the URL"
+            )));
+        }
+        let mut out = format!("{url}{}", if rest.contains('?') { '&' } else { '?' });
+        if let Some(u) = user {
+            out.push_str(&format!("user={}&", percent_encode(u)));
+        }
+        out.push_str(&format!("pass={}", percent_encode(password)));
+        return Ok(out);
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (url_user, host) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    if url_user.is_some_and(|u| u.contains(':')) {
+        return Err(ConfigError(format!(
+            "{var} already holds a password; with a password file, leave it out of the URL"
+        )));
+    }
+    let user = match url_user.filter(|u| !u.is_empty()) {
+        Some(u) => u.to_owned(),
+        None => user.map(percent_encode).unwrap_or_default(),
+    };
+    Ok(format!(
+        "{scheme}://{user}:{}@{host}{tail}",
+        percent_encode(password)
+    ))
+}
+
+/// The Redis ACL user and password of a role (`docs/SECURITY.md`: each
+/// tier has its own user with only the commands it sends).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RedisAuthArgs {
+    /// Redis ACL user of this role (capture, worker or results); with a
+    /// password but no user, Redis's `default` user.
+    #[arg(long, env = "REDIS_USER")]
+    pub redis_user: Option<String>,
+    /// That user's Redis password.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// File holding that password (a Docker secret).
+    #[arg(long, env = "REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+}
+
+/// A role's Redis login, resolved from [`RedisAuthArgs`].
+#[derive(Clone, Debug)]
+pub struct RedisAuth {
+    pub user: Option<String>,
+    pub password: Secret<String>,
+}
+
+impl RedisAuthArgs {
+    /// Resolves the password once; `None` when none is configured (a URL
+    /// may still carry its own).
+    pub fn resolve(self) -> Result<Option<RedisAuth>, ConfigError> {
+        let pw = secret_from(
+            "REDIS_PASSWORD",
+            self.redis_password,
+            self.redis_password_file,
+        )?;
+        match (self.redis_user, pw) {
+            (user, Some(password)) => Ok(Some(RedisAuth { user, password })),
+            (Some(_), None) => Err(ConfigError(
+                "REDIS_USER is set but neither REDIS_PASSWORD nor REDIS_PASSWORD_FILE".into(),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// `DATABASE_URL` (or `_FILE`) with the password of `DATABASE_PASSWORD`
+/// (or `_FILE`) put in, under the names `prefix` + those.
+pub fn database_url_from(
+    prefix: &str,
+    url: Option<String>,
+    url_file: Option<PathBuf>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+) -> Result<Option<Secret<String>>, ConfigError> {
+    let var = format!("{prefix}DATABASE_URL");
+    let Some(url) = secret_from(&var, url, url_file)? else {
+        return Ok(None);
+    };
+    let url_str = url.expose();
+    if !url_str.starts_with("postgres://") && !url_str.starts_with("postgresql://") {
+        return Err(ConfigError(format!("{var} must be a postgres:// URL")));
+    }
+    match secret_from(
+        &format!("{prefix}DATABASE_PASSWORD"),
+        password,
+        password_file,
+    )? {
+        None => Ok(Some(url)),
+        Some(pw) => Ok(Some(Secret::new(with_credentials(
+            &var,
+            url_str,
+            None,
+            pw.expose(),
+        )?))),
+    }
+}
+
 /// What happens when a voter votes again for the other option.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum VoteChanges {
@@ -103,6 +243,8 @@ pub struct CaptureArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
+    #[command(flatten)]
+    pub redis_auth: RedisAuthArgs,
     /// Name stamped on every vote this node takes [default: the host name].
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
@@ -177,7 +319,16 @@ impl CaptureArgs {
                 ))
             })?;
         let cookie_key = cookie_key_from(key.expose())?;
-        redis::Client::open(self.redis_url.as_str())
+        let redis_url = match self.redis_auth.resolve()? {
+            None => self.redis_url,
+            Some(auth) => with_credentials(
+                "REDIS_URL",
+                &self.redis_url,
+                auth.user.as_deref(),
+                auth.password.expose(),
+            )?,
+        };
+        redis::Client::open(redis_url.as_str())
             .map_err(|e| ConfigError(format!("REDIS_URL is not a Redis URL: {e}")))?;
         nonempty("STREAM_KEY", &self.stream_key)?;
         nonempty("OPTION_A", &self.option_a)?;
@@ -211,7 +362,7 @@ impl CaptureArgs {
         }
         Ok(CaptureSettings {
             listen: self.listen,
-            redis_url: Secret::new(self.redis_url),
+            redis_url: Secret::new(redis_url),
             node_id,
             option_labels: [self.option_a, self.option_b],
             cookie_key,
@@ -267,6 +418,40 @@ mod tests {
     }
 
     #[test]
+    fn a_password_file_goes_into_the_database_url_and_two_passwords_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "p@ss/w:rd\n").unwrap();
+        let url = database_url_from(
+            "",
+            Some("postgres://voteswarm_worker@db:5432/voteswarm".into()),
+            None,
+            None,
+            Some(f.clone()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            url.expose(),
+            "postgres://voteswarm_worker:p%40ss%2Fw%3Ard@db:5432/voteswarm"
+        );
+        let e = database_url_from(
+            "",
+            Some("postgres://u:inline@db/voteswarm".into()),
+            None,
+            None,
+            Some(f),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("DATABASE_URL already holds a password"), "{e}");
+        let e = database_url_from("MIGRATE_", Some("mysql://x".into()), None, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("MIGRATE_DATABASE_URL must be"), "{e}");
+    }
+
+    #[test]
     fn a_short_cookie_key_is_refused_by_name() {
         let e = cookie_key_from("short").unwrap_err().to_string();
         assert!(e.contains("COOKIE_KEY") && e.contains("32"), "{e}");
@@ -277,12 +462,31 @@ mod tests {
 /// Settings of a `worker`, as flags and environment variables.
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
-    /// PostgreSQL URL (postgres://user:password@host:port/db).
+    /// PostgreSQL URL of the worker role (postgres://user@host:port/db;
+    /// the password may be in it or in DATABASE_PASSWORD_FILE).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// File holding the PostgreSQL URL (a Docker secret).
     #[arg(long, env = "DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// The worker role's PostgreSQL password, put into DATABASE_URL.
+    #[arg(long, env = "DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<String>,
+    /// File holding that password (a Docker secret).
+    #[arg(long, env = "DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+    /// PostgreSQL URL of the migrator role (owner of the schema), used
+    /// only by --migrate and --migrate-only [default: DATABASE_URL].
+    #[arg(long, env = "MIGRATE_DATABASE_URL", hide_env_values = true)]
+    pub migrate_database_url: Option<String>,
+    /// The migrator's password, put into MIGRATE_DATABASE_URL.
+    #[arg(long, env = "MIGRATE_DATABASE_PASSWORD", hide_env_values = true)]
+    pub migrate_database_password: Option<String>,
+    /// File holding that password (a Docker secret).
+    #[arg(long, env = "MIGRATE_DATABASE_PASSWORD_FILE")]
+    pub migrate_database_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub redis_auth: RedisAuthArgs,
     /// The capture nodes' Redis queues, comma-separated.
     #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
     pub redis_urls: Option<String>,
@@ -309,9 +513,14 @@ pub struct WorkerArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9100")]
     pub metrics_listen: String,
-    /// Apply the embedded database migrations at start.
+    /// Apply the embedded database migrations at start (as the migrator:
+    /// MIGRATE_DATABASE_URL).
     #[arg(long)]
     pub migrate: bool,
+    /// Apply the migrations and exit: a one-off job, so that the workers
+    /// that drain never hold the migrator's password.
+    #[arg(long, conflicts_with = "migrate")]
+    pub migrate_only: bool,
     /// `allow`: a voter's latest vote counts; `deny`: the first.
     #[arg(long, env = "VOTE_CHANGES", value_enum, default_value_t = VoteChanges::Allow)]
     pub vote_changes: VoteChanges,
@@ -334,22 +543,42 @@ pub struct WorkerSettings {
     pub db_pool_size: u32,
     pub metrics_listen: String,
     pub migrate: bool,
+    /// Who applies the migrations: the migrator role's URL, or
+    /// DATABASE_URL when no MIGRATE_DATABASE_URL is set.
+    pub migrate_url: Secret<String>,
+    pub migrate_only: bool,
     pub vote_changes: VoteChanges,
 }
 
 impl WorkerArgs {
     pub fn into_settings(self) -> Result<WorkerSettings, ConfigError> {
-        let database_url = secret_from("DATABASE_URL", self.database_url, self.database_url_file)?
-            .ok_or_else(|| ConfigError("DATABASE_URL (or DATABASE_URL_FILE) is required".into()))?;
-        if !database_url.expose().starts_with("postgres://")
-            && !database_url.expose().starts_with("postgresql://")
-        {
-            return Err(ConfigError("DATABASE_URL must be a postgres:// URL".into()));
-        }
-        let endpoints = crate::endpoints::EndpointSource::parse(
-            self.redis_urls.as_deref(),
-            self.redis_dns.as_deref(),
-        )?;
+        let database_url = database_url_from(
+            "",
+            self.database_url,
+            self.database_url_file,
+            self.database_password,
+            self.database_password_file,
+        )?
+        .ok_or_else(|| ConfigError("DATABASE_URL (or DATABASE_URL_FILE) is required".into()))?;
+        let migrate_url = database_url_from(
+            "MIGRATE_",
+            self.migrate_database_url,
+            None,
+            self.migrate_database_password,
+            self.migrate_database_password_file,
+        )?
+        .unwrap_or_else(|| database_url.clone());
+        // A one-off migration job talks to no queue.
+        let endpoints =
+            if self.migrate_only && self.redis_urls.is_none() && self.redis_dns.is_none() {
+                crate::endpoints::EndpointSource::default()
+            } else {
+                crate::endpoints::EndpointSource::parse(
+                    self.redis_urls.as_deref(),
+                    self.redis_dns.as_deref(),
+                )?
+                .with_auth(self.redis_auth.resolve()?)?
+            };
         nonempty("STREAM_KEY", &self.stream_key)?;
         if self.batch_size == 0 || self.batch_size > 100_000 {
             return Err(ConfigError("BATCH_SIZE must be 1 to 100000".into()));
@@ -374,6 +603,8 @@ impl WorkerArgs {
             db_pool_size: self.db_pool_size,
             metrics_listen: self.metrics_listen,
             migrate: self.migrate,
+            migrate_url,
+            migrate_only: self.migrate_only,
             vote_changes: self.vote_changes,
         })
     }

@@ -65,6 +65,33 @@ impl EndpointSource {
         Ok(EndpointSource { urls, dns })
     }
 
+    /// Puts the role's Redis user and password into every URL and into the
+    /// DNS name's prefix (`REDIS_USER`, `REDIS_PASSWORD_FILE`).
+    pub fn with_auth(
+        mut self,
+        auth: Option<crate::config::RedisAuth>,
+    ) -> Result<Self, ConfigError> {
+        let Some(auth) = auth else {
+            return Ok(self);
+        };
+        let (user, pw) = (auth.user.as_deref(), &auth.password);
+        for u in &mut self.urls {
+            *u = crate::config::with_credentials("REDIS_URLS", u, user, pw.expose())?;
+        }
+        if let Some((prefix, _, _)) = &mut self.dns {
+            // The prefix ends where the resolved address goes: give the
+            // helper a stand-in host and take it off again.
+            let full = crate::config::with_credentials(
+                "REDIS_DNS",
+                &format!("{prefix}h"),
+                user,
+                pw.expose(),
+            )?;
+            *prefix = full[..full.len() - 1].to_owned();
+        }
+        Ok(self)
+    }
+
     /// The current endpoint URLs, sorted and without duplicates. Blocking
     /// (DNS): call from a blocking thread. A name that does not resolve
     /// right now contributes nothing, which is not an error: Swarm tasks
@@ -88,11 +115,19 @@ impl EndpointSource {
     }
 }
 
-/// A URL with any password replaced, for logs and metric labels.
+/// A URL with any password replaced, for logs and metric labels: the
+/// authority's user and password, and a Unix-socket URL's `pass=`.
 pub fn redact(url: &str) -> String {
+    let url = match url.find("pass=") {
+        Some(p) => {
+            let end = url[p..].find('&').map_or(url.len(), |e| p + e);
+            format!("{}***{}", &url[..p + 5], &url[end..])
+        }
+        None => url.to_owned(),
+    };
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}***@{}", &url[..s + 3], &url[at + 1..]),
-        _ => url.to_owned(),
+        _ => url,
     }
 }
 
@@ -126,6 +161,40 @@ mod tests {
         assert_eq!(
             redact("redis://:s3cret@127.0.0.1:7000"),
             "redis://***@127.0.0.1:7000"
+        );
+    }
+
+    #[test]
+    fn a_password_file_goes_into_every_url_and_logs_hide_it() {
+        let auth = Some(crate::config::RedisAuth {
+            user: Some("worker".to_owned()),
+            password: crate::config::Secret::new("p@ss:/w".to_owned()),
+        });
+        let src = EndpointSource::parse(Some("redis://a:1"), Some("localhost:7001"))
+            .unwrap()
+            .with_auth(auth)
+            .unwrap();
+        let got = src.resolve();
+        for u in &got {
+            let info = redis::IntoConnectionInfo::into_connection_info(u.as_str()).unwrap();
+            assert_eq!(info.redis_settings().username(), Some("worker"), "{u}");
+            assert_eq!(info.redis_settings().password(), Some("p@ss:/w"), "{u}");
+            assert!(!redact(u).contains("ss"), "{}", redact(u));
+        }
+        let unix = crate::config::with_credentials(
+            "REDIS_URL",
+            "redis+unix:///run/redis/redis.sock",
+            Some("capture"),
+            "s3cret&x",
+        )
+        .unwrap();
+        let info = redis::IntoConnectionInfo::into_connection_info(unix.as_str()).unwrap();
+        assert_eq!(info.redis_settings().username(), Some("capture"));
+        assert_eq!(info.redis_settings().password(), Some("s3cret&x"));
+        assert!(!redact(&unix).contains("s3cret"), "{}", redact(&unix));
+        assert!(
+            crate::config::with_credentials("REDIS_URL", "redis://:pw@h:1", None, "x").is_err(),
+            "two passwords for one URL are refused"
         );
     }
 

@@ -164,6 +164,8 @@ pub struct ResultsMetrics {
     pub backlog: IntGauge,
     /// Open server-sent-event streams.
     pub viewers: IntGauge,
+    /// Streams ended to admit newer ones beyond MAX_STREAMS.
+    pub streams_shed: prometheus::IntCounter,
 }
 
 impl ResultsMetrics {
@@ -190,6 +192,14 @@ impl ResultsMetrics {
                 &registry,
                 "voteswarm_results_viewers",
                 "Open live-update streams",
+            ),
+            streams_shed: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "voteswarm_results_streams_shed_total",
+                    "Live-update streams ended to admit newer ones beyond MAX_STREAMS",
+                )
+                .expect("valid counter"),
             ),
             registry,
         }

@@ -6,6 +6,10 @@
 
 use redis::Value;
 
+/// The vote stream's name unless `STREAM_KEY` says otherwise (the local
+/// cluster's Redis users are made for it).
+pub const DEFAULT_STREAM_KEY: &str = "votes";
+
 /// The consumer group every worker joins (`docs/PROTOCOL.md`).
 pub const GROUP: &str = "workers";
 

@@ -7,16 +7,16 @@
 #                            [--no-resolve-image]
 #
 #   --dry-run       print every command instead of running it
-#   --secrets-only  create the three secrets (random values) and stop;
-#                   what `docker stack deploy` needs first
+#   --secrets-only  create the secrets (random values; those that exist are
+#                   kept) and stop: what `docker stack deploy` needs first
 #   --workers M     worker replicas [2, or $WORKERS]
 #   --no-resolve-image  never ask a registry for an image's digest (a swarm
 #                   with no registry, the images loaded on every node)
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
-# OPTION_A, OPTION_B, VOTE_RATE_LIMIT, REDIS_MAXMEMORY, REDIS_MEMORY_LIMIT,
-# QUEUE_LIMIT, CONFIG_VERSION, HAPROXY_CPUS, CAPTURE_CPUS, WORKER_CPUS,
-# POSTGRES_CPUS.
+# OPTION_A, OPTION_B, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
+# REDIS_MEMORY_LIMIT, QUEUE_LIMIT, CONFIG_VERSION, HAPROXY_CPUS, CAPTURE_CPUS,
+# WORKER_CPUS, POSTGRES_CPUS.
 # Before: label nodes and prepare capture nodes' directories (README.md).
 # The services get the stack's names (voteswarm_<role>) and the same DNS
 # aliases, so swarm/haproxy.cfg (tasks.capture) works unchanged. Remove all
@@ -57,6 +57,7 @@ image="${VOTESWARM_IMAGE:-voteswarm:latest}"
 option_a="${OPTION_A:-Cats}"
 option_b="${OPTION_B:-Dogs}"
 rate_limit="${VOTE_RATE_LIMIT:-100}"
+new_voter_limit="${NEW_VOTER_LIMIT:-10}"
 redis_maxmemory="${REDIS_MAXMEMORY:-2gb}"
 redis_memory_limit="${REDIS_MEMORY_LIMIT:-3G}"
 queue_limit="${QUEUE_LIMIT:-5000000}"
@@ -94,21 +95,20 @@ secret() {
   fi
 }
 
-# The database password appears in two secrets: PostgreSQL's, and inside the
-# whole URL the workers and results read (DATABASE_URL_FILE holds a URL).
-# Both are made from one value here, once.
-db_password="$(random_secret)"
-if exists secret voteswarm_db_password && ! exists secret voteswarm_database_url; then
-  echo "create-services: voteswarm_db_password exists but voteswarm_database_url does not;" \
-    "create it by hand with the same password (README.md)" >&2
-  exit 1
-fi
-secret voteswarm_cookie_key "$(random_secret)"
-secret voteswarm_db_password "$db_password"
-secret voteswarm_database_url "postgres://voteswarm:${db_password}@postgres:5432/voteswarm"
+# One secret per password, each given to the store that checks it and the
+# one service that uses it (swarm/README.md, docs/SECURITY.md): PostgreSQL's
+# superuser (db_password: no service uses it), its three roles, and the four
+# Redis ACL users. Services read them as *_PASSWORD_FILE.
+for name in cookie_key db_password \
+  pg_migrator_password pg_worker_password pg_results_password \
+  redis_capture_password redis_worker_password redis_results_password redis_admin_password; do
+  secret "voteswarm_${name}" "$(random_secret)"
+done
 ((secrets_only)) && exit 0
 
-for cfg in "voteswarm_haproxy_cfg_${config_version}:haproxy.cfg" "voteswarm_redis_conf_${config_version}:redis.conf"; do
+for cfg in "voteswarm_haproxy_cfg_${config_version}:haproxy.cfg" "voteswarm_redis_conf_${config_version}:redis.conf" \
+  "voteswarm_redis_entrypoint_${config_version}:../docker/redis-entrypoint.sh" \
+  "voteswarm_postgres_roles_${config_version}:../docker/postgres-roles.sh"; do
   name="${cfg%%:*}"
   if exists config "$name"; then
     echo "create-services: config $name exists, kept (bump CONFIG_VERSION after editing the file)" >&2
@@ -139,6 +139,7 @@ run docker service create --name voteswarm_haproxy "${common[@]}" \
   --env CAPTURE_ADDR=tasks.capture:8080 \
   --env RESULTS_ADDR=results:8081 \
   --env "VOTE_RATE_LIMIT=${rate_limit}" \
+  --env "NEW_VOTER_LIMIT=${new_voter_limit}" \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback \
   --limit-cpu "${HAPROXY_CPUS:-2}" --limit-memory 512M --reserve-cpu 0.25 --reserve-memory 64M \
   haproxy:2.6
@@ -150,9 +151,16 @@ run docker service create --name voteswarm_redis "${common[@]}" \
   --network name=voteswarm_back,alias=redis \
   --user 10001:10001 \
   --config "source=voteswarm_redis_conf_${config_version},target=/usr/local/etc/redis/redis.conf" \
+  --config "source=voteswarm_redis_entrypoint_${config_version},target=/usr/local/bin/voteswarm-redis-entrypoint.sh,mode=0555" \
+  --entrypoint '/bin/sh /usr/local/bin/voteswarm-redis-entrypoint.sh' \
+  --secret source=voteswarm_redis_capture_password,target=redis_capture_password,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_redis_worker_password,target=redis_worker_password,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_redis_results_password,target=redis_results_password,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_redis_admin_password,target=redis_admin_password,uid=10001,gid=10001,mode=0400 \
   --mount type=bind,source=/var/lib/voteswarm/redis,target=/data \
   --mount type=bind,source=/var/lib/voteswarm/redis-socket,target=/run/redis \
-  --health-cmd 'redis-cli -s /run/redis/redis.sock ping' --health-interval 5s --health-timeout 3s --health-retries 3 \
+  --health-cmd 'REDISCLI_AUTH="$(cat /run/secrets/redis_capture_password)" redis-cli --user capture -s /run/redis/redis.sock ping | grep -q PONG' \
+  --health-interval 5s --health-timeout 3s --health-retries 3 \
   --stop-grace-period 60s \
   --update-parallelism 1 --update-delay 30s --update-order stop-first --update-failure-action pause --update-monitor 30s \
   --limit-cpu 1 --limit-memory "${redis_memory_limit}" --reserve-cpu 0.25 --reserve-memory 256M \
@@ -164,9 +172,11 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   --mode global --constraint 'node.labels.capture==true' --constraint 'node.labels.votes!=off' \
   --network name=voteswarm_front,alias=capture \
   --secret source=voteswarm_cookie_key,target=cookie_key,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_redis_capture_password,target=redis_capture_password,uid=10001,gid=10001,mode=0400 \
   --mount type=bind,source=/var/lib/voteswarm/redis-socket,target=/run/redis \
   --env LISTEN=0.0.0.0:8080 \
   --env REDIS_URL=redis+unix:///run/redis/redis.sock \
+  --env REDIS_USER=capture --env REDIS_PASSWORD_FILE=/run/secrets/redis_capture_password \
   --env 'NODE_ID={{.Node.Hostname}}' \
   --env COOKIE_KEY_FILE=/run/secrets/cookie_key \
   --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
@@ -179,27 +189,48 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   --limit-cpu "${CAPTURE_CPUS:-1.5}" --limit-memory 512M --reserve-cpu 0.5 --reserve-memory 128M \
   "$image" capture
 
-# PostgreSQL: pinned to the store node, where its volume lives.
+# PostgreSQL: pinned to the store node, where its volume lives. At its first
+# start the image runs the roles script (docker/postgres-roles.sh).
 run docker service create --name voteswarm_postgres "${common[@]}" \
   --replicas 1 --constraint 'node.labels.store==true' \
   --network name=voteswarm_back,alias=postgres \
+  --config "source=voteswarm_postgres_roles_${config_version},target=/docker-entrypoint-initdb.d/voteswarm-roles.sh,mode=0555" \
   --secret source=voteswarm_db_password,target=db_password \
+  --secret source=voteswarm_pg_migrator_password,target=pg_migrator_password \
+  --secret source=voteswarm_pg_worker_password,target=pg_worker_password \
+  --secret source=voteswarm_pg_results_password,target=pg_results_password \
   --mount type=volume,source=voteswarm_pgdata,target=/var/lib/postgresql/data \
-  --env POSTGRES_USER=voteswarm --env POSTGRES_DB=voteswarm \
+  --env POSTGRES_USER=postgres --env POSTGRES_DB=voteswarm \
   --env POSTGRES_PASSWORD_FILE=/run/secrets/db_password \
-  --health-cmd 'pg_isready -U voteswarm -d voteswarm' --health-interval 5s --health-timeout 3s --health-retries 10 \
+  --env POSTGRES_HOST_AUTH_METHOD=scram-sha-256 \
+  --health-cmd 'pg_isready -U postgres -d voteswarm' --health-interval 5s --health-timeout 3s --health-retries 10 \
   --stop-grace-period 2m \
   --update-order stop-first --update-failure-action pause \
   --limit-cpu "${POSTGRES_CPUS:-4}" --limit-memory 4G --reserve-cpu 1 --reserve-memory 1G \
   postgres:15 postgres -c max_connections=200
 
+# The schema, once, as the migrator; done when it exits 0.
+run docker service create --name voteswarm_migrate "${resolve[@]}" --label "$label" --detach --endpoint-mode dnsrr \
+  --restart-condition on-failure --restart-delay 5s \
+  --replicas 1 --constraint 'node.labels.worker==true' \
+  --network name=voteswarm_back,alias=migrate \
+  --secret source=voteswarm_pg_migrator_password,target=pg_migrator_password,uid=10001,gid=10001,mode=0400 \
+  --env DATABASE_URL=postgres://voteswarm_migrator@postgres:5432/voteswarm \
+  --env DATABASE_PASSWORD_FILE=/run/secrets/pg_migrator_password \
+  --env RUST_LOG=info \
+  --limit-cpu 1 --limit-memory 256M \
+  "$image" worker --migrate-only
+
 # Workers: M replicas on worker=true nodes, draining every Redis.
 run docker service create --name voteswarm_worker "${common[@]}" \
   --replicas "$workers" --constraint 'node.labels.worker==true' --placement-pref spread=node.id \
   --network name=voteswarm_back,alias=worker \
-  --secret source=voteswarm_database_url,target=database_url,uid=10001,gid=10001,mode=0400 \
-  --env DATABASE_URL_FILE=/run/secrets/database_url \
+  --secret source=voteswarm_pg_worker_password,target=pg_worker_password,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_redis_worker_password,target=redis_worker_password,uid=10001,gid=10001,mode=0400 \
+  --env DATABASE_URL=postgres://voteswarm_worker@postgres:5432/voteswarm \
+  --env DATABASE_PASSWORD_FILE=/run/secrets/pg_worker_password \
   --env REDIS_DNS=tasks.redis:6379 \
+  --env REDIS_USER=worker --env REDIS_PASSWORD_FILE=/run/secrets/redis_worker_password \
   --env STREAM_KEY=votes \
   --env 'WORKER_ID=worker-{{.Task.Slot}}' \
   --env METRICS_LISTEN=0.0.0.0:9100 \
@@ -208,17 +239,20 @@ run docker service create --name voteswarm_worker "${common[@]}" \
   --stop-grace-period 60s \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback --update-monitor 30s \
   --limit-cpu "${WORKER_CPUS:-2}" --limit-memory 1G --reserve-cpu 0.5 --reserve-memory 128M \
-  "$image" worker --migrate
+  "$image" worker
 
 # Results: beside PostgreSQL; HAProxy serves it on :8081.
 run docker service create --name voteswarm_results "${common[@]}" \
   --replicas 1 --constraint 'node.labels.store==true' \
   --network name=voteswarm_front,alias=results \
   --network name=voteswarm_back,alias=results \
-  --secret source=voteswarm_database_url,target=database_url,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_pg_results_password,target=pg_results_password,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_redis_results_password,target=redis_results_password,uid=10001,gid=10001,mode=0400 \
   --env LISTEN=0.0.0.0:8081 \
-  --env DATABASE_URL_FILE=/run/secrets/database_url \
+  --env DATABASE_URL=postgres://voteswarm_results@postgres:5432/voteswarm \
+  --env DATABASE_PASSWORD_FILE=/run/secrets/pg_results_password \
   --env REDIS_DNS=tasks.redis:6379 \
+  --env REDIS_USER=results --env REDIS_PASSWORD_FILE=/run/secrets/redis_results_password \
   --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
   --env STREAM_KEY=votes \
   --env RUST_LOG=info \

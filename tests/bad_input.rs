@@ -79,7 +79,7 @@ fn vote(port: u16) -> Option<u16> {
 #[test]
 fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
     let form = Some("application/x-www-form-urlencoded");
     let json = Some("application/json");
     let mib = vec![b'a'; 1 << 20];
@@ -235,7 +235,7 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
 #[test]
 fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let started = Instant::now();
@@ -273,7 +273,7 @@ fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile()
 #[test]
 fn many_idle_connections_do_not_stop_a_node_from_serving() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.url()));
+    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
     let idle: Vec<TcpStream> = (0..500)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
@@ -288,23 +288,11 @@ fn many_idle_connections_do_not_stop_a_node_from_serving() {
 fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
     let pg = PgServer::start();
     let redis = RedisServer::start();
-    let url = pg.migrated_url();
-    let settings = voteswarm::results::ResultsSettings {
-        listen: "127.0.0.1:0".into(),
-        database_url: voteswarm::config::Secret::new(url),
-        endpoints: voteswarm::endpoints::EndpointSource::parse(Some(&redis.url()), None).unwrap(),
-        option_labels: ["Cats".into(), "Dogs".into()],
-        stream_key: "votes".into(),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let app = voteswarm::results::Results::build(settings).unwrap();
-            tx.send(app.port()).unwrap();
-            let _ = app.run_until_stopped().await;
-        })
-    });
-    let port = rx.recv().unwrap();
+    pg.migrated_url();
+    let port = common::results_node::results_on_thread(common::results_node::settings(
+        pg.url_as(voteswarm::cluster::postgres::PgRole::Results),
+        &redis.results_url(),
+    ));
     let many_headers: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         (

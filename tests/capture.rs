@@ -24,7 +24,7 @@ fn xlen(redis: &RedisServer) -> usize {
 #[actix_web::test]
 async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
     let redis = RedisServer::start();
-    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
 
     let (status, page) = node.get("/").await;
     assert_eq!(status, 200);
@@ -67,7 +67,7 @@ async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
 #[actix_web::test]
 async fn an_api_vote_gets_a_receipt_matching_the_stream_entry() {
     let redis = RedisServer::start();
-    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
     let a = node.vote_api("a", None).await;
     assert_eq!(a.status, 202, "{}", a.body);
     let receipt = a.json();
@@ -82,7 +82,7 @@ async fn an_api_vote_gets_a_receipt_matching_the_stream_entry() {
 #[actix_web::test]
 async fn bad_requests_get_their_documented_status_and_store_nothing() {
     let redis = RedisServer::start();
-    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
     let form = "application/x-www-form-urlencoded";
     let json = "application/json";
     let big = format!("vote=a&pad={}", "x".repeat(5000));
@@ -133,7 +133,7 @@ async fn bad_requests_get_their_documented_status_and_store_nothing() {
 #[actix_web::test]
 async fn a_change_within_the_minimum_interval_gets_429_with_retry_after() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.url());
+    let mut s = capture_node::settings(&redis.capture_url());
     s.min_change_interval = Duration::from_secs(60);
     let node = spawn_capture(s);
     let first = node.vote_api("a", None).await;
@@ -153,7 +153,7 @@ async fn a_change_within_the_minimum_interval_gets_429_with_retry_after() {
 #[actix_web::test]
 async fn a_change_after_the_minimum_interval_is_accepted() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.url());
+    let mut s = capture_node::settings(&redis.capture_url());
     s.min_change_interval = Duration::from_millis(0);
     let node = spawn_capture(s);
     let first = node.vote_api("a", None).await;
@@ -168,7 +168,7 @@ async fn a_change_after_the_minimum_interval_is_accepted() {
 #[actix_web::test]
 async fn in_deny_mode_a_changed_vote_gets_409() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.url());
+    let mut s = capture_node::settings(&redis.capture_url());
     s.vote_changes = VoteChanges::Deny;
     s.min_change_interval = Duration::ZERO;
     let node = spawn_capture(s);
@@ -187,7 +187,7 @@ async fn in_deny_mode_a_changed_vote_gets_409() {
 #[actix_web::test]
 async fn a_forged_cookie_is_a_new_voter() {
     let redis = RedisServer::start();
-    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
     let victim = Id128(0xabcdef);
     let forged = VoterCookie {
         voter: victim,
@@ -218,7 +218,7 @@ async fn a_forged_cookie_is_a_new_voter() {
 #[actix_web::test]
 async fn a_voters_second_vote_is_later_even_when_the_cookie_comes_from_the_future() {
     let redis = RedisServer::start();
-    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
     // The earlier vote was taken by a node whose clock runs 10 minutes ahead.
     let ahead = clock::now_micros() + 600_000_000;
     let voter = Id128::random();
@@ -243,7 +243,7 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
     const VOTERS: usize = 10_000;
     const CONNECTIONS: usize = 256;
     let redis = RedisServer::start();
-    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
     let client = capture_node::client(CONNECTIONS);
     let base = node.base.clone();
     let answers: Vec<_> = futures_util::stream::iter(0..VOTERS)
@@ -308,7 +308,7 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
 #[actix_web::test]
 async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns() {
     let mut redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.url());
+    let mut s = capture_node::settings(&redis.capture_url());
     s.enqueue_timeout = Duration::from_millis(500);
     let node = spawn_capture(s);
     assert_eq!(node.vote_api("a", None).await.status, 202);
@@ -349,7 +349,7 @@ async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns
 #[actix_web::test]
 async fn a_hung_redis_gets_503_within_the_enqueue_timeout() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.url());
+    let mut s = capture_node::settings(&redis.capture_url());
     s.enqueue_timeout = Duration::from_millis(300);
     let node = spawn_capture(s);
     assert_eq!(node.vote_api("a", None).await.status, 202);
@@ -373,7 +373,7 @@ async fn a_hung_redis_gets_503_within_the_enqueue_timeout() {
 #[actix_web::test]
 async fn metrics_count_accepted_votes_batches_and_latency() {
     let redis = RedisServer::start();
-    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
     for o in ["a", "a", "b"] {
         assert_eq!(node.vote_api(o, None).await.status, 202);
     }
@@ -392,7 +392,7 @@ async fn metrics_count_accepted_votes_batches_and_latency() {
 #[actix_web::test]
 async fn a_cross_site_form_post_is_refused_and_a_same_site_one_accepted() {
     let redis = RedisServer::start();
-    let node = spawn_capture(capture_node::settings(&redis.url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
     let host = node.base.trim_start_matches("http://").to_owned();
     let cases: Vec<(Vec<(&str, String)>, u16)> = vec![
         (vec![("Sec-Fetch-Site", "cross-site".into())], 403),
@@ -420,7 +420,7 @@ async fn a_cross_site_form_post_is_refused_and_a_same_site_one_accepted() {
 #[actix_web::test]
 async fn over_queue_limit_votes_get_503_and_readyz_fails_until_the_queue_drains() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.url());
+    let mut s = capture_node::settings(&redis.capture_url());
     s.queue_limit = 5;
     let node = spawn_capture(s);
     let mut stored = 0;
@@ -467,8 +467,8 @@ fn stream_votes_ids(conn: &mut redis::Connection) -> Vec<String> {
 #[actix_web::test]
 async fn a_request_retried_by_the_edge_is_one_voter_and_one_vote_on_any_node() {
     let redis = RedisServer::start();
-    let one = spawn_capture(capture_node::settings(&redis.url()));
-    let mut other = capture_node::settings(&redis.url());
+    let one = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let mut other = capture_node::settings(&redis.capture_url());
     other.node_id = "capture-other".into();
     let two = spawn_capture(other);
     let mut receipts = Vec::new();
@@ -494,4 +494,43 @@ async fn a_request_retried_by_the_edge_is_one_voter_and_one_vote_on_any_node() {
         "the same vote"
     );
     assert_ne!(receipts[0]["node"], receipts[1]["node"]);
+}
+
+#[actix_web::test]
+async fn when_the_edge_says_new_voters_are_spent_only_returning_voters_vote() {
+    let redis = RedisServer::start();
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    // A new voter's accepted vote says so, for the edge to count.
+    let first = node
+        .client
+        .post(format!("{}/api/vote", node.base))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(r#"{"vote":"a"}"#)
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 202);
+    assert!(first.headers().contains_key("x-voteswarm-new-voter"));
+    let cookie = first.cookie("voter").unwrap().value().to_owned();
+    let spent = |cookie: Option<String>| {
+        let mut req = node
+            .client
+            .post(format!("{}/api/vote", node.base))
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("X-Voteswarm-New-Voters-Spent", "1"));
+        if let Some(c) = cookie {
+            req = req.insert_header(("Cookie", format!("voter={c}")));
+        }
+        req.send_body(r#"{"vote":"a"}"#)
+    };
+    // No cookie, or one that does not verify: a new voter, refused.
+    for c in [None, Some("garbage".to_owned())] {
+        let refused = spent(c.clone()).await.unwrap();
+        assert_eq!(refused.status().as_u16(), 429, "cookie {c:?}");
+        assert_eq!(refused.headers().get("Retry-After").unwrap(), "600");
+    }
+    // The returning voter still votes, and is not counted as new.
+    let back = spent(Some(cookie)).await.unwrap();
+    assert_eq!(back.status().as_u16(), 202);
+    assert!(!back.headers().contains_key("x-voteswarm-new-voter"));
+    assert_eq!(xlen(&redis), 2, "the refused votes stored nothing");
 }

@@ -88,7 +88,7 @@ async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
     let mut proc = Proc(
         capture_cmd()
             .env("LISTEN", format!("127.0.0.1:{port}"))
-            .env("REDIS_URL", redis.url())
+            .env("REDIS_URL", redis.capture_url())
             .env("COOKIE_KEY_FILE", &key_file)
             .env("NODE_ID", "sigterm-node")
             // Long enough that only Redis' answer ends these requests.

@@ -26,19 +26,20 @@ struct Postgres {
 
 impl Postgres {
     fn on_data_dir(dir: &Path) -> Postgres {
+        use voteswarm::cluster::postgres::{self, PgPasswords, PgRole};
         let port = free_port();
-        let spec =
-            voteswarm::cluster::postgres::prepare(&dir.join("postgres"), port).expect("prepare");
+        let passwords = PgPasswords::ensure(&dir.join("secrets")).expect("the cluster's passwords");
+        let spec = postgres::prepare(&dir.join("postgres"), port, &passwords).expect("prepare");
         let child = spec
             .command()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start postgres");
-        voteswarm::cluster::postgres::wait_ready_and_create(port).expect("postgres ready");
+        postgres::wait_ready_and_create(port, &passwords).expect("postgres ready");
         Postgres {
             child,
-            url: voteswarm::cluster::postgres::database_url(port),
+            url: passwords.url(PgRole::Superuser, port),
         }
     }
 }

@@ -202,9 +202,9 @@ impl Resolve for StubResolver {
     }
 }
 
-fn settings(db: &str, mode: VoteChanges) -> WorkerSettings {
+fn settings(pg: &PgServer, mode: VoteChanges) -> WorkerSettings {
     WorkerSettings {
-        database_url: Secret::new(db.to_owned()),
+        database_url: Secret::new(pg.url()),
         endpoints: EndpointSource::default(),
         stream_key: "votes".into(),
         worker_id: "test-worker".into(),
@@ -213,6 +213,10 @@ fn settings(db: &str, mode: VoteChanges) -> WorkerSettings {
         db_pool_size: 2,
         metrics_listen: "127.0.0.1:0".into(),
         migrate: true,
+        // The worker's own login may not touch the schema: migrating is
+        // the migrator's.
+        migrate_url: Secret::new(pg.migrator_url()),
+        migrate_only: false,
         vote_changes: mode,
     }
 }
@@ -276,8 +280,8 @@ async fn later_vote_drained_first(mode: VoteChanges) -> HashMap<String, (String,
     // The worker sees only capture02's queue at first: the later vote is
     // committed before the earlier one is even read.
     let resolver = Arc::new(StubResolver::default());
-    resolver.set(&[r2.url()]);
-    let worker = InProcess::start(settings(&url, mode), resolver.clone());
+    resolver.set(&[r2.worker_url()]);
+    let worker = InProcess::start(settings(&pg, mode), resolver.clone());
     assert!(until(|| drained(&[&r2]) && row_count(&url) == 1).await);
     assert_eq!(table(&url)[&Id128(voter).to_string()].0, "b");
     assert_eq!(
@@ -287,7 +291,7 @@ async fn later_vote_drained_first(mode: VoteChanges) -> HashMap<String, (String,
     );
 
     // capture01 appears in the DNS answer: picked up without a restart.
-    resolver.set(&[r1.url(), r2.url()]);
+    resolver.set(&[r1.worker_url(), r2.worker_url()]);
     assert!(
         until(|| drained(&[&r1, &r2])).await,
         "the new endpoint is drained"
@@ -321,8 +325,8 @@ async fn replaying_the_same_entries_changes_nothing() {
     let votes = generate(7, 300, 1000, 1).remove(0);
     preload(&redis, &votes);
     let resolver = Arc::new(StubResolver::default());
-    resolver.set(&[redis.url()]);
-    let worker = InProcess::start(settings(&url, VoteChanges::Allow), resolver);
+    resolver.set(&[redis.worker_url()]);
+    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver);
     assert!(until(|| drained(&[&redis]) && row_count(&url) == 300).await);
     let snapshot = committed_at(&url);
 
@@ -373,9 +377,9 @@ async fn a_batch_holding_one_voter_many_times_commits() {
     votes.swap(3, 17);
     preload(&redis, &votes);
     let resolver = Arc::new(StubResolver::default());
-    resolver.set(&[redis.url()]);
+    resolver.set(&[redis.worker_url()]);
     // One batch holds all 50.
-    let worker = InProcess::start(settings(&url, VoteChanges::Allow), resolver);
+    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver);
     assert!(until(|| drained(&[&redis]) && row_count(&url) == 1).await);
     let metrics = worker.metrics().await;
     worker.stop().await;
@@ -399,7 +403,7 @@ async fn a_queue_behind_a_login_in_another_database_is_drained() {
         "on", ">s3cret", "~*", "&*", "+@all",
     ]);
     let queue = redis
-        .url()
+        .anonymous_url()
         .replace("redis://", "redis://drainer:s3cret@")
         .trim_end_matches('/')
         .to_owned()
@@ -423,7 +427,7 @@ async fn a_queue_behind_a_login_in_another_database_is_drained() {
 
     let resolver = Arc::new(StubResolver::default());
     resolver.set(std::slice::from_ref(&queue));
-    let worker = InProcess::start(settings(&url, VoteChanges::Allow), resolver);
+    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver);
     let conn = std::cell::RefCell::new(conn);
     let left = || -> i64 {
         let mut c = conn.borrow_mut();
@@ -494,8 +498,8 @@ async fn a_malformed_entry_goes_to_the_dead_letter_stream_and_the_worker_goes_on
     }
     preload(&redis, &good[10..]);
     let resolver = Arc::new(StubResolver::default());
-    resolver.set(&[redis.url()]);
-    let worker = InProcess::start(settings(&url, VoteChanges::Allow), resolver);
+    resolver.set(&[redis.worker_url()]);
+    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver);
     assert!(until(|| drained(&[&redis]) && row_count(&url) == 20).await);
     worker.stop().await;
     assert_exact(&url, &good);
@@ -524,7 +528,7 @@ struct Proc(Child);
 impl Proc {
     fn start(db: &str, redis: &[&RedisServer], id: &str, claim_idle_ms: u64) -> (Proc, u16) {
         let port = free_port();
-        let urls: Vec<String> = redis.iter().map(|r| r.url()).collect();
+        let urls: Vec<String> = redis.iter().map(|r| r.worker_url()).collect();
         let child = Command::new(WORKER)
             .env_clear()
             .env("DATABASE_URL", db)
@@ -537,7 +541,8 @@ impl Proc {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .arg("--migrate")
+            // Migrated already, by the test as the migrator: the worker's
+            // own login may not touch the schema.
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             // VOTESWARM_TEST_LOGS=1 shows the workers' logs.
@@ -775,13 +780,18 @@ fn the_down_migration_really_undoes_the_up_one() {
         .present
     };
     let pg = PgServer::start();
-    let url = pg.migrated_url();
+    pg.migrated_url();
+    // The schema is the migrator's: only it may take it down.
+    let url = pg.migrator_url();
     let mut conn = diesel::PgConnection::establish(&url).unwrap();
     let up = |conn: &mut diesel::PgConnection| {
         present(conn, "votes") && present(conn, "vote_counts") && !present(conn, "votes_option_idx")
     };
     assert!(up(&mut conn));
-    // Down one: the running totals go and the first schema's index is back.
+    // Down two (the roles' grants, then the running totals): the totals
+    // go and the first schema's index is back.
+    conn.revert_last_migration(voteswarm::db::MIGRATIONS)
+        .expect("down the grants");
     conn.revert_last_migration(voteswarm::db::MIGRATIONS)
         .expect("down one");
     assert!(
@@ -806,9 +816,13 @@ fn the_running_totals_start_from_the_votes_a_live_poll_already_holds_and_follow_
     use diesel::{Connection, RunQueryDsl};
     use diesel_migrations::MigrationHarness;
     let pg = PgServer::start();
+    // The worker's login reads and commits; the migrator (the owner)
+    // changes the schema and deletes.
     let url = pg.migrated_url();
-    let mut conn = diesel::PgConnection::establish(&url).unwrap();
+    let mut conn = diesel::PgConnection::establish(&pg.migrator_url()).unwrap();
     // A database from before the totals: votes already in it.
+    conn.revert_last_migration(voteswarm::db::MIGRATIONS)
+        .expect("down the grants");
     conn.revert_last_migration(voteswarm::db::MIGRATIONS)
         .expect("down one");
     let row = |voter: u128, option: &str, ts: i64| {
@@ -824,7 +838,7 @@ fn the_running_totals_start_from_the_votes_a_live_poll_already_holds_and_follow_
     ))
     .execute(&mut conn)
     .unwrap();
-    voteswarm::db::migrate(&url).expect("up");
+    voteswarm::db::migrate(&pg.migrator_url()).expect("up");
     let want = |pairs: &[(&str, i64)]| {
         pairs
             .iter()
@@ -876,13 +890,12 @@ async fn readyz_becomes(port: u16, status: u16) -> bool {
 #[actix_web::test]
 async fn readyz_holds_only_while_postgresql_answers_and_a_queue_is_drained() {
     let mut pg = PgServer::start();
-    let url = pg.url();
     let redis = RedisServer::start();
     let resolver = Arc::new(StubResolver::default());
     // No queue known yet: not ready.
-    let worker = InProcess::start(settings(&url, VoteChanges::Allow), resolver.clone());
+    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver.clone());
     assert_eq!(readyz_status(worker.port).await, 503);
-    resolver.set(&[redis.url()]);
+    resolver.set(&[redis.worker_url()]);
     assert!(
         readyz_becomes(worker.port, 200).await,
         "ready once a queue is drained and PostgreSQL answers"

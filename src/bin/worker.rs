@@ -19,6 +19,10 @@ struct Cli {
 async fn main() {
     voteswarm::init_logging();
     let settings = voteswarm::or_exit("worker", 2, Cli::parse().args.into_settings());
+    if settings.migrate_only {
+        voteswarm::or_exit("worker", 1, voteswarm::worker::migrate(&settings));
+        return;
+    }
     let (id, listen) = (settings.worker_id.clone(), settings.metrics_listen.clone());
     let worker = voteswarm::or_exit("worker", 1, Worker::build(settings));
     log::info!(

@@ -9,6 +9,9 @@ use crate::actors::queue_writer::EnqueueError;
 /// How long a voter refused for a Redis problem should wait. Short: HAProxy
 /// or the voter's retry will most likely land on a healthy node.
 const RETRY_AFTER_UNAVAILABLE_SECS: u64 = 1;
+/// The edge's new-voter window (10 minutes, `swarm/haproxy.cfg`): by then
+/// the address's count has decayed.
+const RETRY_AFTER_NEW_VOTER_SECS: u64 = 600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -32,6 +35,8 @@ pub enum CaptureError {
     QueueFull,
     #[error("cross-site vote refused: vote from the poll's own page")]
     CrossSite,
+    #[error("too many new voters from this address; returning voters can still vote")]
+    NewVoterLimit,
 }
 
 impl CaptureError {
@@ -41,7 +46,7 @@ impl CaptureError {
             CaptureError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             CaptureError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CaptureError::ChangesDenied => StatusCode::CONFLICT,
-            CaptureError::TooSoon(_) => StatusCode::TOO_MANY_REQUESTS,
+            CaptureError::TooSoon(_) | CaptureError::NewVoterLimit => StatusCode::TOO_MANY_REQUESTS,
             CaptureError::Enqueue(_) | CaptureError::Timeout | CaptureError::QueueFull => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -63,12 +68,14 @@ impl CaptureError {
             CaptureError::Enqueue(EnqueueError::Timeout) | CaptureError::Timeout => "timeout",
             CaptureError::QueueFull => "queue_full",
             CaptureError::CrossSite => "cross_site",
+            CaptureError::NewVoterLimit => "new_voter_limit",
         }
     }
 
     fn retry_after(&self) -> Option<u64> {
         match self {
             CaptureError::TooSoon(s) => Some(*s),
+            CaptureError::NewVoterLimit => Some(RETRY_AFTER_NEW_VOTER_SECS),
             CaptureError::Enqueue(_) | CaptureError::Timeout | CaptureError::QueueFull => {
                 Some(RETRY_AFTER_UNAVAILABLE_SECS)
             }

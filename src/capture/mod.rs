@@ -51,6 +51,16 @@ const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY_HEADER);
 const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+/// Set by the edge (never by a client: HAProxy deletes it from requests)
+/// when this client address has made its share of new voters
+/// (`NEW_VOTER_LIMIT` in `swarm/haproxy.cfg`). A vote whose cookie does not
+/// verify would make one more, so it is refused; returning voters pass.
+/// The edge can refuse cookieless votes itself, but not one carrying a
+/// garbage cookie: only capture can tell that it is not a voter's.
+pub const NEW_VOTERS_SPENT: HeaderName = HeaderName::from_static("x-voteswarm-new-voters-spent");
+/// On an accepted vote that made a new voter: the edge counts these per
+/// address (and removes the header before the client sees it).
+pub const NEW_VOTER: HeaderName = HeaderName::from_static("x-voteswarm-new-voter");
 const TEXT_HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
@@ -315,6 +325,8 @@ struct Stored {
     voter: Id128,
     option: VoteOption,
     ts: i64,
+    /// No cookie verified: this vote made a voter (the edge counts them).
+    new_voter: bool,
 }
 
 /// Everything a vote goes through after parsing: cookie, policy, stamp,
@@ -342,6 +354,9 @@ async fn take_vote(
         .filter(|r| !r.is_empty() && r.len() <= 128);
     let known = voter_cookie(req, state);
     let fresh = known.is_none();
+    if fresh && req.headers().contains_key(NEW_VOTERS_SPENT) {
+        return Err((CaptureError::NewVoterLimit, None));
+    }
     let cookie = known.unwrap_or_else(|| match request_id {
         Some(r) => VoterCookie {
             voter: signer.derive_id("voter", r),
@@ -371,6 +386,7 @@ async fn take_vote(
         voter: cookie.voter,
         option,
         ts: clock::next_ts(now, cookie.last.map(|(ts, _)| ts)),
+        new_voter: fresh,
     };
     let vote = Vote {
         vote_id: stored.vote_id,
@@ -476,6 +492,10 @@ async fn post_form(
             let mut resp = page_response(state.pages.voted[vote.option as usize].clone());
             resp.headers_mut()
                 .append(header::SET_COOKIE, cookie.set_cookie_header(&state.signer));
+            if vote.new_voter {
+                resp.headers_mut()
+                    .insert(NEW_VOTER, HeaderValue::from_static("1"));
+            }
             resp
         }
         Err(e) => refused(&state, e, false),
@@ -498,8 +518,11 @@ async fn post_api(
     match result {
         Ok((vote, cookie)) => {
             let (vote_id, voter) = (vote.vote_id.hex(), vote.voter.hex());
-            HttpResponse::Accepted()
-                .append_header((header::SET_COOKIE, cookie.set_cookie_header(&state.signer)))
+            let mut resp = HttpResponse::Accepted();
+            if vote.new_voter {
+                resp.insert_header((NEW_VOTER, "1"));
+            }
+            resp.append_header((header::SET_COOKIE, cookie.set_cookie_header(&state.signer)))
                 .insert_header((header::CACHE_CONTROL, NO_STORE))
                 .json(Receipt {
                     vote_id: std::str::from_utf8(&vote_id).expect("hex digits"),

@@ -1,16 +1,19 @@
 //! `cluster`: the whole topology on one machine, from real processes.
 //!
 //! `cluster up` starts, in order: a PostgreSQL of its own (`initdb` once in
-//! the data directory; or the one `DATABASE_URL` names), N `redis-server`s
-//! with append-only files in the data directory, the workers (the first
-//! applies the migrations), N capture nodes, `results`, and HAProxy in
-//! front. Redis and HAProxy run with the very settings the Swarm deployment
-//! ships (`swarm/redis.conf`, `swarm/haproxy.cfg`, compiled in); only the
-//! addresses differ. Children that die are restarted with backoff, as a
-//! Docker restart policy would. SIGTERM or Ctrl-C stops everything in
-//! order: the load balancer, capture (answering votes in flight), workers
-//! (committing what they hold), results, Redis, PostgreSQL. A second
-//! `cluster up` on the same data directory resumes with the votes there.
+//! the data directory, with the deployments' roles, the schema applied as
+//! the migrator; or the one `DATABASE_URL` names), N `redis-server`s with
+//! append-only files in the data directory and the deployments' ACL users,
+//! the workers, N capture nodes, `results`, and HAProxy in front. Each
+//! tier logs in as its own role with its own password, generated once into
+//! `<data dir>/secrets/` ([`secrets`]). Redis and HAProxy run with the
+//! very settings the Swarm deployment ships (`swarm/redis.conf`,
+//! `swarm/haproxy.cfg`, compiled in); only the addresses differ. Children
+//! that die are restarted with backoff, as a Docker restart policy would.
+//! SIGTERM or Ctrl-C stops everything in order: the load balancer, capture
+//! (answering votes in flight), workers (committing what they hold),
+//! results, Redis, PostgreSQL. A second `cluster up` on the same data
+//! directory resumes with the votes there.
 //!
 //! `cluster rehearse` is `up`, then `loadgen` with `--results` and
 //! `--database-url`, the report, and down; its exit status is loadgen's.
@@ -18,6 +21,7 @@
 pub mod haproxy;
 pub mod postgres;
 pub mod procs;
+pub mod secrets;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -37,6 +41,9 @@ pub const HAPROXY_CFG: &str = include_str!("../../swarm/haproxy.cfg");
 /// set: every simulated voter of `loadgen` comes from 127.0.0.1, so the
 /// shipped per-address limit would throttle a rehearsal to a trickle.
 const LOCAL_RATE_LIMIT: u64 = 1_000_000_000;
+/// Likewise for the new-voter limit (`NEW_VOTER_LIMIT`): every simulated
+/// voter's first vote is a cookieless POST from 127.0.0.1.
+const LOCAL_NEW_VOTER_LIMIT: u64 = 1_000_000_000;
 
 /// How long each tier may take to become ready at start.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -248,12 +255,24 @@ impl Cluster {
             procs: Vec::new(),
         };
 
-        // PostgreSQL.
+        // Passwords of every role, made once per data dir (`secrets/`).
+        let secrets_dir = data_dir.join("secrets");
+        let redis_pw = secrets::RedisPasswords::ensure(&secrets_dir)?;
+        let redis_acl = data_dir.join("redis-users.acl");
+        redis_pw.write_acl(&redis_acl, crate::stream::DEFAULT_STREAM_KEY)?;
+
+        // PostgreSQL. Our own: the tiers log in as their roles, and the
+        // schema is migrated here, as the migrator, before any worker
+        // starts, so no worker holds the migrator's password. One that
+        // `DATABASE_URL` names: every tier uses that URL, as the operator
+        // chose, and the first worker migrates.
+        let mut tier_db: Option<(u16, postgres::PgPasswords)> = None;
         cluster.database_url = match &t.database_url {
             Some(url) => url.clone(),
             None => {
                 let port = stable_port(&data_dir.join("postgres.port"))?;
-                let spec = postgres::prepare(&data_dir.join("postgres"), port)?;
+                let pg_pw = postgres::PgPasswords::ensure(&secrets_dir)?;
+                let spec = postgres::prepare(&data_dir.join("postgres"), port, &pg_pw)?;
                 let mut p = Proc::new(
                     "postgres",
                     "postgres".into(),
@@ -265,9 +284,43 @@ impl Cluster {
                 p.stop_signal = libc::SIGINT;
                 p.start().map_err(|e| ClusterError(e.to_string()))?;
                 cluster.procs.push(p);
-                postgres::wait_ready_and_create(port)?;
-                postgres::database_url(port)
+                postgres::wait_ready_and_create(port, &pg_pw)?;
+                let applied = crate::db::migrate(&pg_pw.url(postgres::PgRole::Migrator, port))
+                    .map_err(ClusterError)?;
+                if !applied.is_empty() {
+                    log::info!("applied migrations: {}", applied.join(", "));
+                }
+                let admin = pg_pw.url(postgres::PgRole::Superuser, port);
+                tier_db = Some((port, pg_pw));
+                admin
             }
+        };
+        // DATABASE_URL (without a password) and the password file of a
+        // role, for a tier's environment.
+        let given_url = cluster.database_url.clone();
+        let db_env = |spec: Spec, role: postgres::PgRole| -> Spec {
+            match &tier_db {
+                Some((port, pw)) => spec
+                    .env(
+                        "DATABASE_URL",
+                        format!(
+                            "postgres://{}@127.0.0.1:{port}/{}",
+                            role.user(),
+                            postgres::DATABASE
+                        ),
+                    )
+                    .env(
+                        "DATABASE_PASSWORD_FILE",
+                        pw.file(role).display().to_string(),
+                    ),
+                None => spec.env("DATABASE_URL", given_url.clone()),
+            }
+        };
+        let redis_env = |spec: Spec, role: secrets::RedisRole| -> Spec {
+            spec.env("REDIS_USER", role.user()).env(
+                "REDIS_PASSWORD_FILE",
+                redis_pw.file(role).display().to_string(),
+            )
         };
 
         // One Redis per capture node.
@@ -284,6 +337,8 @@ impl Cluster {
                 .arg("127.0.0.1")
                 .arg("--dir")
                 .arg(dir.display().to_string())
+                .arg("--aclfile")
+                .arg(redis_acl.display().to_string())
                 .arg("--appendfsync")
                 .arg(t.appendfsync.clone())
                 .arg("--daemonize")
@@ -314,11 +369,14 @@ impl Cluster {
         for i in 1..=t.workers {
             let port = free_port()?;
             let mut spec = Spec::new(&worker_bin)
-                .env("DATABASE_URL", cluster.database_url.clone())
                 .env("REDIS_URLS", redis_urls.join(","))
                 .env("WORKER_ID", format!("worker{i:02}"))
                 .env("METRICS_LISTEN", format!("127.0.0.1:{port}"));
-            if i == 1 {
+            spec = redis_env(
+                db_env(spec, postgres::PgRole::Worker),
+                secrets::RedisRole::Worker,
+            );
+            if i == 1 && tier_db.is_none() {
                 spec = spec.arg("--migrate");
             }
             let mut p = Proc::new(
@@ -351,6 +409,7 @@ impl Cluster {
                 .env("NODE_ID", format!("capture{n:02}"))
                 .env("HTTP_WORKERS", http_workers.to_string())
                 .env("COOKIE_KEY_FILE", key_file.display().to_string());
+            let spec = redis_env(spec, secrets::RedisRole::Capture);
             let mut p = Proc::new(
                 "capture",
                 format!("capture{n:02}"),
@@ -375,8 +434,11 @@ impl Cluster {
         let results_port = free_port()?;
         let spec = Spec::new(&results_bin)
             .env("LISTEN", format!("127.0.0.1:{results_port}"))
-            .env("DATABASE_URL", cluster.database_url.clone())
             .env("REDIS_URLS", redis_urls.join(","));
+        let spec = redis_env(
+            db_env(spec, postgres::PgRole::Results),
+            secrets::RedisRole::Results,
+        );
         let mut p = Proc::new(
             "results",
             "results".into(),
@@ -401,10 +463,16 @@ impl Cluster {
             .map_err(|e| ClusterError(format!("cannot write {}: {e}", cfg_path.display())))?;
         let rate_limit =
             std::env::var("VOTE_RATE_LIMIT").unwrap_or_else(|_| LOCAL_RATE_LIMIT.to_string());
+        let new_voter_limit =
+            std::env::var("NEW_VOTER_LIMIT").unwrap_or_else(|_| LOCAL_NEW_VOTER_LIMIT.to_string());
         let spec = Spec::new(&haproxy_bin)
             .env("VOTE_BIND", format!("{}:{}", t.bind, t.port))
             .env("RESULTS_BIND", format!("{}:{}", t.bind, t.results_port))
             .env("VOTE_RATE_LIMIT", rate_limit)
+            .env("NEW_VOTER_LIMIT", new_voter_limit)
+            // Its peers listener (a cluster has one edge: no peer) must not
+            // collide with another cluster's either.
+            .env("PEERS_BIND", format!("127.0.0.1:{}", free_port()?))
             // Two clusters on one machine must not share the stats port.
             .env("STATS_BIND", format!("127.0.0.1:{}", free_port()?))
             .arg("-db")
@@ -615,6 +683,10 @@ pub fn up(t: &TopologyArgs) -> Result<(), ClusterError> {
     println!("vote:    {}/", cluster.vote_url);
     println!("results: {}/", cluster.results_url);
     println!("data:    {} (logs in logs/)", cluster.data_dir.display());
+    println!(
+        "secrets: {}/secrets (passwords: pg_postgres_password is PostgreSQL's superuser `postgres`, redis_admin_password Redis's user `admin`)",
+        cluster.data_dir.display()
+    );
     println!("Ctrl-C to stop.");
     cluster.supervise(&stop);
     log::info!("stopping the cluster");

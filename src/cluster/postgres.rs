@@ -2,6 +2,12 @@
 //! `postgres` as a supervised child on a loopback port. PostgreSQL refuses
 //! to run as root, so when we are root it runs as the `postgres` user
 //! (created by Debian's `postgresql` package).
+//!
+//! Least privilege as in every deployment (`docs/SECURITY.md`): password
+//! authentication only (`scram-sha-256`, also on the Unix socket), the
+//! superuser's and each role's password generated into the secrets
+//! directory ([`PgPasswords`]), and the roles made by the same SQL the
+//! postgres container runs at its first start (`docker/postgres-roles.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +18,112 @@ use super::ClusterError;
 
 /// The database the cluster creates and the tiers use.
 pub const DATABASE: &str = "voteswarm";
+/// The superuser: only the cluster itself (roles, the database) and
+/// operators' look inside use it.
+pub const SUPERUSER: &str = "postgres";
+/// The roles' SQL lives in the container's init script, between markers.
+const ROLES_SCRIPT: &str = include_str!("../../docker/postgres-roles.sh");
+
+/// A PostgreSQL login of voteswarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgRole {
+    Superuser,
+    /// Owns the database and the schema: `worker --migrate`.
+    Migrator,
+    /// SELECT, INSERT, UPDATE on `votes` and `vote_counts`.
+    Worker,
+    /// SELECT on `vote_counts`.
+    Results,
+}
+
+impl PgRole {
+    pub fn user(self) -> &'static str {
+        match self {
+            PgRole::Superuser => SUPERUSER,
+            PgRole::Migrator => "voteswarm_migrator",
+            PgRole::Worker => "voteswarm_worker",
+            PgRole::Results => "voteswarm_results",
+        }
+    }
+
+    /// The secret's file name, as in the deployments.
+    pub fn secret_name(self) -> &'static str {
+        match self {
+            PgRole::Superuser => "pg_postgres_password",
+            PgRole::Migrator => "pg_migrator_password",
+            PgRole::Worker => "pg_worker_password",
+            PgRole::Results => "pg_results_password",
+        }
+    }
+}
+
+/// Every PostgreSQL login's password, from (or made in) a directory.
+#[derive(Clone)]
+pub struct PgPasswords {
+    pub dir: PathBuf,
+    passwords: [String; 4],
+}
+
+impl PgPasswords {
+    const ROLES: [PgRole; 4] = [
+        PgRole::Superuser,
+        PgRole::Migrator,
+        PgRole::Worker,
+        PgRole::Results,
+    ];
+
+    pub fn ensure(dir: &Path) -> Result<PgPasswords, ClusterError> {
+        let mut passwords: [String; 4] = Default::default();
+        for (i, r) in Self::ROLES.iter().enumerate() {
+            passwords[i] = super::secrets::ensure(dir, r.secret_name())?;
+        }
+        Ok(PgPasswords {
+            dir: dir.to_path_buf(),
+            passwords,
+        })
+    }
+
+    pub fn password(&self, role: PgRole) -> &str {
+        let i = Self::ROLES.iter().position(|r| *r == role).expect("a role");
+        &self.passwords[i]
+    }
+
+    /// Where a tier's `DATABASE_PASSWORD_FILE` points.
+    pub fn file(&self, role: PgRole) -> PathBuf {
+        self.dir.join(role.secret_name())
+    }
+
+    /// `postgres://role:password@127.0.0.1:port/voteswarm`.
+    pub fn url(&self, role: PgRole, port: u16) -> String {
+        self.url_to(role, port, DATABASE)
+    }
+
+    fn url_to(&self, role: PgRole, port: u16, db: &str) -> String {
+        crate::config::with_credentials(
+            "DATABASE_URL",
+            &format!("postgres://{}@127.0.0.1:{port}/{db}", role.user()),
+            None,
+            self.password(role),
+        )
+        .expect("a plain URL takes credentials")
+    }
+
+    /// The init script's SQL with these passwords as its psql variables.
+    fn roles_sql(&self) -> String {
+        let sql = ROLES_SCRIPT
+            .split_once("-- BEGIN ROLES\n")
+            .and_then(|(_, rest)| rest.split_once("-- END ROLES"))
+            .map(|(sql, _)| sql)
+            .expect("docker/postgres-roles.sh holds the SQL between its markers");
+        let mut sql = sql.to_owned();
+        for role in [PgRole::Migrator, PgRole::Worker, PgRole::Results] {
+            let var = format!(":'{}_password'", &role.user()["voteswarm_".len()..]);
+            let literal = format!("'{}'", self.password(role).replace('\'', "''"));
+            sql = sql.replace(&var, &literal);
+        }
+        sql
+    }
+}
 /// A fresh PostgreSQL on a loaded 2-core machine can take a while.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -85,7 +197,7 @@ fn chown_tree(path: &Path, user: &PgUser) -> Result<(), ClusterError> {
 
 /// Creates the cluster in `dir` unless it exists; returns the spec that
 /// runs the server on `port`.
-pub fn prepare(dir: &Path, port: u16) -> Result<Spec, ClusterError> {
+pub fn prepare(dir: &Path, port: u16, passwords: &PgPasswords) -> Result<Spec, ClusterError> {
     let initdb = pg_program("initdb").ok_or_else(|| super::missing("initdb", "postgresql"))?;
     let postgres =
         pg_program("postgres").ok_or_else(|| super::missing("postgres", "postgresql"))?;
@@ -120,12 +232,37 @@ pub fn prepare(dir: &Path, port: u16) -> Result<Spec, ClusterError> {
         }
     }
     if fresh {
+        // The superuser's password in a file of its own that only the
+        // server user can read (it cannot read our secrets directory, nor
+        // reopen a pipe of ours), removed after; never on a command line.
+        let pwdir = tempfile::Builder::new()
+            .prefix("voteswarm-initdb-")
+            .tempdir()
+            .map_err(|e| ClusterError::new(format!("cannot make a temporary directory: {e}")))?;
+        let pwfile = pwdir.path().join("pwfile");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&pwfile)
+                .and_then(|mut f| writeln!(f, "{}", passwords.password(PgRole::Superuser)))
+                .map_err(|e| {
+                    ClusterError::new(format!("cannot write {}: {e}", pwfile.display()))
+                })?;
+        }
+        if let Some(u) = &user {
+            chown_tree(pwdir.path(), u)?;
+        }
         let mut spec = Spec::new(&initdb)
             .arg("-D")
             .arg(dir.display().to_string())
             .arg("-U")
-            .arg("postgres")
-            .arg("--auth=trust")
+            .arg(SUPERUSER)
+            .arg("--auth=scram-sha-256")
+            .arg(format!("--pwfile={}", pwfile.display()))
             .arg("-E")
             .arg("UTF8")
             .arg("--no-instructions");
@@ -140,6 +277,17 @@ pub fn prepare(dir: &Path, port: u16) -> Result<Spec, ClusterError> {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
+    }
+    let hba = std::fs::read_to_string(dir.join("pg_hba.conf")).unwrap_or_default();
+    if hba
+        .lines()
+        .any(|l| !l.trim_start().starts_with('#') && l.split_whitespace().any(|w| w == "trust"))
+    {
+        return Err(ClusterError::new(format!(
+            "{} was made by an older voteswarm with `trust` authentication (no passwords): \
+             move that data directory away or delete it, and `cluster up` makes a new one",
+            dir.display()
+        )));
     }
     let mut spec = Spec::new(&postgres)
         .arg("-D")
@@ -156,21 +304,15 @@ pub fn prepare(dir: &Path, port: u16) -> Result<Spec, ClusterError> {
     Ok(spec)
 }
 
-pub fn admin_url(port: u16) -> String {
-    format!("postgres://postgres@127.0.0.1:{port}/postgres")
-}
-
-pub fn database_url(port: u16) -> String {
-    format!("postgres://postgres@127.0.0.1:{port}/{DATABASE}")
-}
-
 /// Waits until the server takes connections, then creates the database
-/// unless it exists.
-pub fn wait_ready_and_create(port: u16) -> Result<(), ClusterError> {
+/// unless it exists, and the roles (again each time: the passwords follow
+/// the files).
+pub fn wait_ready_and_create(port: u16, passwords: &PgPasswords) -> Result<(), ClusterError> {
     use diesel::{Connection, RunQueryDsl};
     let deadline = Instant::now() + READY_TIMEOUT;
+    let admin = passwords.url_to(PgRole::Superuser, port, "postgres");
     let mut conn = loop {
-        match diesel::PgConnection::establish(&admin_url(port)) {
+        match diesel::PgConnection::establish(&admin) {
             Ok(c) => break c,
             Err(e) if Instant::now() >= deadline => {
                 return Err(ClusterError::new(format!(
@@ -195,5 +337,9 @@ pub fn wait_ready_and_create(port: u16) -> Result<(), ClusterError> {
             .execute(&mut conn)
             .map_err(|e| ClusterError::new(format!("cannot create database {DATABASE}: {e}")))?;
     }
+    let mut db = diesel::PgConnection::establish(&passwords.url(PgRole::Superuser, port))
+        .map_err(|e| ClusterError::new(format!("PostgreSQL: {e}")))?;
+    diesel::connection::SimpleConnection::batch_execute(&mut db, &passwords.roles_sql())
+        .map_err(|e| ClusterError::new(format!("cannot make the roles: {e}")))?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! server-sent events. Viewers never cause a query of their own.
 
 pub mod page;
+pub mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +22,18 @@ use crate::actors::tally::{Snapshot, Tally, TALLY_INTERVAL};
 use crate::config::{ConfigError, Secret};
 use crate::endpoints::EndpointSource;
 use crate::metrics::{self, ResultsMetrics};
+use streams::{Streams, Ticket, SHED_RETRY_MS};
 
 /// Database connections: the tally needs one; a spare covers a slow one.
 const DB_POOL_SIZE: u32 = 2;
 /// A comment line on idle event streams, so proxies keep them open.
 const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Open `/events` streams one node keeps by default before it sheds the
+/// oldest. Below the edge's `RESULTS_MAXCONN` (10,000 connections per
+/// results server in `swarm/haproxy.cfg`), so that a full node sheds old
+/// viewers rather than HAProxy queueing and refusing new ones, with room
+/// left for page loads and `/api/results`.
+pub const DEFAULT_MAX_STREAMS: usize = 9_000;
 /// `/readyz` fails when the last good tally is older than this.
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
@@ -40,6 +48,14 @@ pub struct ResultsArgs {
     /// File holding the PostgreSQL URL (a Docker secret).
     #[arg(long, env = "DATABASE_URL_FILE")]
     pub database_url_file: Option<std::path::PathBuf>,
+    /// The results role's PostgreSQL password, put into DATABASE_URL.
+    #[arg(long, env = "DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<String>,
+    /// File holding that password (a Docker secret).
+    #[arg(long, env = "DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub redis_auth: crate::config::RedisAuthArgs,
     /// The capture nodes' Redis queues, comma-separated (for the backlog).
     #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
     pub redis_urls: Option<String>,
@@ -55,6 +71,12 @@ pub struct ResultsArgs {
     /// The Redis Stream holding the votes.
     #[arg(long, env = "STREAM_KEY", default_value = "votes")]
     pub stream_key: String,
+    /// Live-update streams kept open at once; a new one beyond this ends
+    /// the oldest (which reconnects later). Keep it below the edge's
+    /// RESULTS_MAXCONN.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_streams: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -64,23 +86,29 @@ pub struct ResultsSettings {
     pub endpoints: EndpointSource,
     pub option_labels: [String; 2],
     pub stream_key: String,
+    pub max_streams: usize,
 }
 
 impl ResultsArgs {
     pub fn into_settings(self) -> Result<ResultsSettings, ConfigError> {
-        let database_url =
-            crate::config::secret_from("DATABASE_URL", self.database_url, self.database_url_file)?
-                .ok_or_else(|| {
-                    ConfigError("DATABASE_URL (or DATABASE_URL_FILE) is required".into())
-                })?;
+        let database_url = crate::config::database_url_from(
+            "",
+            self.database_url,
+            self.database_url_file,
+            self.database_password,
+            self.database_password_file,
+        )?
+        .ok_or_else(|| ConfigError("DATABASE_URL (or DATABASE_URL_FILE) is required".into()))?;
         let endpoints =
-            EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?;
+            EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?
+                .with_auth(self.redis_auth.resolve()?)?;
         Ok(ResultsSettings {
             listen: self.listen,
             database_url,
             endpoints,
             option_labels: [self.option_a, self.option_b],
             stream_key: self.stream_key,
+            max_streams: self.max_streams,
         })
     }
 }
@@ -89,6 +117,7 @@ struct State {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     last_good: watch::Receiver<Option<std::time::Instant>>,
     metrics: ResultsMetrics,
+    streams: Arc<Streams>,
 }
 
 pub struct Results {
@@ -130,10 +159,12 @@ impl Results {
             metrics.clone(),
         )
         .start();
+        let streams = Streams::new(settings.max_streams, metrics.streams_shed.clone());
         let state = web::Data::new(State {
             snapshots: rx,
             last_good: good_rx,
             metrics,
+            streams,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -195,20 +226,30 @@ async fn events(state: web::Data<State>) -> HttpResponse {
     rx.mark_changed(); // the current snapshot goes out first
     state.metrics.viewers.inc();
     let guard = ViewerGuard(state.metrics.viewers.clone());
-    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-        let line = tokio::select! {
-            changed = rx.changed() => {
-                changed.ok()?;
-                let snap = rx.borrow_and_update().clone();
-                format!("data: {}\n\n", serde_json::to_string(&*snap).ok()?)
-            }
-            _ = tokio::time::sleep(SSE_KEEPALIVE) => ": keep-alive\n\n".to_owned(),
-        };
-        Some((
-            Ok::<_, std::convert::Infallible>(web::Bytes::from(line)),
-            (rx, guard),
-        ))
-    });
+    let ticket = state.streams.admit();
+    let stream = futures_util::stream::unfold(
+        (rx, guard, ticket),
+        |(mut rx, guard, mut ticket): (_, _, Ticket)| async move {
+            // Shed: the last line said when to come back; now end.
+            let shed = ticket.shed.as_mut()?;
+            let line = tokio::select! {
+                _ = shed => {
+                    ticket.shed = None;
+                    format!(": shed, too many viewers\nretry: {SHED_RETRY_MS}\n\n")
+                }
+                changed = rx.changed() => {
+                    changed.ok()?;
+                    let snap = rx.borrow_and_update().clone();
+                    format!("data: {}\n\n", serde_json::to_string(&*snap).ok()?)
+                }
+                _ = tokio::time::sleep(SSE_KEEPALIVE) => ": keep-alive\n\n".to_owned(),
+            };
+            Some((
+                Ok::<_, std::convert::Infallible>(web::Bytes::from(line)),
+                (rx, guard, ticket),
+            ))
+        },
+    );
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -34,6 +34,18 @@ struct State {
     metrics: WorkerMetrics,
 }
 
+/// Applies the embedded migrations as the migrator (`--migrate`,
+/// `--migrate-only`).
+pub fn migrate(settings: &WorkerSettings) -> std::io::Result<()> {
+    let applied = db::migrate(settings.migrate_url.expose()).map_err(std::io::Error::other)?;
+    if applied.is_empty() {
+        log::info!("database schema is up to date");
+    } else {
+        log::info!("applied migrations: {}", applied.join(", "));
+    }
+    Ok(())
+}
+
 pub struct Worker {
     server: Server,
     supervisor: Addr<Supervisor>,
@@ -56,13 +68,7 @@ impl Worker {
         let listener = crate::listen(&settings.metrics_listen)?;
         let port = listener.local_addr()?.port();
         if settings.migrate {
-            let applied =
-                db::migrate(settings.database_url.expose()).map_err(std::io::Error::other)?;
-            if applied.is_empty() {
-                log::info!("database schema is up to date");
-            } else {
-                log::info!("applied migrations: {}", applied.join(", "));
-            }
+            migrate(&settings)?;
         }
         let metrics = WorkerMetrics::new();
         let pool = db::pool(settings.database_url.expose(), settings.db_pool_size);

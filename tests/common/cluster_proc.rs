@@ -147,7 +147,15 @@ impl Up {
             .find(|l| l.starts_with("postgres"))
             .and_then(|l| l.split_whitespace().nth(2))
             .unwrap_or_else(|| panic!("no postgres row:\n{}", self.table));
-        format!("postgres://postgres@{addr}/voteswarm")
+        let password = std::fs::read_to_string(self.data.join("secrets/pg_postgres_password"))
+            .expect("the cluster's superuser password");
+        voteswarm::config::with_credentials(
+            "DATABASE_URL",
+            &format!("postgres://postgres@{addr}/voteswarm"),
+            None,
+            password.trim_end(),
+        )
+        .expect("a URL")
     }
 
     /// SIGTERM to the cluster, then `cluster up` again on the same data

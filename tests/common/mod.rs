@@ -6,8 +6,10 @@
 
 pub mod capture_node;
 pub mod cluster_proc;
+pub mod edge;
 pub mod postgres;
 pub mod redis_server;
+pub mod results_node;
 
 #[allow(unused_imports)]
 pub use redis_server::RedisServer;

@@ -1,17 +1,19 @@
 //! A real PostgreSQL per test: `initdb` in a temporary directory (as the
 //! `postgres` user when the tests run as root), the server on a free port,
 //! stoppable and restartable to inject outages. Never the PostgreSQL that
-//! may happen to run on this machine.
+//! may happen to run on this machine. With the deployments' roles and
+//! `scram-sha-256` passwords: [`PgServer::url`] is the worker's login.
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use voteswarm::cluster::postgres;
+use voteswarm::cluster::postgres::{self, PgPasswords, PgRole};
 
 use super::{free_port, signal, wait_until};
 
 pub struct PgServer {
     pub port: u16,
+    pub passwords: PgPasswords,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -25,8 +27,10 @@ impl PgServer {
         // The server user must be able to enter it.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let passwords = PgPasswords::ensure(&dir.path().join("secrets")).expect("passwords");
         let mut pg = PgServer {
             port: free_port(),
+            passwords,
             dir,
             child: None,
         };
@@ -35,7 +39,7 @@ impl PgServer {
     }
 
     fn spawn(&mut self) {
-        let mut spec = postgres::prepare(&self.dir.path().join("data"), self.port)
+        let mut spec = postgres::prepare(&self.dir.path().join("data"), self.port, &self.passwords)
             .unwrap_or_else(|e| panic!("PostgreSQL for the tests: {e}"));
         // Speed; the outages the tests make are clean shutdowns.
         spec.args.extend(["-c".into(), "fsync=off".into()]);
@@ -47,18 +51,28 @@ impl PgServer {
             .spawn()
             .expect("start postgres");
         self.child = Some(child);
-        postgres::wait_ready_and_create(self.port).unwrap_or_else(|e| panic!("{e}"));
+        postgres::wait_ready_and_create(self.port, &self.passwords)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// The test database, with the migrations applied.
+    /// The test database as the workers log in to it.
     pub fn url(&self) -> String {
-        postgres::database_url(self.port)
+        self.url_as(PgRole::Worker)
     }
 
+    pub fn url_as(&self, role: PgRole) -> String {
+        self.passwords.url(role, self.port)
+    }
+
+    /// As the migrator, who owns the schema (`worker --migrate`).
+    pub fn migrator_url(&self) -> String {
+        self.url_as(PgRole::Migrator)
+    }
+
+    /// The worker's URL, after the migrations (applied by the migrator).
     pub fn migrated_url(&self) -> String {
-        let url = self.url();
-        voteswarm::db::migrate(&url).expect("migrate");
-        url
+        voteswarm::db::migrate(&self.migrator_url()).expect("migrate");
+        self.url()
     }
 
     /// Fast shutdown, as `pg_ctl stop -m fast` would.

@@ -1,10 +1,14 @@
 //! A real `redis-server` per test: a free port, its own temporary directory,
-//! append-only on (as in production), and methods to stop, restart, pause
-//! and resume it to inject faults.
+//! append-only on (as in production), the deployments' ACL users (each
+//! role's URL from [`RedisServer::url_as`]; [`RedisServer::conn`] is the
+//! operator's `admin`), and methods to stop, restart, pause and resume it to
+//! inject faults.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use voteswarm::cluster::secrets::{RedisPasswords, RedisRole};
 
 use super::{free_port, require_program, signal, wait_until};
 
@@ -13,6 +17,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct RedisServer {
     pub port: u16,
+    pub passwords: RedisPasswords,
+    /// Whether it runs with the ACL file: a test that passes its own
+    /// `--user`s cannot have it too (Redis refuses both).
+    acl: bool,
     dir: tempfile::TempDir,
     extra: Vec<String>,
     child: Option<Child>,
@@ -27,12 +35,19 @@ impl RedisServer {
     /// `["--appendfsync", "always"]`.
     pub fn start_with(extra: &[&str]) -> Self {
         require_program("redis-server", "redis-server");
+        let dir = tempfile::Builder::new()
+            .prefix("voteswarm-redis-")
+            .tempdir()
+            .expect("temp dir");
+        let passwords = RedisPasswords::ensure(&dir.path().join("secrets")).expect("passwords");
+        passwords
+            .write_acl(&dir.path().join("users.acl"), "votes")
+            .expect("ACL file");
         let mut server = RedisServer {
             port: 0,
-            dir: tempfile::Builder::new()
-                .prefix("voteswarm-redis-")
-                .tempdir()
-                .expect("temp dir"),
+            passwords,
+            acl: !extra.contains(&"--user"),
+            dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
@@ -65,6 +80,12 @@ impl RedisServer {
             .arg("127.0.0.1")
             .arg("--dir")
             .arg(self.dir.path())
+            .args(
+                self.acl
+                    .then(|| ["--aclfile".into(), self.dir.path().join("users.acl")])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--appendonly")
             .arg("yes")
             .arg("--save")
@@ -77,7 +98,7 @@ impl RedisServer {
             .stderr(Stdio::null());
         let child = cmd.spawn().expect("spawn redis-server");
         self.child = Some(child);
-        let url = self.url();
+        let url = self.ping_url();
         let ready = wait_until(START_TIMEOUT, || {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return true; // exited: stop waiting, reported below
@@ -92,12 +113,45 @@ impl RedisServer {
         true
     }
 
-    pub fn url(&self) -> String {
+    /// The URL a role's tier is given, with its user and password.
+    pub fn url_as(&self, role: RedisRole) -> String {
+        self.passwords.url(role, self.port)
+    }
+
+    pub fn capture_url(&self) -> String {
+        self.url_as(RedisRole::Capture)
+    }
+
+    pub fn worker_url(&self) -> String {
+        self.url_as(RedisRole::Worker)
+    }
+
+    pub fn results_url(&self) -> String {
+        self.url_as(RedisRole::Results)
+    }
+
+    /// No user, no password: Redis's `default` user.
+    pub fn anonymous_url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    pub fn admin_url(&self) -> String {
+        self.url_as(RedisRole::Admin)
+    }
+
+    /// Who may PING: `admin`, or with a test's own users the default one.
+    fn ping_url(&self) -> String {
+        if self.acl {
+            self.admin_url()
+        } else {
+            self.anonymous_url()
+        }
+    }
+
+    /// The operator's client, for looking inside (the default user's when
+    /// the test made its own users).
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("redis url")
+        redis::Client::open(self.ping_url()).expect("redis url")
     }
 
     pub fn conn(&self) -> redis::Connection {
@@ -114,7 +168,7 @@ impl RedisServer {
     /// append-only file.
     pub fn stop(&mut self) {
         self.kill();
-        let url = self.url();
+        let url = self.ping_url();
         assert!(
             wait_until(Duration::from_secs(5), || !ping(&url)),
             "redis still answers after kill"

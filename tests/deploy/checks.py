@@ -15,6 +15,15 @@ Each subcommand prints what it checked and exits non-zero on a failure:
   userdata TEMPLATE OUTDIR     extracts the shell scripts of a CloudFormation
                                template (cfn-init files, UserData) to OUTDIR
                                for shellcheck, ${Param} replaced by stand-ins
+  aws-roles TEMPLATE           no node assigns its own role: no engine label,
+                               the manager labels from the instance's
+                               auto-scaling group; the public ports and the
+                               load balancer's targets are the edge group's,
+                               not the manager's; no security group lets
+                               everything out to 0.0.0.0/0
+  vagrant-registry             the Vagrant registry is not published on every
+                               address (no routing-mesh publish, no 0.0.0.0),
+                               and no VM chooses its own role label
 
 Binaries not written yet (known to be on the way) are skipped with a note,
 so the checks tighten by themselves as they land.
@@ -346,10 +355,7 @@ def service_flags():
 
 
 # ---------------------------------------------------------------- user data
-def userdata(template, outdir):
-    """Writes each shell script the template carries (cfn-init `files` with a
-    shebang, and UserData) to OUTDIR, with CloudFormation's ${Param}
-    replaced by a stand-in and ${!x} turned back into ${x}."""
+def _cfn_doc(template):
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -363,7 +369,15 @@ def userdata(template, outdir):
         return {suffix: loader.construct_mapping(node, deep=True)}
 
     Loader.add_multi_constructor("!", tagged)
-    doc = yaml.load(open(template), Loader=Loader)
+    with open(template) as f:
+        return yaml.load(f, Loader=Loader)
+
+
+def userdata(template, outdir):
+    """Writes each shell script the template carries (cfn-init `files` with a
+    shebang, and UserData) to OUTDIR, with CloudFormation's ${Param}
+    replaced by a stand-in and ${!x} turned back into ${x}."""
+    doc = _cfn_doc(template)
     os.makedirs(outdir, exist_ok=True)
     found = []
 
@@ -414,6 +428,149 @@ def userdata(template, outdir):
     return 0
 
 
+# ---------------------------------------------------------------- AWS roles
+def _refs(v):
+    """Logical ids a value refers to with !Ref."""
+    if isinstance(v, dict):
+        if "Ref" in v and isinstance(v["Ref"], str):
+            return [v["Ref"]]
+        return [r for x in v.values() for r in _refs(x)]
+    if isinstance(v, list):
+        return [r for x in v for r in _refs(x)]
+    return []
+
+
+def aws_roles(template):
+    """Issue 13, item 12: roles from the auto-scaling group, never from the
+    node; the edge off the manager; egress narrower than all-to-anywhere."""
+    doc = _cfn_doc(template)
+    res = doc.get("Resources", {})
+    bad = 0
+    scripts = {}
+    import contextlib
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            userdata(template, tmp)
+        for name in os.listdir(tmp):
+            with open(os.path.join(tmp, name)) as f:
+                scripts[name] = f.read()
+    text = "\n".join(scripts.values())
+    # A node that says what it is: an engine label (daemon.json "labels",
+    # dockerd --label) or anything read back from one.
+    for pat, why in (
+        (r'"labels"\s*:', "daemon.json sets engine labels"),
+        (r"dockerd[^\n]*--label", "dockerd --label"),
+        (r"Engine\.Labels", "a role read from the node's own engine label"),
+    ):
+        if re.search(pat, text):
+            bad |= fail(f"{why}: a node must not choose its own role")
+    # Labels are written only by the manager, from the instance's group.
+    boot = next((s for n, s in scripts.items() if "bootstrap" in n and "files" in n), "")
+    if not boot:
+        bad |= fail("no bootstrap script found in the template")
+    else:
+        manager_part = boot.split('if [ "$role" = manager ]', 1)
+        if len(manager_part) != 2:
+            bad |= fail("the bootstrap has no manager branch")
+        else:
+            before, after = manager_part
+            non_manager = after.split("\n                else\n", 1)
+            if "--label-add" in before or (len(non_manager) == 2 and "--label-add" in non_manager[1]):
+                bad |= fail("a node label is added outside the manager's branch")
+        for needed, why in (
+            ("ec2 describe-instances", "the manager reads the instance behind each node"),
+            ("aws:autoscaling:groupName", "the role comes from the auto-scaling group tag"),
+            (".Status.Addr", "the node is found by the address the manager sees"),
+        ):
+            if needed not in boot:
+                bad |= fail(f"bootstrap lacks `{needed}`: {why}")
+    # The manager's instance role may read the EC2 API; the nodes' may not.
+    def actions(role):
+        out = []
+        for pol in res.get(role, {}).get("Properties", {}).get("Policies", []):
+            for st in pol["PolicyDocument"]["Statement"]:
+                a = st.get("Action", [])
+                out += a if isinstance(a, list) else [a]
+        return out
+
+    if "ec2:DescribeInstances" not in actions("ManagerRole"):
+        bad |= fail("the manager role cannot read which group an instance is in")
+    for a in actions("NodeRole"):
+        if a.startswith(("ec2:Create", "ec2:Delete", "ec2:Modify", "autoscaling:", "ssm:Put", "iam:")):
+            bad |= fail(f"the node role may {a}")
+    # The edge on its own group: the load balancer's targets and the public
+    # ports are not the manager's.
+    groups = {k: v for k, v in res.items() if v.get("Type") == "AWS::AutoScaling::AutoScalingGroup"}
+    for name, g in groups.items():
+        tgs = g.get("Properties", {}).get("TargetGroupARNs")
+        if tgs and name != "EdgeGroup":
+            bad |= fail(f"{name} is a load-balancer target: only the edge group may be")
+    if "EdgeGroup" not in groups:
+        bad |= fail("no EdgeGroup: the edge runs on the manager")
+    mgr_sgs = set()
+    lt = res.get("ManagerLaunchTemplate", {}).get("Properties", {}).get("LaunchTemplateData", {})
+    mgr_sgs.update(_refs(lt.get("SecurityGroupIds", [])))
+    for sg in mgr_sgs:
+        for rule in res.get(sg, {}).get("Properties", {}).get("SecurityGroupIngress", []):
+            if rule.get("CidrIp") == "0.0.0.0/0" or rule.get("CidrIpv6") == "::/0":
+                bad |= fail(f"{sg} (on the manager) is open to the internet on {rule.get('FromPort')}")
+    # Egress: never every protocol to anywhere, and no group left with the
+    # default allow-all (a group without SecurityGroupEgress gets it).
+    for name, r in res.items():
+        t = r.get("Type")
+        rules = []
+        if t == "AWS::EC2::SecurityGroup":
+            p = r.get("Properties", {})
+            if "SecurityGroupEgress" not in p:
+                bad |= fail(f"{name} has no egress rules: AWS gives it allow-all")
+            rules = p.get("SecurityGroupEgress", [])
+        elif t == "AWS::EC2::SecurityGroupEgress":
+            rules = [r.get("Properties", {})]
+        for rule in rules:
+            anywhere = rule.get("CidrIp") == "0.0.0.0/0" or rule.get("CidrIpv6") == "::/0"
+            all_ports = str(rule.get("IpProtocol")) == "-1" or (
+                rule.get("FromPort") in (0, -1, None) and rule.get("ToPort") in (65535, -1, None)
+            )
+            if anywhere and all_ports:
+                bad |= fail(f"{name}: egress of everything to anywhere")
+    if not bad:
+        print(f"  ok: {template}: roles from the auto-scaling group, edge off the manager, "
+              f"egress limited ({len(groups)} groups)")
+    return bad
+
+
+# ---------------------------------------------------------------- Vagrant
+def vagrant_registry():
+    """Issue 13, item 13: no unauthenticated registry on every address."""
+    bad = 0
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "vagrant")):
+        for f in files:
+            path = os.path.join(dirpath, f)
+            with open(path, errors="replace") as fh:
+                text = fh.read()
+            # Join continued lines, so each command is one line.
+            text = text.replace("\\\n", " ")
+            for line in text.splitlines():
+                if line.lstrip().startswith("#"):
+                    continue
+                if "registry:2" in line or "registry " in line and "service create" in line:
+                    if "--publish" in line or "-p " in line:
+                        bad |= fail(f"{os.path.relpath(path, ROOT)}: a published registry: {line.strip()}")
+                if re.search(r"(-p|--publish)[ =]['\"]?(0\.0\.0\.0:)?5000:", line):
+                    bad |= fail(f"{os.path.relpath(path, ROOT)}: port 5000 on every address: {line.strip()}")
+                if re.search(r"0\.0\.0\.0:5000", line):
+                    bad |= fail(f"{os.path.relpath(path, ROOT)}: 0.0.0.0:5000: {line.strip()}")
+                # The same hole as on AWS: a VM choosing its own role.
+                if re.search(r'"labels"\s*:|Engine\.Labels|dockerd[^\n]*--label', line):
+                    bad |= fail(f"{os.path.relpath(path, ROOT)}: a node-chosen role label: {line.strip()}")
+    if not bad:
+        print("  ok: vagrant/ publishes no registry on every address; no VM labels itself")
+    return bad
+
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     if cmd == "compose-schema":
@@ -426,6 +583,10 @@ def main(argv):
         return service_flags()
     if cmd == "userdata":
         return userdata(argv[2], argv[3])
+    if cmd == "aws-roles":
+        return aws_roles(argv[2])
+    if cmd == "vagrant-registry":
+        return vagrant_registry()
     print(__doc__, file=sys.stderr)
     return 2
 

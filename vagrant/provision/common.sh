@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every VM: chrony, Docker (with the node's role as an engine label), and
+# Every VM: chrony, Docker (no role label: the manager assigns roles), and
 # for capture nodes the directories capture and Redis share.
 #   common.sh ROLE IP MANAGER_IP NET
 set -euo pipefail
@@ -32,13 +32,11 @@ echo "makestep 1.0 -1" >>/etc/chrony/conf.d/voteswarm.conf
 systemctl restart chrony
 chronyc waitsync 12 0.5 || echo "common: clock not yet synced; chrony goes on trying"
 
-# Docker: the role as an engine label (the manager copies it to the node
-# label the stack's constraints use), logs capped, swarm traffic on the
-# private network.
+# Docker, logs capped. No engine label: a node never says which role it
+# has; the manager labels it from the Vagrantfile's address plan.
 mkdir -p /etc/docker
 cat >/etc/docker/daemon.json <<JSON
-{"labels": ["voteswarm.role=${role}"],
- "log-driver": "json-file", "log-opts": {"max-size": "20m", "max-file": "3"}}
+{"log-driver": "json-file", "log-opts": {"max-size": "20m", "max-file": "3"}}
 JSON
 systemctl enable docker
 systemctl restart docker

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# The manager VM: form the swarm, leave the join token for the others, run
-# a registry, build the image, keep node labels in step with the nodes'
-# roles, create the secrets and deploy swarm/stack.yml.
-#   manager.sh IP WORKERS
+# The manager VM: form the swarm, leave the join token for the others,
+# build the image and leave it for them too, keep node labels in step with
+# the nodes' roles, create the secrets and deploy swarm/stack.yml.
+#   manager.sh IP WORKERS ADDRESS=ROLE...
 set -euo pipefail
 ip="$1"
 workers="$2"
+shift 2
+# The Vagrantfile's address plan, one "address role" a line, for the
+# labelling timer.
+install -d -m 0755 /etc/voteswarm
+printf '%s\n' "$@" | tr '=' ' ' >/etc/voteswarm/roles
 repo=/voteswarm
-image=127.0.0.1:5000/voteswarm:latest
+image=voteswarm:vagrant
+# The built image, for the other VMs to `docker load` (join.sh): the synced
+# folder already carries the join token, so it is as trusted as the swarm.
+image_tar="$repo/vagrant/.swarm/voteswarm-image.tar"
 
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
   docker swarm init --advertise-addr "$ip"
@@ -15,27 +23,40 @@ fi
 install -d -m 0700 "$repo/vagrant/.swarm"
 docker swarm join-token -q worker >"$repo/vagrant/.swarm/worker-token"
 
-# Labels: each node's engine label voteswarm.role (set by common.sh) becomes
-# the node label <role>=true that stack.yml constrains on; the manager is the
-# edge. A timer repeats it for nodes that join later.
+# Labels: the node labels <role>=true that stack.yml constrains on come from
+# the address plan (/etc/voteswarm/roles) and the address Docker records
+# for each node (the source of its connection to the manager), never from
+# the node itself: a VM that could say `store` would get the database
+# password. The manager is the edge; a node not in the plan loses its
+# labels. A timer repeats it for nodes that join later.
 install -m 0755 /dev/stdin /usr/local/sbin/voteswarm-label <<'LABEL'
 #!/usr/bin/env bash
 set -euo pipefail
+self="$(docker info --format '{{.Swarm.NodeID}}')"
 for node in $(docker node ls -q); do
-  want="$(docker node inspect -f '{{index .Description.Engine.Labels "voteswarm.role"}}' "$node")"
-  [ "$want" = manager ] && want=edge
-  [ -n "$want" ] || continue
-  # One label per role (stack.yml): <role>=true.
-  have="$(docker node inspect -f "{{index .Spec.Labels \"$want\"}}" "$node")"
-  if [ "$have" != true ]; then
-    docker node update --label-add "$want=true" "$node" >/dev/null
-    echo "voteswarm-label: $node $want=true"
+  if [ "$node" = "$self" ]; then
+    want=edge
+  else
+    addr="$(docker node inspect -f '{{.Status.Addr}}' "$node")"
+    want="$(awk -v a="$addr" '$1 == a { print $2 }' /etc/voteswarm/roles)"
+    [ "$want" = manager ] && want=""
   fi
+  # One label per role (stack.yml): <role>=true; any other role label goes.
+  for r in edge capture worker store; do
+    has="$(docker node inspect -f "{{index .Spec.Labels \"$r\"}}" "$node")"
+    if [ "$r" = "$want" ] && [ "$has" != true ]; then
+      docker node update --label-add "$r=true" "$node" >/dev/null
+      echo "voteswarm-label: $node $r=true"
+    elif [ "$r" != "$want" ] && [ "$has" = true ]; then
+      docker node update --label-rm "$r" "$node" >/dev/null
+      echo "voteswarm-label: $node: $r removed (not its role in the address plan)"
+    fi
+  done
 done
 LABEL
 cat >/etc/systemd/system/voteswarm-label.service <<'UNIT'
 [Unit]
-Description=voteswarm: node labels from engine labels
+Description=voteswarm: node labels from the address plan
 After=docker.service
 [Service]
 Type=oneshot
@@ -54,25 +75,26 @@ systemctl daemon-reload
 systemctl enable --now voteswarm-label.timer
 /usr/local/sbin/voteswarm-label
 
-# A registry on the swarm, so every node pulls the image it builds here
-# (127.0.0.1:5000 through the routing mesh; Docker trusts localhost).
-if ! docker service inspect registry >/dev/null 2>&1; then
-  docker service create --name registry --publish published=5000,target=5000 \
-    --constraint node.role==manager --mount type=volume,source=registry,target=/var/lib/registry \
-    registry:2 >/dev/null
-fi
-for _ in $(seq 60); do
-  curl -sf http://127.0.0.1:5000/v2/ >/dev/null && break
-  sleep 2
-done
+# No registry. One used to run here as a swarm service on :5000, which the
+# routing mesh publishes on every address of every VM, with no
+# authentication: anyone on the host-only network (or any container) could
+# push a "voteswarm" image that every node would then run. The image goes
+# to the other VMs through the synced folder instead, and the stack is
+# deployed with --resolve-image never, so no node asks a registry for it.
+docker service rm registry >/dev/null 2>&1 || true
 
 # The image, from the repository (a Rust release build: several minutes).
-# VOTESWARM_IMAGE in the environment of `vagrant provision` skips the build.
+# VOTESWARM_IMAGE in the environment of `vagrant provision` skips the build
+# (an image every VM can pull from a registry of the operator's choice).
+resolve=(--resolve-image never)
 if [ -n "${VOTESWARM_IMAGE:-}" ]; then
   image="$VOTESWARM_IMAGE"
+  resolve=()
+  rm -f "$image_tar"
 else
   DOCKER_BUILDKIT=1 docker build -t "$image" "$repo"
-  docker push "$image"
+  docker save -o "$image_tar.new" "$image"
+  mv "$image_tar.new" "$image_tar"
 fi
 
 VOTESWARM_IMAGE="$image" "$repo/swarm/create-services.sh" --secrets-only
@@ -82,5 +104,5 @@ VOTESWARM_IMAGE="$image" "$repo/swarm/create-services.sh" --secrets-only
 (cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
   REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
   CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
-  docker stack deploy -c stack.yml voteswarm)
+  docker stack deploy "${resolve[@]}" -c stack.yml voteswarm)
 echo "manager: stack deployed; the other VMs join next. Vote at http://localhost:8080/, results at http://localhost:8081/"

@@ -1,0 +1,332 @@
+//! The public edge as shipped (`swarm/haproxy.cfg`), as real haproxy
+//! processes on 127.0.0.1: what it refuses to pass on (internal paths), how
+//! many live-update streams it lets one address and one results server
+//! hold, and the new-voter limit that edges share through `peers`.
+
+mod common;
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use common::edge::{open_events, request, Edge, Stub, STUB_METRICS};
+use common::postgres::PgServer;
+use common::{free_port, wait_until, RedisServer};
+
+const VOTE: &str = "POST /api/vote HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"vote\":\"a\"}";
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")
+}
+
+/// One edge in front of stub capture and results servers.
+fn stub_edge(env: &[(&str, String)]) -> (tempfile::TempDir, Stub, Stub, Edge) {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (capture, results) = (Stub::start(), Stub::start());
+    let edge = Edge::start(dir.path(), "edge", &capture.addr(), &results.addr(), env);
+    (dir, capture, results, edge)
+}
+
+fn vote_with(cookie: Option<&str>) -> String {
+    match cookie {
+        None => VOTE.to_owned(),
+        Some(c) => VOTE.replacen(
+            "Host: x\r\n",
+            &format!("Host: x\r\nCookie: voter={c}\r\n"),
+            1,
+        ),
+    }
+}
+
+#[test]
+fn internal_paths_are_403_at_the_edge_and_public_ones_pass() {
+    let (_dir, capture, _results, edge) = stub_edge(&[]);
+
+    for port in [edge.vote_port, edge.results_port] {
+        for path in [
+            "/metrics",
+            "/metrics?x=1",
+            "/metrics/",
+            "//metrics",
+            "/./metrics",
+            "/x/../metrics",
+            "/%6detrics",
+            "/%6Detrics",
+            "/METRICS",
+            "/readyz",
+            "/healthz/",
+        ] {
+            let (status, text) = request(port, &get(path));
+            assert_eq!(status, 403, "GET {path} on :{port}: {text}");
+            assert!(!text.contains("voteswarm_"), "{path} leaked: {text}");
+        }
+        // The edge's own liveness, answered by the edge.
+        assert_eq!(request(port, &get("/healthz")).0, 200);
+    }
+    assert!(
+        !capture
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.contains("etrics")),
+        "no internal path reached capture: {:?}",
+        capture.seen.lock().unwrap()
+    );
+    // What voters and viewers need still passes.
+    assert_eq!(request(edge.vote_port, &get("/")).0, 200);
+    assert_eq!(request(edge.vote_port, VOTE).0, 202);
+    assert_eq!(request(edge.results_port, &get("/")).0, 200);
+    assert_eq!(request(edge.results_port, &get("/api/results")).0, 200);
+    // The stub does answer /metrics, so the 403s above are the edge's.
+    let direct = request(capture.port, &get("/metrics")).1;
+    assert!(direct.contains(STUB_METRICS), "{direct}");
+}
+
+#[test]
+fn one_address_holds_at_most_streams_per_address_event_streams() {
+    let (_dir, _capture, results, edge) = stub_edge(&[("STREAMS_PER_ADDRESS", "3".into())]);
+    let mut open: Vec<_> = (0..3).map(|_| open_events(edge.results_port)).collect();
+    assert!(open.iter().all(|(s, _)| *s == 200), "within the limit");
+    let (status, _) = open_events(edge.results_port);
+    assert_eq!(status, 429, "a fourth stream from one address is refused");
+    // Page loads from that address still pass: the limit is on streams.
+    assert_eq!(request(edge.results_port, &get("/")).0, 200);
+    // A viewer that leaves frees its slot.
+    drop(open.pop());
+    let freed = wait_until(Duration::from_secs(10), || {
+        let (status, conn) = open_events(edge.results_port);
+        if status == 200 {
+            open.push((status, conn));
+        }
+        status == 200
+    });
+    assert!(freed, "a slot freed by a closed stream is reused");
+    // The refused ones never reached the results server.
+    let reached = results
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| *p == "/events")
+        .count();
+    assert_eq!(reached, 4, "three, then one in the freed slot");
+}
+
+#[test]
+fn a_results_server_gets_at_most_results_maxconn_connections() {
+    let (_dir, _capture, results, edge) = stub_edge(&[
+        ("STREAMS_PER_ADDRESS", "100".into()),
+        ("RESULTS_MAXCONN", "2".into()),
+    ]);
+    let open: Vec<_> = (0..2).map(|_| open_events(edge.results_port)).collect();
+    assert!(open.iter().all(|(s, _)| *s == 200));
+    // The third waits in HAProxy's queue (timeout queue) and is refused;
+    // it never reaches the server.
+    let (status, _) = open_events(edge.results_port);
+    assert_eq!(status, 503, "beyond maxconn the edge refuses");
+    assert_eq!(
+        results.events_max.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
+/// How long a stream may take to show an expected line: keep-alives every
+/// 15 s would otherwise keep a failing test reading for ever.
+const LINE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Reads event-stream lines until one starts with `prefix`; `None` at the
+/// end of the stream or after [`LINE_DEADLINE`].
+fn until_line(r: &mut impl BufRead, prefix: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + LINE_DEADLINE;
+    while std::time::Instant::now() < deadline {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if line.starts_with(prefix) => return Some(line),
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+#[test]
+fn a_full_results_node_sheds_its_oldest_stream_to_admit_a_new_viewer() {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (pg, redis) = (PgServer::start(), RedisServer::start());
+    pg.migrated_url();
+    let mut settings = common::results_node::settings(
+        pg.url_as(voteswarm::cluster::postgres::PgRole::Results),
+        &redis.results_url(),
+    );
+    settings.max_streams = 2;
+    let port = common::results_node::results_on_thread(settings);
+    let capture = Stub::start();
+    let edge = Edge::start(
+        dir.path(),
+        "edge",
+        &capture.addr(),
+        &format!("127.0.0.1:{port}"),
+        &[("STREAMS_PER_ADDRESS", "100".into())],
+    );
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let (status, mut r) = open_events(edge.results_port);
+        assert_eq!(status, 200, "every viewer is admitted");
+        // Admitted by the node: its first snapshot arrived.
+        assert!(until_line(&mut r, "data: ").is_some());
+        streams.push(r);
+    }
+    // The oldest is told when to come back, then ended.
+    let retry = until_line(&mut streams[0], "retry: ").expect("the oldest is shed");
+    assert_eq!(retry.trim(), "retry: 30000");
+    assert!(
+        until_line(&mut streams[0], "data: ").is_none(),
+        "and closed"
+    );
+    // The other two stay: each still gets updates (a keep-alive or data).
+    for r in &mut streams[1..] {
+        let mut line = String::new();
+        r.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(40)))
+            .unwrap();
+        assert!(r.read_line(&mut line).unwrap() > 0, "still open");
+    }
+}
+
+/// New voters counted for 127.0.0.1 in an edge's shared table, if any.
+fn new_voter_count(edge: &Edge) -> Option<u64> {
+    let table = edge.admin("show table edges/new_voters");
+    table
+        .lines()
+        .find(|l| l.contains("key=::ffff:127.0.0.1"))
+        .and_then(|l| l.split("gpc0_rate(600000)=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
+    let dir = tempfile::Builder::new()
+        .prefix("vs-edge-")
+        .tempdir()
+        .unwrap();
+    let (capture, results) = (Stub::start(), Stub::start());
+    let (peer_a, peer_b) = (free_port(), free_port());
+    let env = |me: &str, bind: u16, other: &str, other_port: u16| {
+        vec![
+            ("NEW_VOTER_LIMIT", "3".to_owned()),
+            ("EDGE_NAME", me.to_owned()),
+            ("PEERS_BIND", format!("127.0.0.1:{bind}")),
+            ("EDGE_PEER1_NAME", other.to_owned()),
+            ("EDGE_PEER1_ADDR", format!("127.0.0.1:{other_port}")),
+        ]
+    };
+    let a = Edge::start(
+        dir.path(),
+        "edge-a",
+        &capture.addr(),
+        &results.addr(),
+        &env("edge-a", peer_a, "edge-b", peer_b),
+    );
+    let b = Edge::start(
+        dir.path(),
+        "edge-b",
+        &capture.addr(),
+        &results.addr(),
+        &env("edge-b", peer_b, "edge-a", peer_a),
+    );
+    // Three new voters through edge A: within the limit. A client cannot
+    // claim the edge's verdict itself: the header is removed on the way in.
+    for i in 0..3 {
+        let claimed = VOTE.replacen(
+            "Host: x\r\n",
+            "Host: x\r\nX-Voteswarm-New-Voters-Spent: 0\r\n",
+            1,
+        );
+        let (status, text) = request(a.vote_port, &claimed);
+        assert_eq!(status, 202, "new voter {i} via A: {text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("x-voteswarm-new-voter"),
+            "capture's report stays between capture and the edge: {text}"
+        );
+    }
+    assert_eq!(
+        capture.spent_seen.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // Edge B learns A's count from the peers protocol.
+    let learnt = wait_until(Duration::from_secs(15), || new_voter_count(&b) == Some(3));
+    assert!(
+        learnt,
+        "edge B has A's count: {}\n{}",
+        b.admin("show table edges/new_voters"),
+        b.log()
+    );
+    // A fourth new voter from that address is refused by the OTHER edge,
+    let (status, text) = request(b.vote_port, VOTE);
+    assert_eq!(status, 429, "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+    // and one with a garbage cookie (which the edge cannot tell from a
+    // voter's) is passed on marked spent, and refused by capture.
+    assert_eq!(request(b.vote_port, &vote_with(Some("forged"))).0, 429);
+    assert_eq!(request(a.vote_port, &vote_with(Some("forged"))).0, 429);
+    assert_eq!(request(a.vote_port, VOTE).0, 429);
+    assert_eq!(
+        capture.spent_seen.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    // Returning voters (with their cookie) still vote, on either edge,
+    assert_eq!(request(b.vote_port, &vote_with(Some("x"))).0, 202);
+    assert_eq!(request(a.vote_port, &vote_with(Some("x"))).0, 202);
+    // and page loads pass.
+    assert_eq!(request(b.vote_port, &get("/")).0, 200);
+    let posts = capture
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| *p == "/api/vote")
+        .count();
+    assert_eq!(
+        posts, 7,
+        "3 new voters, 2 forged (refused there), 2 returning"
+    );
+}
+
+#[test]
+fn the_request_limit_applies_to_ipv6_clients_too() {
+    // Skipped (and said so) where the machine has no IPv6 loopback.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    }
+    let port = free_port();
+    let (_dir, _capture, _results, edge) = stub_edge(&[
+        ("VOTE_BIND", format!("127.0.0.1:{port},[::1]:{port}")),
+        ("VOTE_RATE_LIMIT", "3".into()),
+    ]);
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("::1", edge.vote_port)).unwrap();
+            s.write_all(get("/").as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out.split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429, 429],
+        "an IPv6 client is limited too"
+    );
+}
