@@ -28,8 +28,9 @@
 # Nodes: node1 edge+store (the manager), node2 capture+worker, node3
 # capture+worker. Environment: SWARM_DIR, SWARM_SUBNET (192.168.213.0/24),
 # SWARM_VOTE_PORT, SWARM_RESULTS_PORT, SWARM_DB_PORT (free ports when unset),
-# and the stack's own variables (VOTE_RATE_LIMIT defaults to 10000000 here:
-# every simulated voter comes from one address).
+# and the stack's own variables (VOTE_RATE_LIMIT and NEW_VOTER_LIMIT default
+# to 10000000 and 100000000 here: every simulated voter comes from one
+# address).
 # shellcheck disable=SC2317 # node_up and converged run through poll
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -266,6 +267,7 @@ image_tag() {
 # ------------------------------------------------------------------ deploy
 deploy() {
   export VOTE_RATE_LIMIT="${VOTE_RATE_LIMIT:-10000000}"
+  export NEW_VOTER_LIMIT="${NEW_VOTER_LIMIT:-100000000}"
   # Every node has this machine's CPUs; a limit above them is rejected.
   local cpus
   cpus="$(nproc)"
