@@ -197,7 +197,9 @@ impl Swarm {
     /// The backlog of node N's Redis (entries are deleted once committed),
     /// asked as the operators' `admin` login (swarm/README.md).
     fn xlen(&self, n: u32) -> i64 {
-        let id = self.container(n, "voteswarm_redis").expect("a Redis on the node");
+        let id = self
+            .container(n, "voteswarm_redis")
+            .expect("a Redis on the node");
         let out = self.node(
             n,
             &[
@@ -209,7 +211,8 @@ impl Swarm {
                  exec redis-cli --user admin -s /run/redis/redis.sock XLEN votes",
             ],
         );
-        out.parse().unwrap_or_else(|_| panic!("XLEN answered {out:?}"))
+        out.parse()
+            .unwrap_or_else(|_| panic!("XLEN answered {out:?}"))
     }
 
     fn node_status(&self, name: &str) -> String {
