@@ -139,7 +139,7 @@ def crate_of(f, fn, obj):
 B_HTTP = "HTTP: actix-http, actix-web, http, httparse (parse, route, respond)"
 B_BUF = "byte buffers and framing (bytes, actix-codec, tokio-util)"
 B_RT = "runtime and scheduling (tokio, mio, actix, futures)"
-B_HMAC = "cookie HMAC-SHA256 (sha2, hmac)"
+B_HMAC = "cookie crypto (aes-gcm; sha2, hmac)"
 B_COOKIE = "cookie value and Set-Cookie (base64, cookie, time)"
 B_BODY = "vote body parsing (serde_urlencoded)"
 B_RAND = "random ids (rand)"
@@ -159,7 +159,7 @@ CRATES = {
     B_HTTP: "actix_http actix_web http httparse actix_router actix_service actix_utils mime bytestring language_tags h2 percent_encoding encoding_rs httpdate url",
     B_BUF: "bytes actix_codec tokio_util",
     B_RT: "tokio mio actix_rt actix_server actix futures_util futures_core futures_task futures_channel futures_sink local_waker local_channel parking_lot parking_lot_core pin_project_lite slab crossbeam_channel crossbeam_utils socket2 signal_hook_registry smallvec",
-    B_HMAC: "sha2 hmac digest block_buffer crypto_common generic_array cpufeatures subtle",
+    B_HMAC: "aes aes_gcm ghash polyval ctr cipher aead universal_hash inout sha2 hmac digest block_buffer crypto_common generic_array cpufeatures subtle",
     B_COOKIE: "base64 cookie time time_core deranged powerfmt",
     B_BODY: "serde_urlencoded form_urlencoded serde serde_core serde_json",
     B_RAND: "rand rand_core rand_chacha ppv_lite86 getrandom",

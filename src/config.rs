@@ -254,12 +254,38 @@ pub struct CaptureArgs {
     /// Label of option `b`.
     #[arg(long, env = "OPTION_B", default_value = "Dogs")]
     pub option_b: String,
-    /// Cookie signing key, at least 32 bytes, the same on every capture node.
+    /// Cookie key (encrypts and authenticates the voter cookie), at least
+    /// 32 random bytes, the same on every capture node.
     #[arg(long, env = "COOKIE_KEY", hide_env_values = true)]
     pub cookie_key: Option<String>,
-    /// File holding the cookie signing key (a Docker secret).
+    /// File holding the cookie key (a Docker secret).
     #[arg(long, env = "COOKIE_KEY_FILE")]
     pub cookie_key_file: Option<PathBuf>,
+    /// Previous cookie keys, whitespace-separated: cookies they sealed are
+    /// still read (key rotation keeps the voters), new ones use COOKIE_KEY.
+    #[arg(long, env = "COOKIE_KEYS_PREVIOUS", hide_env_values = true)]
+    pub cookie_keys_previous: Option<String>,
+    /// File holding the previous cookie keys, one per line.
+    #[arg(long, env = "COOKIE_KEYS_PREVIOUS_FILE")]
+    pub cookie_keys_previous_file: Option<PathBuf>,
+    /// Accept a cookie key marked DEMO-ONLY (the committed demo key).
+    #[arg(long, env = "ALLOW_DEMO_COOKIE_KEY", default_value_t = false,
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_demo_cookie_key: bool,
+    /// How long an Idempotency-Key is remembered (its answer replayed).
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 3600)]
+    pub idempotency_ttl_secs: u64,
+    /// Most Idempotency-Keys remembered per node; the oldest go first.
+    #[arg(long, env = "IDEMPOTENCY_MAX_KEYS", default_value_t = 100_000)]
+    pub idempotency_max_keys: usize,
+    /// Proof of work asked of new voters (cookieless votes), in leading zero
+    /// bits of SHA-256: 0 is off; each bit doubles the work (16: ~65,000
+    /// hashes, well under a second in a phone's browser).
+    #[arg(long, env = "POW_BITS", default_value_t = 0)]
+    pub pow_bits: u8,
+    /// A proof-of-work challenge is valid for this long (two windows).
+    #[arg(long, env = "POW_WINDOW_SECS", default_value_t = 300)]
+    pub pow_window_secs: u64,
     /// Redis Stream that takes the votes.
     #[arg(long, env = "STREAM_KEY", default_value = "votes")]
     pub stream_key: String,
@@ -300,8 +326,15 @@ pub struct CaptureSettings {
     pub node_id: String,
     pub option_labels: [String; 2],
     pub cookie_key: Secret<Key>,
+    /// Keys that still open cookies (rotation), never used to seal.
+    pub cookie_keys_previous: Secret<Vec<Key>>,
     pub stream_key: String,
     pub min_change_interval: Duration,
+    pub idempotency_ttl: Duration,
+    pub idempotency_max_keys: usize,
+    /// 0: no proof of work.
+    pub pow_bits: u8,
+    pub pow_window: Duration,
     pub vote_changes: VoteChanges,
     pub enqueue_timeout: Duration,
     pub max_batch: usize,
@@ -318,7 +351,38 @@ impl CaptureArgs {
                     "COOKIE_KEY (or COOKIE_KEY_FILE) is required: at least {MIN_COOKIE_KEY_BYTES} bytes shared by all capture nodes"
                 ))
             })?;
+        check_demo_key("COOKIE_KEY", key.expose(), self.allow_demo_cookie_key)?;
         let cookie_key = cookie_key_from(key.expose())?;
+        let previous = secret_from(
+            "COOKIE_KEYS_PREVIOUS",
+            self.cookie_keys_previous,
+            self.cookie_keys_previous_file,
+        )?;
+        let mut cookie_keys_previous = Vec::new();
+        for (i, material) in previous
+            .as_ref()
+            .map_or("", |p| p.expose().as_str())
+            .split_whitespace()
+            .enumerate()
+        {
+            let var = format!("COOKIE_KEYS_PREVIOUS (key {})", i + 1);
+            check_demo_key(&var, material, self.allow_demo_cookie_key)?;
+            cookie_keys_previous.push(key_from(&var, material)?.0);
+        }
+        if self.idempotency_ttl_secs == 0 || self.idempotency_max_keys == 0 {
+            return Err(ConfigError(
+                "IDEMPOTENCY_TTL_SECS and IDEMPOTENCY_MAX_KEYS must be at least 1".into(),
+            ));
+        }
+        if self.pow_bits > MAX_POW_BITS {
+            return Err(ConfigError(format!(
+                "POW_BITS must be 0 (off) to {MAX_POW_BITS}, not {}",
+                self.pow_bits
+            )));
+        }
+        if self.pow_window_secs == 0 {
+            return Err(ConfigError("POW_WINDOW_SECS must be at least 1".into()));
+        }
         let redis_url = match self.redis_auth.resolve()? {
             None => self.redis_url,
             Some(auth) => with_credentials(
@@ -366,8 +430,13 @@ impl CaptureArgs {
             node_id,
             option_labels: [self.option_a, self.option_b],
             cookie_key,
+            cookie_keys_previous: Secret::new(cookie_keys_previous),
             stream_key: self.stream_key,
             min_change_interval: Duration::from_millis(self.min_change_interval_ms),
+            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
+            idempotency_max_keys: self.idempotency_max_keys,
+            pow_bits: self.pow_bits,
+            pow_window: Duration::from_secs(self.pow_window_secs),
             vote_changes: self.vote_changes,
             enqueue_timeout: Duration::from_millis(self.enqueue_timeout_ms),
             max_batch: self.max_batch,
@@ -378,15 +447,62 @@ impl CaptureArgs {
     }
 }
 
-/// Checks the length and derives the signing key.
+/// Checks the length and the entropy, and derives the cookie keys.
 pub fn cookie_key_from(material: &str) -> Result<Secret<Key>, ConfigError> {
+    key_from("COOKIE_KEY", material)
+}
+
+/// Fewer distinct bytes than this in 32 or more is not random material:
+/// 32 random base64 characters show about 27 distinct ones, 32 random hex
+/// digits about 14, and fewer than 8 almost never.
+const MIN_KEY_DISTINCT_BYTES: usize = 8;
+
+/// What marks a key as safe for a demo only: the committed
+/// `compose/secrets/cookie_key` carries it, and anything carrying it is
+/// refused unless ALLOW_DEMO_COOKIE_KEY says this is a demo.
+pub const DEMO_KEY_MARKER: &str = "DEMO-ONLY";
+
+/// More than this is a typo: 32 bits is some four billion hashes a vote.
+pub const MAX_POW_BITS: u8 = 32;
+
+fn key_from(var: &str, material: &str) -> Result<Secret<Key>, ConfigError> {
     if material.len() < MIN_COOKIE_KEY_BYTES {
         return Err(ConfigError(format!(
-            "COOKIE_KEY is too short: {} bytes, at least {MIN_COOKIE_KEY_BYTES} needed",
+            "{var} is too short: {} bytes, at least {MIN_COOKIE_KEY_BYTES} needed",
             material.len()
         )));
     }
+    let distinct = {
+        let mut seen = [false; 256];
+        material.bytes().for_each(|b| seen[b as usize] = true);
+        seen.iter().filter(|&&s| s).count()
+    };
+    // The shortest period: "abcabc..." repeats with period 3.
+    let b = material.as_bytes();
+    let period = (1..=b.len() / 2)
+        .find(|&p| (p..b.len()).all(|i| b[i] == b[i - p]))
+        .unwrap_or(b.len());
+    if distinct < MIN_KEY_DISTINCT_BYTES || period < b.len() {
+        return Err(ConfigError(format!(
+            "{var} looks low-entropy ({}): use at least {MIN_COOKIE_KEY_BYTES} random bytes, e.g. `openssl rand -base64 48`",
+            if period < b.len() {
+                format!("a pattern of {period} bytes repeated")
+            } else {
+                format!("only {distinct} distinct characters")
+            }
+        )));
+    }
     Ok(Secret::new(Key::derive_from(material.as_bytes())))
+}
+
+/// Refuses a key marked [`DEMO_KEY_MARKER`] unless this is a demo.
+fn check_demo_key(var: &str, material: &str, allow_demo: bool) -> Result<(), ConfigError> {
+    if !allow_demo && material.to_ascii_uppercase().contains(DEMO_KEY_MARKER) {
+        return Err(ConfigError(format!(
+            "{var} is marked {DEMO_KEY_MARKER} (a key published with the repository): use a random key of your own, or set ALLOW_DEMO_COOKIE_KEY=true for a demo"
+        )));
+    }
+    Ok(())
 }
 
 fn nonempty(var: &str, value: &str) -> Result<(), ConfigError> {
@@ -455,7 +571,87 @@ mod tests {
     fn a_short_cookie_key_is_refused_by_name() {
         let e = cookie_key_from("short").unwrap_err().to_string();
         assert!(e.contains("COOKIE_KEY") && e.contains("32"), "{e}");
-        assert!(cookie_key_from(&"k".repeat(32)).is_ok());
+        assert!(cookie_key_from("3q2+7wAAAAAAAAAAg8b1Zmx0aGlzIGlzIHJhbmRvbQ").is_ok());
+    }
+
+    #[test]
+    fn low_entropy_cookie_keys_are_refused_with_one_line() {
+        for weak in [
+            "k".repeat(32),
+            "ab".repeat(20),
+            "another-key-".repeat(4),
+            "0000000000000000000000000000000011111111".to_owned(),
+        ] {
+            let e = cookie_key_from(&weak).unwrap_err().to_string();
+            assert!(e.starts_with("COOKIE_KEY looks low-entropy"), "{weak}: {e}");
+            assert!(!e.contains('\n'));
+        }
+        for strong in [
+            "test-cookie-key-that-is-at-least-32-bytes-long",
+            "profile-cookie-key-profile-cookie-key-0123456789",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ] {
+            assert!(cookie_key_from(strong).is_ok(), "{strong}");
+        }
+    }
+
+    fn capture_args(env: &[(&str, &str)]) -> Result<CaptureSettings, ConfigError> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: CaptureArgs,
+        }
+        let mut argv = vec!["capture".to_owned()];
+        for (k, v) in env {
+            argv.push(format!(
+                "--{}={v}",
+                k.to_ascii_lowercase().replace('_', "-")
+            ));
+        }
+        Cli::try_parse_from(argv)
+            .map_err(|e| ConfigError(e.to_string()))?
+            .args
+            .into_settings()
+    }
+
+    #[test]
+    fn the_committed_demo_key_is_refused_unless_this_is_a_demo() {
+        let demo = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/compose/secrets/cookie_key"
+        ))
+        .unwrap();
+        let demo = demo.trim();
+        let e = capture_args(&[("COOKIE_KEY", demo)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("DEMO-ONLY") && e.contains("ALLOW_DEMO_COOKIE_KEY"),
+            "{e}"
+        );
+        assert!(capture_args(&[("COOKIE_KEY", demo), ("ALLOW_DEMO_COOKIE_KEY", "true")]).is_ok());
+        let good = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let e = capture_args(&[("COOKIE_KEY", good), ("COOKIE_KEYS_PREVIOUS", demo)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("COOKIE_KEYS_PREVIOUS (key 1) is marked DEMO-ONLY"),
+            "{e}"
+        );
+        let s = capture_args(&[
+            ("COOKIE_KEY", good),
+            ("COOKIE_KEYS_PREVIOUS", "test-cookie-key-that-is-at-least-32-bytes-long profile-cookie-key-profile-cookie-key-0123456789"),
+        ])
+        .unwrap();
+        assert_eq!(s.cookie_keys_previous.expose().len(), 2);
+        let e = capture_args(&[("COOKIE_KEY", good), ("COOKIE_KEYS_PREVIOUS", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("COOKIE_KEYS_PREVIOUS (key 1) is too short"),
+            "{e}"
+        );
     }
 }
 

@@ -7,8 +7,10 @@
 //! The vote's path through the modules:
 //!
 //! 1. [`capture`] — the `capture` node's HTTP handlers. They parse the body
-//!    ([`capture::parse_form`], [`capture::parse_json`]), read the signed
-//!    voter cookie ([`cookie`]), stamp the vote with a hybrid logical clock
+//!    ([`capture::parse_form`], [`capture::parse_json`]), read the sealed
+//!    voter cookie ([`cookie`]), replay an `Idempotency-Key`'s answer
+//!    ([`capture::recent`]), check a new voter's proof of work
+//!    ([`capture::pow`]), stamp the vote with a hybrid logical clock
 //!    ([`clock`]) and hand it to the
 //!    [`actors::queue_writer::QueueWriter`], which batches `XADD`s to the
 //!    node's own Redis Stream and answers once Redis stored the vote.
@@ -21,7 +23,7 @@
 //!
 //! Shared by every binary: [`config`] (typed settings from flags and
 //! environment variables, secrets from `*_FILE`), [`metrics`] (per-node
-//! Prometheus registries).
+//! Prometheus registries), [`headers`] (the pages' security headers).
 //!
 //! Each binary in `src/bin/` only parses its settings and calls the role's
 //! `build`/`run_until_stopped` here, so tests start the very same node
@@ -41,6 +43,7 @@ pub mod config;
 pub mod cookie;
 pub mod db;
 pub mod endpoints;
+pub mod headers;
 pub mod loadgen;
 pub mod metrics;
 pub mod results;

@@ -73,13 +73,18 @@ pub struct CaptureMetrics {
     pub accepted: IntCounterVec,
     /// Votes refused, by reason (`bad_option`, `malformed`, `too_large`,
     /// `content_type`, `changes_denied`, `too_soon`, `unavailable`,
-    /// `timeout`, `full`).
+    /// `timeout`, `full`, `cross_site`, `bad_idempotency_key`,
+    /// `idempotency_key_reused`, `pow_refused`).
     pub rejected: IntCounterVec,
     /// Votes per Redis pipeline.
     pub batch_size: Histogram,
     /// From handing a vote to the writer to Redis' answer.
     pub enqueue_latency: Histogram,
     accepted_children: [prometheus::IntCounter; 2],
+    /// New voters' votes accepted with a proof of work (`solved`) and
+    /// without one (`none`, the no-JavaScript fallback), when one is asked.
+    pub pow_votes: IntCounterVec,
+    pow_children: [prometheus::IntCounter; 2],
     /// Votes waiting in the writers for Redis.
     pub writer_pending: IntGauge,
     /// Votes in pipelines sent to Redis and not yet answered.
@@ -97,10 +102,18 @@ impl CaptureMetrics {
             "Votes stored in Redis and acknowledged to the voter",
             &["option"],
         );
+        let pow_votes = counter_vec(
+            &registry,
+            "voteswarm_pow_votes_total",
+            "New voters' votes accepted with a proof of work or without one (POW_BITS > 0)",
+            &["proof"],
+        );
         CaptureMetrics {
             accepted_children: crate::vote::VoteOption::ALL
                 .map(|o| accepted.with_label_values(&[o.as_str()])),
             accepted,
+            pow_children: ["solved", "none"].map(|p| pow_votes.with_label_values(&[p])),
+            pow_votes,
             rejected: counter_vec(
                 &registry,
                 "voteswarm_votes_rejected_total",
@@ -144,6 +157,11 @@ impl CaptureMetrics {
     /// the child up under a lock; the vote path takes a cached handle.
     pub fn accepted_by(&self, option: crate::vote::VoteOption) -> &prometheus::IntCounter {
         &self.accepted_children[option as usize]
+    }
+
+    /// A new voter's vote accepted while a proof of work is asked.
+    pub fn pow_vote(&self, solved: bool) -> &prometheus::IntCounter {
+        &self.pow_children[usize::from(!solved)]
     }
 }
 

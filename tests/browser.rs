@@ -1,6 +1,8 @@
 //! A real browser (Debian's chromium, driven by playwright-core from
 //! tests/browser/) against a real `cluster`: a vote cast by clicking a
-//! button shows up on the already open results page without a reload.
+//! button shows up on the already open results page without a reload, both
+//! pages work under their Content-Security-Policy, and a framed vote page
+//! is refused.
 //! The screenshots it takes are the ones in docs/screenshots/ (set
 //! VOTESWARM_SCREENSHOTS=docs/screenshots to refresh them).
 
@@ -44,11 +46,65 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
         "browser test failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("without a reload"), "{stdout}");
+    assert!(
+        stdout.contains("the framed vote page was refused"),
+        "{stdout}"
+    );
     for shot in ["vote-page.png", "results-page.png"] {
         let len = std::fs::metadata(shots.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);
         assert!(len > 1000, "{shot} was not taken");
     }
+    assert_eq!(up.stop(), 0);
+}
+
+#[test]
+fn with_a_proof_of_work_the_page_solves_it_and_votes_and_without_javascript_still_votes() {
+    common::require_program("chromium", "chromium");
+    common::require_program("node", "nodejs");
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let dir = tempfile::Builder::new()
+        .prefix("vs-browser-pow-")
+        .tempdir()
+        .unwrap();
+    let up = Up::start_on(
+        &dir.path().join("data"),
+        1,
+        1,
+        (common::free_port(), common::free_port()),
+        &[("POW_BITS", "12")],
+    );
+    let out = Command::new("node")
+        .arg(script_dir.join("pow-vote.mjs"))
+        .arg(&up.vote)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("javascript on: voted, posted to / with a solution"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("javascript off: voted, posted to / without one"),
+        "{stdout}"
+    );
+    // The node agrees: one new voter paid, one took the fallback.
+    let capture = up.addr("capture01");
+    let port: u16 = capture.rsplit(':').next().unwrap().parse().unwrap();
+    let metrics = common::http_get(port, "/metrics");
+    assert!(
+        metrics.contains(r#"voteswarm_pow_votes_total{proof="solved"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 1"#),
+        "{metrics}"
+    );
     assert_eq!(up.stop(), 0);
 }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::capture_node::{self, spawn_capture, stream_votes, test_key};
+use common::capture_node::{self, post_with, spawn_capture, stream_votes, test_key};
 use common::RedisServer;
 use futures_util::StreamExt;
 use voteswarm::clock;
@@ -193,7 +193,8 @@ async fn a_forged_cookie_is_a_new_voter() {
         voter: victim,
         last: Some((clock::now_micros(), VoteOption::A)),
     };
-    let other_key = voteswarm::config::cookie_key_from(&"another-key-".repeat(4)).unwrap();
+    let other_key =
+        voteswarm::config::cookie_key_from("another-cookie-key-for-forgeries-0123456789").unwrap();
     let good = forged.encode(&test_key());
     let garbage = [
         forged.encode(other_key.expose()),
@@ -219,8 +220,9 @@ async fn a_forged_cookie_is_a_new_voter() {
 async fn a_voters_second_vote_is_later_even_when_the_cookie_comes_from_the_future() {
     let redis = RedisServer::start();
     let node = spawn_capture(capture_node::settings(&redis.capture_url()));
-    // The earlier vote was taken by a node whose clock runs 10 minutes ahead.
-    let ahead = clock::now_micros() + 600_000_000;
+    // The earlier vote was taken by a node whose clock runs 30 s ahead,
+    // within the skew a cookie may carry.
+    let ahead = clock::now_micros() + 30_000_000;
     let voter = Id128::random();
     let cookie = VoterCookie {
         voter,
@@ -533,4 +535,407 @@ async fn when_the_edge_says_new_voters_are_spent_only_returning_voters_vote() {
     assert_eq!(back.status().as_u16(), 202);
     assert!(!back.headers().contains_key("x-voteswarm-new-voter"));
     assert_eq!(xlen(&redis), 2, "the refused votes stored nothing");
+}
+
+/// 32 random hex digits: a well-formed Idempotency-Key.
+fn idem_key() -> String {
+    Id128::random().to_string()
+}
+
+#[actix_web::test]
+async fn the_same_idempotency_key_is_the_same_vote_and_another_vote_under_it_gets_422() {
+    let redis = RedisServer::start();
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let k = idem_key();
+    let key = [("Idempotency-Key", k.as_str())];
+    let first = node.vote_api_with("a", None, &key).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let quoted = format!("\"{k}\"");
+    for (cookie, headers) in [
+        (None, key),
+        (None, [("Idempotency-Key", quoted.as_str())]),
+        (first.cookie.as_deref(), key),
+    ] {
+        let again = node.vote_api_with("a", cookie, &headers).await;
+        assert_eq!(again.status, 202, "{}", again.body);
+        for field in ["vote_id", "voter", "ts", "option"] {
+            assert_eq!(again.json()[field], first.json()[field], "{field}");
+        }
+    }
+    for cookie in [None, first.cookie.as_deref()] {
+        let other = node.vote_api_with("b", cookie, &key).await;
+        assert_eq!(other.status, 422, "{}", other.body);
+        assert_eq!(other.json()["reason"], "idempotency_key_reused");
+        assert!(other.cookie.is_none(), "a refusal hands out no identity");
+    }
+    // Another voter's cookie with this key is not this request either.
+    let stranger = VoterCookie::new_voter().encode(&test_key());
+    assert_eq!(
+        node.vote_api_with("a", Some(&stranger), &key).await.status,
+        422
+    );
+    let votes = stream_votes(&mut redis.conn(), "votes");
+    assert_eq!(votes.len(), 1, "one request, stored once");
+    assert_eq!(votes[0].option, VoteOption::A);
+    assert_eq!(votes[0].vote_id.to_string(), first.json()["vote_id"]);
+}
+
+#[actix_web::test]
+async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
+    let redis = RedisServer::start();
+    let mut deny = capture_node::settings(&redis.capture_url());
+    deny.vote_changes = VoteChanges::Deny;
+    deny.min_change_interval = Duration::ZERO;
+    let deny = spawn_capture(deny);
+    let mut slow = capture_node::settings(&redis.capture_url());
+    slow.min_change_interval = Duration::from_secs(60);
+    let slow = spawn_capture(slow);
+    for (node, status) in [(&deny, 409), (&slow, 429)] {
+        let k = idem_key();
+        let first = node
+            .vote_api_with("a", None, &[("Idempotency-Key", k.as_str())])
+            .await;
+        assert_eq!(first.status, 202, "{}", first.body);
+        let cookie = first.cookie.as_deref();
+        let k2 = idem_key();
+        for headers in [
+            vec![("Idempotency-Key", k2.as_str())],
+            vec![("X-Voteswarm-Request", "edge-1")],
+            vec![
+                ("Idempotency-Key", k2.as_str()),
+                ("X-Voteswarm-Request", "edge-2"),
+            ],
+        ] {
+            let change = node.vote_api_with("b", cookie, &headers).await;
+            assert_eq!(change.status, status, "{headers:?}: {}", change.body);
+        }
+        // The issue's bypass: the same key, cookieless, the other option.
+        let replay = node
+            .vote_api_with("b", None, &[("Idempotency-Key", k.as_str())])
+            .await;
+        assert_eq!(replay.status, 422, "{}", replay.body);
+    }
+    let votes = stream_votes(&mut redis.conn(), "votes");
+    assert_eq!(votes.len(), 2);
+    assert!(votes.iter().all(|v| v.option == VoteOption::A));
+}
+
+#[actix_web::test]
+async fn an_idempotency_key_never_reaches_another_voter() {
+    let redis = RedisServer::start();
+    // Four nodes, none of which has seen what the others took.
+    let [one, two, three, four] = ["n1", "n2", "n3", "n4"].map(|n| {
+        let mut s = capture_node::settings(&redis.capture_url());
+        s.node_id = n.into();
+        spawn_capture(s)
+    });
+    let k = idem_key();
+    let key = [("Idempotency-Key", k.as_str())];
+    let victim = one.vote_api_with("a", None, &key).await;
+    assert_eq!(victim.status, 202);
+    let victim_id = victim.json()["voter"].clone();
+    // The same key on the other node (no record of it): the retry of the
+    // same vote is the same voter and vote...
+    let retry = two.vote_api_with("a", None, &key).await;
+    assert_eq!(retry.json()["voter"], victim_id);
+    assert_eq!(retry.json()["vote_id"], victim.json()["vote_id"]);
+    // ...another vote under it is a new voter, not a change of the first;
+    let stolen = three.vote_api_with("b", None, &key).await;
+    assert_eq!(stolen.status, 202, "{}", stolen.body);
+    assert_ne!(stolen.json()["voter"], victim_id);
+    // and with a cookie, the cookie's voter votes, whatever the key says.
+    let me = VoterCookie::new_voter();
+    let mine = four
+        .vote_api_with("a", Some(&me.encode(&test_key())), &key)
+        .await;
+    assert_eq!(mine.json()["voter"], me.voter.to_string());
+    let victims: Vec<_> = stream_votes(&mut redis.conn(), "votes")
+        .into_iter()
+        .filter(|v| v.voter.to_string() == victim_id)
+        .collect();
+    assert_eq!(victims.len(), 2);
+    assert!(victims.iter().all(|v| v.option == VoteOption::A));
+}
+
+#[actix_web::test]
+async fn a_weak_or_malformed_idempotency_key_gets_400_and_stores_nothing() {
+    let redis = RedisServer::start();
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let long = "a1".repeat(65);
+    for bad in [
+        "1",
+        "retry-1",
+        "00000000000000000000000000000000",
+        "0123456789abcdef0123456789abcde",
+        "not a key at all, has spaces 123",
+        long.as_str(),
+        "abcdefghijklmnopqrstuvwxyz+/==0123",
+    ] {
+        let a = node
+            .vote_api_with("a", None, &[("Idempotency-Key", bad)])
+            .await;
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        assert_eq!(a.json()["reason"], "bad_idempotency_key");
+        assert!(a.json()["error"].as_str().unwrap().contains("128 bits"));
+    }
+    assert_eq!(xlen(&redis), 0);
+    for good in [
+        "0f8a4c2e-9b1d-4e7a-8c3f-5d6b7a8e9f01",
+        "ZTx3q_9-KpLm2RvN8sWb4Y",
+        "9f86d081884c7d659a2feaa0c55ad015",
+    ] {
+        let a = node
+            .vote_api_with("a", None, &[("Idempotency-Key", good)])
+            .await;
+        assert_eq!(a.status, 202, "{good}: {}", a.body);
+    }
+}
+
+#[actix_web::test]
+async fn a_cookie_from_far_in_the_future_is_a_new_voter() {
+    let redis = RedisServer::start();
+    let mut s = capture_node::settings(&redis.capture_url());
+    s.min_change_interval = Duration::from_secs(60);
+    let node = spawn_capture(s);
+    let victim = Id128::random();
+    for last_ts in [
+        clock::now_micros() + voteswarm::cookie::MAX_CLOCK_SKEW_MICROS + 5_000_000,
+        i64::MAX,
+    ] {
+        let forged = VoterCookie {
+            voter: victim,
+            last: Some((last_ts, VoteOption::A)),
+        }
+        .encode(&test_key());
+        let a = node.vote_api("b", Some(&forged)).await;
+        assert_eq!(a.status, 202, "not a change, so no 429: {}", a.body);
+        let ts = a.json()["ts"].as_i64().unwrap();
+        assert!(ts <= clock::now_micros(), "stamped by our clock: {ts}");
+        let next = VoterCookie::decode(&test_key(), &a.cookie.unwrap()).unwrap();
+        assert_ne!(next.voter, victim);
+    }
+    let votes = stream_votes(&mut redis.conn(), "votes");
+    assert!(votes.iter().all(|v| v.voter != victim));
+}
+
+#[actix_web::test]
+async fn the_cookie_a_voter_gets_shows_neither_the_voter_nor_the_choice() {
+    let redis = RedisServer::start();
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    for option in ["a", "b"] {
+        let a = node.vote_api(option, None).await;
+        let cookie = a.cookie.clone().unwrap();
+        let voter = a.json()["voter"].as_str().unwrap().to_owned();
+        let ts = a.json()["ts"].to_string();
+        for secret in [voter.as_str(), ts.as_str(), &format!(".{option}"), "v1."] {
+            assert!(!cookie.contains(secret), "{cookie} shows {secret}");
+        }
+        let decoded = VoterCookie::decode(&test_key(), &cookie).unwrap();
+        assert_eq!(decoded.voter.to_string(), voter);
+    }
+}
+
+#[actix_web::test]
+async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
+    let redis = RedisServer::start();
+    let old = VoterCookie {
+        voter: Id128::random(),
+        last: Some((clock::now_micros() - 5_000_000, VoteOption::A)),
+    };
+    let old_cookie = old.encode(&test_key());
+    let new_key = "rotated-cookie-key-0123456789-abcdefghijklmnop";
+    let mut s = capture_node::settings(&redis.capture_url());
+    s.cookie_key = voteswarm::config::cookie_key_from(new_key).unwrap();
+    s.cookie_keys_previous = voteswarm::config::Secret::new(vec![test_key()]);
+    s.min_change_interval = Duration::from_secs(60);
+    let node = spawn_capture(s);
+    // A change 5 s after the old cookie's vote: the same voter, so 429.
+    assert_eq!(node.vote_api("b", Some(&old_cookie)).await.status, 429);
+    let again = node.vote_api("a", Some(&old_cookie)).await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.json()["voter"], old.voter.to_string());
+    let resealed = again.cookie.unwrap();
+    let new = voteswarm::config::cookie_key_from(new_key).unwrap();
+    assert_eq!(
+        VoterCookie::decode(new.expose(), &resealed).map(|c| c.voter),
+        Some(old.voter)
+    );
+    assert_eq!(VoterCookie::decode(&test_key(), &resealed), None);
+}
+
+fn assert_page_headers(h: &awc::http::header::HeaderMap, what: &str) {
+    let csp = h
+        .get("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy"))
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+    assert_eq!(
+        h.get("x-content-type-options").unwrap(),
+        "nosniff",
+        "{what}"
+    );
+    assert_eq!(h.get("referrer-policy").unwrap(), "no-referrer", "{what}");
+    assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{what}");
+}
+
+#[actix_web::test]
+async fn the_vote_page_forbids_frames_and_allows_only_its_own_style() {
+    let redis = RedisServer::start();
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let (status, h, page) = node.get_with_headers("/").await;
+    assert_eq!(status, 200);
+    assert_page_headers(&h, "GET /");
+    let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
+    let style = &page[page.find("<style>").unwrap() + 7..page.find("</style>").unwrap()];
+    assert!(csp.contains(&voteswarm::headers::csp_hash(style)), "{csp}");
+    assert!(
+        !page.contains("<script"),
+        "no script without a proof of work"
+    );
+    let mut resp = node
+        .client
+        .post(format!("{}/", node.base))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .send_body("vote=a")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let _ = resp.body().await;
+    assert_page_headers(resp.headers(), "POST /");
+}
+
+#[actix_web::test]
+async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes() {
+    use voteswarm::capture::pow;
+    let redis = RedisServer::start();
+    let mut s = capture_node::settings(&redis.capture_url());
+    s.pow_bits = 10;
+    let node = spawn_capture(s);
+    let (_, _, body) = node.get_with_headers("/api/pow").await;
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["bits"], 10);
+    let challenge = j["challenge"].as_str().unwrap().to_owned();
+    let (_, h, page) = node.get_with_headers("/").await;
+    assert!(
+        page.contains(&format!(r#"data-pow="{challenge}" data-pow-bits="10""#)),
+        "{page}"
+    );
+    assert!(page.contains(r#"<script src="/pow.js">"#));
+    assert!(h
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    let (status, js_headers, js) = node.get_with_headers("/pow.js").await;
+    assert_eq!((status, js.as_str()), (200, pow::SCRIPT));
+    assert!(js_headers
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+
+    let solution = pow::solve(&challenge, 10);
+    let post = |path: String, cookie: Option<String>| {
+        let node = &node;
+        async move {
+            post_with(
+                &node.client,
+                &node.base,
+                &path,
+                "application/json",
+                r#"{"vote":"a"}"#,
+                cookie.as_deref(),
+                &[],
+            )
+            .await
+        }
+    };
+    let paid = post(format!("/api/vote?pow={solution}"), None).await;
+    assert_eq!(paid.status, 202, "{}", paid.body);
+    let spent = post(format!("/api/vote?pow={solution}"), None).await;
+    assert_eq!(
+        spent.status, 403,
+        "a solution is one new voter: {}",
+        spent.body
+    );
+    assert_eq!(spent.json()["reason"], "pow_refused");
+    let work = |s: &str| {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(s.as_bytes());
+        u32::from_be_bytes([d[0], d[1], d[2], d[3]]).leading_zeros()
+    };
+    let lazy = (0..)
+        .map(|n| format!("{challenge}.{n}"))
+        .find(|s| work(s) < 10)
+        .unwrap();
+    for bad in [
+        format!("{challenge}.zz{}", "9".repeat(30)),
+        "1.00ff00ff00ff00ff.1".to_owned(),
+        lazy,
+    ] {
+        let refused = post(format!("/api/vote?pow={bad}"), None).await;
+        assert_eq!(refused.status, 403, "{bad}: {}", refused.body);
+    }
+    // No JavaScript: no solution, still a vote (the edge limits these).
+    assert_eq!(post("/api/vote".to_owned(), None).await.status, 202);
+    // A voter with a cookie is not new: nothing to pay, a bad proof ignored.
+    assert_eq!(
+        post("/api/vote?pow=junk".to_owned(), paid.cookie.clone())
+            .await
+            .status,
+        202
+    );
+    let (_, _, metrics) = node.get_with_headers("/metrics").await;
+    assert!(
+        metrics.contains(r#"voteswarm_pow_votes_total{proof="solved"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 1"#),
+        "{metrics}"
+    );
+    assert_eq!(xlen(&redis), 3);
+}
+
+#[actix_web::test]
+async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
+    let redis = RedisServer::start();
+    let mut s = capture_node::settings(&redis.capture_url());
+    s.pow_bits = 8;
+    s.min_change_interval = Duration::ZERO;
+    let node = spawn_capture(s);
+    let voters = 40;
+    let report = voteswarm::loadgen::run(voteswarm::loadgen::LoadgenSettings {
+        target: node.base.clone(),
+        voters,
+        change_fraction: 0.25,
+        concurrency: 8,
+        rate: None,
+        results: None,
+        database_url: None,
+        report: None,
+        final_timeout: Duration::from_secs(30),
+        seed: 7,
+        max_attempts: 20,
+        threads: 1,
+    })
+    .await;
+    assert_eq!(report.failed_voters, 0);
+    assert_eq!(report.stats.acknowledged, 50);
+    let (_, _, metrics) = node.get_with_headers("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            r#"voteswarm_pow_votes_total{{proof="solved"}} {voters}"#
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 0"#),
+        "{metrics}"
+    );
 }

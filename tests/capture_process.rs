@@ -26,6 +26,37 @@ fn one_line_error(cmd: &mut Command) -> (i32, String) {
 }
 
 #[test]
+fn start_up_refuses_the_demo_key_unless_allowed_and_a_low_entropy_key_with_one_line() {
+    let demo = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/compose/secrets/cookie_key"
+    ))
+    .unwrap();
+    let demo = demo.trim();
+    let weak = "ab".repeat(24);
+    for (key, why) in [
+        (demo, "is marked DEMO-ONLY"),
+        (weak.as_str(), "looks low-entropy"),
+    ] {
+        let (code, err) = one_line_error(capture_cmd().env("COOKIE_KEY", key));
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(!err.contains(key), "the key itself is not printed: {err}");
+    }
+    // Allowed for a demo, the key passes the key checks: the next problem
+    // reported is another setting's.
+    let (code, err) = one_line_error(
+        capture_cmd()
+            .env("COOKIE_KEY", demo)
+            .env("ALLOW_DEMO_COOKIE_KEY", "true")
+            .env("HTTP_WORKERS", "0"),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("HTTP_WORKERS"), "{err}");
+}
+
+#[test]
 fn start_up_fails_with_one_line_naming_a_missing_or_short_cookie_key() {
     let (code, err) = one_line_error(&mut capture_cmd());
     assert_eq!(code, 2);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::postgres::PgServer;
-use common::{free_port, signal, wait_until, wait_until_async, RedisServer};
+use common::{free_port, http_get, signal, wait_until, wait_until_async, RedisServer};
 use rand::{Rng, SeedableRng};
 use voteswarm::actors::supervisor::Resolve;
 use voteswarm::config::{Secret, VoteChanges, WorkerSettings};
@@ -647,16 +647,6 @@ fn a_worker_killed_mid_drain_has_its_entries_claimed_and_the_count_stays_exact()
         claimed > 0.0,
         "worker-b claimed worker-a's entries:\n{metrics}"
     );
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

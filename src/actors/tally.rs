@@ -56,7 +56,9 @@ pub struct Snapshot {
     /// milliseconds): every vote acknowledged before `as_of` is either in
     /// `backlog` or in the counts.
     pub as_of: String,
-    /// Why the last tally failed, if it did.
+    /// That the last tally failed, if it did: public, so only
+    /// [`COUNT_UNAVAILABLE`]; the cause (a database address, an error text)
+    /// goes to the log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -82,6 +84,9 @@ impl Snapshot {
         }
     }
 }
+
+/// What the public sees of a failed tally.
+pub const COUNT_UNAVAILABLE: &str = "the count is unavailable; retrying";
 
 pub struct Tally {
     pool: DbPool,
@@ -243,7 +248,10 @@ fn build_snapshot(
             }
             snap.is_final = backlog == 0 && unreachable == 0 && !no_endpoints;
         }
-        Err(e) => snap.error = Some(e),
+        Err(e) => {
+            log::warn!("tally failed: {e}");
+            snap.error = Some(COUNT_UNAVAILABLE.into());
+        }
     }
     snap
 }
@@ -276,6 +284,6 @@ mod tests {
         assert!(!build_snapshot(&labels, ok(), 0, 0, true).is_final);
         let failed = build_snapshot(&labels, Err("down".into()), 0, 0, false);
         assert!(!failed.is_final);
-        assert_eq!(failed.error.as_deref(), Some("down"));
+        assert_eq!(failed.error.as_deref(), Some(COUNT_UNAVAILABLE));
     }
 }

@@ -27,7 +27,9 @@ pub enum CaptureError {
     ChangesDenied,
     #[error("vote changed too soon; try again in {0} s")]
     TooSoon(u64),
-    #[error("vote not stored: {0}; try again")]
+    /// The public text says "unavailable" only: the cause (a Redis
+    /// address, an error text) goes to the log, through [`Self::detail`].
+    #[error("vote not stored: the queue is unavailable; try again")]
     Enqueue(#[from] EnqueueError),
     #[error("vote not stored: the queue did not answer in time; try again")]
     Timeout,
@@ -37,12 +39,30 @@ pub enum CaptureError {
     CrossSite,
     #[error("too many new voters from this address; returning voters can still vote")]
     NewVoterLimit,
+    #[error("Idempotency-Key must be 32 to 128 hex digits or 22 to 128 base64url characters, random (at least 128 bits)")]
+    BadIdempotencyKey,
+    #[error("this Idempotency-Key was used for a different vote; use a new key for a new vote")]
+    KeyReused,
+    #[error("proof of work refused ({0}): reload the page and vote again")]
+    Pow(crate::capture::pow::PowError),
 }
 
 impl CaptureError {
+    /// The full story, for the log (never for the voter).
+    pub fn detail(&self) -> String {
+        match self {
+            CaptureError::Enqueue(e) => format!("vote not stored: {e}"),
+            e => e.to_string(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
-            CaptureError::BadOption | CaptureError::Malformed(_) => StatusCode::BAD_REQUEST,
+            CaptureError::BadOption
+            | CaptureError::Malformed(_)
+            | CaptureError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
+            CaptureError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            CaptureError::Pow(_) => StatusCode::FORBIDDEN,
             CaptureError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             CaptureError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CaptureError::ChangesDenied => StatusCode::CONFLICT,
@@ -69,6 +89,9 @@ impl CaptureError {
             CaptureError::QueueFull => "queue_full",
             CaptureError::CrossSite => "cross_site",
             CaptureError::NewVoterLimit => "new_voter_limit",
+            CaptureError::BadIdempotencyKey => "bad_idempotency_key",
+            CaptureError::KeyReused => "idempotency_key_reused",
+            CaptureError::Pow(_) => "pow_refused",
         }
     }
 

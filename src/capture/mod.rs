@@ -10,6 +10,8 @@
 
 pub mod error;
 pub mod page;
+pub mod pow;
+pub mod recent;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,11 +30,13 @@ use crate::actors::queue_writer::{Enqueue, EnqueueError, Ping, QueueWriter};
 use crate::clock;
 use crate::config::{CaptureSettings, VoteChanges};
 use crate::cookie::{
-    self, CookieSigner, VoterCookie, COOKIE_NAME, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER,
+    self, CookieSealer, VoterCookie, COOKIE_NAME, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER,
 };
 use crate::metrics::{self, CaptureMetrics};
 use crate::vote::{Id128, Vote, VoteOption};
 use error::CaptureError;
+use pow::Pow;
+use recent::Recent;
 
 /// Largest vote body accepted. A vote is a dozen bytes; 4 KiB leaves room
 /// for clients that add fields, and nothing for abuse.
@@ -64,6 +68,9 @@ pub const NEW_VOTER: HeaderName = HeaderName::from_static("x-voteswarm-new-voter
 const TEXT_HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
+/// Stands for the proof-of-work challenge in the prerendered vote page.
+const POW_PLACEHOLDER: &str = "@@pow-challenge@@";
+
 /// The vote page's five variants (nothing chosen, `a` or `b` chosen, and
 /// the two "thanks" pages), rendered once at start: the vote path then
 /// only clones a reference-counted buffer.
@@ -72,6 +79,11 @@ struct Pages {
     view: [web::Bytes; 3],
     /// Indexed by the option just voted for.
     voted: [web::Bytes; 2],
+    /// With a proof of work on: the page for a voter who has not voted,
+    /// before and after its challenge (which changes every window).
+    view_pow: Option<(String, String)>,
+    /// The pages' Content-Security-Policy.
+    policy: HeaderValue,
 }
 
 impl Pages {
@@ -82,8 +94,23 @@ impl Pages {
                 &settings.node_id,
                 chosen,
                 flash,
+                None,
             ))
         };
+        let pow_on = settings.pow_bits > 0;
+        let view_pow = pow_on.then(|| {
+            let page = page::render(
+                &settings.option_labels,
+                &settings.node_id,
+                None,
+                None,
+                Some((POW_PLACEHOLDER, settings.pow_bits)),
+            );
+            let (before, after) = page
+                .split_once(POW_PLACEHOLDER)
+                .expect("the page holds the placeholder");
+            (before.to_owned(), after.to_owned())
+        });
         let thanks = |o: VoteOption| {
             let flash = format!(
                 "Thanks! Your vote for {} is in.",
@@ -98,14 +125,22 @@ impl Pages {
                 render(Some(VoteOption::B), None),
             ],
             voted: [thanks(VoteOption::A), thanks(VoteOption::B)],
+            view_pow,
+            policy: page::policy(pow_on),
         }
     }
 }
 
 struct State {
     settings: CaptureSettings,
-    /// The cookie key, keyed into HMAC once for the node.
-    signer: CookieSigner,
+    /// The cookie keys, ready once for the node.
+    sealer: CookieSealer,
+    /// Answers to `Idempotency-Key`s, for their retries (the node's HTTP
+    /// workers share it).
+    answered: Arc<Recent<Stored>>,
+    /// Proof-of-work solutions already taken.
+    spent: Arc<Recent<()>>,
+    pow: Option<Pow>,
     pages: Arc<Pages>,
     /// The queue's last known length, kept by the writers.
     depth: Arc<AtomicI64>,
@@ -138,7 +173,21 @@ impl Capture {
         let client = redis::Client::open(settings.redis_url.expose().as_str())
             .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
         let http_workers = settings.http_workers;
-        let signer = CookieSigner::new(settings.cookie_key.expose());
+        let sealer = CookieSealer::with_previous(
+            settings.cookie_key.expose(),
+            settings.cookie_keys_previous.expose(),
+        );
+        let answered = Arc::new(Recent::new(
+            settings.idempotency_ttl,
+            settings.idempotency_max_keys,
+        ));
+        let pow = (settings.pow_bits > 0).then_some(Pow {
+            bits: settings.pow_bits,
+            window_secs: settings.pow_window.as_secs().max(1),
+        });
+        // A solution is good for two windows; a node that takes more new
+        // voters than this in that time forgets the oldest spent ones.
+        let spent = Arc::new(Recent::new(settings.pow_window * 2, MAX_SPENT_SOLUTIONS));
         let server = HttpServer::new(move || {
             // Runs once per HTTP worker thread: each gets its own writer on
             // its own arbiter (see `QueueWriter`).
@@ -154,7 +203,10 @@ impl Capture {
             .start();
             let state = web::Data::new(State {
                 settings: settings.clone(),
-                signer: signer.clone(),
+                sealer: sealer.clone(),
+                answered: answered.clone(),
+                spent: spent.clone(),
+                pow,
                 pages: pages.clone(),
                 depth: depth.clone(),
                 writer,
@@ -171,6 +223,8 @@ impl Capture {
                         .route(web::get().to(vote_page)),
                 )
                 .route("/api/vote", web::post().to(post_api))
+                .route("/api/pow", web::get().to(pow_challenge))
+                .route("/pow.js", web::get().to(pow_script))
                 .route("/healthz", web::get().to(metrics::healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
@@ -197,7 +251,13 @@ impl Capture {
     }
 }
 
-fn voter_cookie(req: &HttpRequest, state: &State) -> Option<VoterCookie> {
+/// Spent proof-of-work solutions remembered per node, at most: some 100
+/// bytes each, so a few tens of MB at worst.
+const MAX_SPENT_SOLUTIONS: usize = 200_000;
+
+/// The voter's cookie, if it is ours and its time is no further ahead of
+/// `now` than [`cookie::MAX_CLOCK_SKEW_MICROS`].
+fn voter_cookie(req: &HttpRequest, state: &State, now: i64) -> Option<VoterCookie> {
     // Not `req.cookie`: that parses every cookie of the request into a jar
     // kept in its extensions, to read one.
     let value = cookie::find_cookie(
@@ -206,20 +266,57 @@ fn voter_cookie(req: &HttpRequest, state: &State) -> Option<VoterCookie> {
             .map(HeaderValue::as_bytes),
         COOKIE_NAME,
     )?;
-    VoterCookie::decode_with(&state.signer, &value)
+    VoterCookie::decode_with(&state.sealer, &value).filter(|c| c.within_skew(now))
+}
+
+fn now_secs() -> u64 {
+    (clock::now_micros() / 1_000_000).max(0) as u64
 }
 
 async fn vote_page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    let chosen = voter_cookie(&req, &state).and_then(|c| c.last.map(|(_, o)| o));
+    let chosen =
+        voter_cookie(&req, &state, clock::now_micros()).and_then(|c| c.last.map(|(_, o)| o));
     let i = chosen.map_or(0, |o| o as usize + 1);
-    page_response(state.pages.view[i].clone())
+    if let (0, Some((before, after)), Some(pow)) = (i, &state.pages.view_pow, &state.pow) {
+        let challenge = pow.challenge(&state.sealer, now_secs());
+        return page_response(
+            &state,
+            web::Bytes::from(format!("{before}{challenge}{after}")),
+        );
+    }
+    page_response(&state, state.pages.view[i].clone())
 }
 
-fn page_response(body: web::Bytes) -> HttpResponse {
-    HttpResponse::Ok()
+fn page_response(state: &State, body: web::Bytes) -> HttpResponse {
+    let mut resp = HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, TEXT_HTML))
         .insert_header((header::CACHE_CONTROL, NO_STORE))
-        .body(body)
+        .body(body);
+    crate::headers::apply(resp.headers_mut(), &state.pages.policy);
+    resp
+}
+
+/// `GET /api/pow`: the current challenge for clients other than the page
+/// (loadgen); `bits` 0 when no proof of work is asked.
+async fn pow_challenge(state: web::Data<State>) -> HttpResponse {
+    let body = match &state.pow {
+        Some(p) => serde_json::json!({
+            "challenge": p.challenge(&state.sealer, now_secs()),
+            "bits": p.bits,
+            "window_secs": p.window_secs,
+        }),
+        None => serde_json::json!({ "challenge": null, "bits": 0 }),
+    };
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, NO_STORE))
+        .json(body)
+}
+
+async fn pow_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(pow::SCRIPT)
 }
 
 /// Checks the content type, then reads at most [`MAX_BODY_BYTES`].
@@ -329,10 +426,10 @@ struct Stored {
     new_voter: bool,
 }
 
-/// Everything a vote goes through after parsing: cookie, policy, stamp,
-/// enqueue. Returns what was stored and the cookie to set; a refusal
-/// carries the new voter's cookie when the vote may have reached Redis (a
-/// 503), so the voter's retry is the same voter.
+/// Everything a vote goes through after parsing: cookie, idempotency,
+/// policy, proof of work, stamp, enqueue. Returns what was stored and the
+/// cookie to set; a refusal carries the new voter's cookie when the vote
+/// may have reached Redis (a 503), so the voter's retry is the same voter.
 async fn take_vote(
     req: &HttpRequest,
     state: &State,
@@ -342,37 +439,62 @@ async fn take_vote(
     if state.depth.load(Ordering::Relaxed) as u64 > state.settings.queue_limit {
         return Err((CaptureError::QueueFull, None));
     }
-    let signer = &state.signer;
-    // Retry-stable ids when the edge names the request (see
-    // `cookie::derive_id`); random ones otherwise.
-    // A client's own Idempotency-Key (the same on its retries) wins over
-    // the edge's request id (the same on HAProxy's retries of one request).
-    let request_id = [IDEMPOTENCY_KEY, REQUEST_ID]
-        .iter()
-        .find_map(|h| req.headers().get(h))
-        .and_then(|v| v.to_str().ok())
-        .filter(|r| !r.is_empty() && r.len() <= 128);
-    let known = voter_cookie(req, state);
+    let sealer = &state.sealer;
+    let key = idempotency_key(req).map_err(|e| (e, None))?;
+    let now = clock::now_micros();
+    let known = voter_cookie(req, state, now);
+    if let Some(k) = key {
+        if let Some(done) = state.answered.get(k) {
+            // The same key is the same request: the same answer, stored
+            // once. The same key with another vote, or for another voter,
+            // is a client's mistake (or someone else's key): refused, and
+            // nothing changes.
+            if done.option == option && known.is_none_or(|c| c.voter == done.voter) {
+                let cookie = VoterCookie {
+                    voter: done.voter,
+                    last: Some((done.ts, option)),
+                };
+                // A replay makes no voter the edge has not counted already.
+                let done = Stored {
+                    new_voter: false,
+                    ..done
+                };
+                return Ok((done, cookie));
+            }
+            return Err((CaptureError::KeyReused, None));
+        }
+    }
+    // What names this request on every retry: the client's key (the same
+    // on its retries), else the edge's request id (the same on HAProxy's
+    // retries of one request). The retry on another node, which has no
+    // record of the key, then makes the same ids.
+    let retry: Option<[&[u8]; 2]> = key
+        .map(|k| [&b"key"[..], k.as_bytes()])
+        .or_else(|| edge_request_id(req).map(|r| [&b"edge"[..], r.as_bytes()]));
     let fresh = known.is_none();
     if fresh && req.headers().contains_key(NEW_VOTERS_SPENT) {
         return Err((CaptureError::NewVoterLimit, None));
     }
-    let cookie = known.unwrap_or_else(|| match request_id {
-        Some(r) => VoterCookie {
-            voter: signer.derive_id("voter", r),
+    let opt = option.as_str().as_bytes();
+    let cookie = known.unwrap_or_else(|| match retry {
+        // The vote is part of a new voter's id: a key (or edge id) reused
+        // with another vote reaches another new voter, never the first one.
+        Some([src, r]) => VoterCookie {
+            voter: sealer.derive_id("voter", &[src, r, opt]),
             last: None,
         },
         None => VoterCookie::new_voter(),
     });
-    let now = clock::now_micros();
+    // The change policy holds for every request, whatever it carries.
     if let Some((last_ts, last_option)) = cookie.last {
         if last_option != option {
             if state.settings.vote_changes == VoteChanges::Deny {
                 return Err((CaptureError::ChangesDenied, None));
             }
             // Negative elapsed time means the cookie came from a node whose
-            // clock runs ahead of ours: we cannot tell how long ago that
-            // was, and ordering does not depend on it, so let it through.
+            // clock runs ahead of ours (by at most the skew a cookie may
+            // carry): we cannot tell how long ago that was, and ordering
+            // does not depend on it, so let it through.
             let elapsed = now - last_ts;
             let min = state.settings.min_change_interval.as_micros() as i64;
             if (0..min).contains(&elapsed) {
@@ -381,17 +503,53 @@ async fn take_vote(
             }
         }
     }
+    let claimed = if fresh {
+        claim_pow(req, state).map_err(|e| (e, None))?
+    } else {
+        None
+    };
+    let voter_bytes = cookie.voter.0.to_be_bytes();
     let stored = Stored {
-        vote_id: request_id.map_or_else(Id128::random, |r| signer.derive_id("vote", r)),
+        vote_id: retry.map_or_else(Id128::random, |[src, r]| {
+            sealer.derive_id("vote", &[src, r, &voter_bytes, opt])
+        }),
         voter: cookie.voter,
         option,
         ts: clock::next_ts(now, cookie.last.map(|(ts, _)| ts)),
         new_voter: fresh,
     };
+    let result = enqueue(state, stored, fresh.then_some(cookie)).await;
+    if let Err(e) = result {
+        if let Some(s) = claimed {
+            // Not stored (as far as we know): the voter may retry with it.
+            state.spent.remove(s);
+        }
+        return Err(e);
+    }
+    if let Some(k) = key {
+        state.answered.insert_new(k, stored);
+    }
+    state.metrics.accepted_by(option).inc();
+    if fresh && state.pow.is_some() {
+        state.metrics.pow_vote(claimed.is_some()).inc();
+    }
+    let next = VoterCookie {
+        voter: cookie.voter,
+        last: Some((stored.ts, option)),
+    };
+    Ok((stored, next))
+}
+
+/// Hands the vote to this thread's writer and waits for Redis.
+async fn enqueue(
+    state: &State,
+    stored: Stored,
+    identity: Option<VoterCookie>,
+) -> Result<(), (CaptureError, Option<VoterCookie>)> {
     let vote = Vote {
         vote_id: stored.vote_id,
         voter: stored.voter,
-        option,
+        option: stored.option,
         ts: stored.ts,
         node: state.settings.node_id.clone(),
     };
@@ -402,24 +560,90 @@ async fn take_vote(
         .map_err(|_| (CaptureError::Enqueue(EnqueueError::Full), None))?;
     // From here the vote may reach Redis even if we answer 503: give a new
     // voter their identity anyway, so their retry is the same voter.
-    let identity = fresh.then_some(cookie);
     match tokio::time::timeout(state.settings.enqueue_timeout, rx).await {
-        Ok(Ok(Ok(_entry_id))) => {}
-        Ok(Ok(Err(e))) => return Err((e.into(), identity)),
-        Ok(Err(_)) => {
-            return Err((
-                EnqueueError::Unavailable("writer stopped".into()).into(),
-                identity,
-            ))
-        }
-        Err(_) => return Err((CaptureError::Timeout, identity)),
+        Ok(Ok(Ok(_entry_id))) => Ok(()),
+        Ok(Ok(Err(e))) => Err((e.into(), identity)),
+        Ok(Err(_)) => Err((
+            EnqueueError::Unavailable("writer stopped".into()).into(),
+            identity,
+        )),
+        Err(_) => Err((CaptureError::Timeout, identity)),
     }
-    state.metrics.accepted_by(option).inc();
-    let next = VoterCookie {
-        voter: cookie.voter,
-        last: Some((stored.ts, option)),
+}
+
+/// The edge's id of this request, if it names one.
+fn edge_request_id(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| !r.is_empty() && r.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+}
+
+/// Longest `Idempotency-Key` (and edge request id) taken.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Random bits an `Idempotency-Key` must carry, at least.
+const MIN_IDEMPOTENCY_KEY_BITS: usize = 128;
+/// As for cookie keys: 32 random hex digits show about 14 distinct ones,
+/// fewer than 8 almost never.
+const MIN_IDEMPOTENCY_KEY_DISTINCT: usize = 8;
+
+/// The request's `Idempotency-Key`, if it sends one; a key in another
+/// format, or too weak to be unguessable, is a 400.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, CaptureError> {
+    let Some(v) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
     };
-    Ok((stored, next))
+    let v = v.to_str().map_err(|_| CaptureError::BadIdempotencyKey)?;
+    // The draft's examples write the key as a structured-field string, in
+    // double quotes; either way is taken.
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v);
+    check_idempotency_key(v)?;
+    Ok(Some(v))
+}
+
+/// The documented format: 32 to 128 characters of hex digits (UUIDs'
+/// hyphens allowed) or 22 to 128 of base64url, so at least 128 bits as
+/// written, and not visibly repetitive.
+pub fn check_idempotency_key(k: &str) -> Result<(), CaptureError> {
+    let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if k.len() > MAX_IDEMPOTENCY_KEY_LEN || !k.bytes().all(base64url) {
+        return Err(CaptureError::BadIdempotencyKey);
+    }
+    let hex_only = k.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let bits = if hex_only {
+        4 * k.bytes().filter(u8::is_ascii_hexdigit).count()
+    } else {
+        6 * k.len()
+    };
+    let mut seen = [false; 256];
+    k.bytes().for_each(|b| seen[b as usize] = true);
+    let distinct = seen.iter().filter(|&&s| s).count();
+    if bits < MIN_IDEMPOTENCY_KEY_BITS || distinct < MIN_IDEMPOTENCY_KEY_DISTINCT {
+        return Err(CaptureError::BadIdempotencyKey);
+    }
+    Ok(())
+}
+
+/// A new voter's proof of work, when one is asked and the request carries
+/// one: checked and marked spent (returned, to be released if the vote is
+/// not stored). No solution at all is the no-JavaScript fallback: taken,
+/// and left to the edge's new-voter limit.
+fn claim_pow<'r>(req: &'r HttpRequest, state: &State) -> Result<Option<&'r str>, CaptureError> {
+    let Some(pow) = &state.pow else {
+        return Ok(None);
+    };
+    let Some(solution) = pow::from_query(req.query_string()) else {
+        return Ok(None);
+    };
+    pow.check(&state.sealer, solution, now_secs())
+        .map_err(CaptureError::Pow)?;
+    if !state.spent.insert_new(solution, ()) {
+        return Err(CaptureError::Pow(pow::PowError::Spent));
+    }
+    Ok(Some(solution))
 }
 
 /// Cross-site request forgery: a page elsewhere must not cast votes with
@@ -464,12 +688,13 @@ fn refused(
         .with_label_values(&[e.reason()])
         .inc();
     if e.status().is_server_error() {
-        log::warn!("vote refused: {e}");
+        // The detail (which the voter is not shown) is for the log.
+        log::warn!("vote refused: {}", e.detail());
     }
     let mut resp = e.response(api);
     if let Some(c) = identity {
         resp.headers_mut()
-            .append(header::SET_COOKIE, c.set_cookie_header(&state.signer));
+            .append(header::SET_COOKIE, c.set_cookie_header(&state.sealer));
     }
     resp
 }
@@ -489,9 +714,9 @@ async fn post_form(
     .await;
     match result {
         Ok((vote, cookie)) => {
-            let mut resp = page_response(state.pages.voted[vote.option as usize].clone());
+            let mut resp = page_response(&state, state.pages.voted[vote.option as usize].clone());
             resp.headers_mut()
-                .append(header::SET_COOKIE, cookie.set_cookie_header(&state.signer));
+                .append(header::SET_COOKIE, cookie.set_cookie_header(&state.sealer));
             if vote.new_voter {
                 resp.headers_mut()
                     .insert(NEW_VOTER, HeaderValue::from_static("1"));
@@ -522,7 +747,7 @@ async fn post_api(
             if vote.new_voter {
                 resp.insert_header((NEW_VOTER, "1"));
             }
-            resp.append_header((header::SET_COOKIE, cookie.set_cookie_header(&state.signer)))
+            resp.append_header((header::SET_COOKIE, cookie.set_cookie_header(&state.sealer)))
                 .insert_header((header::CACHE_CONTROL, NO_STORE))
                 .json(Receipt {
                     vote_id: std::str::from_utf8(&vote_id).expect("hex digits"),

@@ -1,5 +1,7 @@
 //! The vote page: plain HTML with inline CSS, served by the node itself (no
-//! CDN, no JavaScript needed), readable on a phone.
+//! CDN, no JavaScript needed), readable on a phone. With a proof of work on
+//! (`POW_BITS`), the form names its challenge and `/pow.js` solves it; the
+//! page still votes without JavaScript.
 
 use crate::vote::VoteOption;
 
@@ -38,13 +40,29 @@ button:focus-visible{outline:.25rem solid #222;outline-offset:.2rem}
 footer{margin-top:2rem;color:#777;font-size:.8rem}
 "#;
 
+/// The page's Content-Security-Policy: its own stylesheet by hash, its own
+/// script file when it has one, forms posted only to itself.
+pub fn policy(with_script: bool) -> actix_web::http::header::HeaderValue {
+    let mut extra = vec![
+        format!("style-src {}", crate::headers::csp_hash(STYLE)),
+        "form-action 'self'".to_owned(),
+    ];
+    if with_script {
+        extra.push("script-src 'self'".to_owned());
+    }
+    crate::headers::policy(&extra)
+}
+
 /// Renders the page. `chosen` marks the voter's current choice; `flash` is
-/// a one-line message after a vote.
+/// a one-line message after a vote; `pow`, the challenge for a new voter
+/// and its difficulty (the challenge is copied in as it is: the caller
+/// passes only our own challenges or a placeholder, never client text).
 pub fn render(
     labels: &[String; 2],
     node: &str,
     chosen: Option<VoteOption>,
     flash: Option<&str>,
+    pow: Option<(&str, u8)>,
 ) -> String {
     let a = escape(&labels[0]);
     let b = escape(&labels[1]);
@@ -58,6 +76,16 @@ pub fn render(
         ),
         (None, None) => r#"<p class="note">Tap one to vote.</p>"#.to_owned(),
     };
+    let (pow_attrs, pow_script) = match pow {
+        Some((challenge, bits)) => (
+            format!(
+                r#" data-pow="{}" data-pow-bits="{bits}""#,
+                escape(challenge)
+            ),
+            r#"<p class="tip" id="pow" role="status"></p><script src="/pow.js"></script>"#,
+        ),
+        None => (String::new(), ""),
+    };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -65,14 +93,14 @@ pub fn render(
 <title>{a} or {b}?</title><style>{STYLE}</style></head>
 <body><main>
 <h1>{a} or {b}?</h1>
-<form method="post" action="/">
+<form method="post" action="/"{pow_attrs}>
 <button class="a{ca}" name="vote" value="a" aria-pressed="{pa}">{a}</button>
 <button class="b{cb}" name="vote" value="b" aria-pressed="{pb}">{b}</button>
 </form>
 {note}
 <p class="tip">You can change your vote: your latest choice is the one that counts.</p>
 <footer>Served by node <strong>{node}</strong></footer>
-</main></body></html>
+</main>{pow_script}</body></html>
 "#,
         ca = class(VoteOption::A),
         cb = class(VoteOption::B),
@@ -92,6 +120,7 @@ mod tests {
             &["<script>".into(), "Dogs".into()],
             "n\"1",
             Some(VoteOption::B),
+            None,
             None,
         );
         assert!(!page.contains("<script>"));

@@ -3,7 +3,10 @@
 //! Simulated voters, each with its own cookie jar, vote through the load
 //! balancer (`POST /api/vote`); a fraction of them change their vote later.
 //! `429` and `503` are retried, respecting `Retry-After`, until the vote is
-//! acknowledged. The ground truth is each voter's last acknowledged vote.
+//! acknowledged. A new voter (no cookie yet) solves the target's
+//! proof-of-work challenge first when it asks for one (`GET /api/pow`), as
+//! the vote page's script does. The ground truth is each voter's last
+//! acknowledged vote.
 //! Afterwards loadgen waits until the results say the count is final and
 //! compares each option's count, and with a database URL it checks every
 //! voter's stored choice. The run passes only when everything matches.
@@ -189,6 +192,32 @@ struct Part {
     /// When the next request may go out, for `--rate`.
     next_slot: Cell<Instant>,
     progress: indicatif::ProgressBar,
+    /// The target's proof-of-work challenge, as last fetched.
+    pow: RefCell<Option<PowChallenge>>,
+}
+
+/// What `GET /api/pow` said, and when.
+#[derive(Clone, Deserialize)]
+struct PowChallenge {
+    challenge: Option<String>,
+    bits: u8,
+    #[serde(default)]
+    window_secs: u64,
+    #[serde(skip, default = "Instant::now")]
+    fetched: Instant,
+}
+
+impl PowChallenge {
+    /// Fetched again after half a window (a challenge lasts two), or a
+    /// minute when none is asked, so a rehearsal follows a node's setting.
+    fn stale(&self) -> bool {
+        let fresh_for = if self.bits == 0 {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(self.window_secs.max(2) / 2)
+        };
+        self.fetched.elapsed() > fresh_for
+    }
 }
 
 fn http_client(connections: usize) -> awc::Client {
@@ -253,6 +282,7 @@ async fn run_part(
         stats: RefCell::new(LoadStats::default()),
         next_slot: Cell::new(Instant::now()),
         progress,
+        pow: RefCell::new(None),
         settings,
     });
     // Changes must wait for the voter's first vote: `actions` holds every
@@ -398,6 +428,29 @@ impl Part {
         }
     }
 
+    /// A proof of work for a new voter's vote, as the vote page's script
+    /// would find it, if the target asks for one (`GET /api/pow`); `None`
+    /// when it does not, or does not say.
+    async fn pow_solution(&self) -> Option<String> {
+        let cached = self.pow.borrow().clone().filter(|p| !p.stale());
+        let pow = match cached {
+            Some(p) => p,
+            None => {
+                let url = format!("{}/api/pow", self.settings.target);
+                let fetched = match self.client.get(&url).send().await {
+                    Ok(mut r) if r.status().is_success() => r.json::<PowChallenge>().await.ok(),
+                    _ => None,
+                };
+                // A target that does not answer is asked again next time.
+                let fetched = fetched?;
+                *self.pow.borrow_mut() = Some(fetched.clone());
+                fetched
+            }
+        };
+        let challenge = pow.challenge.filter(|_| pow.bits > 0)?;
+        Some(crate::capture::pow::solve(&challenge, pow.bits))
+    }
+
     fn voter(&self, voter: usize, f: impl FnOnce(&mut VoterState)) {
         f(self.voters.borrow_mut().entry(voter).or_default());
     }
@@ -416,6 +469,16 @@ impl Part {
                 .borrow()
                 .get(&voter)
                 .and_then(|v| v.cookie.clone());
+            // A new voter pays the proof of work, if the target asks for
+            // one: the edge lets new voters who did through more often.
+            let pow = match cookie {
+                None => self.pow_solution().await,
+                Some(_) => None,
+            };
+            let url = match &pow {
+                Some(p) => format!("{url}?pow={p}"),
+                None => url.clone(),
+            };
             let mut req = self
                 .client
                 .post(&url)
@@ -483,6 +546,12 @@ impl Part {
                     self.stats.borrow_mut().acknowledged += 1;
                     self.progress.inc(1);
                     return;
+                }
+                403 if pow.is_some() => {
+                    // The challenge expired (or the node's key changed):
+                    // fetch a new one and try again.
+                    *self.stats.borrow_mut().rejected.entry(status).or_default() += 1;
+                    self.pow.borrow_mut().take();
                 }
                 429 | 503 => {
                     *self.stats.borrow_mut().rejected.entry(status).or_default() += 1;

@@ -59,8 +59,9 @@ pub struct ResultsArgs {
     /// The capture nodes' Redis queues, comma-separated (for the backlog).
     #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
     pub redis_urls: Option<String>,
-    /// A DNS name resolving to every Redis queue, `host:port`.
-    #[arg(long, env = "REDIS_DNS")]
+    /// A DNS name resolving to every Redis queue (`host:port`, or
+    /// `redis://:password@host:port`).
+    #[arg(long, env = "REDIS_DNS", hide_env_values = true)]
     pub redis_dns: Option<String>,
     /// Label of option `a`.
     #[arg(long, env = "OPTION_A", default_value = "Cats")]
@@ -114,6 +115,8 @@ impl ResultsArgs {
 }
 
 struct State {
+    /// The page's Content-Security-Policy.
+    policy: header::HeaderValue,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     last_good: watch::Receiver<Option<std::time::Instant>>,
     metrics: ResultsMetrics,
@@ -161,6 +164,7 @@ impl Results {
         .start();
         let streams = Streams::new(settings.max_streams, metrics.streams_shed.clone());
         let state = web::Data::new(State {
+            policy: page::policy(),
             snapshots: rx,
             last_good: good_rx,
             metrics,
@@ -199,10 +203,12 @@ impl Results {
 
 async fn results_page(state: web::Data<State>) -> HttpResponse {
     let snap = state.snapshots.borrow().clone();
-    HttpResponse::Ok()
+    let mut resp = HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(page::render(&snap))
+        .body(page::render(&snap));
+    crate::headers::apply(resp.headers_mut(), &state.policy);
+    resp
 }
 
 async fn api_results(state: web::Data<State>) -> HttpResponse {

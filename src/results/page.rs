@@ -1,11 +1,14 @@
 //! The results page: server-rendered numbers (it works without JavaScript,
 //! refreshing itself), kept live by a few lines of inline JavaScript reading
-//! `/events`. No CDN; readable on a phone.
+//! `/events`. No CDN; readable on a phone. Its Content-Security-Policy
+//! allows exactly its inline stylesheet and script (by hash) and `/events`;
+//! the bars' widths are classes of the stylesheet, as an inline `style`
+//! attribute would need `'unsafe-inline'`.
 
 use crate::actors::tally::Snapshot;
 use crate::capture::page::escape;
 
-const STYLE: &str = r#"
+const BASE_STYLE: &str = r#"
 *{box-sizing:border-box}
 body{margin:0;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f1ea;color:#222;
  min-height:100vh;display:flex;align-items:center;justify-content:center;padding:1rem}
@@ -47,7 +50,29 @@ const SCRIPT: &str = r#"
 })();
 "#;
 
+/// The stylesheet: the base rules and one width class per whole percent
+/// (`.w0` to `.w100`), for the bars as the server renders them.
+static STYLE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mut s = BASE_STYLE.to_owned();
+    for p in 0..=100 {
+        s.push_str(&format!(".w{p}{{width:{p}%}}"));
+    }
+    s.push('\n');
+    s
+});
+
+/// The page's Content-Security-Policy.
+pub fn policy() -> actix_web::http::header::HeaderValue {
+    crate::headers::policy(&[
+        format!("style-src {}", crate::headers::csp_hash(&STYLE)),
+        format!("script-src {}", crate::headers::csp_hash(SCRIPT)),
+        "connect-src 'self'".to_owned(),
+        "form-action 'none'".to_owned(),
+    ])
+}
+
 pub fn render(snap: &Snapshot) -> String {
+    let style: &str = &STYLE;
     let title = format!(
         "{} or {}?",
         escape(&snap.options[0].label),
@@ -57,12 +82,13 @@ pub fn render(snap: &Snapshot) -> String {
     for o in &snap.options {
         rows.push_str(&format!(
             r#"<div class="row {opt}" id="opt-{opt}"><div class="label"><span>{label}</span><span class="count">{count} · {pct:.1}%</span></div>
-<div class="track"><div class="bar" style="width:{pct}%"></div></div></div>
+<div class="track"><div class="bar w{width}"></div></div></div>
 "#,
             opt = o.option,
             label = escape(&o.label),
             count = o.count,
             pct = o.percent,
+            width = o.percent.round().clamp(0.0, 100.0) as u32,
         ));
     }
     let (state, class) = if snap.is_final {
@@ -83,7 +109,7 @@ pub fn render(snap: &Snapshot) -> String {
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <meta http-equiv="refresh" content="5">
-<title>Results: {title}</title><style>{STYLE}</style></head>
+<title>Results: {title}</title><style>{style}</style></head>
 <body><main>
 <h1>{title}</h1>
 {rows}<div class="status">

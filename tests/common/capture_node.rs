@@ -17,8 +17,13 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
         node_id: "capture-test".into(),
         option_labels: ["Cats".into(), "Dogs".into()],
         cookie_key: cookie_key_from(TEST_COOKIE_KEY).unwrap(),
+        cookie_keys_previous: Secret::new(Vec::new()),
         stream_key: "votes".into(),
         min_change_interval: Duration::from_millis(1000),
+        idempotency_ttl: Duration::from_secs(3600),
+        idempotency_max_keys: 100_000,
+        pow_bits: 0,
+        pow_window: Duration::from_secs(300),
         vote_changes: VoteChanges::Allow,
         enqueue_timeout: Duration::from_millis(2000),
         max_batch: 256,
@@ -89,11 +94,29 @@ impl TestCapture {
         post_to(&self.client, &self.base, path, content_type, body, cookie).await
     }
 
+    /// `POST /api/vote` with `{"vote": option}` and extra headers.
+    pub async fn vote_api_with(
+        &self,
+        option: &str,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let body = serde_json::json!({ "vote": option }).to_string();
+        post_with(
+            &self.client,
+            &self.base,
+            "/api/vote",
+            "application/json",
+            body,
+            cookie,
+            headers,
+        )
+        .await
+    }
+
     /// `POST /api/vote` with `{"vote": option}`.
     pub async fn vote_api(&self, option: &str, cookie: Option<&str>) -> Answer {
-        let body = serde_json::json!({ "vote": option }).to_string();
-        self.post("/api/vote", "application/json", body, cookie)
-            .await
+        self.vote_api_with(option, cookie, &[]).await
     }
 
     /// `POST /` with the form `vote=option`.
@@ -108,6 +131,15 @@ impl TestCapture {
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.get_with_headers(path).await;
+        (status, body)
+    }
+
+    /// `GET path`: the status, the response headers, the body.
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+    ) -> (u16, awc::http::header::HeaderMap, String) {
         let mut resp = self
             .client
             .get(format!("{}{path}", self.base))
@@ -117,6 +149,7 @@ impl TestCapture {
         let body = resp.body().limit(1 << 20).await.expect("body");
         (
             resp.status().as_u16(),
+            resp.headers().clone(),
             String::from_utf8_lossy(&body).into_owned(),
         )
     }
@@ -130,9 +163,25 @@ pub async fn post_to(
     body: impl Into<Vec<u8>>,
     cookie: Option<&str>,
 ) -> Answer {
+    post_with(client, base, path, content_type, body, cookie, &[]).await
+}
+
+/// [`post_to`] with extra request headers.
+pub async fn post_with(
+    client: &awc::Client,
+    base: &str,
+    path: &str,
+    content_type: &str,
+    body: impl Into<Vec<u8>>,
+    cookie: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut req = client
         .post(format!("{base}{path}"))
         .insert_header(("Content-Type", content_type));
+    for &(name, value) in headers {
+        req = req.insert_header((name, value));
+    }
     if let Some(c) = cookie {
         req = req.insert_header(("Cookie", format!("voter={c}")));
     }

@@ -84,3 +84,15 @@ pub fn require_program(name: &str, package: &str) {
         "`{name}` not found on PATH: run `make test` (it installs it) or `apt-get install {package}`"
     );
 }
+
+/// A plain HTTP/1.0 `GET path` to a port on loopback: the whole answer,
+/// status line and headers included.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

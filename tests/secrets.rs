@@ -1,0 +1,171 @@
+//! What the binaries and the deploy files must never show: secret-bearing
+//! values in `--help`, a database's or Redis's address and error text in a
+//! public answer, the demo's ports on every interface.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::capture_node::{self, spawn_capture};
+use common::results_node;
+use common::RedisServer;
+
+/// A password that must not appear anywhere public.
+const PASSWORD: &str = "hunter2-secret-pw";
+
+#[test]
+fn no_binarys_help_shows_a_secret_bearing_value() {
+    let url = format!("postgres://vs:{PASSWORD}@127.0.0.1:5432/vs");
+    let redis = format!("redis://:{PASSWORD}@127.0.0.1:6379");
+    let dns = format!("redis://:{PASSWORD}@tasks.redis:6379");
+    let key = format!("{PASSWORD}-cookie-key-0123456789abcdef");
+    for bin in [
+        env!("CARGO_BIN_EXE_capture"),
+        env!("CARGO_BIN_EXE_worker"),
+        env!("CARGO_BIN_EXE_results"),
+        env!("CARGO_BIN_EXE_loadgen"),
+        env!("CARGO_BIN_EXE_cluster"),
+    ] {
+        let out = Command::new(bin)
+            .arg("--help")
+            .env("DATABASE_URL", &url)
+            .env("REDIS_URL", &redis)
+            .env("REDIS_URLS", &redis)
+            .env("REDIS_DNS", &dns)
+            .env("COOKIE_KEY", &key)
+            .env("COOKIE_KEYS_PREVIOUS", &key)
+            .output()
+            .expect("run --help");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{bin} --help failed: {text}");
+        assert!(text.len() > 100, "{bin}: no help? {text}");
+        assert!(
+            !text.contains(PASSWORD),
+            "{bin} --help shows a secret:\n{text}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_database_that_does_not_answer_is_unavailable_to_the_public_and_detailed_in_the_log() {
+    // A port nothing listens on: the error text would name it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let settings = results_node::settings(
+        format!("postgres://vs:{PASSWORD}@127.0.0.1:{port}/vs"),
+        "redis://127.0.0.1:1",
+    );
+    let app = voteswarm::results::Results::build(settings).unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = capture_node::client(4);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let mut r = client
+            .get(format!("{base}/api/results"))
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        // The first snapshot says "no tally yet"; wait for a failed tally.
+        if v["error"] != "no tally yet" || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = body["error"].as_str().expect("an error is reported");
+    assert!(error.contains("unavailable"), "{body}");
+    let mut page = client.get(format!("{base}/")).send().await.unwrap();
+    let mut ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    for text in [
+        body.to_string(),
+        String::from_utf8_lossy(&page.body().await.unwrap()).into_owned(),
+        String::from_utf8_lossy(&ready.body().await.unwrap()).into_owned(),
+    ] {
+        for leak in [
+            PASSWORD,
+            &port.to_string(),
+            "127.0.0.1",
+            "connection",
+            "database:",
+        ] {
+            assert!(!text.contains(leak), "shows {leak:?}: {text}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_vote_refused_for_redis_says_unavailable_and_not_why() {
+    let redis = RedisServer::start();
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let url = redis.capture_url();
+    let port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    drop(redis);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = node.vote_api("a", None).await;
+        if a.status == 503 && a.json()["reason"] == "unavailable" {
+            let error = a.json()["error"].as_str().unwrap().to_owned();
+            assert!(error.contains("unavailable"), "{error}");
+            for leak in [port.as_str(), "127.0.0.1", "refused", "redis"] {
+                assert!(
+                    !error.to_lowercase().contains(leak),
+                    "shows {leak:?}: {error}"
+                );
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused as unavailable: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn the_compose_demo_publishes_on_loopback_only_by_default() {
+    let compose =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+            .unwrap();
+    let mut published = 0;
+    let mut in_ports = false;
+    for line in compose.lines() {
+        let t = line.trim();
+        if t.starts_with("ports:") {
+            in_ports = true;
+            continue;
+        }
+        if in_ports && t.starts_with("- ") {
+            published += 1;
+            assert!(
+                t.starts_with(r#"- "${VOTESWARM_BIND:-127.0.0.1}:"#),
+                "a port published beyond loopback by default: {t}"
+            );
+        } else {
+            in_ports = false;
+        }
+    }
+    assert!(published >= 2, "the vote and results ports are published");
+    assert!(
+        compose.contains("ALLOW_DEMO_COOKIE_KEY"),
+        "the demo says it uses the demo key"
+    );
+    let key = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/compose/secrets/cookie_key"
+    ))
+    .unwrap();
+    assert!(key.contains(voteswarm::config::DEMO_KEY_MARKER));
+}
