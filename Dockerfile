@@ -1,6 +1,6 @@
-# syntax=docker/dockerfile:1
 # voteswarm: one image, five binaries; the role is the command.
 #   docker build -t voteswarm .
+#   docker build --build-arg BINARIES=host -t voteswarm .   # after `cargo build --release`
 #   docker run voteswarm                 # capture (the default command)
 #   docker run voteswarm worker --migrate
 #   docker run voteswarm results
@@ -10,6 +10,16 @@
 # Checked statically by scripts/validate-deploy.sh (`make test`): every COPY
 # source exists, the cargo line is the release build, and the binaries copied
 # into the final stage are exactly the crate's binaries (src/bin/*.rs).
+# Needs BuildKit (DOCKER_BUILDKIT=1 on Docker 20.10; the default since 23),
+# which builds only the stages the run stage uses. No `# syntax=` line:
+# BuildKit would pull that frontend image first, which fails where no
+# registry can be reached (Docker 20.10's own frontend knows RUN --mount).
+
+# Where the run stage takes the binaries from: `build` compiles them in the
+# Rust toolchain image; `host` copies the host's `cargo build --release
+# --locked --bins` output (BINARIES_DIR) where that image cannot be pulled
+# (scripts/swarm.sh). The run stage is the same either way.
+ARG BINARIES=build
 
 ############################## build ##########################################
 # The toolchain the crate is tested with; Debian bookworm like the run stage,
@@ -39,6 +49,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/capture target/release/worker target/release/results \
        target/release/loadgen target/release/cluster /out/
 
+############################## host ###########################################
+# The host's release binaries, in the same /out as the build stage's.
+FROM scratch AS host
+ARG BINARIES_DIR=target/release
+COPY ${BINARIES_DIR}/capture ${BINARIES_DIR}/worker ${BINARIES_DIR}/results ${BINARIES_DIR}/loadgen ${BINARIES_DIR}/cluster /out/
+
+FROM ${BINARIES} AS binaries
+
 ############################## run ############################################
 FROM debian:bookworm-slim
 # libpq5: diesel's PostgreSQL client at run time; ca-certificates: TLS to a
@@ -49,7 +67,7 @@ RUN apt-get update \
  && groupadd --system --gid 10001 voteswarm \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin voteswarm
-COPY --from=build /out/capture /out/worker /out/results /out/loadgen /out/cluster /usr/local/bin/
+COPY --from=binaries /out/capture /out/worker /out/results /out/loadgen /out/cluster /usr/local/bin/
 COPY docker/healthcheck.sh /usr/local/bin/voteswarm-healthcheck
 # The swarm files that go with this image: a manager (aws/, vagrant/) takes
 # them from here, so the stack it deploys always matches the binaries.

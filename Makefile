@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps test demo build release bench bench-capture bench-worker bench-latency bench-e2e profile chaos validate-deploy fuzz clean
+.PHONY: all deps test demo build release swarm-up swarm-down bench bench-capture bench-worker bench-latency bench-e2e profile chaos validate-deploy fuzz clean
 
 all: build
 
@@ -18,12 +18,27 @@ release:
 	$(CARGO) build --locked --release --bins --examples
 
 ## make test: installs what is missing, then format check, clippy, all tests.
+## The release binaries first: tests/swarm.rs builds the image from them.
 test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) build --locked --release --bins
 	$(CARGO) test --locked --no-fail-fast
 	shellcheck scripts/*.sh .ci/run
 	scripts/validate-deploy.sh
+
+## make swarm-up: the shipped swarm/stack.yml on a real three-node swarm on
+## this machine (docker-in-docker, offline; scripts/swarm.sh): prints the
+## vote, results and database URLs and the manager's DOCKER_HOST.
+## VIA=services uses swarm/create-services.sh instead of the stack.
+## make swarm-down removes all of it. Both are safe to run twice.
+VIA ?= stack
+swarm-up: deps
+	$(CARGO) build --locked --release --bins
+	scripts/swarm.sh up --via $(VIA)
+
+swarm-down:
+	scripts/swarm.sh down
 
 ## make validate-deploy: the deploy files' static checks alone.
 validate-deploy: deps

@@ -41,6 +41,10 @@ if [ "$purpose" = test ]; then
   need[ruby]=ruby
   need[docker]=docker.io
   need[python3]=python3
+  # tests/swarm.rs and make swarm-up: a real engine (Debian's docker.io
+  # brings dockerd, containerd and runc) and the offline Debian base image.
+  need[dockerd]=docker.io
+  need[debootstrap]=debootstrap
 fi
 
 missing=()

@@ -4,17 +4,21 @@
 # manager, from anywhere (paths are relative to this script).
 #
 #   swarm/create-services.sh [--dry-run] [--secrets-only] [--workers M]
+#                            [--no-resolve-image]
 #
 #   --dry-run       print every command instead of running it
 #   --secrets-only  create the secrets (random values; those that exist are
 #                   kept) and the edge's certificate from EDGE_PEM_FILE,
 #                   and stop: what `docker stack deploy` needs first
 #   --workers M     worker replicas [2, or $WORKERS]
+#   --no-resolve-image  never ask a registry for an image's digest (a swarm
+#                   with no registry, the images loaded on every node)
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
 # OPTION_A, OPTION_B, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
 # REDIS_MEMORY_LIMIT, QUEUE_LIMIT, CONFIG_VERSION, HTTPS_REDIRECT_PORT,
-# EDGE_PEM_SECRET; and
+# RESULTS_HTTPS_REDIRECT_PORT,
+# EDGE_PEM_SECRET, HAPROXY_CPUS, CAPTURE_CPUS, WORKER_CPUS, POSTGRES_CPUS; and
 # EDGE_PEM_FILE: the certificate chain and key in one PEM, made the secret
 # EDGE_PEM_SECRET [voteswarm_edge_pem] when that does not exist yet.
 # Before: label nodes and prepare capture nodes' directories (README.md).
@@ -22,22 +26,27 @@
 # aliases, so swarm/haproxy.cfg (tasks.capture) works unchanged. Remove all
 # with: docker service rm $(docker service ls -q -f label=com.voteswarm)
 set -euo pipefail
+# Its own path before the cd below, for --help from any directory.
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")"
 
 dry_run=0
 secrets_only=0
+resolve=()
 workers="${WORKERS:-2}"
 while (($#)); do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --secrets-only) secrets_only=1 ;;
+    --no-resolve-image) resolve=(--no-resolve-image) ;;
     --workers)
       [ $# -ge 2 ] || { echo "create-services: --workers needs a number" >&2; exit 2; }
       workers="$2"
       shift
       ;;
     -h | --help)
-      sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+      # The comment at the top, up to the first line of code.
+      awk 'NR > 1 && !/^#/ {exit} NR > 1' "$self" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) echo "create-services: unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -132,12 +141,17 @@ for net in voteswarm_front voteswarm_back; do
   exists network "$net" || run docker network create --driver overlay --label "$label" "$net"
 done
 
-common=(--label "$label" --restart-condition any --restart-delay 2s)
+# dnsrr: names resolve to the tasks' addresses, no virtual IP (stack.yml
+# says why: VIPs need IPVS, and every client here resolves names itself).
+# --detach: every service converges at once; waiting for each in turn (the
+# CLI's default) took minutes, the workers waiting for a PostgreSQL created
+# after them. Watch with `docker service ls`.
+common=("${resolve[@]}" --label "$label" --detach --endpoint-mode dnsrr --restart-condition any --restart-delay 2s)
 
-# Edge: HAProxy on every node labelled role=edge, ports in host mode so the
+# Edge: HAProxy on every node labelled edge=true, ports in host mode so the
 # per-client rate limit sees client addresses.
 run docker service create --name voteswarm_haproxy "${common[@]}" \
-  --mode global --constraint 'node.labels.role==edge' \
+  --mode global --constraint 'node.labels.edge==true' \
   --network name=voteswarm_front,alias=haproxy \
   --publish mode=host,target=8080,published=80,protocol=tcp \
   --publish mode=host,target=8443,published=443,protocol=tcp \
@@ -146,19 +160,20 @@ run docker service create --name voteswarm_haproxy "${common[@]}" \
   --secret "source=${edge_pem_secret},target=edge.pem,uid=99,gid=99,mode=0400" \
   --env TLS_CERT=/run/secrets/edge.pem \
   --env "HTTPS_REDIRECT_PORT=${HTTPS_REDIRECT_PORT:-:443}" \
+  --env "RESULTS_HTTPS_REDIRECT_PORT=${RESULTS_HTTPS_REDIRECT_PORT:-:8444}" \
   --config "source=voteswarm_haproxy_cfg_${config_version},target=/usr/local/etc/haproxy/haproxy.cfg" \
   --env CAPTURE_ADDR=tasks.capture:8080 \
   --env RESULTS_ADDR=results:8081 \
   --env "VOTE_RATE_LIMIT=${rate_limit}" \
   --env "NEW_VOTER_LIMIT=${new_voter_limit}" \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback \
-  --limit-cpu 2 --limit-memory 512M --reserve-cpu 0.25 --reserve-memory 64M \
+  --limit-cpu "${HAPROXY_CPUS:-2}" --limit-memory 512M --reserve-cpu 0.25 --reserve-memory 64M \
   haproxy:2.6
 
 # Redis: one per capture node, AOF on the node's disk, socket shared with the
 # capture container of the same node; reachable by workers as tasks.redis.
 run docker service create --name voteswarm_redis "${common[@]}" \
-  --mode global --constraint 'node.labels.role==capture' \
+  --mode global --constraint 'node.labels.capture==true' \
   --network name=voteswarm_back,alias=redis \
   --user 10001:10001 \
   --config "source=voteswarm_redis_conf_${config_version},target=/usr/local/etc/redis/redis.conf" \
@@ -180,7 +195,7 @@ run docker service create --name voteswarm_redis "${common[@]}" \
 
 # Capture: one per capture node, talking to its own Redis over the socket.
 run docker service create --name voteswarm_capture "${common[@]}" \
-  --mode global --constraint 'node.labels.role==capture' --constraint 'node.labels.votes!=off' \
+  --mode global --constraint 'node.labels.capture==true' --constraint 'node.labels.votes!=off' \
   --network name=voteswarm_front,alias=capture \
   --secret source=voteswarm_cookie_key,target=cookie_key,uid=10001,gid=10001,mode=0400 \
   --secret source=voteswarm_redis_capture_password,target=redis_capture_password,uid=10001,gid=10001,mode=0400 \
@@ -197,13 +212,13 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   --env RUST_LOG=info \
   --stop-grace-period 30s \
   --update-parallelism 1 --update-delay 10s --update-order start-first --update-failure-action rollback --update-monitor 30s \
-  --limit-cpu 1.5 --limit-memory 512M --reserve-cpu 0.5 --reserve-memory 128M \
+  --limit-cpu "${CAPTURE_CPUS:-1.5}" --limit-memory 512M --reserve-cpu 0.5 --reserve-memory 128M \
   "$image" capture
 
 # PostgreSQL: pinned to the store node, where its volume lives. At its first
 # start the image runs the roles script (docker/postgres-roles.sh).
 run docker service create --name voteswarm_postgres "${common[@]}" \
-  --replicas 1 --constraint 'node.labels.role==store' \
+  --replicas 1 --constraint 'node.labels.store==true' \
   --network name=voteswarm_back,alias=postgres \
   --config "source=voteswarm_postgres_roles_${config_version},target=/docker-entrypoint-initdb.d/voteswarm-roles.sh,mode=0555" \
   --secret source=voteswarm_db_password,target=db_password \
@@ -217,12 +232,13 @@ run docker service create --name voteswarm_postgres "${common[@]}" \
   --health-cmd 'pg_isready -U postgres -d voteswarm' --health-interval 5s --health-timeout 3s --health-retries 10 \
   --stop-grace-period 2m \
   --update-order stop-first --update-failure-action pause \
-  --limit-cpu 4 --limit-memory 4G --reserve-cpu 1 --reserve-memory 1G \
+  --limit-cpu "${POSTGRES_CPUS:-4}" --limit-memory 4G --reserve-cpu 1 --reserve-memory 1G \
   postgres:15 postgres -c max_connections=200
 
 # The schema, once, as the migrator; done when it exits 0.
-run docker service create --name voteswarm_migrate --label "$label" --restart-condition on-failure --restart-delay 5s \
-  --replicas 1 --constraint 'node.labels.role==worker' \
+run docker service create --name voteswarm_migrate "${resolve[@]}" --label "$label" --detach --endpoint-mode dnsrr \
+  --restart-condition on-failure --restart-delay 5s \
+  --replicas 1 --constraint 'node.labels.worker==true' \
   --network name=voteswarm_back,alias=migrate \
   --secret source=voteswarm_pg_migrator_password,target=pg_migrator_password,uid=10001,gid=10001,mode=0400 \
   --env DATABASE_URL=postgres://voteswarm_migrator@postgres:5432/voteswarm \
@@ -231,9 +247,9 @@ run docker service create --name voteswarm_migrate --label "$label" --restart-co
   --limit-cpu 1 --limit-memory 256M \
   "$image" worker --migrate-only
 
-# Workers: M replicas on role=worker nodes, draining every Redis.
+# Workers: M replicas on worker=true nodes, draining every Redis.
 run docker service create --name voteswarm_worker "${common[@]}" \
-  --replicas "$workers" --constraint 'node.labels.role==worker' --placement-pref spread=node.id \
+  --replicas "$workers" --constraint 'node.labels.worker==true' --placement-pref spread=node.id \
   --network name=voteswarm_back,alias=worker \
   --secret source=voteswarm_pg_worker_password,target=pg_worker_password,uid=10001,gid=10001,mode=0400 \
   --secret source=voteswarm_redis_worker_password,target=redis_worker_password,uid=10001,gid=10001,mode=0400 \
@@ -248,12 +264,12 @@ run docker service create --name voteswarm_worker "${common[@]}" \
   --env RUST_LOG=info \
   --stop-grace-period 60s \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback --update-monitor 30s \
-  --limit-cpu 2 --limit-memory 1G --reserve-cpu 0.5 --reserve-memory 128M \
+  --limit-cpu "${WORKER_CPUS:-2}" --limit-memory 1G --reserve-cpu 0.5 --reserve-memory 128M \
   "$image" worker
 
 # Results: beside PostgreSQL; HAProxy serves it on :8081.
 run docker service create --name voteswarm_results "${common[@]}" \
-  --replicas 1 --constraint 'node.labels.role==store' \
+  --replicas 1 --constraint 'node.labels.store==true' \
   --network name=voteswarm_front,alias=results \
   --network name=voteswarm_back,alias=results \
   --secret source=voteswarm_pg_results_password,target=pg_results_password,uid=10001,gid=10001,mode=0400 \

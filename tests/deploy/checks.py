@@ -240,6 +240,7 @@ def dockerfile():
     copied_dirs = []
     final_bins = None
     cp_bins = None
+    host_bins = None  # what the `host` stage copies from the host's build
     saw_cargo = False
     build_stage_dirs = None  # what the stage that runs cargo has copied
     for l in lines:
@@ -251,6 +252,10 @@ def dockerfile():
             srcs = [w for w in words[1:] if not w.startswith("--")][:-1]
             if any(o.startswith("--from=") for o in opts):
                 final_bins = sorted(os.path.basename(s) for s in srcs)
+                continue
+            if srcs and all(s.startswith("${BINARIES_DIR}/") for s in srcs):
+                # The host's release binaries (BINARIES=host): built, not in git.
+                host_bins = sorted(os.path.basename(s) for s in srcs)
                 continue
             for s in srcs:
                 if os.path.exists(os.path.join(ROOT, s)):
@@ -305,7 +310,8 @@ def dockerfile():
     for d in sorted(set(copied_dirs + all_copied)):
         if not any(d == i or d.startswith(i + "/") for i in included):
             failures += fail(f".dockerignore: keeps {d} out of the build context, but the Dockerfile copies it (add !{d})")
-    for label, got in (("COPY --from=build", final_bins), ("cp target/release/...", cp_bins)):
+    for label, got in (("COPY --from=binaries", final_bins), ("cp target/release/...", cp_bins),
+                       ("COPY ${BINARIES_DIR}/... (host stage)", host_bins)):
         if got is None:
             failures += fail(f"Dockerfile: no {label} of the binaries")
             continue

@@ -23,12 +23,12 @@ fi
 install -d -m 0700 "$repo/vagrant/.swarm"
 docker swarm join-token -q worker >"$repo/vagrant/.swarm/worker-token"
 
-# Labels: the node label role=... that stack.yml constrains on comes from
+# Labels: the node labels <role>=true that stack.yml constrains on come from
 # the address plan (/etc/voteswarm/roles) and the address Docker records
 # for each node (the source of its connection to the manager), never from
 # the node itself: a VM that could say `store` would get the database
 # password. The manager is the edge; a node not in the plan loses its
-# label. A timer repeats it for nodes that join later.
+# labels. A timer repeats it for nodes that join later.
 install -m 0755 /dev/stdin /usr/local/sbin/voteswarm-label <<'LABEL'
 #!/usr/bin/env bash
 set -euo pipefail
@@ -41,16 +41,17 @@ for node in $(docker node ls -q); do
     want="$(awk -v a="$addr" '$1 == a { print $2 }' /etc/voteswarm/roles)"
     [ "$want" = manager ] && want=""
   fi
-  have="$(docker node inspect -f '{{index .Spec.Labels "role"}}' "$node")"
-  if [ -z "$want" ]; then
-    if [ -n "$have" ]; then
-      docker node update --label-rm role "$node" >/dev/null
-      echo "voteswarm-label: $node is not in the address plan: role label removed"
+  # One label per role (stack.yml): <role>=true; any other role label goes.
+  for r in edge capture worker store; do
+    has="$(docker node inspect -f "{{index .Spec.Labels \"$r\"}}" "$node")"
+    if [ "$r" = "$want" ] && [ "$has" != true ]; then
+      docker node update --label-add "$r=true" "$node" >/dev/null
+      echo "voteswarm-label: $node $r=true"
+    elif [ "$r" != "$want" ] && [ "$has" = true ]; then
+      docker node update --label-rm "$r" "$node" >/dev/null
+      echo "voteswarm-label: $node: $r removed (not its role in the address plan)"
     fi
-  elif [ "$want" != "$have" ]; then
-    docker node update --label-add "role=$want" "$node" >/dev/null
-    echo "voteswarm-label: $node role=$want"
-  fi
+  done
 done
 LABEL
 cat >/etc/systemd/system/voteswarm-label.service <<'UNIT'
@@ -110,10 +111,12 @@ if [ ! -s "$edge_pem" ]; then
 fi
 install -d "$repo/.demo" && cp /etc/voteswarm/edge.crt "$repo/.demo/vagrant-edge.crt"
 VOTESWARM_IMAGE="$image" EDGE_PEM_FILE="$edge_pem" "$repo/swarm/create-services.sh" --secrets-only
-# Small VMs: a smaller Redis than production's 2 GiB. The laptop reaches
-# HTTPS on 8443 (forwarded to 443), so the redirect names that port.
+# Small VMs: a smaller Redis than production's 2 GiB, and CPU limits within
+# the VMs' CPUs (a limit above them is rejected: 1 CPU for capture and
+# workers, 2 for the store). The laptop reaches HTTPS on 8443 (forwarded to
+# 443), so the redirect names that port.
 (cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
   REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
-  HTTPS_REDIRECT_PORT=:8443 \
+  HTTPS_REDIRECT_PORT=:8443 CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
   docker stack deploy "${resolve[@]}" -c stack.yml voteswarm)
 echo "manager: stack deployed; the other VMs join next. Vote at https://localhost:8443/, results at https://localhost:8444/ (curl --cacert .demo/vagrant-edge.crt); http://localhost:8080/ redirects there"
