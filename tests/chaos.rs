@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster_proc::Up;
-use common::{signal, wait_until};
+use common::{alive, signal, wait_until};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -325,6 +325,34 @@ fn sigterm_to_the_whole_cluster_then_up_again_resumes_the_count() {
     scenario("SIGTERM everything, cluster up again", |up, _| {
         let t = Instant::now();
         assert_eq!(up.restart(), 0, "the cluster stops cleanly on SIGTERM");
+        Outcome {
+            faults: 1,
+            recovery: t.elapsed(),
+        }
+    });
+}
+
+#[test]
+fn sigkill_to_cluster_up_leaves_no_child_and_up_again_resumes_the_count() {
+    scenario("SIGKILL cluster up, cluster up again", |up, _| {
+        // Every process of the run, recorded before the kill: the
+        // supervised children (their pid files) and theirs (PostgreSQL's
+        // backends for the workers and the results node).
+        let mut pids = up.descendants();
+        for name in ["postgres", "redis01", "capture01", "worker01", "results", "haproxy"] {
+            assert!(pids.contains(&up.pid(name)), "{name} is a child of cluster up");
+        }
+        pids.sort();
+        assert!(
+            pids.len() > 11,
+            "the 11 supervised children and PostgreSQL's backends: {pids:?}"
+        );
+        let t = Instant::now();
+        up.kill();
+        let gone = wait_until(Duration::from_secs(5), || !pids.iter().any(|&p| alive(p)));
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        assert!(gone, "alive 5 s after cluster up was killed: {left:?}");
+        up.start_again();
         Outcome {
             faults: 1,
             recovery: t.elapsed(),
