@@ -615,10 +615,20 @@ impl Cluster {
 /// PostgreSQL. Refusing, not stopping them, because a pid file cannot
 /// prove which run a process belongs to.
 fn refuse_if_in_use(data_dir: &Path) -> Result<(), ClusterError> {
-    let live = procs::live_from_earlier_run(&data_dir.join("run"));
-    if live.is_empty() {
-        return Ok(());
-    }
+    // Children of a killed run are dead within moments (their parent-death
+    // signal), but their new parent may take a while to reap them.
+    let deadline = Instant::now() + REAP_TIMEOUT;
+    let left = loop {
+        let left = procs::left_by_earlier_run(&data_dir.join("run"));
+        if left.is_empty() {
+            return Ok(());
+        }
+        if left.iter().any(|(_, _, exited)| !exited) || Instant::now() >= deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let live: Vec<(String, u32)> = left.into_iter().map(|(n, p, _)| (n, p)).collect();
     // The supervisor itself, if alive, stops its children in order;
     // otherwise each leftover is told to stop.
     let to_kill: Vec<String> = match live.iter().find(|(n, _)| n == "cluster") {
@@ -633,6 +643,10 @@ fn refuse_if_in_use(data_dir: &Path) -> Result<(), ClusterError> {
         to_kill.join(" ")
     )))
 }
+
+/// How long `cluster up` waits for an earlier run's exited children to be
+/// reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `<data dir>/secrets/pgpass` for the superuser, and the URL that uses
 /// it: psql and every libpq client connect with it as printed, and the

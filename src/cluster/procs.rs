@@ -129,9 +129,11 @@ fn set_parent_death_signal(parent: libc::pid_t) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Processes an earlier run of this data dir left alive: `(name, pid)` of
-/// each `run/<name>.pid` whose pid runs one of our programs.
-pub fn live_from_earlier_run(run: &Path) -> Vec<(String, u32)> {
+/// Processes an earlier run of this data dir left: `(name, pid, exited)`
+/// of each `run/<name>.pid` whose pid is one of our programs; `exited` for
+/// a zombie not yet reaped (PostgreSQL still takes its pid for a running
+/// postmaster).
+pub fn left_by_earlier_run(run: &Path) -> Vec<(String, u32, bool)> {
     const OURS: [&str; 7] = [
         "cluster",
         "redis-server",
@@ -144,7 +146,7 @@ pub fn live_from_earlier_run(run: &Path) -> Vec<(String, u32)> {
     let Ok(entries) = std::fs::read_dir(run) else {
         return Vec::new();
     };
-    let mut live: Vec<(String, u32)> = entries
+    let mut live: Vec<(String, u32, bool)> = entries
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
@@ -153,8 +155,8 @@ pub fn live_from_earlier_run(run: &Path) -> Vec<(String, u32)> {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let zombie = stat.rsplit(')').next()?.split_whitespace().next() == Some("Z");
-            (OURS.contains(&comm.trim()) && !zombie && pid != std::process::id())
-                .then_some((name, pid))
+            (OURS.contains(&comm.trim()) && pid != std::process::id())
+                .then_some((name, pid, zombie))
         })
         .collect();
     live.sort();

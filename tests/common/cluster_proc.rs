@@ -35,6 +35,22 @@ pub fn sql(url: &str, statement: &str) {
     conn.batch_execute(statement).expect(statement);
 }
 
+/// Where `cluster up`'s own log goes: beside the data dir, which may not
+/// exist yet.
+fn cluster_log_path(data: &Path) -> std::path::PathBuf {
+    let mut name = data.file_name().unwrap_or_default().to_owned();
+    name.push(".cluster.log");
+    data.with_file_name(name)
+}
+
+fn cluster_log(data: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cluster_log_path(data))
+        .expect("cluster up's log")
+}
+
 /// A running `cluster up`, stopped with SIGTERM on drop.
 pub struct Up {
     child: Child,
@@ -77,7 +93,7 @@ impl Up {
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(cluster_log(data))
             .spawn()
             .expect("start cluster up");
         let mut table = String::new();
@@ -92,7 +108,8 @@ impl Up {
         }
         assert!(
             table.contains("Ctrl-C to stop"),
-            "cluster up did not start:\n{table}"
+            "cluster up did not start:\n{table}\n{}",
+            std::fs::read_to_string(cluster_log_path(data)).unwrap_or_default()
         );
         Up {
             child,
