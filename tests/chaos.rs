@@ -339,8 +339,18 @@ fn sigkill_to_cluster_up_leaves_no_child_and_up_again_resumes_the_count() {
         // supervised children (their pid files) and theirs (PostgreSQL's
         // backends for the workers and the results node).
         let mut pids = up.descendants();
-        for name in ["postgres", "redis01", "capture01", "worker01", "results", "haproxy"] {
-            assert!(pids.contains(&up.pid(name)), "{name} is a child of cluster up");
+        for name in [
+            "postgres",
+            "redis01",
+            "capture01",
+            "worker01",
+            "results",
+            "haproxy",
+        ] {
+            assert!(
+                pids.contains(&up.pid(name)),
+                "{name} is a child of cluster up"
+            );
         }
         pids.sort();
         assert!(

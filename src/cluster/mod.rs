@@ -301,11 +301,8 @@ impl Cluster {
                     log::info!("applied migrations: {}", applied.join(", "));
                 }
                 let admin = pg_pw.url(postgres::PgRole::Superuser, port);
-                cluster.psql_url = psql_url(
-                    &data_dir,
-                    port,
-                    pg_pw.password(postgres::PgRole::Superuser),
-                )?;
+                cluster.psql_url =
+                    psql_url(&data_dir, port, pg_pw.password(postgres::PgRole::Superuser))?;
                 tier_db = Some((port, pg_pw));
                 admin
             }

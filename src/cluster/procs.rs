@@ -117,7 +117,14 @@ fn set_parent_death_signal(parent: libc::pid_t) -> std::io::Result<()> {
     {
         // SAFETY: prctl and getppid are async-signal-safe system calls.
         unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != parent {
@@ -150,7 +157,11 @@ pub fn left_by_earlier_run(run: &Path) -> Vec<(String, u32, bool)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
-            let pid: u32 = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+            let pid: u32 = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             // A pid reused by something else is not ours to name.
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
