@@ -111,7 +111,9 @@ fn credentials(user: &str) -> std::io::Result<(libc::uid_t, libc::gid_t, Vec<lib
 /// backends and Redis's save children then follow their own parent's death
 /// (PostgreSQL watches the postmaster; a Redis save child only finishes its
 /// file). If the supervisor died before the signal was set, there is no
-/// one left to deliver it, so the child refuses to start.
+/// one left to deliver it, so the child refuses to start. The kernel ties
+/// the signal to the spawning *thread*: spawn from one that lives as long
+/// as the supervisor (`cluster` spawns from its main thread).
 fn set_parent_death_signal(parent: libc::pid_t) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
