@@ -94,6 +94,19 @@ fn start_loadgen(up: &Up, s: &Scale, report: &Path) -> Child {
         .expect("start loadgen")
 }
 
+/// loadgen, killed if the scenario fails before it finishes (it would go
+/// on retrying against a cluster that is gone).
+struct Loadgen(Child);
+
+impl Drop for Loadgen {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// One figure from the report's table.
 fn figure(report: &str, label: &str) -> i64 {
     report
@@ -122,7 +135,8 @@ fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
     let data = dir.path().join("data");
     let mut up = Up::start(&data, 3, 2);
     let report_path = dir.path().join("report.md");
-    let mut lg = start_loadgen(&up, &s, &report_path);
+    let mut lg = Loadgen(start_loadgen(&up, &s, &report_path));
+    let lg = &mut lg.0;
     // The middle of the run: a quarter of the voters counted.
     let started = wait_until(Duration::from_secs(120), || {
         up.results_total().unwrap_or(0) >= (s.voters / 4) as i64
