@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster_proc::Up;
-use common::{signal, wait_until};
+use common::{alive, signal, wait_until};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -94,6 +94,19 @@ fn start_loadgen(up: &Up, s: &Scale, report: &Path) -> Child {
         .expect("start loadgen")
 }
 
+/// loadgen, killed if the scenario fails before it finishes (it would go
+/// on retrying against a cluster that is gone).
+struct Loadgen(Child);
+
+impl Drop for Loadgen {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// One figure from the report's table.
 fn figure(report: &str, label: &str) -> i64 {
     report
@@ -122,7 +135,8 @@ fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
     let data = dir.path().join("data");
     let mut up = Up::start(&data, 3, 2);
     let report_path = dir.path().join("report.md");
-    let mut lg = start_loadgen(&up, &s, &report_path);
+    let mut lg = Loadgen(start_loadgen(&up, &s, &report_path));
+    let lg = &mut lg.0;
     // The middle of the run: a quarter of the voters counted.
     let started = wait_until(Duration::from_secs(120), || {
         up.results_total().unwrap_or(0) >= (s.voters / 4) as i64
@@ -325,6 +339,44 @@ fn sigterm_to_the_whole_cluster_then_up_again_resumes_the_count() {
     scenario("SIGTERM everything, cluster up again", |up, _| {
         let t = Instant::now();
         assert_eq!(up.restart(), 0, "the cluster stops cleanly on SIGTERM");
+        Outcome {
+            faults: 1,
+            recovery: t.elapsed(),
+        }
+    });
+}
+
+#[test]
+fn sigkill_to_cluster_up_leaves_no_child_and_up_again_resumes_the_count() {
+    scenario("SIGKILL cluster up, cluster up again", |up, _| {
+        // Every process of the run, recorded before the kill: the
+        // supervised children (their pid files) and theirs (PostgreSQL's
+        // backends for the workers and the results node).
+        let mut pids = up.descendants();
+        for name in [
+            "postgres",
+            "redis01",
+            "capture01",
+            "worker01",
+            "results",
+            "haproxy",
+        ] {
+            assert!(
+                pids.contains(&up.pid(name)),
+                "{name} is a child of cluster up"
+            );
+        }
+        pids.sort();
+        assert!(
+            pids.len() > 11,
+            "the 11 supervised children and PostgreSQL's backends: {pids:?}"
+        );
+        let t = Instant::now();
+        up.kill();
+        let gone = wait_until(Duration::from_secs(5), || !pids.iter().any(|&p| alive(p)));
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        assert!(gone, "alive 5 s after cluster up was killed: {left:?}");
+        up.start_again();
         Outcome {
             faults: 1,
             recovery: t.elapsed(),

@@ -170,6 +170,43 @@ fn loadgen_fails_on_a_database_altered_behind_its_back_and_a_restarted_cluster_r
         );
     }
 
+    // The database URL in the table works as printed.
+    assert_eq!(sql_counts(&up.psql_url()), (0, 0));
+    if let Some(psql) = common::require_program_opt("psql") {
+        let out = Command::new(psql)
+            .arg(up.psql_url())
+            .args(["-tAc", "SELECT count(*) FROM votes"])
+            .output()
+            .expect("run psql");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0",
+            "psql with the printed URL: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A second `cluster up` on a data dir in use refuses, in one line that
+    // names the running supervisor and how to stop it.
+    let second = Command::new(CLUSTER)
+        .args(["up", "--port", &free_port().to_string()])
+        .args(["--results-port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run a second cluster up");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("in use by an earlier run"))
+        .unwrap_or_else(|| panic!("no refusal in: {err}"));
+    assert!(
+        line.contains(&format!("cluster (pid {})", up.cluster_pid()))
+            && line.contains(&format!("`kill {}`", up.cluster_pid())),
+        "{line}"
+    );
+
     // An honest run passes.
     let (code, report) = loadgen(&up, 300, &dir.path().join("honest.md"));
     assert_eq!(code, 0, "{report}");

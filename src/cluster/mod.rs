@@ -202,6 +202,8 @@ pub struct Cluster {
     /// Keeps a temporary data directory alive for `rehearse`.
     _temp: Option<tempfile::TempDir>,
     pub database_url: String,
+    /// For the table: connects as printed (`psql URL`), no password shown.
+    pub psql_url: String,
     pub vote_url: String,
     pub results_url: String,
     /// The same over HTTPS.
@@ -231,6 +233,10 @@ impl Cluster {
         let capture_bin = sibling("capture")?;
         let worker_bin = sibling("worker")?;
         let results_bin = sibling("results")?;
+        // Before the ports: an earlier run still alive is why they are taken.
+        if let Some(d) = &t.data_dir {
+            refuse_if_in_use(d)?;
+        }
         for port in [t.port, t.results_port, t.tls_port, t.results_tls_port] {
             if TcpListener::bind((t.bind.as_str(), port)).is_err() {
                 return Err(ClusterError(format!(
@@ -265,6 +271,9 @@ impl Cluster {
         let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755));
         let logs = data_dir.join("logs");
         mkdir(&logs)?;
+        let run = data_dir.join("run");
+        mkdir(&run)?;
+        let _ = std::fs::write(run.join("cluster.pid"), std::process::id().to_string());
         let key_file = ensure_cookie_key(&data_dir)?;
         let tls = tls::ensure(&data_dir)?;
         let redis_conf = data_dir.join("redis.conf");
@@ -275,6 +284,7 @@ impl Cluster {
             data_dir: data_dir.clone(),
             _temp: temp,
             database_url: String::new(),
+            psql_url: "(DATABASE_URL as given)".into(),
             vote_url: format!("http://{}:{}", display_host(&t.bind), t.port),
             results_url: format!("http://{}:{}", display_host(&t.bind), t.results_port),
             vote_https_url: format!("https://{}:{}", tls_host(&t.bind), t.tls_port),
@@ -319,6 +329,8 @@ impl Cluster {
                     log::info!("applied migrations: {}", applied.join(", "));
                 }
                 let admin = pg_pw.url(postgres::PgRole::Superuser, port);
+                cluster.psql_url =
+                    psql_url(&data_dir, port, pg_pw.password(postgres::PgRole::Superuser))?;
                 tier_db = Some((port, pg_pw));
                 admin
             }
@@ -638,7 +650,71 @@ impl Cluster {
                 log::info!("{} stopped ({status})", self.procs[i].name);
             }
         }
+        let _ = std::fs::remove_file(self.data_dir.join("run").join("cluster.pid"));
     }
+}
+
+/// Refuses a data dir whose earlier run is still alive (a `cluster up`
+/// that is running, or children left by one killed before they had a
+/// parent-death signal): two runs must never share Redis files or
+/// PostgreSQL. Refusing, not stopping them, because a pid file cannot
+/// prove which run a process belongs to.
+fn refuse_if_in_use(data_dir: &Path) -> Result<(), ClusterError> {
+    // Children of a killed run are dead within moments (their parent-death
+    // signal), but their new parent may take a while to reap them.
+    let deadline = Instant::now() + REAP_TIMEOUT;
+    let left = loop {
+        let left = procs::left_by_earlier_run(&data_dir.join("run"));
+        if left.is_empty() {
+            return Ok(());
+        }
+        if left.iter().any(|(_, _, exited)| !exited) || Instant::now() >= deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let live: Vec<(String, u32)> = left.into_iter().map(|(n, p, _)| (n, p)).collect();
+    // The supervisor itself, if alive, stops its children in order;
+    // otherwise each leftover is told to stop.
+    let to_kill: Vec<String> = match live.iter().find(|(n, _)| n == "cluster") {
+        Some((_, pid)) => vec![pid.to_string()],
+        None => live.iter().map(|(_, p)| p.to_string()).collect(),
+    };
+    let named: Vec<String> = live.iter().map(|(n, p)| format!("{n} (pid {p})")).collect();
+    Err(ClusterError(format!(
+        "{} is in use by an earlier run still alive: {}; stop it with `kill {}` and run `cluster up` again",
+        data_dir.display(),
+        named.join(", "),
+        to_kill.join(" ")
+    )))
+}
+
+/// How long `cluster up` waits for an earlier run's exited children to be
+/// reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `<data dir>/secrets/pgpass` for the superuser, and the URL that uses
+/// it: psql and every libpq client connect with it as printed, and the
+/// password stays out of the terminal and the shell history.
+fn psql_url(data_dir: &Path, port: u16, password: &str) -> Result<String, ClusterError> {
+    let file = data_dir.join("secrets").join("pgpass");
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // libpq ignores a pgpass file that others can read.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| writeln!(f, "*:*:*:{}:{password}", postgres::SUPERUSER))
+        .map_err(|e| ClusterError(format!("cannot write {}: {e}", file.display())))?;
+    Ok(format!(
+        "postgres://{}@127.0.0.1:{port}/{}?passfile={}",
+        postgres::SUPERUSER,
+        postgres::DATABASE,
+        file.display()
+    ))
 }
 
 /// The port recorded in `file` if it is still free, else a new one
@@ -750,6 +826,7 @@ pub fn up(t: &TopologyArgs) -> Result<(), ClusterError> {
         "tls ca:  {} (curl --cacert, loadgen --ca-file, or trust it in a browser)",
         cluster.tls.ca.display()
     );
+    println!("database: {}", cluster.psql_url);
     println!("data:    {} (logs in logs/)", cluster.data_dir.display());
     println!(
         "secrets: {}/secrets (passwords: pg_postgres_password is PostgreSQL's superuser `postgres`, redis_admin_password Redis's user `admin`)",

@@ -1,6 +1,8 @@
 //! Supervised child processes: started with their output in a log file,
 //! restarted with backoff when they die (as a Docker restart policy would),
-//! stopped in order with SIGTERM and a deadline.
+//! stopped in order with SIGTERM and a deadline. Every child dies with
+//! the supervisor, however the supervisor dies (a parent-death signal), so
+//! a killed `cluster up` leaves nothing holding its ports.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -43,25 +45,135 @@ impl Spec {
         self
     }
 
+    /// The command, with the parent-death signal set in the child (and the
+    /// user switched there first when `run_as`: a change of user clears
+    /// the signal, so it has to come after).
     pub fn command(&self) -> Command {
-        let mut cmd = match &self.run_as {
-            Some(user) => {
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={user}"))
-                    .arg(format!("--regid={user}"))
-                    .arg("--init-groups")
-                    .arg("--")
-                    .arg(&self.program);
-                c
-            }
-            None => Command::new(&self.program),
-        };
+        let mut cmd = Command::new(&self.program);
         cmd.args(&self.args);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        let creds = self.run_as.as_deref().map(credentials);
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only makes system calls
+        // (async-signal-safe) on data prepared before the fork; it
+        // allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(c) = &creds {
+                    let (uid, gid, groups) = c.as_ref().map_err(|e| {
+                        std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EINVAL))
+                    })?;
+                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                        || libc::setgid(*gid) != 0
+                        || libc::setuid(*uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                set_parent_death_signal(parent)
+            });
+        }
         cmd
     }
+}
+
+/// uid, gid and supplementary groups of `user` (as `setpriv --init-groups`
+/// would set them), looked up before the fork.
+fn credentials(user: &str) -> std::io::Result<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)> {
+    let name = std::ffi::CString::new(user)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: getpwnam with a valid C string; the record is read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no user {user}"),
+        ));
+    }
+    // SAFETY: pw is non-null.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    let mut groups: Vec<libc::gid_t> = vec![0; 256];
+    let mut n = groups.len() as libc::c_int;
+    // SAFETY: groups has room for n entries; n is updated to the count.
+    if unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) } < 0 {
+        groups = vec![gid];
+    } else {
+        groups.truncate(n.max(0) as usize);
+    }
+    Ok((uid, gid, groups))
+}
+
+/// In the child, before exec: SIGKILL when the supervisor dies. PostgreSQL's
+/// backends and Redis's save children then follow their own parent's death
+/// (PostgreSQL watches the postmaster; a Redis save child only finishes its
+/// file). If the supervisor died before the signal was set, there is no
+/// one left to deliver it, so the child refuses to start. The kernel ties
+/// the signal to the spawning *thread*: spawn from one that lives as long
+/// as the supervisor (`cluster` spawns from its main thread).
+fn set_parent_death_signal(parent: libc::pid_t) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl and getppid are async-signal-safe system calls.
+        unsafe {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+        }
+    }
+    let _ = parent;
+    Ok(())
+}
+
+/// Processes an earlier run of this data dir left: `(name, pid, exited)`
+/// of each `run/<name>.pid` whose pid is one of our programs; `exited` for
+/// a zombie not yet reaped (PostgreSQL still takes its pid for a running
+/// postmaster).
+pub fn left_by_earlier_run(run: &Path) -> Vec<(String, u32, bool)> {
+    const OURS: [&str; 7] = [
+        "cluster",
+        "redis-server",
+        "postgres",
+        "haproxy",
+        "capture",
+        "worker",
+        "results",
+    ];
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return Vec::new();
+    };
+    let mut live: Vec<(String, u32, bool)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
+            let pid: u32 = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            // A pid reused by something else is not ours to name.
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let zombie = stat.rsplit(')').next()?.split_whitespace().next() == Some("Z");
+            (OURS.contains(&comm.trim()) && pid != std::process::id())
+                .then_some((name, pid, zombie))
+        })
+        .collect();
+    live.sort();
+    live
 }
 
 /// One supervised process.
@@ -147,6 +259,13 @@ impl Proc {
         self.log.parent()?.parent().map(|d| d.join("run"))
     }
 
+    /// A clean stop leaves no pid file to be mistaken for a live process.
+    fn remove_pid_file(&self) {
+        if let Some(run) = self.run_dir() {
+            let _ = std::fs::remove_file(run.join(format!("{}.pid", self.name)));
+        }
+    }
+
     fn held(&self) -> bool {
         self.run_dir()
             .is_some_and(|r| r.join(format!("{}.hold", self.name)).exists())
@@ -225,6 +344,7 @@ impl Proc {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     self.child = None;
+                    self.remove_pid_file();
                     return status.to_string();
                 }
                 Ok(None) if Instant::now() < deadline => {
@@ -234,6 +354,7 @@ impl Proc {
                     let _ = child.kill();
                     let _ = child.wait();
                     self.child = None;
+                    self.remove_pid_file();
                     return format!("killed after {} s", self.stop_timeout.as_secs());
                 }
             }

@@ -35,6 +35,22 @@ pub fn sql(url: &str, statement: &str) {
     conn.batch_execute(statement).expect(statement);
 }
 
+/// Where `cluster up`'s own log goes: beside the data dir, which may not
+/// exist yet.
+fn cluster_log_path(data: &Path) -> std::path::PathBuf {
+    let mut name = data.file_name().unwrap_or_default().to_owned();
+    name.push(".cluster.log");
+    data.with_file_name(name)
+}
+
+fn cluster_log(data: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cluster_log_path(data))
+        .expect("cluster up's log")
+}
+
 /// A running `cluster up`, stopped with SIGTERM on drop.
 pub struct Up {
     child: Child,
@@ -104,7 +120,7 @@ impl Up {
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(cluster_log(data))
             .spawn()
             .expect("start cluster up");
         let mut table = String::new();
@@ -119,7 +135,8 @@ impl Up {
         }
         assert!(
             table.contains("Ctrl-C to stop"),
-            "cluster up did not start:\n{table}"
+            "cluster up did not start:\n{table}\n{}",
+            std::fs::read_to_string(cluster_log_path(data)).unwrap_or_default()
         );
         Up {
             child,
@@ -169,6 +186,60 @@ impl Up {
         self.child.id()
     }
 
+    /// The `database:` URL from the table, as an operator would paste it.
+    pub fn psql_url(&self) -> String {
+        self.table
+            .lines()
+            .find_map(|l| l.strip_prefix("database: "))
+            .unwrap_or_else(|| panic!("no database URL in:\n{}", self.table))
+            .trim()
+            .to_owned()
+    }
+
+    /// Every process below `cluster up` now: its children and theirs
+    /// (PostgreSQL's backends, a Redis save child).
+    pub fn descendants(&self) -> Vec<u32> {
+        let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?;
+                Some((pid, ppid.parse().ok()?))
+            })
+            .collect();
+        let mut found = vec![self.child.id()];
+        let mut i = 0;
+        while i < found.len() {
+            let p = found[i];
+            found.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+            i += 1;
+        }
+        found.remove(0);
+        found
+    }
+
+    /// SIGKILL to `cluster up` alone: nothing of it gets to stop its
+    /// children. Reaps it.
+    pub fn kill(&mut self) {
+        signal(self.child.id(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// `cluster up` again on the same data dir and ports.
+    pub fn start_again(&mut self) {
+        let (capture, workers) = self.size;
+        *self = Up::start_tls_on(
+            &self.data.clone(),
+            capture,
+            workers,
+            self.ports,
+            self.tls_ports,
+            &[],
+        );
+    }
+
     pub fn database_url(&self) -> String {
         let addr = self
             .table
@@ -191,15 +262,7 @@ impl Up {
     /// dir and ports. Returns the first one's exit status.
     pub fn restart(&mut self) -> i32 {
         let code = self.stop_in_place();
-        let (capture, workers) = self.size;
-        *self = Up::start_tls_on(
-            &self.data.clone(),
-            capture,
-            workers,
-            self.ports,
-            self.tls_ports,
-            &[],
-        );
+        self.start_again();
         code
     }
 
