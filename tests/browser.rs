@@ -63,19 +63,13 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = Command::new("node")
-        .env("HOME", &home)
-        .arg(script_dir.join("vote-and-watch.mjs"))
-        .arg(format!("https://localhost:{}", up.tls_ports.0))
-        .arg(format!("https://localhost:{}", up.tls_ports.1))
-        .arg(&shots)
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}"
+    let stdout = run_script(
+        Command::new("node")
+            .env("HOME", &home)
+            .arg(script_dir.join("vote-and-watch.mjs"))
+            .arg(format!("https://localhost:{}", up.tls_ports.0))
+            .arg(format!("https://localhost:{}", up.tls_ports.1))
+            .arg(&shots),
     );
     assert!(stdout.contains("without a reload"), "{stdout}");
     assert!(
@@ -107,16 +101,10 @@ fn with_a_proof_of_work_the_page_solves_it_and_votes_and_without_javascript_stil
         (common::free_port(), common::free_port()),
         &[("POW_BITS", "12")],
     );
-    let out = Command::new("node")
-        .arg(script_dir.join("pow-vote.mjs"))
-        .arg(&up.vote)
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}"
+    let stdout = run_script(
+        Command::new("node")
+            .arg(script_dir.join("pow-vote.mjs"))
+            .arg(&up.vote),
     );
     assert!(
         stdout.contains("javascript on: voted, posted to / with a solution"),
@@ -139,4 +127,17 @@ fn with_a_proof_of_work_the_page_solves_it_and_votes_and_without_javascript_stil
         "{metrics}"
     );
     assert_eq!(up.stop(), 0);
+}
+
+/// Runs one of tests/browser/'s scripts; it must exit 0. Returns what it
+/// printed, for the test's own assertions.
+fn run_script(node: &mut Command) -> String {
+    let out = node.output().expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    stdout
 }

@@ -6,7 +6,7 @@
 //   node pow-vote.mjs VOTE_URL
 //
 // Exit status 0 on success; a one-line reason on stderr otherwise.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [voteUrl] = process.argv.slice(2);
 if (!voteUrl) {
@@ -14,18 +14,7 @@ if (!voteUrl) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 try {
   for (const javaScriptEnabled of [true, false]) {
     const context = await browser.newContext({ javaScriptEnabled });

@@ -8,7 +8,7 @@
 //   node vote-and-watch.mjs VOTE_URL RESULTS_URL OUT_DIR
 //
 // Exit status 0 on success; a one-line reason on stderr otherwise.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [voteUrl, resultsUrl, outDir] = process.argv.slice(2);
 if (!voteUrl || !resultsUrl || !outDir) {
@@ -16,19 +16,7 @@ if (!voteUrl || !resultsUrl || !outDir) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  // As root in CI; and no background traffic on a machine without internet.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({ viewport: { width: 420, height: 860 }, deviceScaleFactor: 1 });
   const results = await context.newPage();
