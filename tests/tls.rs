@@ -177,8 +177,11 @@ fn the_shipped_edge_serves_tls_1_2_and_1_3_only_h2_hsts_and_redirects_with_308()
     }
     for (new, name) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
         let (ok, said) = s_client(edge.tls_port, &edge.tls.ca, &[new]);
+        // The handshake's own summary line: the session block that also
+        // names the protocol follows TLS 1.3's ticket, which s_client may
+        // exit before reading (stdin is closed at once).
         assert!(
-            ok && said.contains(&format!("Protocol  : {name}")),
+            ok && said.contains(&format!("New, {name}, Cipher is ")),
             "{new}: {said}"
         );
     }
