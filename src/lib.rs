@@ -36,6 +36,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod actors;
+pub mod assets;
 pub mod capture;
 pub mod clock;
 pub mod cluster;

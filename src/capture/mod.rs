@@ -225,6 +225,8 @@ impl Capture {
                 .route("/api/vote", web::post().to(post_api))
                 .route("/api/pow", web::get().to(pow_challenge))
                 .route("/pow.js", web::get().to(pow_script))
+                .route("/favicon.svg", web::get().to(crate::assets::favicon))
+                .route("/favicon.ico", web::get().to(crate::assets::favicon))
                 .route("/healthz", web::get().to(metrics::healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
@@ -316,6 +318,8 @@ async fn pow_script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
         .insert_header(("X-Content-Type-Options", "nosniff"))
+        // The same bytes for the node's whole life.
+        .insert_header((header::CACHE_CONTROL, crate::assets::CACHE_A_DAY))
         .body(pow::SCRIPT)
 }
 
