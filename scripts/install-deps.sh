@@ -110,6 +110,6 @@ if [ "$purpose" = test ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check "${pins[@]}"
   fi
 fi
-if [ "$purpose" = test ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
+if [ "$purpose" = test ] && { [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/axe-core ]; }; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -2,9 +2,12 @@
 //! tests/browser/) against a real `cluster`: a vote cast by clicking a
 //! button shows up on the already open results page without a reload, both
 //! pages work under their Content-Security-Policy, and a framed vote page
-//! is refused. Over HTTPS, with the cluster's own CA trusted the way a user
-//! trusts one: in the NSS database chromium reads ($HOME/.pki/nssdb, made
-//! with certutil in a temporary HOME), never by ignoring certificate errors.
+//! is refused; the results page is loaded once in 20 s of live updates
+//! and says when its stream stalls; axe-core finds no serious or critical
+//! accessibility violation on either page. Over HTTPS, with the cluster's
+//! own CA trusted the way a user trusts one: in the NSS database chromium
+//! reads ($HOME/.pki/nssdb, made with certutil in a temporary HOME), never
+//! by ignoring certificate errors.
 //! The screenshots it takes are the ones in docs/screenshots/ (set
 //! VOTESWARM_SCREENSHOTS=docs/screenshots to refresh them).
 
@@ -69,14 +72,40 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
             .arg(script_dir.join("vote-and-watch.mjs"))
             .arg(format!("https://localhost:{}", up.tls_ports.0))
             .arg(format!("https://localhost:{}", up.tls_ports.1))
-            .arg(&shots),
+            .arg(&shots)
+            .arg(up.pid("results").to_string()),
     );
     assert!(stdout.contains("without a reload"), "{stdout}");
+    assert!(
+        stdout.contains("the results page was loaded once in 20 s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("showed as paused, and live again"),
+        "{stdout}"
+    );
+    for page in [
+        "the vote page, fresh",
+        "the vote page, after voting",
+        "the results page, live",
+        "the results page, stale",
+    ] {
+        assert!(
+            stdout.contains(&format!("no serious or critical violation on {page}")),
+            "{stdout}"
+        );
+    }
     assert!(
         stdout.contains("the framed vote page was refused"),
         "{stdout}"
     );
-    for shot in ["vote-page.png", "results-page.png"] {
+    for shot in [
+        "vote-page.png",
+        "results-page.png",
+        "results-page-stale.png",
+        "vote-page-forced-colors.png",
+        "results-page-forced-colors.png",
+    ] {
         let len = std::fs::metadata(shots.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);

@@ -1,26 +1,52 @@
 // A voter clicks a button on the vote page while the results page is open
 // in another tab; the new vote must appear on the results page without a
-// reload (server-sent events). The pages' Content-Security-Policy must let
-// their own style and script work, and the browser must refuse to show the
-// vote page inside a frame (clickjacking). Screenshots of both pages go to
-// OUT_DIR.
+// reload (server-sent events), and over 20 s of live updates the results
+// page is loaded exactly once. When the stream stalls (the results node is
+// stopped with SIGSTOP, RESULTS_PID) the page says so, and recovers when
+// it resumes. axe-core checks both pages (fresh, after voting; live,
+// stale). The pages' Content-Security-Policy must let their own style and
+// script work, and the browser must refuse to show the vote page inside a
+// frame (clickjacking). Screenshots of both pages, also in forced-colours
+// mode, go to OUT_DIR.
 //
-//   node vote-and-watch.mjs VOTE_URL RESULTS_URL OUT_DIR
+//   node vote-and-watch.mjs VOTE_URL RESULTS_URL OUT_DIR RESULTS_PID
 //
 // Exit status 0 on success; a one-line reason on stderr otherwise.
+import { checkAccessibility } from "./axe.mjs";
 import { launchChromium } from "./chromium.mjs";
 
-const [voteUrl, resultsUrl, outDir] = process.argv.slice(2);
-if (!voteUrl || !resultsUrl || !outDir) {
-  console.error("usage: node vote-and-watch.mjs VOTE_URL RESULTS_URL OUT_DIR");
+const [voteUrl, resultsUrl, outDir, resultsPidText] = process.argv.slice(2);
+const resultsPid = parseInt(resultsPidText, 10);
+if (!voteUrl || !resultsUrl || !outDir || !(resultsPid > 0)) {
+  console.error("usage: node vote-and-watch.mjs VOTE_URL RESULTS_URL OUT_DIR RESULTS_PID");
   process.exit(2);
 }
+const LIVE_WINDOW_MS = 20000;
+let stopped = false;
 
 const browser = await launchChromium();
 try {
   const context = await browser.newContext({ viewport: { width: 420, height: 860 }, deviceScaleFactor: 1 });
   const results = await context.newPage();
+  // Every load of the page itself, whatever starts it (a refresh, a script).
+  let loads = 0;
+  results.on("request", (r) => {
+    if (r.resourceType() === "document" && r.frame() === results.mainFrame()) loads += 1;
+  });
   await results.goto(resultsUrl + "/");
+  const loadedAt = Date.now();
+  await results.waitForFunction(() => document.getElementById("live").textContent === "updates live", null, {
+    timeout: 10000,
+  });
+  // Counts the tallies the page has shown (each one changes the time).
+  await results.evaluate(() => {
+    window.updates = 0;
+    new MutationObserver(() => (window.updates += 1)).observe(document.getElementById("asof"), {
+      attributes: true,
+      attributeFilter: ["datetime"],
+    });
+  });
+  await checkAccessibility(results, "the results page, live");
   // "1,234 · 56.7%" -> 1234
   const optionCount = async () =>
     parseInt((await results.locator("#opt-a .count").textContent()).split("·")[0].replace(/\D/g, ""), 10);
@@ -36,11 +62,22 @@ try {
   // The stylesheet is allowed by its hash: a wrong hash leaves the
   // buttons unstyled.
   const bg = await vote.locator("button[value=a]").evaluate((b) => getComputedStyle(b).backgroundColor);
-  if (bg !== "rgb(47, 127, 193)") throw new Error(`the vote page's style was blocked (button background ${bg})`);
+  if (bg !== "rgb(31, 106, 165)") throw new Error(`the vote page's style was blocked (button background ${bg})`);
+  await checkAccessibility(vote, "the vote page, fresh");
   await vote.locator("button[value=a]").click();
   await vote.waitForSelector("button.a.chosen", { timeout: 10000 });
   const thanks = await vote.locator("[role=status]").textContent();
   if (!/Thanks/.test(thanks)) throw new Error(`no confirmation after the click: ${thanks}`);
+  await checkAccessibility(vote, "the vote page, after voting");
+  // Focus on the other button must not look like the choice.
+  await vote.locator("button[value=b]").focus();
+  const look = (sel) =>
+    vote.locator(sel).evaluate((b) => {
+      const c = getComputedStyle(b);
+      return `${c.outlineStyle} ${c.boxShadow} ${c.borderColor}`;
+    });
+  const [chosenLook, focusedLook] = [await look("button[value=a]"), await look("button[value=b]")];
+  if (chosenLook === focusedLook) throw new Error(`the focused button looks chosen: ${focusedLook}`);
 
   // The results page must show it by itself: poll its DOM, never reload.
   await results.waitForFunction(
@@ -55,6 +92,39 @@ try {
   if (navigations !== 0) throw new Error("the results page reloaded instead of updating live");
   await results.screenshot({ path: `${outDir}/results-page.png` });
   console.log(`ok: option a went from ${before} to ${await optionCount()} without a reload`);
+
+  // The whole window, measured from the load: one load, many updates.
+  await results.waitForTimeout(Math.max(0, loadedAt + LIVE_WINDOW_MS - Date.now()));
+  const updates = await results.evaluate(() => window.updates);
+  if (loads !== 1 || navigations !== 0) {
+    throw new Error(`the results page was loaded ${loads} times in ${LIVE_WINDOW_MS / 1000} s (${navigations} navigations)`);
+  }
+  if (updates < 5) throw new Error(`only ${updates} live updates in ${LIVE_WINDOW_MS / 1000} s`);
+  console.log(`ok: the results page was loaded once in ${LIVE_WINDOW_MS / 1000} s and updated live ${updates} times`);
+
+  // The stream stalls: the page must stop claiming to be live.
+  process.kill(resultsPid, "SIGSTOP");
+  stopped = true;
+  await results.waitForSelector("#live.stale", { timeout: 15000 });
+  await checkAccessibility(results, "the results page, stale");
+  await results.screenshot({ path: `${outDir}/results-page-stale.png` });
+  process.kill(resultsPid, "SIGCONT");
+  stopped = false;
+  await results.waitForFunction(() => document.getElementById("live").textContent === "updates live", null, {
+    timeout: 60000,
+  });
+  console.log("ok: a stalled stream showed as paused, and live again once it resumed");
+
+  // Forced colours (Windows high contrast): the buttons keep outlines and
+  // the bars stay visible.
+  for (const p of [vote, results]) await p.emulateMedia({ forcedColors: "active" });
+  await vote.screenshot({ path: `${outDir}/vote-page-forced-colors.png` });
+  await results.screenshot({ path: `${outDir}/results-page-forced-colors.png` });
+  const border = await vote.locator("button[value=b]").evaluate((b) => getComputedStyle(b).borderTopStyle);
+  const bar = await results.locator("#opt-a .bar").evaluate((b) => getComputedStyle(b).backgroundColor);
+  if (border !== "solid") throw new Error(`in forced colours the vote buttons have no border (${border})`);
+  if (bar === "rgba(0, 0, 0, 0)") throw new Error("in forced colours the result bars disappear");
+  console.log(`ok: forced colours keep the buttons' borders and the bars (${bar})`);
 
   // Another site frames the vote page: the browser must not render it.
   const framer = await context.newPage();
@@ -73,5 +143,6 @@ try {
   console.error(`browser test failed: ${e.message.split("\n")[0]}`);
   process.exitCode = 1;
 } finally {
+  if (stopped) process.kill(resultsPid, "SIGCONT");
   await browser.close();
 }
