@@ -5,44 +5,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::capture_node::{self, capture_on_thread};
-use common::postgres::PgServer;
-use common::RedisServer;
-
-/// What came back: the status, or `None` for a connection closed without
-/// an answer.
-fn raw(port: u16, request: &[u8], half_close: bool) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    // A node that answers early (413) stops reading: do not block on it.
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    // The server may answer and close before reading everything we send.
-    let _ = s.write_all(request);
-    if half_close {
-        let _ = s.shutdown(Shutdown::Write);
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    head.strip_prefix("HTTP/1.1 ")
-        .or_else(|| head.strip_prefix("HTTP/1.0 "))
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-}
+use common::http::head_status as raw;
+use common::{capture_node, results_node, spawn_capture, spawn_results, PgServer, RedisServer};
 
 fn post(path: &str, content_type: Option<&str>, body: &[u8], extra: &str) -> Vec<u8> {
     let mut r = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
@@ -79,7 +46,8 @@ fn vote(port: u16) -> Option<u16> {
 #[test]
 fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let port = node.port;
     let form = Some("application/x-www-form-urlencoded");
     let json = Some("application/json");
     let mib = vec![b'a'; 1 << 20];
@@ -224,10 +192,7 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
             "{name}: got {got:?}, want one of {want:?} or a closed connection"
         );
     }
-    let stored: usize = redis::cmd("XLEN")
-        .arg("votes")
-        .query(&mut redis.conn())
-        .unwrap();
+    let stored = redis.xlen();
     assert_eq!(stored, 0, "no hostile request stored a vote");
     assert_eq!(vote(port), Some(202), "still serving");
 }
@@ -235,7 +200,8 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
 #[test]
 fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let port = node.port;
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let started = Instant::now();
@@ -273,7 +239,8 @@ fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile()
 #[test]
 fn many_idle_connections_do_not_stop_a_node_from_serving() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let port = node.port;
     let idle: Vec<TcpStream> = (0..500)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
@@ -289,10 +256,11 @@ fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
     let pg = PgServer::start();
     let redis = RedisServer::start();
     pg.migrated_url();
-    let port = common::results_node::results_on_thread(common::results_node::settings(
+    let node = spawn_results(results_node::settings(
         pg.url_as(voteswarm::cluster::postgres::PgRole::Results),
         &redis.results_url(),
     ));
+    let port = node.port;
     let many_headers: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         (

@@ -6,20 +6,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::capture_node::{self, post_with, spawn_capture, stream_votes, test_key};
-use common::RedisServer;
+use common::capture_node::{self, post_with, test_key};
+use common::{spawn_capture, RedisServer};
 use futures_util::StreamExt;
 use voteswarm::clock;
 use voteswarm::config::VoteChanges;
 use voteswarm::cookie::VoterCookie;
 use voteswarm::vote::{Id128, VoteOption};
-
-fn xlen(redis: &RedisServer) -> usize {
-    redis::cmd("XLEN")
-        .arg("votes")
-        .query(&mut redis.conn())
-        .unwrap()
-}
 
 #[actix_web::test]
 async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
@@ -43,7 +36,7 @@ async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
     assert!(a.body.contains("Your vote for Dogs is in"));
     let cookie = a.cookie.expect("a voter cookie is set");
 
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 1);
     assert_eq!(votes[0].option, VoteOption::B);
     assert_eq!(votes[0].node, "capture-test");
@@ -71,7 +64,7 @@ async fn an_api_vote_gets_a_receipt_matching_the_stream_entry() {
     let a = node.vote_api("a", None).await;
     assert_eq!(a.status, 202, "{}", a.body);
     let receipt = a.json();
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 1);
     assert_eq!(receipt["vote_id"], votes[0].vote_id.to_string());
     assert_eq!(receipt["ts"], votes[0].ts);
@@ -118,7 +111,7 @@ async fn bad_requests_get_their_documented_status_and_store_nothing() {
             assert!(!a.body.is_empty() && a.body.len() < 200, "short plain body");
         }
     }
-    assert_eq!(xlen(&redis), 0, "no refused request stored a vote");
+    assert_eq!(redis.xlen(), 0, "no refused request stored a vote");
     let (_, metrics) = node.get("/metrics").await;
     for reason in ["bad_option", "malformed", "too_large", "content_type"] {
         assert!(
@@ -145,7 +138,7 @@ async fn a_change_within_the_minimum_interval_gets_429_with_retry_after() {
     assert!((1..=60).contains(&wait), "Retry-After {wait}");
     // Voting the same option again is not a change.
     assert_eq!(node.vote_api("a", Some(&cookie)).await.status, 202);
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert!(votes.iter().all(|v| v.option == VoteOption::A));
     assert_eq!(votes.len(), 2);
 }
@@ -159,7 +152,7 @@ async fn a_change_after_the_minimum_interval_is_accepted() {
     let first = node.vote_api("a", None).await;
     let change = node.vote_api("b", first.cookie.as_deref()).await;
     assert_eq!(change.status, 202, "{}", change.body);
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 2);
     assert_eq!(votes[0].voter, votes[1].voter);
     assert!(votes[1].ts > votes[0].ts);
@@ -181,7 +174,7 @@ async fn in_deny_mode_a_changed_vote_gets_409() {
     assert_eq!(api.status, 409);
     assert_eq!(api.json()["reason"], "changes_denied");
     assert_eq!(node.vote_form("a", Some(&cookie)).await.status, 200);
-    assert_eq!(xlen(&redis), 2);
+    assert_eq!(redis.xlen(), 2);
 }
 
 #[actix_web::test]
@@ -209,7 +202,7 @@ async fn a_forged_cookie_is_a_new_voter() {
         let new = VoterCookie::decode(&test_key(), &a.cookie.unwrap()).unwrap();
         assert_ne!(new.voter, victim);
     }
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), garbage.len());
     assert!(votes.iter().all(|v| v.voter != victim));
     let distinct: HashSet<_> = votes.iter().map(|v| v.voter).collect();
@@ -236,7 +229,7 @@ async fn a_voters_second_vote_is_later_even_when_the_cookie_comes_from_the_futur
     let next = VoterCookie::decode(&test_key(), &a.cookie.unwrap()).unwrap();
     assert_eq!(next.voter, voter);
     assert_eq!(next.last, Some((ts, VoteOption::B)));
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!((votes[0].voter, votes[0].ts), (voter, ts));
 }
 
@@ -265,7 +258,7 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
                         "vote=b".to_owned(),
                     )
                 };
-                capture_node::post_to(client, base, path, ct, body, None).await
+                post_with(client, base, path, ct, body, None, &[]).await
             }
         })
         .buffer_unordered(CONNECTIONS)
@@ -285,7 +278,7 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
         "only 503 may refuse: {refused:?}"
     );
     assert_eq!(ok + refused.len(), VOTERS);
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), ok, "exactly one entry per 2xx");
     let ids: HashSet<_> = votes.iter().map(|v| v.vote_id).collect();
     assert_eq!(ids.len(), votes.len(), "no duplicate vote id");
@@ -344,7 +337,7 @@ async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns
     assert_eq!(retry.status, 202);
     assert_eq!(retry.json()["voter"], identity.voter.to_string());
     // The vote taken before the crash survived it (append-only file).
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 2);
 }
 
@@ -416,7 +409,7 @@ async fn a_cross_site_form_post_is_refused_and_a_same_site_one_accepted() {
         let resp = req.send_body("vote=a").await.unwrap();
         assert_eq!(resp.status().as_u16(), want, "{headers:?}");
     }
-    assert_eq!(xlen(&redis), 3, "only the same-site votes are stored");
+    assert_eq!(redis.xlen(), 3, "only the same-site votes are stored");
 }
 
 #[actix_web::test]
@@ -436,7 +429,7 @@ async fn over_queue_limit_votes_get_503_and_readyz_fails_until_the_queue_drains(
     assert_eq!(refused.json()["reason"], "queue_full");
     assert_eq!(refused.retry_after.as_deref(), Some("1"));
     assert_eq!(node.get("/readyz").await.0, 503);
-    assert_eq!(xlen(&redis), stored);
+    assert_eq!(redis.xlen(), stored);
     let (_, metrics) = node.get("/metrics").await;
     assert!(metrics.contains("voteswarm_queue_depth 6"), "{metrics}");
 
@@ -534,7 +527,7 @@ async fn when_the_edge_says_new_voters_are_spent_only_returning_voters_vote() {
     let back = spent(Some(cookie)).await.unwrap();
     assert_eq!(back.status().as_u16(), 202);
     assert!(!back.headers().contains_key("x-voteswarm-new-voter"));
-    assert_eq!(xlen(&redis), 2, "the refused votes stored nothing");
+    assert_eq!(redis.xlen(), 2, "the refused votes stored nothing");
 }
 
 /// 32 random hex digits: a well-formed Idempotency-Key.
@@ -574,7 +567,7 @@ async fn the_same_idempotency_key_is_the_same_vote_and_another_vote_under_it_get
         node.vote_api_with("a", Some(&stranger), &key).await.status,
         422
     );
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 1, "one request, stored once");
     assert_eq!(votes[0].option, VoteOption::A);
     assert_eq!(votes[0].vote_id.to_string(), first.json()["vote_id"]);
@@ -615,7 +608,7 @@ async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
             .await;
         assert_eq!(replay.status, 422, "{}", replay.body);
     }
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 2);
     assert!(votes.iter().all(|v| v.option == VoteOption::A));
 }
@@ -649,7 +642,8 @@ async fn an_idempotency_key_never_reaches_another_voter() {
         .vote_api_with("a", Some(&me.encode(&test_key())), &key)
         .await;
     assert_eq!(mine.json()["voter"], me.voter.to_string());
-    let victims: Vec<_> = stream_votes(&mut redis.conn(), "votes")
+    let victims: Vec<_> = redis
+        .votes()
         .into_iter()
         .filter(|v| v.voter.to_string() == victim_id)
         .collect();
@@ -678,7 +672,7 @@ async fn a_weak_or_malformed_idempotency_key_gets_400_and_stores_nothing() {
         assert_eq!(a.json()["reason"], "bad_idempotency_key");
         assert!(a.json()["error"].as_str().unwrap().contains("128 bits"));
     }
-    assert_eq!(xlen(&redis), 0);
+    assert_eq!(redis.xlen(), 0);
     for good in [
         "0f8a4c2e-9b1d-4e7a-8c3f-5d6b7a8e9f01",
         "ZTx3q_9-KpLm2RvN8sWb4Y",
@@ -714,7 +708,7 @@ async fn a_cookie_from_far_in_the_future_is_a_new_voter() {
         let next = VoterCookie::decode(&test_key(), &a.cookie.unwrap()).unwrap();
         assert_ne!(next.voter, victim);
     }
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert!(votes.iter().all(|v| v.voter != victim));
 }
 
@@ -899,7 +893,7 @@ async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes
         metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 1"#),
         "{metrics}"
     );
-    assert_eq!(xlen(&redis), 3);
+    assert_eq!(redis.xlen(), 3);
 }
 
 #[actix_web::test]

@@ -8,9 +8,9 @@ mod common;
 use std::io::BufRead;
 use std::time::Duration;
 
-use common::edge::{open_events, request, Edge, Stub, STUB_METRICS};
-use common::postgres::PgServer;
-use common::{free_port, wait_until, RedisServer};
+use common::edge::{open_events, Edge, Stub, STUB_METRICS};
+use common::http::request;
+use common::{free_port, results_node, spawn_results, wait_until, PgServer, RedisServer};
 
 const VOTE: &str = "POST /api/vote HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"vote\":\"a\"}";
 
@@ -105,13 +105,7 @@ fn one_address_holds_at_most_streams_per_address_event_streams() {
     });
     assert!(freed, "a slot freed by a closed stream is reused");
     // The refused ones never reached the results server.
-    let reached = results
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| *p == "/events")
-        .count();
+    let reached = results.seen_count("/events");
     assert_eq!(reached, 4, "three, then one in the freed slot");
 }
 
@@ -160,18 +154,18 @@ fn a_full_results_node_sheds_its_oldest_stream_to_admit_a_new_viewer() {
         .unwrap();
     let (pg, redis) = (PgServer::start(), RedisServer::start());
     pg.migrated_url();
-    let mut settings = common::results_node::settings(
+    let mut settings = results_node::settings(
         pg.url_as(voteswarm::cluster::postgres::PgRole::Results),
         &redis.results_url(),
     );
     settings.max_streams = 2;
-    let port = common::results_node::results_on_thread(settings);
+    let node = spawn_results(settings);
     let capture = Stub::start();
     let edge = Edge::start(
         dir.path(),
         "edge",
         &capture.addr(),
-        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{}", node.port),
         &[("STREAMS_PER_ADDRESS", "100".into())],
     );
     let mut streams = Vec::new();
@@ -286,13 +280,7 @@ fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
     assert_eq!(request(a.vote_port, &vote_with(Some("x"))).0, 202);
     // and page loads pass.
     assert_eq!(request(b.vote_port, &get("/")).0, 200);
-    let posts = capture
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| *p == "/api/vote")
-        .count();
+    let posts = capture.seen_count("/api/vote");
     assert_eq!(
         posts, 7,
         "3 new voters, 2 forged (refused there), 2 returning"
