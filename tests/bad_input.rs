@@ -62,33 +62,26 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
     }
     chunked_mib.extend_from_slice(b"0\r\n\r\n");
 
-    let cases: Vec<(&str, Vec<u8>, bool, &[u16])> = vec![
-        ("empty form body", post("/", form, b"", ""), false, &[400]),
+    let mut cases: Vec<(&str, Vec<u8>, bool, &[u16])> = Vec::new();
+    // Form bodies that are not a vote.
+    for (name, body) in [
+        ("empty form body", &b""[..]),
+        ("malformed form", b"vote"),
+        ("form with a bad escape", b"vote=%zz"),
+        ("invalid UTF-8 in the form", b"vote=\xff\xfe"),
+        ("unknown option", b"vote=cats"),
+    ] {
+        cases.push((name, post("/", form, body, ""), false, &[400]));
+    }
+    let mut truncated = post("/", form, b"vote=a&x=0123456789", "");
+    truncated.truncate(truncated.len() - 10);
+    cases.extend([
         (
-            "malformed form",
-            post("/", form, b"vote", ""),
+            "1 MiB form body",
+            post("/", form, &mib, ""),
             false,
-            &[400],
+            &[413][..],
         ),
-        (
-            "form with a bad escape",
-            post("/", form, b"vote=%zz", ""),
-            false,
-            &[400],
-        ),
-        (
-            "invalid UTF-8 in the form",
-            post("/", form, b"vote=\xff\xfe", ""),
-            false,
-            &[400],
-        ),
-        (
-            "unknown option",
-            post("/", form, b"vote=cats", ""),
-            false,
-            &[400],
-        ),
-        ("1 MiB form body", post("/", form, &mib, ""), false, &[413]),
         ("1 MiB chunked body", chunked_mib, false, &[413]),
         (
             "1 MiB JSON body",
@@ -96,75 +89,40 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
             false,
             &[413],
         ),
-        (
-            "truncated body",
-            {
-                let mut r = post("/", form, b"vote=a&x=0123456789", "");
-                r.truncate(r.len() - 10);
-                r
-            },
-            true,
-            &[400],
-        ),
-        (
-            "missing content type",
-            post("/", None, b"vote=a", ""),
-            false,
-            &[415],
-        ),
-        (
-            "wrong content type",
-            post("/", Some("text/plain"), b"vote=a", ""),
-            false,
-            &[415],
-        ),
+        ("truncated body", truncated, true, &[400]),
+    ]);
+    // Not a form at all.
+    for (name, content_type, body) in [
+        ("missing content type", None, &b"vote=a"[..]),
+        ("wrong content type", Some("text/plain"), b"vote=a"),
         (
             "multipart",
-            post("/", Some("multipart/form-data; boundary=x"), b"--x--", ""),
-            false,
-            &[415],
+            Some("multipart/form-data; boundary=x"),
+            b"--x--",
         ),
+    ] {
+        cases.push((name, post("/", content_type, body, ""), false, &[415]));
+    }
+    // JSON that is not a vote.
+    for (name, body) in [
         (
             "JSON with an extra field",
-            post("/api/vote", json, br#"{"vote":"a","again":true}"#, ""),
-            false,
-            &[400],
+            &br#"{"vote":"a","again":true}"#[..],
         ),
-        (
-            "JSON without the field",
-            post("/api/vote", json, br#"{"choice":"a"}"#, ""),
-            false,
-            &[400],
-        ),
-        (
-            "JSON with a number",
-            post("/api/vote", json, br#"{"vote":1}"#, ""),
-            false,
-            &[400],
-        ),
-        (
-            "JSON array",
-            post("/api/vote", json, br#"["a"]"#, ""),
-            false,
-            &[400],
-        ),
-        (
-            "JSON null",
-            post("/api/vote", json, b"null", ""),
-            false,
-            &[400],
-        ),
-        (
-            "invalid UTF-8 JSON",
-            post("/api/vote", json, b"{\"vote\":\"\xff\"}", ""),
-            false,
-            &[400],
-        ),
+        ("JSON without the field", br#"{"choice":"a"}"#),
+        ("JSON with a number", br#"{"vote":1}"#),
+        ("JSON array", br#"["a"]"#),
+        ("JSON null", b"null"),
+        ("invalid UTF-8 JSON", b"{\"vote\":\"\xff\"}"),
+    ] {
+        cases.push((name, post("/api/vote", json, body, ""), false, &[400]));
+    }
+    cases.extend([
         (
             "thousands of headers",
             post("/", form, b"vote=a", &many_headers),
             false,
-            &[400, 413, 431],
+            &[400, 413, 431][..],
         ),
         (
             "a 64 KiB request line",
@@ -184,7 +142,7 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
             false,
             &[400],
         ),
-    ];
+    ]);
     for (name, request, half_close, want) in cases {
         let got = raw(port, &request, half_close);
         assert!(

@@ -104,14 +104,7 @@ fn with_a_proof_of_work_the_page_solves_it_and_votes_and_without_javascript_stil
     );
     // The node agrees: one new voter paid, one took the fallback.
     let metrics = http::metrics(up.port("capture01"));
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="solved"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 1"#),
-        "{metrics}"
-    );
+    common::capture_node::assert_pow_votes(&metrics, 1, 1);
     assert_eq!(run.up.stop(), 0);
 }
 

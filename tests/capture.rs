@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::capture_node::{self, post_with, test_key};
+use common::capture_node::{self, assert_pow_votes, post_with, spawn_on, test_key};
 use common::{spawn_capture, RedisServer};
 use futures_util::StreamExt;
 use voteswarm::clock;
@@ -126,9 +126,7 @@ async fn bad_requests_get_their_documented_status_and_store_nothing() {
 #[actix_web::test]
 async fn a_change_within_the_minimum_interval_gets_429_with_retry_after() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.min_change_interval = Duration::from_secs(60);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.min_change_interval = Duration::from_secs(60));
     let first = node.vote_api("a", None).await;
     assert_eq!(first.status, 202);
     let cookie = first.cookie.unwrap();
@@ -146,9 +144,7 @@ async fn a_change_within_the_minimum_interval_gets_429_with_retry_after() {
 #[actix_web::test]
 async fn a_change_after_the_minimum_interval_is_accepted() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.min_change_interval = Duration::from_millis(0);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.min_change_interval = Duration::from_millis(0));
     let first = node.vote_api("a", None).await;
     let change = node.vote_api("b", first.cookie.as_deref()).await;
     assert_eq!(change.status, 202, "{}", change.body);
@@ -161,10 +157,10 @@ async fn a_change_after_the_minimum_interval_is_accepted() {
 #[actix_web::test]
 async fn in_deny_mode_a_changed_vote_gets_409() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.vote_changes = VoteChanges::Deny;
-    s.min_change_interval = Duration::ZERO;
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| {
+        s.vote_changes = VoteChanges::Deny;
+        s.min_change_interval = Duration::ZERO;
+    });
     let first = node.vote_form("a", None).await;
     assert_eq!(first.status, 200);
     let cookie = first.cookie.unwrap();
@@ -303,9 +299,7 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
 #[actix_web::test]
 async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns() {
     let mut redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.enqueue_timeout = Duration::from_millis(500);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.enqueue_timeout = Duration::from_millis(500));
     assert_eq!(node.vote_api("a", None).await.status, 202);
     assert_eq!(node.get("/readyz").await.0, 200);
 
@@ -344,9 +338,7 @@ async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns
 #[actix_web::test]
 async fn a_hung_redis_gets_503_within_the_enqueue_timeout() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.enqueue_timeout = Duration::from_millis(300);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.enqueue_timeout = Duration::from_millis(300));
     assert_eq!(node.vote_api("a", None).await.status, 202);
     redis.pause();
     let started = Instant::now();
@@ -415,9 +407,7 @@ async fn a_cross_site_form_post_is_refused_and_a_same_site_one_accepted() {
 #[actix_web::test]
 async fn over_queue_limit_votes_get_503_and_readyz_fails_until_the_queue_drains() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.queue_limit = 5;
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.queue_limit = 5);
     let mut stored = 0;
     for _ in 0..6 {
         assert_eq!(node.vote_api("a", None).await.status, 202);
@@ -463,9 +453,7 @@ fn stream_votes_ids(conn: &mut redis::Connection) -> Vec<String> {
 async fn a_request_retried_by_the_edge_is_one_voter_and_one_vote_on_any_node() {
     let redis = RedisServer::start();
     let one = spawn_capture(capture_node::settings(&redis.capture_url()));
-    let mut other = capture_node::settings(&redis.capture_url());
-    other.node_id = "capture-other".into();
-    let two = spawn_capture(other);
+    let two = spawn_on(&redis, |s| s.node_id = "capture-other".into());
     let mut receipts = Vec::new();
     for node in [&one, &two] {
         let mut resp = node
@@ -576,13 +564,11 @@ async fn the_same_idempotency_key_is_the_same_vote_and_another_vote_under_it_get
 #[actix_web::test]
 async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
     let redis = RedisServer::start();
-    let mut deny = capture_node::settings(&redis.capture_url());
-    deny.vote_changes = VoteChanges::Deny;
-    deny.min_change_interval = Duration::ZERO;
-    let deny = spawn_capture(deny);
-    let mut slow = capture_node::settings(&redis.capture_url());
-    slow.min_change_interval = Duration::from_secs(60);
-    let slow = spawn_capture(slow);
+    let deny = spawn_on(&redis, |s| {
+        s.vote_changes = VoteChanges::Deny;
+        s.min_change_interval = Duration::ZERO;
+    });
+    let slow = spawn_on(&redis, |s| s.min_change_interval = Duration::from_secs(60));
     for (node, status) in [(&deny, 409), (&slow, 429)] {
         let k = idem_key();
         let first = node
@@ -617,11 +603,8 @@ async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
 async fn an_idempotency_key_never_reaches_another_voter() {
     let redis = RedisServer::start();
     // Four nodes, none of which has seen what the others took.
-    let [one, two, three, four] = ["n1", "n2", "n3", "n4"].map(|n| {
-        let mut s = capture_node::settings(&redis.capture_url());
-        s.node_id = n.into();
-        spawn_capture(s)
-    });
+    let [one, two, three, four] =
+        ["n1", "n2", "n3", "n4"].map(|n| spawn_on(&redis, |s| s.node_id = n.into()));
     let k = idem_key();
     let key = [("Idempotency-Key", k.as_str())];
     let victim = one.vote_api_with("a", None, &key).await;
@@ -688,9 +671,7 @@ async fn a_weak_or_malformed_idempotency_key_gets_400_and_stores_nothing() {
 #[actix_web::test]
 async fn a_cookie_from_far_in_the_future_is_a_new_voter() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.min_change_interval = Duration::from_secs(60);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.min_change_interval = Duration::from_secs(60));
     let victim = Id128::random();
     for last_ts in [
         clock::now_micros() + voteswarm::cookie::MAX_CLOCK_SKEW_MICROS + 5_000_000,
@@ -738,11 +719,11 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     };
     let old_cookie = old.encode(&test_key());
     let new_key = "rotated-cookie-key-0123456789-abcdefghijklmnop";
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.cookie_key = voteswarm::config::cookie_key_from(new_key).unwrap();
-    s.cookie_keys_previous = voteswarm::config::Secret::new(vec![test_key()]);
-    s.min_change_interval = Duration::from_secs(60);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| {
+        s.cookie_key = voteswarm::config::cookie_key_from(new_key).unwrap();
+        s.cookie_keys_previous = voteswarm::config::Secret::new(vec![test_key()]);
+        s.min_change_interval = Duration::from_secs(60);
+    });
     // A change 5 s after the old cookie's vote: the same voter, so 429.
     assert_eq!(node.vote_api("b", Some(&old_cookie)).await.status, 429);
     let again = node.vote_api("a", Some(&old_cookie)).await;
@@ -805,9 +786,7 @@ async fn the_vote_page_forbids_frames_and_allows_only_its_own_style() {
 async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes() {
     use voteswarm::capture::pow;
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.pow_bits = 10;
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.pow_bits = 10);
     let (_, _, body) = node.get_with_headers("/api/pow").await;
     let j: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(j["bits"], 10);
@@ -885,24 +864,17 @@ async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes
         202
     );
     let (_, _, metrics) = node.get_with_headers("/metrics").await;
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="solved"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 1"#),
-        "{metrics}"
-    );
+    assert_pow_votes(&metrics, 1, 1);
     assert_eq!(redis.xlen(), 3);
 }
 
 #[actix_web::test]
 async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.pow_bits = 8;
-    s.min_change_interval = Duration::ZERO;
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| {
+        s.pow_bits = 8;
+        s.min_change_interval = Duration::ZERO;
+    });
     let voters = 40;
     let report = voteswarm::loadgen::run(voteswarm::loadgen::LoadgenSettings {
         target: node.base.clone(),
@@ -924,14 +896,5 @@ async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
     assert_eq!(report.failed_voters, 0);
     assert_eq!(report.stats.acknowledged, 50);
     let (_, _, metrics) = node.get_with_headers("/metrics").await;
-    assert!(
-        metrics.contains(&format!(
-            r#"voteswarm_pow_votes_total{{proof="solved"}} {voters}"#
-        )),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 0"#),
-        "{metrics}"
-    );
+    assert_pow_votes(&metrics, voters, 0);
 }

@@ -160,29 +160,29 @@ fn killing_a_worker_every_few_seconds_loses_and_doubles_nothing() {
     });
 }
 
+/// SIGKILL to the cluster's child `name`, recovered once capture02 (that
+/// child, or the node in front of it) is ready again.
+fn kill_until_capture02_ready(up: &Up, name: &str) -> Outcome {
+    signal(up.pid(name), libc::SIGKILL);
+    let t = Instant::now();
+    until_ready(up, "capture02", "/readyz");
+    Outcome {
+        faults: 1,
+        recovery: t.elapsed(),
+    }
+}
+
 #[test]
 fn a_killed_capture_node_is_routed_around_and_its_queue_still_counted() {
     scenario("SIGKILL a capture node", |up, _| {
-        signal(up.pid("capture02"), libc::SIGKILL);
-        let t = Instant::now();
-        until_ready(up, "capture02", "/readyz");
-        Outcome {
-            faults: 1,
-            recovery: t.elapsed(),
-        }
+        kill_until_capture02_ready(up, "capture02")
     });
 }
 
 #[test]
 fn a_killed_redis_restarts_from_its_append_only_file() {
     scenario("SIGKILL a capture node's Redis", |up, _| {
-        signal(up.pid("redis02"), libc::SIGKILL);
-        let t = Instant::now();
-        until_ready(up, "capture02", "/readyz");
-        Outcome {
-            faults: 1,
-            recovery: t.elapsed(),
-        }
+        kill_until_capture02_ready(up, "redis02")
     });
 }
 

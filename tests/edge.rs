@@ -18,12 +18,17 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")
 }
 
-/// One edge in front of stub capture and results servers.
-fn stub_edge(env: &[(&str, String)]) -> (tempfile::TempDir, Stub, Stub, Edge) {
-    let dir = tempfile::Builder::new()
+/// Where an edge keeps its configuration, socket and logs.
+fn edge_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
         .prefix("vs-edge-")
         .tempdir()
-        .unwrap();
+        .unwrap()
+}
+
+/// One edge in front of stub capture and results servers.
+fn stub_edge(env: &[(&str, String)]) -> (tempfile::TempDir, Stub, Stub, Edge) {
+    let dir = edge_dir();
     let (capture, results) = (Stub::start(), Stub::start());
     let edge = Edge::start(dir.path(), "edge", &capture.addr(), &results.addr(), env);
     (dir, capture, results, edge)
@@ -148,10 +153,7 @@ fn until_line(r: &mut impl BufRead, prefix: &str) -> Option<String> {
 
 #[test]
 fn a_full_results_node_sheds_its_oldest_stream_to_admit_a_new_viewer() {
-    let dir = tempfile::Builder::new()
-        .prefix("vs-edge-")
-        .tempdir()
-        .unwrap();
+    let dir = edge_dir();
     let (pg, redis) = (PgServer::start(), RedisServer::start());
     pg.migrated_url();
     let mut settings = results_node::settings(
@@ -206,10 +208,7 @@ fn new_voter_count(edge: &Edge) -> Option<u64> {
 
 #[test]
 fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
-    let dir = tempfile::Builder::new()
-        .prefix("vs-edge-")
-        .tempdir()
-        .unwrap();
+    let dir = edge_dir();
     let (capture, results) = (Stub::start(), Stub::start());
     let (peer_a, peer_b) = (free_port(), free_port());
     let env = |me: &str, bind: u16, other: &str, other_port: u16| {

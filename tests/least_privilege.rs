@@ -34,6 +34,15 @@ fn refused(conn: &mut PgConnection, sql: &str) -> String {
     }
 }
 
+/// `sql` must fail for want of a right.
+fn denied(conn: &mut PgConnection, sql: &str) {
+    let e = refused(conn, sql);
+    assert!(
+        e.contains("permission denied") || e.contains("must be owner"),
+        "`{sql}`: {e}"
+    );
+}
+
 fn allowed(conn: &mut PgConnection, sql: &str) {
     diesel::sql_query(sql)
         .execute(conn)
@@ -70,11 +79,7 @@ fn results_can_read_the_totals_and_nothing_else_and_can_write_nothing() {
         "CREATE TEMP TABLE mine (x int)",
         "DROP TABLE vote_counts",
     ] {
-        let e = refused(&mut results, sql);
-        assert!(
-            e.contains("permission denied") || e.contains("must be owner"),
-            "`{sql}`: {e}"
-        );
+        denied(&mut results, sql);
     }
 }
 
@@ -103,11 +108,7 @@ fn the_worker_commits_votes_but_cannot_change_the_schema_nor_delete() {
         "DELETE FROM vote_counts",
         "SELECT * FROM __diesel_schema_migrations",
     ] {
-        let e = refused(&mut worker, sql);
-        assert!(
-            e.contains("permission denied") || e.contains("must be owner"),
-            "`{sql}`: {e}"
-        );
+        denied(&mut worker, sql);
     }
     // Migrating is the migrator's: the worker's login cannot.
     assert!(voteswarm::db::migrate(&worker_url).is_err());

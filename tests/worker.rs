@@ -227,9 +227,7 @@ fn in_deny_mode_the_first_vote_stays_whatever_the_drain_order() {
 fn replaying_the_same_entries_changes_nothing() {
     let pg = PgServer::start();
     let url = pg.url();
-    let redis = RedisServer::start();
-    let votes = generate(7, 300, 1000, 1).remove(0);
-    redis.preload(&votes);
+    let (redis, votes) = one_queue(7, 300, 1000);
     let resolver = Arc::new(StubResolver::default());
     resolver.set(&[redis.worker_url()]);
     let worker = spawn_worker(settings(&pg, VoteChanges::Allow), resolver);
@@ -448,14 +446,32 @@ fn pending_of(redis: &RedisServer, consumer: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Three queues holding 100,000 votes of 60,000 voters (`generate`'s).
+/// `queues` queues holding `generate`'s votes, preloaded.
+fn preloaded(
+    seed: u64,
+    voters: usize,
+    total: usize,
+    queues: usize,
+) -> Vec<(RedisServer, Vec<Vote>)> {
+    let streams = generate(seed, voters, total, queues);
+    streams
+        .into_iter()
+        .map(|votes| {
+            let redis = RedisServer::start();
+            redis.preload(&votes);
+            (redis, votes)
+        })
+        .collect()
+}
+
+/// Three queues holding 100,000 votes of 60,000 voters.
 fn three_queues(seed: u64) -> (Vec<RedisServer>, Vec<Vec<Vote>>) {
-    let redis: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let streams = generate(seed, 60_000, 100_000, 3);
-    for (r, votes) in redis.iter().zip(&streams) {
-        r.preload(votes);
-    }
-    (redis, streams)
+    preloaded(seed, 60_000, 100_000, 3).into_iter().unzip()
+}
+
+/// One queue holding `total` votes of `voters` voters.
+fn one_queue(seed: u64, voters: usize, total: usize) -> (RedisServer, Vec<Vote>) {
+    preloaded(seed, voters, total, 1).remove(0)
 }
 
 #[test]
@@ -513,9 +529,7 @@ fn a_worker_killed_mid_drain_has_its_entries_claimed_and_the_count_stays_exact()
 fn with_postgres_stopped_nothing_is_acknowledged_and_the_count_ends_exact() {
     let mut pg = PgServer::start();
     let url = pg.migrated_url();
-    let redis = RedisServer::start();
-    let votes = generate(17, 40_000, 60_000, 1).remove(0);
-    redis.preload(&votes);
+    let (redis, votes) = one_queue(17, 40_000, 60_000);
     let w = WorkerProcess::start(&url, &[&redis], "worker-pg", 30_000);
     assert!(
         wait_until(DRAIN_TIMEOUT, || row_count(&url) > 1_000),
@@ -590,9 +604,7 @@ fn an_unreachable_queue_does_not_stall_the_others_and_is_drained_when_back() {
 fn on_sigterm_a_worker_finishes_its_batches_and_exits_0() {
     let pg = PgServer::start();
     let url = pg.migrated_url();
-    let redis = RedisServer::start();
-    let votes = generate(23, 30_000, 50_000, 1).remove(0);
-    redis.preload(&votes);
+    let (redis, votes) = one_queue(23, 30_000, 50_000);
     let mut w = WorkerProcess::start(&url, &[&redis], "worker-t", 30_000);
     assert!(
         wait_until(DRAIN_TIMEOUT, || row_count(&url) > 1_000),

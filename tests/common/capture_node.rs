@@ -8,6 +8,7 @@ use voteswarm::capture::Capture;
 use voteswarm::config::{cookie_key_from, CaptureSettings, Secret, VoteChanges};
 
 use super::node_thread::NodeThread;
+use super::RedisServer;
 
 pub const TEST_COOKIE_KEY: &str = "test-cookie-key-that-is-at-least-32-bytes-long";
 
@@ -58,6 +59,23 @@ pub fn spawn_capture(settings: CaptureSettings) -> TestCapture {
         base: format!("http://127.0.0.1:{port}"),
         client: client(64),
         node,
+    }
+}
+
+/// A node on `redis` from the settings a test starts from, as `change`
+/// makes them.
+pub fn spawn_on(redis: &RedisServer, change: impl FnOnce(&mut CaptureSettings)) -> TestCapture {
+    let mut s = settings(&redis.capture_url());
+    change(&mut s);
+    spawn_capture(s)
+}
+
+/// The node's proof-of-work counters: `solved` new voters paid, `none`
+/// took the fallback.
+pub fn assert_pow_votes(metrics: &str, solved: usize, none: usize) {
+    for (proof, n) in [("solved", solved), ("none", none)] {
+        let line = format!(r#"voteswarm_pow_votes_total{{proof="{proof}"}} {n}"#);
+        assert!(metrics.contains(&line), "{metrics}");
     }
 }
 
