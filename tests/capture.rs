@@ -10,7 +10,7 @@ use common::capture_node::{self, assert_pow_votes, post_with, spawn_on, test_key
 use common::{spawn_capture, RedisServer};
 use futures_util::StreamExt;
 use voteswarm::clock;
-use voteswarm::config::VoteChanges;
+use voteswarm::config::{CaptureSettings, VoteChanges};
 use voteswarm::cookie::VoterCookie;
 use voteswarm::vote::{Id128, VoteOption};
 
@@ -154,13 +154,16 @@ async fn a_change_after_the_minimum_interval_is_accepted() {
     assert!(votes[1].ts > votes[0].ts);
 }
 
+/// VOTE_CHANGES=deny, with no minimum interval in the way.
+fn deny_changes(s: &mut CaptureSettings) {
+    s.vote_changes = VoteChanges::Deny;
+    s.min_change_interval = Duration::ZERO;
+}
+
 #[actix_web::test]
 async fn in_deny_mode_a_changed_vote_gets_409() {
     let redis = RedisServer::start();
-    let node = spawn_on(&redis, |s| {
-        s.vote_changes = VoteChanges::Deny;
-        s.min_change_interval = Duration::ZERO;
-    });
+    let node = spawn_on(&redis, deny_changes);
     let first = node.vote_form("a", None).await;
     assert_eq!(first.status, 200);
     let cookie = first.cookie.unwrap();
@@ -564,10 +567,7 @@ async fn the_same_idempotency_key_is_the_same_vote_and_another_vote_under_it_get
 #[actix_web::test]
 async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
     let redis = RedisServer::start();
-    let deny = spawn_on(&redis, |s| {
-        s.vote_changes = VoteChanges::Deny;
-        s.min_change_interval = Duration::ZERO;
-    });
+    let deny = spawn_on(&redis, deny_changes);
     let slow = spawn_on(&redis, |s| s.min_change_interval = Duration::from_secs(60));
     for (node, status) in [(&deny, 409), (&slow, 429)] {
         let k = idem_key();

@@ -18,12 +18,7 @@ fn capture_cmd() -> Command {
 
 #[test]
 fn start_up_refuses_the_demo_key_unless_allowed_and_a_low_entropy_key_with_one_line() {
-    let demo = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/compose/secrets/cookie_key"
-    ))
-    .unwrap();
-    let demo = demo.trim();
+    let demo = include_str!("../compose/secrets/cookie_key").trim();
     let weak = "ab".repeat(24);
     for (key, why) in [
         (demo, "is marked DEMO-ONLY"),

@@ -220,20 +220,12 @@ fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
             ("EDGE_PEER1_ADDR", format!("127.0.0.1:{other_port}")),
         ]
     };
-    let a = Edge::start(
-        dir.path(),
-        "edge-a",
-        &capture.addr(),
-        &results.addr(),
-        &env("edge-a", peer_a, "edge-b", peer_b),
-    );
-    let b = Edge::start(
-        dir.path(),
-        "edge-b",
-        &capture.addr(),
-        &results.addr(),
-        &env("edge-b", peer_b, "edge-a", peer_a),
-    );
+    let edge = |me: &str, bind: u16, other: &str, other_port: u16| {
+        let env = env(me, bind, other, other_port);
+        Edge::start(dir.path(), me, &capture.addr(), &results.addr(), &env)
+    };
+    let a = edge("edge-a", peer_a, "edge-b", peer_b);
+    let b = edge("edge-b", peer_b, "edge-a", peer_a);
     // Three new voters through edge A: within the limit. A client cannot
     // claim the edge's verdict itself: the header is removed on the way in.
     for i in 0..3 {
