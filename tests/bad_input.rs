@@ -5,44 +5,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::capture_node::{self, capture_on_thread};
-use common::postgres::PgServer;
-use common::RedisServer;
-
-/// What came back: the status, or `None` for a connection closed without
-/// an answer.
-fn raw(port: u16, request: &[u8], half_close: bool) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    // A node that answers early (413) stops reading: do not block on it.
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    // The server may answer and close before reading everything we send.
-    let _ = s.write_all(request);
-    if half_close {
-        let _ = s.shutdown(Shutdown::Write);
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    head.strip_prefix("HTTP/1.1 ")
-        .or_else(|| head.strip_prefix("HTTP/1.0 "))
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-}
+use common::http::head_status as raw;
+use common::{capture_node, results_node, spawn_capture, spawn_results, PgServer, RedisServer};
 
 fn post(path: &str, content_type: Option<&str>, body: &[u8], extra: &str) -> Vec<u8> {
     let mut r = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
@@ -79,7 +46,8 @@ fn vote(port: u16) -> Option<u16> {
 #[test]
 fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let port = node.port;
     let form = Some("application/x-www-form-urlencoded");
     let json = Some("application/json");
     let mib = vec![b'a'; 1 << 20];
@@ -94,33 +62,26 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
     }
     chunked_mib.extend_from_slice(b"0\r\n\r\n");
 
-    let cases: Vec<(&str, Vec<u8>, bool, &[u16])> = vec![
-        ("empty form body", post("/", form, b"", ""), false, &[400]),
+    let mut cases: Vec<(&str, Vec<u8>, bool, &[u16])> = Vec::new();
+    // Form bodies that are not a vote.
+    for (name, body) in [
+        ("empty form body", &b""[..]),
+        ("malformed form", b"vote"),
+        ("form with a bad escape", b"vote=%zz"),
+        ("invalid UTF-8 in the form", b"vote=\xff\xfe"),
+        ("unknown option", b"vote=cats"),
+    ] {
+        cases.push((name, post("/", form, body, ""), false, &[400]));
+    }
+    let mut truncated = post("/", form, b"vote=a&x=0123456789", "");
+    truncated.truncate(truncated.len() - 10);
+    cases.extend([
         (
-            "malformed form",
-            post("/", form, b"vote", ""),
+            "1 MiB form body",
+            post("/", form, &mib, ""),
             false,
-            &[400],
+            &[413][..],
         ),
-        (
-            "form with a bad escape",
-            post("/", form, b"vote=%zz", ""),
-            false,
-            &[400],
-        ),
-        (
-            "invalid UTF-8 in the form",
-            post("/", form, b"vote=\xff\xfe", ""),
-            false,
-            &[400],
-        ),
-        (
-            "unknown option",
-            post("/", form, b"vote=cats", ""),
-            false,
-            &[400],
-        ),
-        ("1 MiB form body", post("/", form, &mib, ""), false, &[413]),
         ("1 MiB chunked body", chunked_mib, false, &[413]),
         (
             "1 MiB JSON body",
@@ -128,75 +89,40 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
             false,
             &[413],
         ),
-        (
-            "truncated body",
-            {
-                let mut r = post("/", form, b"vote=a&x=0123456789", "");
-                r.truncate(r.len() - 10);
-                r
-            },
-            true,
-            &[400],
-        ),
-        (
-            "missing content type",
-            post("/", None, b"vote=a", ""),
-            false,
-            &[415],
-        ),
-        (
-            "wrong content type",
-            post("/", Some("text/plain"), b"vote=a", ""),
-            false,
-            &[415],
-        ),
+        ("truncated body", truncated, true, &[400]),
+    ]);
+    // Not a form at all.
+    for (name, content_type, body) in [
+        ("missing content type", None, &b"vote=a"[..]),
+        ("wrong content type", Some("text/plain"), b"vote=a"),
         (
             "multipart",
-            post("/", Some("multipart/form-data; boundary=x"), b"--x--", ""),
-            false,
-            &[415],
+            Some("multipart/form-data; boundary=x"),
+            b"--x--",
         ),
+    ] {
+        cases.push((name, post("/", content_type, body, ""), false, &[415]));
+    }
+    // JSON that is not a vote.
+    for (name, body) in [
         (
             "JSON with an extra field",
-            post("/api/vote", json, br#"{"vote":"a","again":true}"#, ""),
-            false,
-            &[400],
+            &br#"{"vote":"a","again":true}"#[..],
         ),
-        (
-            "JSON without the field",
-            post("/api/vote", json, br#"{"choice":"a"}"#, ""),
-            false,
-            &[400],
-        ),
-        (
-            "JSON with a number",
-            post("/api/vote", json, br#"{"vote":1}"#, ""),
-            false,
-            &[400],
-        ),
-        (
-            "JSON array",
-            post("/api/vote", json, br#"["a"]"#, ""),
-            false,
-            &[400],
-        ),
-        (
-            "JSON null",
-            post("/api/vote", json, b"null", ""),
-            false,
-            &[400],
-        ),
-        (
-            "invalid UTF-8 JSON",
-            post("/api/vote", json, b"{\"vote\":\"\xff\"}", ""),
-            false,
-            &[400],
-        ),
+        ("JSON without the field", br#"{"choice":"a"}"#),
+        ("JSON with a number", br#"{"vote":1}"#),
+        ("JSON array", br#"["a"]"#),
+        ("JSON null", b"null"),
+        ("invalid UTF-8 JSON", b"{\"vote\":\"\xff\"}"),
+    ] {
+        cases.push((name, post("/api/vote", json, body, ""), false, &[400]));
+    }
+    cases.extend([
         (
             "thousands of headers",
             post("/", form, b"vote=a", &many_headers),
             false,
-            &[400, 413, 431],
+            &[400, 413, 431][..],
         ),
         (
             "a 64 KiB request line",
@@ -216,7 +142,7 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
             false,
             &[400],
         ),
-    ];
+    ]);
     for (name, request, half_close, want) in cases {
         let got = raw(port, &request, half_close);
         assert!(
@@ -224,10 +150,7 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
             "{name}: got {got:?}, want one of {want:?} or a closed connection"
         );
     }
-    let stored: usize = redis::cmd("XLEN")
-        .arg("votes")
-        .query(&mut redis.conn())
-        .unwrap();
+    let stored = redis.xlen();
     assert_eq!(stored, 0, "no hostile request stored a vote");
     assert_eq!(vote(port), Some(202), "still serving");
 }
@@ -235,7 +158,8 @@ fn hostile_requests_to_capture_get_4xx_or_a_closed_connection_and_store_nothing(
 #[test]
 fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let port = node.port;
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let started = Instant::now();
@@ -273,7 +197,8 @@ fn a_client_sending_a_byte_a_second_is_cut_off_and_others_are_served_meanwhile()
 #[test]
 fn many_idle_connections_do_not_stop_a_node_from_serving() {
     let redis = RedisServer::start();
-    let port = capture_on_thread(capture_node::settings(&redis.capture_url()));
+    let node = spawn_capture(capture_node::settings(&redis.capture_url()));
+    let port = node.port;
     let idle: Vec<TcpStream> = (0..500)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
@@ -289,10 +214,11 @@ fn hostile_requests_to_results_get_4xx_or_a_closed_connection() {
     let pg = PgServer::start();
     let redis = RedisServer::start();
     pg.migrated_url();
-    let port = common::results_node::results_on_thread(common::results_node::settings(
+    let node = spawn_results(results_node::settings(
         pg.url_as(voteswarm::cluster::postgres::PgRole::Results),
         &redis.results_url(),
     ));
+    let port = node.port;
     let many_headers: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         (

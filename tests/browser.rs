@@ -16,7 +16,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::cluster_proc::Up;
+use common::{http, spawn_cluster};
 
 #[test]
 fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
@@ -28,11 +28,8 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
         script_dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core missing: run `make test` (or `npm ci` in tests/browser)"
     );
-    let dir = tempfile::Builder::new()
-        .prefix("vs-browser-")
-        .tempdir()
-        .unwrap();
-    let up = Up::start(&dir.path().join("data"), 1, 1);
+    let run = spawn_cluster("vs-browser-", 1, 1, &[]);
+    let (dir, up) = (&run.dir, &run.up);
     let shots = match std::env::var_os("VOTESWARM_SCREENSHOTS") {
         Some(d) => Path::new(env!("CARGO_MANIFEST_DIR")).join(d),
         None => dir.path().to_path_buf(),
@@ -111,7 +108,7 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
             .unwrap_or(0);
         assert!(len > 1000, "{shot} was not taken");
     }
-    assert_eq!(up.stop(), 0);
+    assert_eq!(run.up.stop(), 0);
 }
 
 #[test]
@@ -119,17 +116,8 @@ fn with_a_proof_of_work_the_page_solves_it_and_votes_and_without_javascript_stil
     common::require_program("chromium", "chromium");
     common::require_program("node", "nodejs");
     let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let dir = tempfile::Builder::new()
-        .prefix("vs-browser-pow-")
-        .tempdir()
-        .unwrap();
-    let up = Up::start_on(
-        &dir.path().join("data"),
-        1,
-        1,
-        (common::free_port(), common::free_port()),
-        &[("POW_BITS", "12")],
-    );
+    let run = spawn_cluster("vs-browser-pow-", 1, 1, &[("POW_BITS", "12")]);
+    let up = &run.up;
     let stdout = run_script(
         Command::new("node")
             .arg(script_dir.join("pow-vote.mjs"))
@@ -144,18 +132,9 @@ fn with_a_proof_of_work_the_page_solves_it_and_votes_and_without_javascript_stil
         "{stdout}"
     );
     // The node agrees: one new voter paid, one took the fallback.
-    let capture = up.addr("capture01");
-    let port: u16 = capture.rsplit(':').next().unwrap().parse().unwrap();
-    let metrics = common::http_get(port, "/metrics");
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="solved"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 1"#),
-        "{metrics}"
-    );
-    assert_eq!(up.stop(), 0);
+    let metrics = http::metrics(up.port("capture01"));
+    common::capture_node::assert_pow_votes(&metrics, 1, 1);
+    assert_eq!(run.up.stop(), 0);
 }
 
 /// Runs one of tests/browser/'s scripts; it must exit 0. Returns what it

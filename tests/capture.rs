@@ -6,20 +6,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::capture_node::{self, post_with, spawn_capture, stream_votes, test_key};
-use common::RedisServer;
+use common::capture_node::{self, assert_pow_votes, post_with, spawn_on, test_key};
+use common::{spawn_capture, RedisServer};
 use futures_util::StreamExt;
 use voteswarm::clock;
-use voteswarm::config::VoteChanges;
+use voteswarm::config::{CaptureSettings, VoteChanges};
 use voteswarm::cookie::VoterCookie;
 use voteswarm::vote::{Id128, VoteOption};
-
-fn xlen(redis: &RedisServer) -> usize {
-    redis::cmd("XLEN")
-        .arg("votes")
-        .query(&mut redis.conn())
-        .unwrap()
-}
 
 #[actix_web::test]
 async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
@@ -43,7 +36,7 @@ async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
     assert!(a.body.contains("Your vote for Dogs is in"));
     let cookie = a.cookie.expect("a voter cookie is set");
 
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 1);
     assert_eq!(votes[0].option, VoteOption::B);
     assert_eq!(votes[0].node, "capture-test");
@@ -71,7 +64,7 @@ async fn an_api_vote_gets_a_receipt_matching_the_stream_entry() {
     let a = node.vote_api("a", None).await;
     assert_eq!(a.status, 202, "{}", a.body);
     let receipt = a.json();
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 1);
     assert_eq!(receipt["vote_id"], votes[0].vote_id.to_string());
     assert_eq!(receipt["ts"], votes[0].ts);
@@ -118,7 +111,7 @@ async fn bad_requests_get_their_documented_status_and_store_nothing() {
             assert!(!a.body.is_empty() && a.body.len() < 200, "short plain body");
         }
     }
-    assert_eq!(xlen(&redis), 0, "no refused request stored a vote");
+    assert_eq!(redis.xlen(), 0, "no refused request stored a vote");
     let (_, metrics) = node.get("/metrics").await;
     for reason in ["bad_option", "malformed", "too_large", "content_type"] {
         assert!(
@@ -133,9 +126,7 @@ async fn bad_requests_get_their_documented_status_and_store_nothing() {
 #[actix_web::test]
 async fn a_change_within_the_minimum_interval_gets_429_with_retry_after() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.min_change_interval = Duration::from_secs(60);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.min_change_interval = Duration::from_secs(60));
     let first = node.vote_api("a", None).await;
     assert_eq!(first.status, 202);
     let cookie = first.cookie.unwrap();
@@ -145,7 +136,7 @@ async fn a_change_within_the_minimum_interval_gets_429_with_retry_after() {
     assert!((1..=60).contains(&wait), "Retry-After {wait}");
     // Voting the same option again is not a change.
     assert_eq!(node.vote_api("a", Some(&cookie)).await.status, 202);
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert!(votes.iter().all(|v| v.option == VoteOption::A));
     assert_eq!(votes.len(), 2);
 }
@@ -153,25 +144,26 @@ async fn a_change_within_the_minimum_interval_gets_429_with_retry_after() {
 #[actix_web::test]
 async fn a_change_after_the_minimum_interval_is_accepted() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.min_change_interval = Duration::from_millis(0);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.min_change_interval = Duration::from_millis(0));
     let first = node.vote_api("a", None).await;
     let change = node.vote_api("b", first.cookie.as_deref()).await;
     assert_eq!(change.status, 202, "{}", change.body);
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 2);
     assert_eq!(votes[0].voter, votes[1].voter);
     assert!(votes[1].ts > votes[0].ts);
 }
 
+/// VOTE_CHANGES=deny, with no minimum interval in the way.
+fn deny_changes(s: &mut CaptureSettings) {
+    s.vote_changes = VoteChanges::Deny;
+    s.min_change_interval = Duration::ZERO;
+}
+
 #[actix_web::test]
 async fn in_deny_mode_a_changed_vote_gets_409() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.vote_changes = VoteChanges::Deny;
-    s.min_change_interval = Duration::ZERO;
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, deny_changes);
     let first = node.vote_form("a", None).await;
     assert_eq!(first.status, 200);
     let cookie = first.cookie.unwrap();
@@ -181,7 +173,7 @@ async fn in_deny_mode_a_changed_vote_gets_409() {
     assert_eq!(api.status, 409);
     assert_eq!(api.json()["reason"], "changes_denied");
     assert_eq!(node.vote_form("a", Some(&cookie)).await.status, 200);
-    assert_eq!(xlen(&redis), 2);
+    assert_eq!(redis.xlen(), 2);
 }
 
 #[actix_web::test]
@@ -209,7 +201,7 @@ async fn a_forged_cookie_is_a_new_voter() {
         let new = VoterCookie::decode(&test_key(), &a.cookie.unwrap()).unwrap();
         assert_ne!(new.voter, victim);
     }
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), garbage.len());
     assert!(votes.iter().all(|v| v.voter != victim));
     let distinct: HashSet<_> = votes.iter().map(|v| v.voter).collect();
@@ -236,7 +228,7 @@ async fn a_voters_second_vote_is_later_even_when_the_cookie_comes_from_the_futur
     let next = VoterCookie::decode(&test_key(), &a.cookie.unwrap()).unwrap();
     assert_eq!(next.voter, voter);
     assert_eq!(next.last, Some((ts, VoteOption::B)));
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!((votes[0].voter, votes[0].ts), (voter, ts));
 }
 
@@ -265,7 +257,7 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
                         "vote=b".to_owned(),
                     )
                 };
-                capture_node::post_to(client, base, path, ct, body, None).await
+                post_with(client, base, path, ct, body, None, &[]).await
             }
         })
         .buffer_unordered(CONNECTIONS)
@@ -285,7 +277,7 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
         "only 503 may refuse: {refused:?}"
     );
     assert_eq!(ok + refused.len(), VOTERS);
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), ok, "exactly one entry per 2xx");
     let ids: HashSet<_> = votes.iter().map(|v| v.vote_id).collect();
     assert_eq!(ids.len(), votes.len(), "no duplicate vote id");
@@ -310,9 +302,7 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
 #[actix_web::test]
 async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns() {
     let mut redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.enqueue_timeout = Duration::from_millis(500);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.enqueue_timeout = Duration::from_millis(500));
     assert_eq!(node.vote_api("a", None).await.status, 202);
     assert_eq!(node.get("/readyz").await.0, 200);
 
@@ -344,16 +334,14 @@ async fn with_redis_down_votes_get_503_in_time_and_readyz_fails_until_it_returns
     assert_eq!(retry.status, 202);
     assert_eq!(retry.json()["voter"], identity.voter.to_string());
     // The vote taken before the crash survived it (append-only file).
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 2);
 }
 
 #[actix_web::test]
 async fn a_hung_redis_gets_503_within_the_enqueue_timeout() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.enqueue_timeout = Duration::from_millis(300);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.enqueue_timeout = Duration::from_millis(300));
     assert_eq!(node.vote_api("a", None).await.status, 202);
     redis.pause();
     let started = Instant::now();
@@ -416,15 +404,13 @@ async fn a_cross_site_form_post_is_refused_and_a_same_site_one_accepted() {
         let resp = req.send_body("vote=a").await.unwrap();
         assert_eq!(resp.status().as_u16(), want, "{headers:?}");
     }
-    assert_eq!(xlen(&redis), 3, "only the same-site votes are stored");
+    assert_eq!(redis.xlen(), 3, "only the same-site votes are stored");
 }
 
 #[actix_web::test]
 async fn over_queue_limit_votes_get_503_and_readyz_fails_until_the_queue_drains() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.queue_limit = 5;
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.queue_limit = 5);
     let mut stored = 0;
     for _ in 0..6 {
         assert_eq!(node.vote_api("a", None).await.status, 202);
@@ -436,7 +422,7 @@ async fn over_queue_limit_votes_get_503_and_readyz_fails_until_the_queue_drains(
     assert_eq!(refused.json()["reason"], "queue_full");
     assert_eq!(refused.retry_after.as_deref(), Some("1"));
     assert_eq!(node.get("/readyz").await.0, 503);
-    assert_eq!(xlen(&redis), stored);
+    assert_eq!(redis.xlen(), stored);
     let (_, metrics) = node.get("/metrics").await;
     assert!(metrics.contains("voteswarm_queue_depth 6"), "{metrics}");
 
@@ -470,9 +456,7 @@ fn stream_votes_ids(conn: &mut redis::Connection) -> Vec<String> {
 async fn a_request_retried_by_the_edge_is_one_voter_and_one_vote_on_any_node() {
     let redis = RedisServer::start();
     let one = spawn_capture(capture_node::settings(&redis.capture_url()));
-    let mut other = capture_node::settings(&redis.capture_url());
-    other.node_id = "capture-other".into();
-    let two = spawn_capture(other);
+    let two = spawn_on(&redis, |s| s.node_id = "capture-other".into());
     let mut receipts = Vec::new();
     for node in [&one, &two] {
         let mut resp = node
@@ -534,7 +518,7 @@ async fn when_the_edge_says_new_voters_are_spent_only_returning_voters_vote() {
     let back = spent(Some(cookie)).await.unwrap();
     assert_eq!(back.status().as_u16(), 202);
     assert!(!back.headers().contains_key("x-voteswarm-new-voter"));
-    assert_eq!(xlen(&redis), 2, "the refused votes stored nothing");
+    assert_eq!(redis.xlen(), 2, "the refused votes stored nothing");
 }
 
 /// 32 random hex digits: a well-formed Idempotency-Key.
@@ -574,7 +558,7 @@ async fn the_same_idempotency_key_is_the_same_vote_and_another_vote_under_it_get
         node.vote_api_with("a", Some(&stranger), &key).await.status,
         422
     );
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 1, "one request, stored once");
     assert_eq!(votes[0].option, VoteOption::A);
     assert_eq!(votes[0].vote_id.to_string(), first.json()["vote_id"]);
@@ -583,13 +567,8 @@ async fn the_same_idempotency_key_is_the_same_vote_and_another_vote_under_it_get
 #[actix_web::test]
 async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
     let redis = RedisServer::start();
-    let mut deny = capture_node::settings(&redis.capture_url());
-    deny.vote_changes = VoteChanges::Deny;
-    deny.min_change_interval = Duration::ZERO;
-    let deny = spawn_capture(deny);
-    let mut slow = capture_node::settings(&redis.capture_url());
-    slow.min_change_interval = Duration::from_secs(60);
-    let slow = spawn_capture(slow);
+    let deny = spawn_on(&redis, deny_changes);
+    let slow = spawn_on(&redis, |s| s.min_change_interval = Duration::from_secs(60));
     for (node, status) in [(&deny, 409), (&slow, 429)] {
         let k = idem_key();
         let first = node
@@ -615,7 +594,7 @@ async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
             .await;
         assert_eq!(replay.status, 422, "{}", replay.body);
     }
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert_eq!(votes.len(), 2);
     assert!(votes.iter().all(|v| v.option == VoteOption::A));
 }
@@ -624,11 +603,8 @@ async fn the_change_policy_holds_whatever_headers_a_vote_carries() {
 async fn an_idempotency_key_never_reaches_another_voter() {
     let redis = RedisServer::start();
     // Four nodes, none of which has seen what the others took.
-    let [one, two, three, four] = ["n1", "n2", "n3", "n4"].map(|n| {
-        let mut s = capture_node::settings(&redis.capture_url());
-        s.node_id = n.into();
-        spawn_capture(s)
-    });
+    let [one, two, three, four] =
+        ["n1", "n2", "n3", "n4"].map(|n| spawn_on(&redis, |s| s.node_id = n.into()));
     let k = idem_key();
     let key = [("Idempotency-Key", k.as_str())];
     let victim = one.vote_api_with("a", None, &key).await;
@@ -649,7 +625,8 @@ async fn an_idempotency_key_never_reaches_another_voter() {
         .vote_api_with("a", Some(&me.encode(&test_key())), &key)
         .await;
     assert_eq!(mine.json()["voter"], me.voter.to_string());
-    let victims: Vec<_> = stream_votes(&mut redis.conn(), "votes")
+    let victims: Vec<_> = redis
+        .votes()
         .into_iter()
         .filter(|v| v.voter.to_string() == victim_id)
         .collect();
@@ -678,7 +655,7 @@ async fn a_weak_or_malformed_idempotency_key_gets_400_and_stores_nothing() {
         assert_eq!(a.json()["reason"], "bad_idempotency_key");
         assert!(a.json()["error"].as_str().unwrap().contains("128 bits"));
     }
-    assert_eq!(xlen(&redis), 0);
+    assert_eq!(redis.xlen(), 0);
     for good in [
         "0f8a4c2e-9b1d-4e7a-8c3f-5d6b7a8e9f01",
         "ZTx3q_9-KpLm2RvN8sWb4Y",
@@ -694,9 +671,7 @@ async fn a_weak_or_malformed_idempotency_key_gets_400_and_stores_nothing() {
 #[actix_web::test]
 async fn a_cookie_from_far_in_the_future_is_a_new_voter() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.min_change_interval = Duration::from_secs(60);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.min_change_interval = Duration::from_secs(60));
     let victim = Id128::random();
     for last_ts in [
         clock::now_micros() + voteswarm::cookie::MAX_CLOCK_SKEW_MICROS + 5_000_000,
@@ -714,7 +689,7 @@ async fn a_cookie_from_far_in_the_future_is_a_new_voter() {
         let next = VoterCookie::decode(&test_key(), &a.cookie.unwrap()).unwrap();
         assert_ne!(next.voter, victim);
     }
-    let votes = stream_votes(&mut redis.conn(), "votes");
+    let votes = redis.votes();
     assert!(votes.iter().all(|v| v.voter != victim));
 }
 
@@ -744,11 +719,11 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     };
     let old_cookie = old.encode(&test_key());
     let new_key = "rotated-cookie-key-0123456789-abcdefghijklmnop";
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.cookie_key = voteswarm::config::cookie_key_from(new_key).unwrap();
-    s.cookie_keys_previous = voteswarm::config::Secret::new(vec![test_key()]);
-    s.min_change_interval = Duration::from_secs(60);
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| {
+        s.cookie_key = voteswarm::config::cookie_key_from(new_key).unwrap();
+        s.cookie_keys_previous = voteswarm::config::Secret::new(vec![test_key()]);
+        s.min_change_interval = Duration::from_secs(60);
+    });
     // A change 5 s after the old cookie's vote: the same voter, so 429.
     assert_eq!(node.vote_api("b", Some(&old_cookie)).await.status, 429);
     let again = node.vote_api("a", Some(&old_cookie)).await;
@@ -811,9 +786,7 @@ async fn the_vote_page_forbids_frames_and_allows_only_its_own_style() {
 async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes() {
     use voteswarm::capture::pow;
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.pow_bits = 10;
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| s.pow_bits = 10);
     let (_, _, body) = node.get_with_headers("/api/pow").await;
     let j: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(j["bits"], 10);
@@ -891,24 +864,17 @@ async fn with_a_proof_of_work_a_new_voter_pays_once_and_the_fallback_still_votes
         202
     );
     let (_, _, metrics) = node.get_with_headers("/metrics").await;
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="solved"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 1"#),
-        "{metrics}"
-    );
-    assert_eq!(xlen(&redis), 3);
+    assert_pow_votes(&metrics, 1, 1);
+    assert_eq!(redis.xlen(), 3);
 }
 
 #[actix_web::test]
 async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
     let redis = RedisServer::start();
-    let mut s = capture_node::settings(&redis.capture_url());
-    s.pow_bits = 8;
-    s.min_change_interval = Duration::ZERO;
-    let node = spawn_capture(s);
+    let node = spawn_on(&redis, |s| {
+        s.pow_bits = 8;
+        s.min_change_interval = Duration::ZERO;
+    });
     let voters = 40;
     let report = voteswarm::loadgen::run(voteswarm::loadgen::LoadgenSettings {
         target: node.base.clone(),
@@ -930,14 +896,5 @@ async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
     assert_eq!(report.failed_voters, 0);
     assert_eq!(report.stats.acknowledged, 50);
     let (_, _, metrics) = node.get_with_headers("/metrics").await;
-    assert!(
-        metrics.contains(&format!(
-            r#"voteswarm_pow_votes_total{{proof="solved"}} {voters}"#
-        )),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"voteswarm_pow_votes_total{proof="none"} 0"#),
-        "{metrics}"
-    );
+    assert_pow_votes(&metrics, voters, 0);
 }

@@ -5,34 +5,20 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::capture_node::{self, stream_votes, TEST_COOKIE_KEY};
-use common::{free_port, signal, wait_until, wait_until_async, RedisServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_capture");
+use common::capture_node::{self, post_with, TEST_COOKIE_KEY};
+use common::process::{clean_command, exit_and_stderr as one_line_error};
+use common::{bin, free_port, http, wait_until, wait_until_async, Proc, RedisServer};
 
 fn capture_cmd() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear().stdin(Stdio::null());
-    cmd
-}
-
-fn one_line_error(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().expect("run capture");
-    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
-    (out.status.code().unwrap_or(-1), stderr)
+    clean_command(bin::CAPTURE)
 }
 
 #[test]
 fn start_up_refuses_the_demo_key_unless_allowed_and_a_low_entropy_key_with_one_line() {
-    let demo = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/compose/secrets/cookie_key"
-    ))
-    .unwrap();
-    let demo = demo.trim();
+    let demo = include_str!("../compose/secrets/cookie_key").trim();
     let weak = "ab".repeat(24);
     for (key, why) in [
         (demo, "is marked DEMO-ONLY"),
@@ -99,15 +85,6 @@ fn start_up_fails_with_one_line_naming_a_missing_or_short_cookie_key() {
     assert!(err.contains("COOKIE_KEY_FILE: cannot read"), "{err}");
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[actix_web::test]
 async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
     const IN_FLIGHT: usize = 100;
@@ -116,7 +93,7 @@ async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
     let key_file = dir.path().join("cookie.key");
     std::fs::write(&key_file, format!("{TEST_COOKIE_KEY}\n")).unwrap();
     let port = free_port();
-    let mut proc = Proc(
+    let mut proc = Proc::spawn(
         capture_cmd()
             .env("LISTEN", format!("127.0.0.1:{port}"))
             .env("REDIS_URL", redis.capture_url())
@@ -125,24 +102,26 @@ async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
             // Long enough that only Redis' answer ends these requests.
             .env("ENQUEUE_TIMEOUT_MS", "30000")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn capture"),
+            .stderr(Stdio::null()),
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = capture_node::client(IN_FLIGHT + 8);
     let up = wait_until_async(Duration::from_secs(20), || async {
-        client.get(format!("{base}/healthz")).send().await.is_ok()
+        // Any answer: the node is up.
+        http::get_async(port, "/healthz")
+            .await
+            .is_some_and(|r| r.status != 0)
     })
     .await;
     assert!(up, "capture did not come up");
-    let first = capture_node::post_to(
+    let first = post_with(
         &client,
         &base,
         "/api/vote",
         "application/json",
         r#"{"vote":"a"}"#,
         None,
+        &[],
     )
     .await;
     assert_eq!(first.status, 202);
@@ -158,15 +137,23 @@ async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
             } else {
                 r#"{"vote":"b"}"#
             };
-            capture_node::post_to(&client, &base, "/api/vote", "application/json", body, None).await
+            post_with(
+                &client,
+                &base,
+                "/api/vote",
+                "application/json",
+                body,
+                None,
+                &[],
+            )
+            .await
         }));
     }
-    let metrics_client = capture_node::client(2);
     let all_waiting = wait_until_async(Duration::from_secs(20), || async {
-        let Ok(mut r) = metrics_client.get(format!("{base}/metrics")).send().await else {
+        let Some(r) = http::get_async(port, "/metrics").await else {
             return false;
         };
-        let text = String::from_utf8_lossy(&r.body().await.unwrap_or_default()).into_owned();
+        let text = r.body();
         // Each writer has one pipeline hung in Redis; the rest wait.
         let gauge = |name: &str| {
             text.lines()
@@ -179,7 +166,7 @@ async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
     .await;
     assert!(all_waiting, "votes did not reach the writer");
 
-    signal(proc.0.id(), libc::SIGTERM);
+    proc.signal(libc::SIGTERM);
     let closed = wait_until(Duration::from_secs(20), || {
         TcpStream::connect(("127.0.0.1", port)).is_err()
     });
@@ -196,13 +183,12 @@ async fn on_sigterm_every_vote_already_taken_is_answered_and_stored() {
         );
         acked.insert(a.json()["vote_id"].as_str().unwrap().to_owned());
     }
-    let exited = wait_until(Duration::from_secs(20), || {
-        matches!(proc.0.try_wait(), Ok(Some(_)))
-    });
-    assert!(exited, "capture did not exit");
-    assert_eq!(proc.0.wait().unwrap().code(), Some(0));
+    let exited = proc.wait_exit(Duration::from_secs(20));
+    assert!(exited.is_some(), "capture did not exit");
+    assert_eq!(exited.unwrap().code(), Some(0));
 
-    let stored: HashSet<String> = stream_votes(&mut redis.conn(), "votes")
+    let stored: HashSet<String> = redis
+        .votes()
         .iter()
         .map(|v| v.vote_id.to_string())
         .collect();

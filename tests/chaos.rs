@@ -12,14 +12,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::cluster_proc::Up;
-use common::{alive, signal, wait_until};
+use common::{alive, http, signal, spawn_cluster, wait_until, Proc, Up};
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 struct Scale {
@@ -49,62 +47,29 @@ fn scale() -> Scale {
     }
 }
 
-fn http_status(addr: &str, path: &str) -> Option<u16> {
-    let port: u16 = addr
-        .rsplit(':')
-        .next()?
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()?;
-    voteswarm::cluster::http_get_status(port, path)
-}
-
-/// Waits until `addr` answers `path` with 200; returns how long it took.
-fn until_ready(addr: &str, path: &str) -> Duration {
+/// Waits until the cluster's child `name` answers `path` with 200;
+/// returns how long it took.
+fn until_ready(up: &Up, name: &str, path: &str) -> Duration {
     let t = Instant::now();
+    let port = up.port(name);
     assert!(
-        wait_until(Duration::from_secs(120), || http_status(addr, path)
+        wait_until(Duration::from_secs(120), || http::status(port, path)
             == Some(200)),
-        "{addr}{path} did not recover"
+        "{name} (:{port}){path} did not recover"
     );
     t.elapsed()
 }
 
-fn start_loadgen(up: &Up, s: &Scale, report: &Path) -> Child {
-    Command::new(LOADGEN)
-        .arg("--target")
-        .arg(&up.vote)
-        .arg("--results")
-        .arg(&up.results)
-        .arg("--database-url")
-        .arg(up.database_url())
-        .args([
-            "--voters",
-            &s.voters.to_string(),
-            "--change-fraction",
-            "0.2",
-        ])
-        .args(["--rate", &s.rate.to_string(), "--concurrency", "32"])
-        .args(["--final-timeout-secs", "180", "--max-attempts", "1000"])
-        .arg("--report")
-        .arg(report)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start loadgen")
-}
-
-/// loadgen, killed if the scenario fails before it finishes (it would go
-/// on retrying against a cluster that is gone).
-struct Loadgen(Child);
-
-impl Drop for Loadgen {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+/// loadgen under the scenario, killed by the guard if the scenario fails
+/// before it finishes (it would go on retrying against a cluster that is
+/// gone).
+fn start_loadgen(up: &Up, s: &Scale, report: &Path) -> Proc {
+    Proc::spawn(
+        up.loadgen(s.voters, report)
+            .args(["--rate", &s.rate.to_string(), "--concurrency", "32"])
+            .args(["--final-timeout-secs", "180", "--max-attempts", "1000"])
+            .stderr(Stdio::null()),
+    )
 }
 
 /// One figure from the report's table.
@@ -128,31 +93,20 @@ fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
     common::require_program("redis-server", "redis-server");
     common::require_program("haproxy", "haproxy");
     let s = scale();
-    let dir = tempfile::Builder::new()
-        .prefix("vs-chaos-")
-        .tempdir()
-        .unwrap();
-    let data = dir.path().join("data");
-    let mut up = Up::start(&data, 3, 2);
-    let report_path = dir.path().join("report.md");
-    let mut lg = Loadgen(start_loadgen(&up, &s, &report_path));
-    let lg = &mut lg.0;
+    let mut run = spawn_cluster("vs-chaos-", 3, 2, &[]);
+    let report_path = run.dir.path().join("report.md");
+    let mut lg = start_loadgen(&run.up, &s, &report_path);
     // The middle of the run: a quarter of the voters counted.
     let started = wait_until(Duration::from_secs(120), || {
-        up.results_total().unwrap_or(0) >= (s.voters / 4) as i64
+        run.up.results_total().unwrap_or(0) >= (s.voters / 4) as i64
     });
     assert!(started, "{name}: the load did not get going");
-    let outcome = fault(&mut up, &s);
-    assert!(
-        wait_until(Duration::from_secs(600), || matches!(
-            lg.try_wait(),
-            Ok(Some(_))
-        )),
-        "{name}: loadgen did not finish"
-    );
-    let code = lg.wait().unwrap().code();
+    let outcome = fault(&mut run.up, &s);
+    let exit = lg.wait_exit(Duration::from_secs(600));
+    assert!(exit.is_some(), "{name}: loadgen did not finish");
+    let code = exit.unwrap().code();
     let report = std::fs::read_to_string(&report_path).unwrap_or_default();
-    let stop_code = up.stop();
+    let stop_code = run.up.stop();
 
     let requests = figure(&report, "requests").max(1);
     let acknowledged = figure(&report, "acknowledged");
@@ -195,8 +149,7 @@ fn killing_a_worker_every_few_seconds_loses_and_doubles_nothing() {
             let t = Instant::now();
             // The cluster restarts it (a new pid) and it drains again.
             assert!(wait_until(Duration::from_secs(60), || up.pid(name) != pid));
-            let addr = up.addr(name);
-            until_ready(&addr, "/readyz");
+            until_ready(up, name, "/readyz");
             recovery = recovery.max(t.elapsed());
             std::thread::sleep(Duration::from_secs(2)); // the fault's own pace
         }
@@ -207,29 +160,29 @@ fn killing_a_worker_every_few_seconds_loses_and_doubles_nothing() {
     });
 }
 
+/// SIGKILL to the cluster's child `name`, recovered once capture02 (that
+/// child, or the node in front of it) is ready again.
+fn kill_until_capture02_ready(up: &Up, name: &str) -> Outcome {
+    signal(up.pid(name), libc::SIGKILL);
+    let t = Instant::now();
+    until_ready(up, "capture02", "/readyz");
+    Outcome {
+        faults: 1,
+        recovery: t.elapsed(),
+    }
+}
+
 #[test]
 fn a_killed_capture_node_is_routed_around_and_its_queue_still_counted() {
     scenario("SIGKILL a capture node", |up, _| {
-        signal(up.pid("capture02"), libc::SIGKILL);
-        let t = Instant::now();
-        until_ready(&up.addr("capture02"), "/readyz");
-        Outcome {
-            faults: 1,
-            recovery: t.elapsed(),
-        }
+        kill_until_capture02_ready(up, "capture02")
     });
 }
 
 #[test]
 fn a_killed_redis_restarts_from_its_append_only_file() {
     scenario("SIGKILL a capture node's Redis", |up, _| {
-        signal(up.pid("redis02"), libc::SIGKILL);
-        let t = Instant::now();
-        until_ready(&up.addr("capture02"), "/readyz");
-        Outcome {
-            faults: 1,
-            recovery: t.elapsed(),
-        }
+        kill_until_capture02_ready(up, "redis02")
     });
 }
 
@@ -242,7 +195,7 @@ fn a_hung_redis_costs_retries_not_votes() {
         signal(pid, libc::SIGCONT);
         Outcome {
             faults: 1,
-            recovery: until_ready(&up.addr("capture02"), "/readyz"),
+            recovery: until_ready(up, "capture02", "/readyz"),
         }
     });
 }
@@ -257,7 +210,7 @@ fn a_postgres_outage_delays_the_count_and_loses_nothing() {
         std::fs::remove_file(&hold).unwrap();
         Outcome {
             faults: 1,
-            recovery: until_ready(&up.addr("worker01"), "/readyz"),
+            recovery: until_ready(up, "worker01", "/readyz"),
         }
     });
 }
@@ -268,42 +221,23 @@ struct Cut(u16);
 
 impl Cut {
     fn new(port: u16) -> Option<Cut> {
-        let ok = Command::new("iptables")
-            .args([
-                "-I",
-                "INPUT",
-                "-i",
-                "lo",
-                "-p",
-                "tcp",
-                "--dport",
-                &port.to_string(),
-                "-j",
-                "DROP",
-            ])
+        Cut::rule("-I", port).then_some(Cut(port))
+    }
+
+    /// `iptables OP` (insert, delete) of the rule; whether it took.
+    fn rule(op: &str, port: u16) -> bool {
+        Command::new("iptables")
+            .args([op, "INPUT", "-i", "lo", "-p", "tcp", "--dport"])
+            .args([&port.to_string(), "-j", "DROP"])
             .status()
             .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then_some(Cut(port))
+            .unwrap_or(false)
     }
 }
 
 impl Drop for Cut {
     fn drop(&mut self) {
-        let _ = Command::new("iptables")
-            .args([
-                "-D",
-                "INPUT",
-                "-i",
-                "lo",
-                "-p",
-                "tcp",
-                "--dport",
-                &self.0.to_string(),
-                "-j",
-                "DROP",
-            ])
-            .status();
+        Cut::rule("-D", self.0);
     }
 }
 
@@ -317,19 +251,12 @@ fn a_cut_path_to_a_redis_costs_retries_not_votes() {
         return;
     }
     scenario("network cut to a Redis", |up, s| {
-        let port: u16 = up
-            .addr("redis02")
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let cut = Cut::new(port).expect("iptables rule");
+        let cut = Cut::new(up.port("redis02")).expect("iptables rule");
         std::thread::sleep(s.outage); // the cut itself
         drop(cut);
         Outcome {
             faults: 1,
-            recovery: until_ready(&up.addr("capture02"), "/readyz"),
+            recovery: until_ready(up, "capture02", "/readyz"),
         }
     });
 }

@@ -4,51 +4,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::cluster_proc::{sql, sql_counts, Up};
-use common::{free_port, signal, wait_until};
-
-const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
-const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+use common::cluster_proc::{rehearse, sql, sql_counts, Up};
+use common::{bin, free_port, http, spawn_cluster, wait_until};
 
 fn require_tools() {
     common::require_program("redis-server", "redis-server");
     common::require_program("haproxy", "haproxy");
-}
-
-/// Starts the PostgreSQL a cluster left in its data dir, for a direct look.
-struct Postgres {
-    child: Child,
-    url: String,
-}
-
-impl Postgres {
-    fn on_data_dir(dir: &Path) -> Postgres {
-        use voteswarm::cluster::postgres::{self, PgPasswords, PgRole};
-        let port = free_port();
-        let passwords = PgPasswords::ensure(&dir.join("secrets")).expect("the cluster's passwords");
-        let spec = postgres::prepare(&dir.join("postgres"), port, &passwords).expect("prepare");
-        let child = spec
-            .command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
-        postgres::wait_ready_and_create(port, &passwords).expect("postgres ready");
-        Postgres {
-            child,
-            url: passwords.url(PgRole::Superuser, port),
-        }
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        signal(self.child.id(), libc::SIGINT);
-        let _ = self.child.wait();
-    }
 }
 
 /// `(a, b)` from a report line `| <label> | A / B ... |`.
@@ -68,50 +32,23 @@ fn report_pair(report: &str, label: &str) -> (i64, i64) {
 #[test]
 fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
     require_tools();
-    let dir = tempfile::Builder::new()
-        .prefix("vs-rehearse-")
-        .tempdir()
-        .unwrap();
-    let report_path = dir.path().join("report.md");
-    let data = dir.path().join("data");
-    let status = Command::new(CLUSTER)
-        .args([
-            "rehearse",
+    let (dir, report) = rehearse(
+        "vs-rehearse-",
+        &[
             "--capture",
             "2",
             "--workers",
             "2",
             "--voters",
             "20000",
-        ])
-        .args([
             "--change-fraction",
             "0.1",
             "--concurrency",
             "64",
             "--final-timeout-secs",
             "240",
-        ])
-        .args([
-            "--port",
-            &free_port().to_string(),
-            "--results-port",
-            &free_port().to_string(),
-            "--tls-port",
-            &free_port().to_string(),
-            "--results-tls-port",
-            &free_port().to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--report")
-        .arg(&report_path)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run cluster rehearse");
-    let report = std::fs::read_to_string(&report_path).unwrap_or_default();
-    assert_eq!(status.code(), Some(0), "rehearsal failed:\n{report}");
-    assert!(report.contains("verdict: PASS"), "{report}");
+        ],
+    );
     let acknowledged: i64 = report
         .lines()
         .find_map(|l| l.strip_prefix("| acknowledged | "))
@@ -122,8 +59,8 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
         "every first vote and change acknowledged: {report}"
     );
 
-    let pg = Postgres::on_data_dir(&data);
-    let (a, b) = sql_counts(&pg.url);
+    let (_pg, url) = common::postgres::on_cluster_data(&dir.path().join("data"));
+    let (a, b) = sql_counts(&url);
     assert_eq!(a + b, 20_000, "one row per voter");
     assert_eq!(
         report_pair(&report, "results a / b"),
@@ -134,18 +71,9 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
 }
 
 fn loadgen(up: &Up, voters: usize, report: &Path) -> (i32, String) {
-    let status = Command::new(LOADGEN)
-        .arg("--target")
-        .arg(&up.vote)
-        .arg("--results")
-        .arg(&up.results)
-        .arg("--database-url")
-        .arg(up.database_url())
-        .args(["--voters", &voters.to_string(), "--change-fraction", "0.2"])
+    let status = up
+        .loadgen(voters, report)
         .args(["--final-timeout-secs", "20"])
-        .arg("--report")
-        .arg(report)
-        .stdout(Stdio::null())
         .status()
         .expect("run loadgen");
     (
@@ -157,9 +85,9 @@ fn loadgen(up: &Up, voters: usize, report: &Path) -> (i32, String) {
 #[test]
 fn loadgen_fails_on_a_database_altered_behind_its_back_and_a_restarted_cluster_resumes() {
     require_tools();
-    let dir = tempfile::Builder::new().prefix("vs-up-").tempdir().unwrap();
-    let data = dir.path().join("data");
-    let up = Up::start(&data, 3, 2);
+    let run = spawn_cluster("vs-up-", 3, 2, &[]);
+    let (dir, data) = (&run.dir, run.up.data.clone());
+    let up = run.up;
     for role in [
         "haproxy", "capture", "worker", "results", "redis", "postgres",
     ] {
@@ -188,7 +116,7 @@ fn loadgen_fails_on_a_database_altered_behind_its_back_and_a_restarted_cluster_r
 
     // A second `cluster up` on a data dir in use refuses, in one line that
     // names the running supervisor and how to stop it.
-    let second = Command::new(CLUSTER)
+    let second = Command::new(bin::CLUSTER)
         .args(["up", "--port", &free_port().to_string()])
         .args(["--results-port", &free_port().to_string()])
         .arg("--data-dir")
@@ -250,20 +178,10 @@ fn loadgen_fails_on_a_database_altered_behind_its_back_and_a_restarted_cluster_r
 #[test]
 fn the_edge_rate_limits_one_client_address() {
     require_tools();
-    let dir = tempfile::Builder::new()
-        .prefix("vs-rate-")
-        .tempdir()
-        .unwrap();
-    let up = Up::start_on(
-        &dir.path().join("data"),
-        1,
-        1,
-        (free_port(), free_port()),
-        &[("VOTE_RATE_LIMIT", "5")],
-    );
-    let port = up.ports.0;
+    let run = spawn_cluster("vs-rate-", 1, 1, &[("VOTE_RATE_LIMIT", "5")]);
+    let port = run.up.ports.0;
     let statuses: Vec<u16> = (0..12)
-        .map(|_| voteswarm::cluster::http_get_status(port, "/").unwrap_or(0))
+        .map(|_| http::status(port, "/").unwrap_or(0))
         .collect();
     // `cluster up`'s own readiness probe through HAProxy counted too.
     let served = statuses.iter().take_while(|s| **s == 200).count();
@@ -273,11 +191,7 @@ fn the_edge_rate_limits_one_client_address() {
         "beyond it, 429: {statuses:?}"
     );
     // The refusal says when to come back.
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut head = String::new();
-    let _ = s.read_to_string(&mut head);
+    let head = http::get(port, "/").expect("the edge answers").text;
     assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
-    assert_eq!(up.stop(), 0);
+    assert_eq!(run.up.stop(), 0);
 }

@@ -8,9 +8,9 @@ mod common;
 use std::io::BufRead;
 use std::time::Duration;
 
-use common::edge::{open_events, request, Edge, Stub, STUB_METRICS};
-use common::postgres::PgServer;
-use common::{free_port, wait_until, RedisServer};
+use common::edge::{open_events, Edge, Stub, STUB_METRICS};
+use common::http::request;
+use common::{free_port, results_node, spawn_results, wait_until, PgServer, RedisServer};
 
 const VOTE: &str = "POST /api/vote HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"vote\":\"a\"}";
 
@@ -18,12 +18,17 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")
 }
 
-/// One edge in front of stub capture and results servers.
-fn stub_edge(env: &[(&str, String)]) -> (tempfile::TempDir, Stub, Stub, Edge) {
-    let dir = tempfile::Builder::new()
+/// Where an edge keeps its configuration, socket and logs.
+fn edge_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
         .prefix("vs-edge-")
         .tempdir()
-        .unwrap();
+        .unwrap()
+}
+
+/// One edge in front of stub capture and results servers.
+fn stub_edge(env: &[(&str, String)]) -> (tempfile::TempDir, Stub, Stub, Edge) {
+    let dir = edge_dir();
     let (capture, results) = (Stub::start(), Stub::start());
     let edge = Edge::start(dir.path(), "edge", &capture.addr(), &results.addr(), env);
     (dir, capture, results, edge)
@@ -105,13 +110,7 @@ fn one_address_holds_at_most_streams_per_address_event_streams() {
     });
     assert!(freed, "a slot freed by a closed stream is reused");
     // The refused ones never reached the results server.
-    let reached = results
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| *p == "/events")
-        .count();
+    let reached = results.seen_count("/events");
     assert_eq!(reached, 4, "three, then one in the freed slot");
 }
 
@@ -154,24 +153,21 @@ fn until_line(r: &mut impl BufRead, prefix: &str) -> Option<String> {
 
 #[test]
 fn a_full_results_node_sheds_its_oldest_stream_to_admit_a_new_viewer() {
-    let dir = tempfile::Builder::new()
-        .prefix("vs-edge-")
-        .tempdir()
-        .unwrap();
+    let dir = edge_dir();
     let (pg, redis) = (PgServer::start(), RedisServer::start());
     pg.migrated_url();
-    let mut settings = common::results_node::settings(
+    let mut settings = results_node::settings(
         pg.url_as(voteswarm::cluster::postgres::PgRole::Results),
         &redis.results_url(),
     );
     settings.max_streams = 2;
-    let port = common::results_node::results_on_thread(settings);
+    let node = spawn_results(settings);
     let capture = Stub::start();
     let edge = Edge::start(
         dir.path(),
         "edge",
         &capture.addr(),
-        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{}", node.port),
         &[("STREAMS_PER_ADDRESS", "100".into())],
     );
     let mut streams = Vec::new();
@@ -212,10 +208,7 @@ fn new_voter_count(edge: &Edge) -> Option<u64> {
 
 #[test]
 fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
-    let dir = tempfile::Builder::new()
-        .prefix("vs-edge-")
-        .tempdir()
-        .unwrap();
+    let dir = edge_dir();
     let (capture, results) = (Stub::start(), Stub::start());
     let (peer_a, peer_b) = (free_port(), free_port());
     let env = |me: &str, bind: u16, other: &str, other_port: u16| {
@@ -227,20 +220,12 @@ fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
             ("EDGE_PEER1_ADDR", format!("127.0.0.1:{other_port}")),
         ]
     };
-    let a = Edge::start(
-        dir.path(),
-        "edge-a",
-        &capture.addr(),
-        &results.addr(),
-        &env("edge-a", peer_a, "edge-b", peer_b),
-    );
-    let b = Edge::start(
-        dir.path(),
-        "edge-b",
-        &capture.addr(),
-        &results.addr(),
-        &env("edge-b", peer_b, "edge-a", peer_a),
-    );
+    let edge = |me: &str, bind: u16, other: &str, other_port: u16| {
+        let env = env(me, bind, other, other_port);
+        Edge::start(dir.path(), me, &capture.addr(), &results.addr(), &env)
+    };
+    let a = edge("edge-a", peer_a, "edge-b", peer_b);
+    let b = edge("edge-b", peer_b, "edge-a", peer_a);
     // Three new voters through edge A: within the limit. A client cannot
     // claim the edge's verdict itself: the header is removed on the way in.
     for i in 0..3 {
@@ -286,13 +271,7 @@ fn the_new_voter_limit_holds_across_two_edges_sharing_a_peers_table() {
     assert_eq!(request(a.vote_port, &vote_with(Some("x"))).0, 202);
     // and page loads pass.
     assert_eq!(request(b.vote_port, &get("/")).0, 200);
-    let posts = capture
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| *p == "/api/vote")
-        .count();
+    let posts = capture.seen_count("/api/vote");
     assert_eq!(
         posts, 7,
         "3 new voters, 2 forged (refused there), 2 returning"

@@ -8,15 +8,13 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::postgres::PgServer;
-use common::{wait_until, RedisServer};
+use common::process::clean_command;
+use common::{bin, http, results_node, spawn_results, wait_until, PgServer, Proc, RedisServer};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use voteswarm::cluster::postgres::PgRole;
 use voteswarm::cluster::secrets::RedisRole;
 use voteswarm::config::VoteChanges;
 use voteswarm::vote::{Id128, Vote, VoteOption};
-
-const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
 fn vote(voter: u128, option: VoteOption) -> Vote {
     Vote {
@@ -34,6 +32,15 @@ fn refused(conn: &mut PgConnection, sql: &str) -> String {
         Ok(_) => panic!("`{sql}` was allowed"),
         Err(e) => e.to_string(),
     }
+}
+
+/// `sql` must fail for want of a right.
+fn denied(conn: &mut PgConnection, sql: &str) {
+    let e = refused(conn, sql);
+    assert!(
+        e.contains("permission denied") || e.contains("must be owner"),
+        "`{sql}`: {e}"
+    );
 }
 
 fn allowed(conn: &mut PgConnection, sql: &str) {
@@ -72,11 +79,7 @@ fn results_can_read_the_totals_and_nothing_else_and_can_write_nothing() {
         "CREATE TEMP TABLE mine (x int)",
         "DROP TABLE vote_counts",
     ] {
-        let e = refused(&mut results, sql);
-        assert!(
-            e.contains("permission denied") || e.contains("must be owner"),
-            "`{sql}`: {e}"
-        );
+        denied(&mut results, sql);
     }
 }
 
@@ -105,11 +108,7 @@ fn the_worker_commits_votes_but_cannot_change_the_schema_nor_delete() {
         "DELETE FROM vote_counts",
         "SELECT * FROM __diesel_schema_migrations",
     ] {
-        let e = refused(&mut worker, sql);
-        assert!(
-            e.contains("permission denied") || e.contains("must be owner"),
-            "`{sql}`: {e}"
-        );
+        denied(&mut worker, sql);
     }
     // Migrating is the migrator's: the worker's login cannot.
     assert!(voteswarm::db::migrate(&worker_url).is_err());
@@ -151,8 +150,7 @@ fn worker_migrate_only_applies_the_schema_as_the_migrator_from_password_files() 
     let redis = RedisServer::start();
     let port = pg.port;
     let run = |migrate_user: &str, migrate_role: PgRole| {
-        Command::new(WORKER)
-            .env_clear()
+        clean_command(bin::WORKER)
             .env(
                 "DATABASE_URL",
                 format!("postgres://voteswarm_worker@127.0.0.1:{port}/voteswarm"),
@@ -369,19 +367,11 @@ fn the_results_page_counts_with_only_the_totals_and_the_queue_length() {
         VoteChanges::Allow,
     )
     .unwrap();
-    let port = common::results_node::results_on_thread(common::results_node::settings(
+    let node = spawn_results(results_node::settings(
         pg.url_as(PgRole::Results),
         &redis.results_url(),
     ));
-    let snapshot = || -> Option<serde_json::Value> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.write_all(b"GET /api/results HTTP/1.0\r\nHost: x\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
-    };
+    let snapshot = || http::get(node.port, "/api/results")?.json();
     let mut last = None;
     let counted = wait_until(Duration::from_secs(20), || {
         last = snapshot();
@@ -491,24 +481,24 @@ fn the_redis_containers_entrypoint_loads_the_same_users_from_secret_files() {
         );
     }
     let port = common::free_port();
-    let mut child = Command::new("sh")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docker/redis-entrypoint.sh"
-        ))
-        .args([
-            "redis-server",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/swarm/redis.conf"),
-        ])
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .arg("--dir")
-        .arg(dir.path())
-        .env("VOTESWARM_SECRETS_DIR", dir.path())
-        .env("REDIS_ACL_FILE", dir.path().join("users.acl"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the entrypoint");
+    let child = Proc::spawn(
+        Command::new("sh")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/docker/redis-entrypoint.sh"
+            ))
+            .args([
+                "redis-server",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/swarm/redis.conf"),
+            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir.path())
+            .env("VOTESWARM_SECRETS_DIR", dir.path())
+            .env("REDIS_ACL_FILE", dir.path().join("users.acl"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     let url = |user: &str| format!("redis://{user}:file-{user}@127.0.0.1:{port}/");
     let up = wait_until(Duration::from_secs(15), || {
         redis::Client::open(url("admin"))
@@ -540,8 +530,7 @@ fn the_redis_containers_entrypoint_loads_the_same_users_from_secret_files() {
         .unwrap()
         .get_connection()
         .and_then(|mut c| cmd(&["PING"]).query::<String>(&mut c));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let (xadd, xreadgroup, xlen, acl) =
         outcome.expect("redis-server came up through the entrypoint");
     assert_eq!(xadd, "OK");

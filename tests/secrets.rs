@@ -7,9 +7,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::capture_node::{self, spawn_capture};
-use common::results_node;
-use common::RedisServer;
+use common::{capture_node, free_port, http, results_node, spawn_capture, spawn_results};
+use common::{wait_until, RedisServer};
 
 /// A password that must not appear anywhere public.
 const PASSWORD: &str = "hunter2-secret-pw";
@@ -51,42 +50,27 @@ fn no_binarys_help_shows_a_secret_bearing_value() {
     }
 }
 
-#[actix_web::test]
-async fn a_database_that_does_not_answer_is_unavailable_to_the_public_and_detailed_in_the_log() {
+#[test]
+fn a_database_that_does_not_answer_is_unavailable_to_the_public_and_detailed_in_the_log() {
     // A port nothing listens on: the error text would name it.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let settings = results_node::settings(
+    let port = free_port();
+    let node = spawn_results(results_node::settings(
         format!("postgres://vs:{PASSWORD}@127.0.0.1:{port}/vs"),
         "redis://127.0.0.1:1",
-    );
-    let app = voteswarm::results::Results::build(settings).unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    actix_web::rt::spawn(app.run_until_stopped());
-    let client = capture_node::client(4);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        let mut r = client
-            .get(format!("{base}/api/results"))
-            .send()
-            .await
-            .unwrap();
-        let v: serde_json::Value = r.json().await.unwrap();
-        // The first snapshot says "no tally yet"; wait for a failed tally.
-        if v["error"] != "no tally yet" || Instant::now() > deadline {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    ));
+    let get = |path: &str| http::get(node.port, path).expect("results answers");
+    let mut body = serde_json::Value::Null;
+    // The first snapshot says "no tally yet"; wait for a failed tally.
+    wait_until(Duration::from_secs(30), || {
+        body = get("/api/results").json().expect("JSON");
+        body["error"] != "no tally yet"
+    });
     let error = body["error"].as_str().expect("an error is reported");
     assert!(error.contains("unavailable"), "{body}");
-    let mut page = client.get(format!("{base}/")).send().await.unwrap();
-    let mut ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     for text in [
         body.to_string(),
-        String::from_utf8_lossy(&page.body().await.unwrap()).into_owned(),
-        String::from_utf8_lossy(&ready.body().await.unwrap()).into_owned(),
+        get("/").body().to_owned(),
+        get("/readyz").body().to_owned(),
     ] {
         for leak in [
             PASSWORD,

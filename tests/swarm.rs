@@ -14,13 +14,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster_proc::sql_counts;
-use common::wait_until;
+use common::{bin, wait_until, Proc};
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const DOCKER: &str = "/usr/bin/docker";
 /// Not the subnet `make swarm-up` uses, so both can run at once.
@@ -240,8 +239,10 @@ impl Swarm {
         );
     }
 
-    fn loadgen(&self, voters: usize, rate: Option<u32>, report: &Path) -> Child {
-        let mut c = Command::new(LOADGEN);
+    /// loadgen through the swarm's edge; killed by the guard if a phase
+    /// fails before it finishes.
+    fn loadgen(&self, voters: usize, rate: Option<u32>, report: &Path) -> Proc {
+        let mut c = Command::new(bin::LOADGEN);
         c.args(["--target", &self.vote])
             .args(["--voters", &voters.to_string()])
             .args(["--change-fraction", "0.1"])
@@ -257,7 +258,7 @@ impl Swarm {
         if let Some(r) = rate {
             c.args(["--rate", &r.to_string()]);
         }
-        c.spawn().expect("start loadgen")
+        Proc::spawn(&mut c)
     }
 }
 
@@ -277,8 +278,8 @@ impl Drop for Swarm {
 }
 
 /// Waits for loadgen and returns its report; the run must pass (exact).
-fn exact(mut child: Child, report: &Path, what: &str) -> String {
-    let status = child.wait().expect("wait for loadgen");
+fn exact(mut loadgen: Proc, report: &Path, what: &str) -> String {
+    let status = loadgen.child().wait().expect("wait for loadgen");
     let text = std::fs::read_to_string(report).unwrap_or_default();
     assert!(
         status.success(),

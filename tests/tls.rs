@@ -9,11 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::cluster_proc::{sql_counts, Up};
-use common::edge::{request, Edge, Stub};
-use common::{free_port, wait_until};
-
-const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
+use common::cluster_proc::{rehearse, sql_counts};
+use common::edge::{Edge, Stub};
+use common::http::request;
+use common::{spawn_cluster, wait_until};
 
 fn require_tools() {
     common::require_program("haproxy", "haproxy");
@@ -221,19 +220,10 @@ fn vote(url: &str, ca: &Path, option: &str) -> String {
 fn a_vote_posted_to_http_follows_the_308_is_counted_once_and_its_cookie_is_secure() {
     require_tools();
     common::require_program("redis-server", "redis-server");
-    let dir = tempfile::Builder::new()
-        .prefix("vs-tls-cluster-")
-        .tempdir()
-        .unwrap();
     // One capture node, one Redis stream: a later vote is counted after an
     // earlier one, so once the second is in, the first is final.
-    let up = Up::start_on(
-        &dir.path().join("data"),
-        1,
-        1,
-        (free_port(), free_port()),
-        &[("HTTPS_REDIRECT", "1")],
-    );
+    let run = spawn_cluster("vs-tls-cluster-", 1, 1, &[("HTTPS_REDIRECT", "1")]);
+    let up = &run.up;
     assert!(up.table.contains(up.ca.to_str().unwrap()), "{}", up.table);
     let heads = vote(&format!("http://127.0.0.1:{}/", up.ports.0), &up.ca, "a");
     assert!(heads.starts_with("http/1.1 308"), "{heads}");
@@ -288,43 +278,30 @@ fn a_vote_posted_to_http_follows_the_308_is_counted_once_and_its_cookie_is_secur
         "no event over HTTP/2: {}",
         text(&out)
     );
-    drop(up);
+    drop(run);
 }
 
 #[test]
 fn a_rehearsal_over_https_with_a_new_tls_connection_per_voter_is_exact() {
     require_tools();
     common::require_program("redis-server", "redis-server");
-    let dir = tempfile::Builder::new()
-        .prefix("vs-tls-rehearse-")
-        .tempdir()
-        .unwrap();
-    let report_path = dir.path().join("report.md");
-    let status = Command::new(CLUSTER)
-        .args(["rehearse", "--capture", "2", "--workers", "1"])
-        .args([
+    let (_dir, report) = rehearse(
+        "vs-tls-rehearse-",
+        &[
+            "--capture",
+            "2",
+            "--workers",
+            "1",
             "--voters",
             "3000",
             "--concurrency",
             "32",
             "--final-timeout-secs",
             "120",
-        ])
-        .args(["--https", "--new-connection-per-voter"])
-        .args(["--port", &free_port().to_string()])
-        .args(["--results-port", &free_port().to_string()])
-        .args(["--tls-port", &free_port().to_string()])
-        .args(["--results-tls-port", &free_port().to_string()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--report")
-        .arg(&report_path)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run cluster rehearse");
-    let report = std::fs::read_to_string(&report_path).unwrap_or_default();
-    assert_eq!(status.code(), Some(0), "rehearsal failed:\n{report}");
-    assert!(report.contains("verdict: PASS"), "{report}");
+            "--https",
+            "--new-connection-per-voter",
+        ],
+    );
     assert!(report.contains("against https://localhost:"), "{report}");
     // Every vote (3000 first votes, 300 changes) on a connection of its
     // own: a handshake each at least (a retry after a dropped connection

@@ -4,20 +4,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::postgres::PgServer;
-use common::{free_port, http_get, signal, wait_until, wait_until_async, RedisServer};
+use common::process::{clean_command, exit_and_stderr};
+use common::redis_server::xadd;
+use common::worker_node::{settings, StubResolver, WorkerProcess};
+use common::{bin, http, spawn_worker, wait_until, PgServer, RedisServer};
 use rand::{Rng, SeedableRng};
-use voteswarm::actors::supervisor::Resolve;
-use voteswarm::config::{Secret, VoteChanges, WorkerSettings};
-use voteswarm::endpoints::EndpointSource;
+use voteswarm::config::VoteChanges;
 use voteswarm::vote::{Id128, Vote, VoteOption};
-use voteswarm::worker::Worker;
 
-const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn vote(voter: u128, option: VoteOption, ts: i64, vote_id: u128, node: &str) -> Vote {
@@ -27,22 +24,6 @@ fn vote(voter: u128, option: VoteOption, ts: i64, vote_id: u128, node: &str) -> 
         option,
         ts,
         node: node.into(),
-    }
-}
-
-/// Appends votes to a stream as capture would (pipelined XADDs).
-fn preload(redis: &RedisServer, votes: &[Vote]) {
-    let mut conn = redis.conn();
-    for chunk in votes.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for v in chunk {
-            let cmd = pipe.cmd("XADD").arg("votes").arg("*");
-            for (k, val) in v.to_fields() {
-                cmd.arg(k).arg(val);
-            }
-            cmd.ignore();
-        }
-        pipe.query::<()>(&mut conn).expect("preload");
     }
 }
 
@@ -186,87 +167,12 @@ fn generate(seed: u64, voters: usize, total: usize, streams: usize) -> Vec<Vec<V
     out
 }
 
-/// A stand-in for DNS: the test decides what it answers.
-#[derive(Default)]
-struct StubResolver(Mutex<Vec<String>>);
-
-impl StubResolver {
-    fn set(&self, urls: &[String]) {
-        *self.0.lock().unwrap() = urls.to_vec();
-    }
+/// Polls `cond` until [`DRAIN_TIMEOUT`].
+fn until(cond: impl FnMut() -> bool) -> bool {
+    wait_until(DRAIN_TIMEOUT, cond)
 }
 
-impl Resolve for StubResolver {
-    fn resolve(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-fn settings(pg: &PgServer, mode: VoteChanges) -> WorkerSettings {
-    WorkerSettings {
-        database_url: Secret::new(pg.url()),
-        endpoints: EndpointSource::default(),
-        stream_key: "votes".into(),
-        worker_id: "test-worker".into(),
-        batch_size: 500,
-        claim_idle: Duration::from_secs(2),
-        db_pool_size: 2,
-        metrics_listen: "127.0.0.1:0".into(),
-        migrate: true,
-        // The worker's own login may not touch the schema: migrating is
-        // the migrator's.
-        migrate_url: Secret::new(pg.migrator_url()),
-        migrate_only: false,
-        vote_changes: mode,
-    }
-}
-
-/// An in-process worker whose endpoints come from a stub resolver.
-struct InProcess {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: actix_web::rt::task::JoinHandle<()>,
-    port: u16,
-}
-
-impl InProcess {
-    fn start(settings: WorkerSettings, resolver: Arc<dyn Resolve>) -> InProcess {
-        let worker = Worker::build_with_resolver(settings, resolver).expect("worker");
-        let port = worker.port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let done = actix_web::rt::spawn(worker.run_until(async move {
-            let _ = rx.await;
-        }));
-        InProcess {
-            stop: Some(tx),
-            done,
-            port,
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        let mut r = awc::Client::new()
-            .get(format!("http://127.0.0.1:{}/metrics", self.port))
-            .send()
-            .await
-            .expect("metrics");
-        String::from_utf8_lossy(&r.body().await.unwrap()).into_owned()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.done.await.unwrap();
-    }
-}
-
-async fn until(cond: impl Fn() -> bool) -> bool {
-    wait_until_async(DRAIN_TIMEOUT, || {
-        let ok = cond();
-        async move { ok }
-    })
-    .await
-}
-
-async fn later_vote_drained_first(mode: VoteChanges) -> HashMap<String, (String, String)> {
+fn later_vote_drained_first(mode: VoteChanges) -> HashMap<String, (String, String)> {
     let pg = PgServer::start();
     let url = pg.url();
     let (r1, r2) = (RedisServer::start(), RedisServer::start());
@@ -274,15 +180,15 @@ async fn later_vote_drained_first(mode: VoteChanges) -> HashMap<String, (String,
     // The first vote was taken by capture01, the change by capture02.
     let first = vote(voter, VoteOption::A, 1_000, 1, "capture01");
     let later = vote(voter, VoteOption::B, 2_000, 2, "capture02");
-    preload(&r1, std::slice::from_ref(&first));
-    preload(&r2, std::slice::from_ref(&later));
+    r1.preload(std::slice::from_ref(&first));
+    r2.preload(std::slice::from_ref(&later));
 
     // The worker sees only capture02's queue at first: the later vote is
     // committed before the earlier one is even read.
     let resolver = Arc::new(StubResolver::default());
     resolver.set(&[r2.worker_url()]);
-    let worker = InProcess::start(settings(&pg, mode), resolver.clone());
-    assert!(until(|| drained(&[&r2]) && row_count(&url) == 1).await);
+    let worker = spawn_worker(settings(&pg, mode), resolver.clone());
+    assert!(until(|| drained(&[&r2]) && row_count(&url) == 1));
     assert_eq!(table(&url)[&Id128(voter).to_string()].0, "b");
     assert_eq!(
         stream_state(&r1).0,
@@ -293,49 +199,47 @@ async fn later_vote_drained_first(mode: VoteChanges) -> HashMap<String, (String,
     // capture01 appears in the DNS answer: picked up without a restart.
     resolver.set(&[r1.worker_url(), r2.worker_url()]);
     assert!(
-        until(|| drained(&[&r1, &r2])).await,
+        until(|| drained(&[&r1, &r2])),
         "the new endpoint is drained"
     );
-    let metrics = worker.metrics().await;
+    let metrics = worker.metrics();
     assert!(metrics.contains("voteswarm_endpoints 2"), "{metrics}");
-    worker.stop().await;
+    worker.stop();
     table(&url)
 }
 
-#[actix_web::test]
-async fn a_voters_later_vote_wins_even_when_drained_first_from_another_queue() {
-    let t = later_vote_drained_first(VoteChanges::Allow).await;
+#[test]
+fn a_voters_later_vote_wins_even_when_drained_first_from_another_queue() {
+    let t = later_vote_drained_first(VoteChanges::Allow);
     assert_eq!(t.len(), 1);
     let (option, vote_id) = t.values().next().unwrap();
     assert_eq!(option, "b");
     assert_eq!(vote_id, &Id128(2).to_string());
 }
 
-#[actix_web::test]
-async fn in_deny_mode_the_first_vote_stays_whatever_the_drain_order() {
-    let t = later_vote_drained_first(VoteChanges::Deny).await;
+#[test]
+fn in_deny_mode_the_first_vote_stays_whatever_the_drain_order() {
+    let t = later_vote_drained_first(VoteChanges::Deny);
     assert_eq!(t.values().next().unwrap().0, "a");
 }
 
-#[actix_web::test]
-async fn replaying_the_same_entries_changes_nothing() {
+#[test]
+fn replaying_the_same_entries_changes_nothing() {
     let pg = PgServer::start();
     let url = pg.url();
-    let redis = RedisServer::start();
-    let votes = generate(7, 300, 1000, 1).remove(0);
-    preload(&redis, &votes);
+    let (redis, votes) = one_queue(7, 300, 1000);
     let resolver = Arc::new(StubResolver::default());
     resolver.set(&[redis.worker_url()]);
-    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver);
-    assert!(until(|| drained(&[&redis]) && row_count(&url) == 300).await);
+    let worker = spawn_worker(settings(&pg, VoteChanges::Allow), resolver);
+    assert!(until(|| drained(&[&redis]) && row_count(&url) == 300));
     let snapshot = committed_at(&url);
 
     // A redelivery: the same entries, in reverse order this time.
     let mut replay = votes.clone();
     replay.reverse();
-    preload(&redis, &replay);
-    assert!(until(|| drained(&[&redis])).await);
-    worker.stop().await;
+    redis.preload(&replay);
+    assert!(until(|| drained(&[&redis])));
+    worker.stop();
     assert_exact(&url, &votes);
     assert_eq!(committed_at(&url), snapshot, "no row was even rewritten");
 }
@@ -358,8 +262,8 @@ fn committed_at(url: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[actix_web::test]
-async fn a_batch_holding_one_voter_many_times_commits() {
+#[test]
+fn a_batch_holding_one_voter_many_times_commits() {
     let pg = PgServer::start();
     let url = pg.url();
     let redis = RedisServer::start();
@@ -375,14 +279,14 @@ async fn a_batch_holding_one_voter_many_times_commits() {
         .collect();
     votes.reverse();
     votes.swap(3, 17);
-    preload(&redis, &votes);
+    redis.preload(&votes);
     let resolver = Arc::new(StubResolver::default());
     resolver.set(&[redis.worker_url()]);
     // One batch holds all 50.
-    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver);
-    assert!(until(|| drained(&[&redis]) && row_count(&url) == 1).await);
-    let metrics = worker.metrics().await;
-    worker.stop().await;
+    let worker = spawn_worker(settings(&pg, VoteChanges::Allow), resolver);
+    assert!(until(|| drained(&[&redis]) && row_count(&url) == 1));
+    let metrics = worker.metrics();
+    worker.stop();
     assert_exact(&url, &votes);
     assert!(
         metrics.contains("voteswarm_commit_errors_total 0"),
@@ -392,8 +296,8 @@ async fn a_batch_holding_one_voter_many_times_commits() {
 
 /// The worker reads on a connection of its own (`src/xread.rs`), not
 /// redis-rs's: it must log in and choose the database as the URL says.
-#[actix_web::test]
-async fn a_queue_behind_a_login_in_another_database_is_drained() {
+#[test]
+fn a_queue_behind_a_login_in_another_database_is_drained() {
     let pg = PgServer::start();
     let url = pg.url();
     // Without logging in, a client may only PING (which the harness uses to
@@ -414,12 +318,7 @@ async fn a_queue_behind_a_login_in_another_database_is_drained() {
         .expect("log in as drainer");
     let votes = generate(11, 400, 1000, 1).remove(0);
     for v in &votes {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg("votes").arg("*");
-        for (k, val) in v.to_fields() {
-            cmd.arg(k).arg(val);
-        }
-        cmd.query::<String>(&mut conn).expect("XADD");
+        xadd(v).query::<String>(&mut conn).expect("XADD");
     }
     let unauthenticated: redis::RedisResult<i64> =
         redis::cmd("XLEN").arg("votes").query(&mut redis.conn());
@@ -427,15 +326,15 @@ async fn a_queue_behind_a_login_in_another_database_is_drained() {
 
     let resolver = Arc::new(StubResolver::default());
     resolver.set(std::slice::from_ref(&queue));
-    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver);
+    let worker = spawn_worker(settings(&pg, VoteChanges::Allow), resolver);
     let conn = std::cell::RefCell::new(conn);
     let left = || -> i64 {
         let mut c = conn.borrow_mut();
         redis::cmd("XLEN").arg("votes").query(&mut *c).unwrap_or(-1)
     };
-    assert!(until(|| left() == 0 && row_count(&url) == 400).await);
+    assert!(until(|| left() == 0 && row_count(&url) == 400));
     let mut conn = conn.into_inner();
-    worker.stop().await;
+    worker.stop();
     assert_exact(&url, &votes);
     // Database 0 never held the queue: SELECT took effect.
     redis::cmd("SELECT").arg(0).query::<()>(&mut conn).unwrap();
@@ -448,13 +347,13 @@ async fn a_queue_behind_a_login_in_another_database_is_drained() {
     );
 }
 
-#[actix_web::test]
-async fn a_malformed_entry_goes_to_the_dead_letter_stream_and_the_worker_goes_on() {
+#[test]
+fn a_malformed_entry_goes_to_the_dead_letter_stream_and_the_worker_goes_on() {
     let pg = PgServer::start();
     let url = pg.url();
     let redis = RedisServer::start();
     let good = generate(3, 20, 20, 1).remove(0);
-    preload(&redis, &good[..10]);
+    redis.preload(&good[..10]);
     let mut conn = redis.conn();
     let huge = "x".repeat(100_000);
     let poison: Vec<Vec<(&str, &str)>> = vec![
@@ -496,12 +395,12 @@ async fn a_malformed_entry_goes_to_the_dead_letter_stream_and_the_worker_goes_on
         }
         let _: String = cmd.query(&mut conn).unwrap();
     }
-    preload(&redis, &good[10..]);
+    redis.preload(&good[10..]);
     let resolver = Arc::new(StubResolver::default());
     resolver.set(&[redis.worker_url()]);
-    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver);
-    assert!(until(|| drained(&[&redis]) && row_count(&url) == 20).await);
-    worker.stop().await;
+    let worker = spawn_worker(settings(&pg, VoteChanges::Allow), resolver);
+    assert!(until(|| drained(&[&redis]) && row_count(&url) == 20));
+    worker.stop();
     assert_exact(&url, &good);
     let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg("votes:dead")
@@ -519,48 +418,6 @@ async fn a_malformed_entry_goes_to_the_dead_letter_stream_and_the_worker_goes_on
             let v: Vec<u8> = redis::from_redis_value_ref(v).unwrap();
             assert!(v.len() <= 1024, "{k} is cut to 1 KiB");
         }
-    }
-}
-
-/// A worker process.
-struct Proc(Child);
-
-impl Proc {
-    fn start(db: &str, redis: &[&RedisServer], id: &str, claim_idle_ms: u64) -> (Proc, u16) {
-        let port = free_port();
-        let urls: Vec<String> = redis.iter().map(|r| r.worker_url()).collect();
-        let child = Command::new(WORKER)
-            .env_clear()
-            .env("DATABASE_URL", db)
-            .env("REDIS_URLS", urls.join(","))
-            .env("WORKER_ID", id)
-            .env("CLAIM_IDLE_MS", claim_idle_ms.to_string())
-            .env("BATCH_SIZE", "1000")
-            .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            // Migrated already, by the test as the migrator: the worker's
-            // own login may not touch the schema.
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // VOTESWARM_TEST_LOGS=1 shows the workers' logs.
-            .stderr(if std::env::var_os("VOTESWARM_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("start worker");
-        (Proc(child), port)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -589,18 +446,42 @@ fn pending_of(redis: &RedisServer, consumer: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// `queues` queues holding `generate`'s votes, preloaded.
+fn preloaded(
+    seed: u64,
+    voters: usize,
+    total: usize,
+    queues: usize,
+) -> Vec<(RedisServer, Vec<Vote>)> {
+    let streams = generate(seed, voters, total, queues);
+    streams
+        .into_iter()
+        .map(|votes| {
+            let redis = RedisServer::start();
+            redis.preload(&votes);
+            (redis, votes)
+        })
+        .collect()
+}
+
+/// Three queues holding 100,000 votes of 60,000 voters.
+fn three_queues(seed: u64) -> (Vec<RedisServer>, Vec<Vec<Vote>>) {
+    preloaded(seed, 60_000, 100_000, 3).into_iter().unzip()
+}
+
+/// One queue holding `total` votes of `voters` voters.
+fn one_queue(seed: u64, voters: usize, total: usize) -> (RedisServer, Vec<Vote>) {
+    preloaded(seed, voters, total, 1).remove(0)
+}
+
 #[test]
 fn two_worker_processes_drain_100000_votes_from_60000_voters_across_3_queues_exactly() {
     let pg = PgServer::start();
     let url = pg.migrated_url();
-    let redis: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let streams = generate(11, 60_000, 100_000, 3);
-    for (r, votes) in redis.iter().zip(&streams) {
-        preload(r, votes);
-    }
+    let (redis, streams) = three_queues(11);
     let refs: Vec<&RedisServer> = redis.iter().collect();
-    let _a = Proc::start(&url, &refs, "worker-a", 30_000);
-    let _b = Proc::start(&url, &refs, "worker-b", 30_000);
+    let _a = WorkerProcess::start(&url, &refs, "worker-a", 30_000);
+    let _b = WorkerProcess::start(&url, &refs, "worker-b", 30_000);
     let done = wait_until(DRAIN_TIMEOUT, || drained(&refs));
     let states: Vec<_> = refs.iter().map(|r| stream_state(r)).collect();
     assert!(
@@ -617,27 +498,22 @@ fn two_worker_processes_drain_100000_votes_from_60000_voters_across_3_queues_exa
 fn a_worker_killed_mid_drain_has_its_entries_claimed_and_the_count_stays_exact() {
     let pg = PgServer::start();
     let url = pg.migrated_url();
-    let redis: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let streams = generate(13, 60_000, 100_000, 3);
-    for (r, votes) in redis.iter().zip(&streams) {
-        preload(r, votes);
-    }
+    let (redis, streams) = three_queues(13);
     let refs: Vec<&RedisServer> = redis.iter().collect();
-    let (mut a, _) = Proc::start(&url, &refs, "worker-a", 2_000);
+    let mut a = WorkerProcess::start(&url, &refs, "worker-a", 2_000);
     // Kill A while it holds entries it has not acknowledged.
     let holding = wait_until(DRAIN_TIMEOUT, || pending_of(&redis[0], "worker-a") > 0);
     assert!(holding, "worker-a never held a batch");
-    signal(a.0.id(), libc::SIGKILL);
-    let _ = a.0.wait();
+    a.proc.kill();
     assert!(pending_of(&redis[0], "worker-a") > 0 || drained(&refs));
-    let (_b, b_port) = Proc::start(&url, &refs, "worker-b", 2_000);
+    let b = WorkerProcess::start(&url, &refs, "worker-b", 2_000);
     assert!(
         wait_until(DRAIN_TIMEOUT, || drained(&refs)),
         "not drained in time"
     );
     assert!(wait_until(Duration::from_secs(10), || row_count(&url) == 60_000));
     assert_exact(&url, &streams.concat());
-    let metrics = http_get(b_port, "/metrics");
+    let metrics = http::metrics(b.port);
     let claimed: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("voteswarm_claimed_total{"))
@@ -653,10 +529,8 @@ fn a_worker_killed_mid_drain_has_its_entries_claimed_and_the_count_stays_exact()
 fn with_postgres_stopped_nothing_is_acknowledged_and_the_count_ends_exact() {
     let mut pg = PgServer::start();
     let url = pg.migrated_url();
-    let redis = RedisServer::start();
-    let votes = generate(17, 40_000, 60_000, 1).remove(0);
-    preload(&redis, &votes);
-    let (_w, port) = Proc::start(&url, &[&redis], "worker-pg", 30_000);
+    let (redis, votes) = one_queue(17, 40_000, 60_000);
+    let w = WorkerProcess::start(&url, &[&redis], "worker-pg", 30_000);
     assert!(
         wait_until(DRAIN_TIMEOUT, || row_count(&url) > 1_000),
         "no progress"
@@ -664,7 +538,7 @@ fn with_postgres_stopped_nothing_is_acknowledged_and_the_count_ends_exact() {
     pg.stop();
     // Wait until commits fail and the drainer holds its batches.
     let failing = wait_until(Duration::from_secs(30), || {
-        metric(&http_get(port, "/metrics"), "voteswarm_commit_errors_total") >= 3
+        metric(&http::metrics(w.port), "voteswarm_commit_errors_total") >= 3
     });
     assert!(failing, "commits did not fail while PostgreSQL was down");
     let held = stream_state(&redis).0;
@@ -707,10 +581,10 @@ fn an_unreachable_queue_does_not_stall_the_others_and_is_drained_when_back() {
     // in a clean-clone `make test`: 160 of 2,000 voters).
     let mut down = RedisServer::start_with(&["--appendfsync", "always"]);
     let streams = generate(19, 2_000, 4_000, 2);
-    preload(&up, &streams[0]);
-    preload(&down, &streams[1]);
+    up.preload(&streams[0]);
+    down.preload(&streams[1]);
     down.stop();
-    let (_w, _) = Proc::start(&url, &[&up, &down], "worker-x", 30_000);
+    let _w = WorkerProcess::start(&url, &[&up, &down], "worker-x", 30_000);
     assert!(
         wait_until(DRAIN_TIMEOUT, || drained(&[&up])),
         "the healthy queue was not drained"
@@ -730,23 +604,19 @@ fn an_unreachable_queue_does_not_stall_the_others_and_is_drained_when_back() {
 fn on_sigterm_a_worker_finishes_its_batches_and_exits_0() {
     let pg = PgServer::start();
     let url = pg.migrated_url();
-    let redis = RedisServer::start();
-    let votes = generate(23, 30_000, 50_000, 1).remove(0);
-    preload(&redis, &votes);
-    let (mut w, _) = Proc::start(&url, &[&redis], "worker-t", 30_000);
+    let (redis, votes) = one_queue(23, 30_000, 50_000);
+    let mut w = WorkerProcess::start(&url, &[&redis], "worker-t", 30_000);
     assert!(
         wait_until(DRAIN_TIMEOUT, || row_count(&url) > 1_000),
         "no progress"
     );
-    signal(w.0.id(), libc::SIGTERM);
-    assert!(wait_until(Duration::from_secs(40), || matches!(
-        w.0.try_wait(),
-        Ok(Some(_))
-    )));
-    assert_eq!(w.0.wait().unwrap().code(), Some(0));
+    w.proc.signal(libc::SIGTERM);
+    let exit = w.proc.wait_exit(Duration::from_secs(40));
+    assert!(exit.is_some());
+    assert_eq!(exit.unwrap().code(), Some(0));
     // Every acknowledged entry is committed: a second worker finishing the
     // rest ends exact, and nothing the first one held is lost.
-    let (_w2, _) = Proc::start(&url, &[&redis], "worker-t", 30_000);
+    let _w2 = WorkerProcess::start(&url, &[&redis], "worker-t", 30_000);
     assert!(wait_until(DRAIN_TIMEOUT, || drained(&[&redis])));
     assert!(wait_until(Duration::from_secs(10), || row_count(&url) == 30_000));
     assert_exact(&url, &votes);
@@ -857,62 +727,40 @@ fn the_running_totals_start_from_the_votes_a_live_poll_already_holds_and_follow_
     assert_eq!(running_totals(&url), HashMap::new());
 }
 
-async fn readyz_status(port: u16) -> u16 {
-    match awc::Client::new()
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-    {
-        Ok(r) => r.status().as_u16(),
-        Err(_) => 0,
-    }
-}
-
 /// Polls /readyz until it answers `status`.
-async fn readyz_becomes(port: u16, status: u16) -> bool {
-    wait_until_async(DRAIN_TIMEOUT, || async move {
-        readyz_status(port).await == status
-    })
-    .await
+fn readyz_becomes(port: u16, status: u16) -> bool {
+    until(|| http::status(port, "/readyz") == Some(status))
 }
 
-#[actix_web::test]
-async fn readyz_holds_only_while_postgresql_answers_and_a_queue_is_drained() {
+#[test]
+fn readyz_holds_only_while_postgresql_answers_and_a_queue_is_drained() {
     let mut pg = PgServer::start();
     let redis = RedisServer::start();
     let resolver = Arc::new(StubResolver::default());
     // No queue known yet: not ready.
-    let worker = InProcess::start(settings(&pg, VoteChanges::Allow), resolver.clone());
-    assert_eq!(readyz_status(worker.port).await, 503);
+    let worker = spawn_worker(settings(&pg, VoteChanges::Allow), resolver.clone());
+    assert_eq!(http::status(worker.port, "/readyz"), Some(503));
     resolver.set(&[redis.worker_url()]);
     assert!(
-        readyz_becomes(worker.port, 200).await,
+        readyz_becomes(worker.port, 200),
         "ready once a queue is drained and PostgreSQL answers"
     );
     pg.stop();
     assert!(
-        readyz_becomes(worker.port, 503).await,
+        readyz_becomes(worker.port, 503),
         "not ready while PostgreSQL is down"
     );
     pg.restart();
     assert!(
-        readyz_becomes(worker.port, 200).await,
+        readyz_becomes(worker.port, 200),
         "ready again once PostgreSQL is back"
     );
-    worker.stop().await;
+    worker.stop();
 }
 
 /// Runs the worker binary with only `env`; (exit code, stderr).
 fn worker_fails_with(env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(WORKER)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run worker");
-    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
-    (out.status.code().unwrap_or(-1), stderr)
+    exit_and_stderr(clean_command(bin::WORKER).envs(env.iter().copied()))
 }
 
 #[test]

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use actix_web::cookie::Key;
-use actix_web::dev::ServerHandle;
 use voteswarm::capture::Capture;
 use voteswarm::config::{cookie_key_from, CaptureSettings, Secret, VoteChanges};
+
+use super::node_thread::NodeThread;
+use super::RedisServer;
 
 pub const TEST_COOKIE_KEY: &str = "test-cookie-key-that-is-at-least-32-bytes-long";
 
@@ -37,22 +39,43 @@ pub fn test_key() -> Key {
     cookie_key_from(TEST_COOKIE_KEY).unwrap().expose().clone()
 }
 
+/// A running node; it stops when dropped.
 pub struct TestCapture {
+    pub port: u16,
     pub base: String,
-    pub handle: ServerHandle,
+    /// For the typed helpers below; an actix test's own client.
     pub client: awc::Client,
+    node: NodeThread,
 }
 
-/// Starts a node; must be called inside `#[actix_web::test]`.
+/// Starts a node on a thread of its own (see `node_thread`).
 pub fn spawn_capture(settings: CaptureSettings) -> TestCapture {
-    let app = Capture::build(settings).expect("build capture");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    actix_web::rt::spawn(app.run_until_stopped());
+    let (node, port) = NodeThread::start_server("capture", move || {
+        let app = Capture::build(settings).expect("build capture");
+        (app.port(), app.handle(), app.run_until_stopped())
+    });
     TestCapture {
-        base,
-        handle,
+        port,
+        base: format!("http://127.0.0.1:{port}"),
         client: client(64),
+        node,
+    }
+}
+
+/// A node on `redis` from the settings a test starts from, as `change`
+/// makes them.
+pub fn spawn_on(redis: &RedisServer, change: impl FnOnce(&mut CaptureSettings)) -> TestCapture {
+    let mut s = settings(&redis.capture_url());
+    change(&mut s);
+    spawn_capture(s)
+}
+
+/// The node's proof-of-work counters: `solved` new voters paid, `none`
+/// took the fallback.
+pub fn assert_pow_votes(metrics: &str, solved: usize, none: usize) {
+    for (proof, n) in [("solved", solved), ("none", none)] {
+        let line = format!(r#"voteswarm_pow_votes_total{{proof="{proof}"}} {n}"#);
+        assert!(metrics.contains(&line), "{metrics}");
     }
 }
 
@@ -91,7 +114,16 @@ impl TestCapture {
         body: impl Into<Vec<u8>>,
         cookie: Option<&str>,
     ) -> Answer {
-        post_to(&self.client, &self.base, path, content_type, body, cookie).await
+        post_with(
+            &self.client,
+            &self.base,
+            path,
+            content_type,
+            body,
+            cookie,
+            &[],
+        )
+        .await
     }
 
     /// `POST /api/vote` with `{"vote": option}` and extra headers.
@@ -155,18 +187,8 @@ impl TestCapture {
     }
 }
 
-pub async fn post_to(
-    client: &awc::Client,
-    base: &str,
-    path: &str,
-    content_type: &str,
-    body: impl Into<Vec<u8>>,
-    cookie: Option<&str>,
-) -> Answer {
-    post_with(client, base, path, content_type, body, cookie, &[]).await
-}
-
-/// [`post_to`] with extra request headers.
+/// `POST path` with `body` to the node at `base`, as the voter whose
+/// cookie is `cookie`, with extra request headers.
 pub async fn post_with(
     client: &awc::Client,
     base: &str,
@@ -198,44 +220,4 @@ pub async fn post_with(
         cookie,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
-}
-
-/// Every entry of a stream, decoded with the one decoder the workers use.
-pub fn stream_votes(conn: &mut redis::Connection, key: &str) -> Vec<voteswarm::vote::Vote> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query(conn)
-        .expect("XRANGE");
-    reply
-        .ids
-        .iter()
-        .map(|entry| {
-            let fields: Vec<(Vec<u8>, Vec<u8>)> = entry
-                .map
-                .iter()
-                .map(|(k, v)| {
-                    let v: Vec<u8> = redis::from_redis_value_ref(v).expect("bytes");
-                    (k.as_bytes().to_vec(), v)
-                })
-                .collect();
-            voteswarm::vote::Vote::from_fields(fields.iter().map(|(k, v)| (&k[..], &v[..])))
-                .unwrap_or_else(|e| panic!("entry {} does not decode: {e}", entry.id))
-        })
-        .collect()
-}
-
-/// A capture node on a thread of its own (its own actix system), for tests
-/// that talk to it with blocking sockets. Returns its port.
-pub fn capture_on_thread(settings: CaptureSettings) -> u16 {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let app = Capture::build(settings).expect("build capture");
-            tx.send(app.port()).unwrap();
-            let _ = app.run_until_stopped().await;
-        })
-    });
-    rx.recv().expect("capture started")
 }

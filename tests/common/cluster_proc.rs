@@ -1,13 +1,69 @@
-//! A `cluster up` process for tests, and direct SQL on its database.
+//! The whole system through `cluster up` for tests ([`spawn_cluster`]),
+//! `cluster rehearse`, loadgen against a cluster, and direct SQL on its
+//! database.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, signal, wait_until};
+use super::{bin, free_port, http, wait_until, Proc};
 
-const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
+/// How long `cluster up` may take to stop its children on SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A `cluster up` in a temporary directory of its own (prefix `prefix`,
+/// the cluster's data in `data/`), with `env` over the defaults; free ports.
+pub fn spawn_cluster(
+    prefix: &str,
+    capture: usize,
+    workers: usize,
+    env: &[(&str, &str)],
+) -> TestCluster {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    let up = Up::start_with(&dir.path().join("data"), capture, workers, env);
+    TestCluster { up, dir }
+}
+
+/// A cluster and the directory it lives in. The fields drop in this order:
+/// the cluster stops before its directory goes.
+pub struct TestCluster {
+    pub up: Up,
+    /// Also where a test puts its reports.
+    pub dir: tempfile::TempDir,
+}
+
+/// `cluster rehearse` with `args`, on free ports, its data and report in a
+/// temporary directory (prefix `prefix`): the directory and the report. The
+/// rehearsal must pass.
+pub fn rehearse(prefix: &str, args: &[&str]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    let report_path = dir.path().join("report.md");
+    let status = Command::new(bin::CLUSTER)
+        .arg("rehearse")
+        .args(args)
+        .args(["--port", &free_port().to_string()])
+        .args(["--results-port", &free_port().to_string()])
+        .args(["--tls-port", &free_port().to_string()])
+        .args(["--results-tls-port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--report")
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run cluster rehearse");
+    let report = std::fs::read_to_string(&report_path).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "rehearsal failed:\n{report}");
+    assert!(report.contains("verdict: PASS"), "{report}");
+    (dir, report)
+}
 
 /// Counts per option straight from PostgreSQL.
 pub fn sql_counts(url: &str) -> (i64, i64) {
@@ -53,7 +109,7 @@ fn cluster_log(data: &Path) -> std::fs::File {
 
 /// A running `cluster up`, stopped with SIGTERM on drop.
 pub struct Up {
-    child: Child,
+    child: Proc,
     pub table: String,
     pub vote: String,
     pub results: String,
@@ -67,30 +123,26 @@ pub struct Up {
 }
 
 impl Up {
+    /// On `data` (a cluster's data dir, new or left by an earlier run),
+    /// on free ports.
     pub fn start(data: &Path, capture: usize, workers: usize) -> Up {
-        Self::start_on(data, capture, workers, (free_port(), free_port()), &[])
+        Self::start_with(data, capture, workers, &[])
     }
 
-    /// On given vote and results ports, with extra environment.
-    pub fn start_on(
-        data: &Path,
-        capture: usize,
-        workers: usize,
-        (port, rport): (u16, u16),
-        env: &[(&str, &str)],
-    ) -> Up {
-        Self::start_tls_on(
+    /// As [`Up::start`], with extra environment.
+    pub fn start_with(data: &Path, capture: usize, workers: usize, env: &[(&str, &str)]) -> Up {
+        Self::start_on(
             data,
             capture,
             workers,
-            (port, rport),
+            (free_port(), free_port()),
             (free_port(), free_port()),
             env,
         )
     }
 
-    /// As [`Up::start_on`], with given HTTPS ports too.
-    pub fn start_tls_on(
+    /// On given vote and results ports, plain and HTTPS.
+    fn start_on(
         data: &Path,
         capture: usize,
         workers: usize,
@@ -98,7 +150,7 @@ impl Up {
         (tport, trport): (u16, u16),
         env: &[(&str, &str)],
     ) -> Up {
-        let mut child = Command::new(CLUSTER)
+        let mut child = Command::new(bin::CLUSTER)
             .envs(env.iter().copied())
             .args([
                 "up",
@@ -123,8 +175,9 @@ impl Up {
             .stderr(cluster_log(data))
             .spawn()
             .expect("start cluster up");
-        let mut table = String::new();
         let out = child.stdout.take().unwrap();
+        let child = Proc::new(child).stopped_with(libc::SIGTERM, STOP_TIMEOUT);
+        let mut table = String::new();
         for line in BufReader::new(out).lines() {
             let line = line.expect("cluster output");
             table.push_str(&line);
@@ -161,6 +214,15 @@ impl Up {
             .to_owned()
     }
 
+    /// The port of a child's address (`capture02` -> PORT).
+    pub fn port(&self, name: &str) -> u16 {
+        let addr = self.addr(name);
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {name}'s address {addr}"))
+    }
+
     /// A child's current pid (it changes when the cluster restarts it).
     pub fn pid(&self, name: &str) -> u32 {
         std::fs::read_to_string(self.data.join("run").join(format!("{name}.pid")))
@@ -171,15 +233,25 @@ impl Up {
 
     /// `total` from the results node's `/api/results`, if it answers.
     pub fn results_total(&self) -> Option<i64> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ports.1)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-        s.write_all(b"GET /api/results HTTP/1.0\r\nHost: x\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        let json = body.split("\r\n\r\n").nth(1)?;
-        serde_json::from_str::<serde_json::Value>(json).ok()?["total"].as_i64()
+        http::get(self.ports.1, "/api/results")?.json()?["total"].as_i64()
+    }
+
+    /// loadgen against this cluster, with its ground truth from the
+    /// database: `voters` voters, a fifth of them changing their vote, the
+    /// report to `report`. The caller adds the pace and limits.
+    pub fn loadgen(&self, voters: usize, report: &Path) -> Command {
+        let mut cmd = Command::new(bin::LOADGEN);
+        cmd.arg("--target")
+            .arg(&self.vote)
+            .arg("--results")
+            .arg(&self.results)
+            .arg("--database-url")
+            .arg(self.database_url())
+            .args(["--voters", &voters.to_string(), "--change-fraction", "0.2"])
+            .arg("--report")
+            .arg(report)
+            .stdout(Stdio::null());
+        cmd
     }
 
     pub fn cluster_pid(&self) -> u32 {
@@ -223,14 +295,13 @@ impl Up {
     /// SIGKILL to `cluster up` alone: nothing of it gets to stop its
     /// children. Reaps it.
     pub fn kill(&mut self) {
-        signal(self.child.id(), libc::SIGKILL);
-        let _ = self.child.wait();
+        self.child.kill();
     }
 
     /// `cluster up` again on the same data dir and ports.
     pub fn start_again(&mut self) {
         let (capture, workers) = self.size;
-        *self = Up::start_tls_on(
+        *self = Up::start_on(
             &self.data.clone(),
             capture,
             workers,
@@ -271,22 +342,8 @@ impl Up {
     }
 
     fn stop_in_place(&mut self) -> i32 {
-        signal(self.child.id(), libc::SIGTERM);
-        let done = wait_until(Duration::from_secs(120), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        assert!(done, "cluster did not stop");
-        self.child.wait().unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            signal(self.child.id(), libc::SIGTERM);
-            let _ = wait_until(Duration::from_secs(120), || {
-                matches!(self.child.try_wait(), Ok(Some(_)))
-            });
-        }
+        self.child.signal(libc::SIGTERM);
+        let status = self.child.wait_exit(STOP_TIMEOUT);
+        status.expect("cluster did not stop").code().unwrap_or(-1)
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use voteswarm::cluster::procs::{Proc, Spec};
 use voteswarm::cluster::{haproxy, HAPROXY_CFG};
 
-use super::{free_port, require_program, wait_until};
+use super::{free_port, http, require_program, wait_until};
 
 /// How long a fresh haproxy may take to answer on its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -79,6 +79,16 @@ impl Stub {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// How many requests for `path` reached it.
+    pub fn seen_count(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
     }
 }
 
@@ -252,8 +262,8 @@ impl Edge {
             proc,
         };
         let up = wait_until(START_TIMEOUT, || {
-            voteswarm::cluster::http_get_status(vote_port, "/healthz") == Some(200)
-                && voteswarm::cluster::http_get_status(results_port, "/healthz") == Some(200)
+            http::status(vote_port, "/healthz") == Some(200)
+                && http::status(results_port, "/healthz") == Some(200)
         });
         assert!(
             up,
@@ -275,22 +285,6 @@ impl Edge {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.proc.log).unwrap_or_default()
     }
-}
-
-/// A response's status and whole text, over a fresh HTTP/1.0 connection.
-pub fn request(port: u16, raw: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the edge");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(raw.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 /// An open `GET /events` through the edge: its status, and the connection

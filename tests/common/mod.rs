@@ -1,24 +1,60 @@
-//! The test harness: real `redis-server` processes (and, for the worker
-//! tests, real PostgreSQL clusters) started per test on free ports in
-//! temporary directories, stopped in `Drop`. Nothing here talks to a service
-//! that merely happens to run on the machine.
-#![allow(dead_code)]
+//! The test harness, one set for every suite: real `redis-server`,
+//! PostgreSQL, `haproxy` and `cluster` processes started per test on free
+//! ports in temporary directories, stopped in `Drop`. Nothing here talks to
+//! a service that merely happens to run on the machine.
+//!
+//! Layout, in the order a vote travels:
+//! - [`redis_server`]: a Redis per test ([`RedisServer`]), and the queue as
+//!   capture leaves it (preloading votes, reading them back).
+//! - [`postgres`]: a PostgreSQL per test ([`PgServer`]), with the
+//!   deployments' roles.
+//! - [`capture_node`], [`worker_node`], [`results_node`]: each role
+//!   in-process on a thread of its own ([`spawn_capture`], [`spawn_worker`],
+//!   [`spawn_results`]), from the settings a test starts from; the worker
+//!   binary too ([`worker_node::WorkerProcess`]).
+//! - [`edge`]: the shipped haproxy.cfg as a real haproxy, and a stub server.
+//! - [`cluster_proc`]: the whole system through `cluster up`
+//!   ([`spawn_cluster`]).
+//! - [`process`]: the one guard for a child process ([`Proc`]), signals,
+//!   and running a binary for its exit code and error line.
+//! - [`http`]: the one plain HTTP client the suites poke servers with.
+//! - here: [`free_port`], and polling a condition until a deadline.
+#![allow(dead_code, unused_imports)]
 
 pub mod capture_node;
 pub mod cluster_proc;
 pub mod edge;
+pub mod http;
+mod node_thread;
 pub mod postgres;
+pub mod process;
 pub mod redis_server;
 pub mod results_node;
+pub mod worker_node;
 
-#[allow(unused_imports)]
+pub use capture_node::{spawn_capture, TestCapture};
+pub use cluster_proc::{spawn_cluster, TestCluster, Up};
+pub use postgres::PgServer;
+pub use process::{alive, require_program, require_program_opt, signal, Proc};
 pub use redis_server::RedisServer;
+pub use results_node::{spawn_results, TestResults};
+pub use worker_node::{spawn_worker, TestWorker};
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+/// The binaries under test, as cargo built them for this test run.
+pub mod bin {
+    pub const CAPTURE: &str = env!("CARGO_BIN_EXE_capture");
+    pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+    pub const RESULTS: &str = env!("CARGO_BIN_EXE_results");
+    pub const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+    pub const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
+}
+
 /// A port nobody listens on right now. Another process could take it
 /// before we bind it; the servers started here retry on a new port then.
+/// Also what a test wants for "a port nothing answers on".
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -40,7 +76,8 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// The async twin of [`wait_until`], for tests that run inside actix.
+/// The async twin of [`wait_until`], for tests whose own tasks must go on
+/// running while they wait (requests in flight on the test's runtime).
 pub async fn wait_until_async<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -56,56 +93,4 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Sends a signal to a process we started.
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a pid we own and a valid signal number.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
-}
-
-/// Whether `pid` runs (a zombie waiting for its reaper does not).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                .map(|state| state != "Z")
-        })
-        .unwrap_or(false)
-}
-
-/// Where a program is on PATH, if it is.
-pub fn require_program_opt(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Panics with an install hint when a program the tests need is missing.
-pub fn require_program(name: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` not found on PATH: run `make test` (it installs it) or `apt-get install {package}`"
-    );
-}
-
-/// A plain HTTP/1.0 `GET path` to a port on loopback: the whole answer,
-/// status line and headers included.
-pub fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }

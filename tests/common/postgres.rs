@@ -4,18 +4,22 @@
 //! may happen to run on this machine. With the deployments' roles and
 //! `scram-sha-256` passwords: [`PgServer::url`] is the worker's login.
 
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use voteswarm::cluster::postgres::{self, PgPasswords, PgRole};
 
-use super::{free_port, signal, wait_until};
+use super::{free_port, wait_until, Proc};
+
+/// How long a fast shutdown may take before the guard kills the server.
+const STOP_GRACE: Duration = Duration::from_secs(60);
 
 pub struct PgServer {
     pub port: u16,
     pub passwords: PgPasswords,
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    child: Option<Proc>,
 }
 
 impl PgServer {
@@ -39,20 +43,14 @@ impl PgServer {
     }
 
     fn spawn(&mut self) {
-        let mut spec = postgres::prepare(&self.dir.path().join("data"), self.port, &self.passwords)
-            .unwrap_or_else(|e| panic!("PostgreSQL for the tests: {e}"));
         // Speed; the outages the tests make are clean shutdowns.
-        spec.args.extend(["-c".into(), "fsync=off".into()]);
-        let child = spec
-            .command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
+        let child = serve(
+            &self.dir.path().join("data"),
+            self.port,
+            &self.passwords,
+            &["-c", "fsync=off"],
+        );
         self.child = Some(child);
-        postgres::wait_ready_and_create(self.port, &self.passwords)
-            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The test database as the workers log in to it.
@@ -77,10 +75,7 @@ impl PgServer {
 
     /// Fast shutdown, as `pg_ctl stop -m fast` would.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(c.id(), libc::SIGINT);
-            let _ = c.wait();
-        }
+        drop(self.child.take());
         let port = self.port;
         assert!(
             wait_until(Duration::from_secs(10), || {
@@ -96,11 +91,29 @@ impl PgServer {
     }
 }
 
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(c.id(), libc::SIGINT);
-            let _ = c.wait();
-        }
-    }
+/// PostgreSQL on `data` (made there first if it is not yet), answering on
+/// `port` with the roles of `passwords`; stopped by the guard with a fast
+/// shutdown (SIGINT).
+pub fn serve(data: &Path, port: u16, passwords: &PgPasswords, extra: &[&str]) -> Proc {
+    let mut spec = postgres::prepare(data, port, passwords)
+        .unwrap_or_else(|e| panic!("PostgreSQL for the tests: {e}"));
+    spec.args.extend(extra.iter().map(|a| a.to_string()));
+    let child = Proc::spawn(
+        spec.command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .stopped_with(libc::SIGINT, STOP_GRACE);
+    postgres::wait_ready_and_create(port, passwords).unwrap_or_else(|e| panic!("{e}"));
+    child
+}
+
+/// The PostgreSQL a `cluster` run left in its data dir `dir`, started
+/// again for a direct look: the guard, and the superuser's URL.
+pub fn on_cluster_data(dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let passwords = PgPasswords::ensure(&dir.join("secrets")).expect("the cluster's passwords");
+    let child = serve(&dir.join("postgres"), port, &passwords, &[]);
+    (child, passwords.url(PgRole::Superuser, port))
 }

@@ -1,16 +1,21 @@
 //! A real `redis-server` per test: a free port, its own temporary directory,
 //! append-only on (as in production), the deployments' ACL users (each
 //! role's URL from [`RedisServer::url_as`]; [`RedisServer::conn`] is the
-//! operator's `admin`), and methods to stop, restart, pause and resume it to
-//! inject faults.
+//! operator's `admin`), methods to stop, restart, pause and resume it to
+//! inject faults, and the queue as capture leaves it: votes appended the
+//! way capture appends them, and read back with the workers' decoder.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use voteswarm::cluster::secrets::{RedisPasswords, RedisRole};
+use voteswarm::vote::Vote;
 
-use super::{free_port, require_program, signal, wait_until};
+use super::{free_port, require_program, wait_until, Proc};
+
+/// The stream every suite's nodes use (`STREAM_KEY`'s default).
+pub const STREAM: &str = "votes";
 
 /// How long a fresh `redis-server` may take to answer PING.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -23,7 +28,7 @@ pub struct RedisServer {
     acl: bool,
     dir: tempfile::TempDir,
     extra: Vec<String>,
-    child: Option<Child>,
+    child: Option<Proc>,
 }
 
 impl RedisServer {
@@ -96,16 +101,14 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd.spawn().expect("spawn redis-server");
-        self.child = Some(child);
+        self.child = Some(Proc::spawn(&mut cmd));
         let url = self.ping_url();
+        let exited = |s: &mut Self| !s.child.as_mut().is_some_and(Proc::running);
         let ready = wait_until(START_TIMEOUT, || {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return true; // exited: stop waiting, reported below
-            }
-            ping(&url)
+            // Exited: stop waiting, reported below.
+            exited(self) || ping(&url)
         });
-        let exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+        let exited = exited(self);
         if exited || !ready {
             self.kill();
             return false;
@@ -191,26 +194,80 @@ impl RedisServer {
 
     /// SIGSTOP: the server hangs without closing its connections.
     pub fn pause(&self) {
-        signal(self.pid(), libc::SIGSTOP);
+        self.child
+            .as_ref()
+            .expect("redis running")
+            .signal(libc::SIGSTOP);
     }
 
     pub fn resume(&self) {
-        signal(self.pid(), libc::SIGCONT);
+        self.child
+            .as_ref()
+            .expect("redis running")
+            .signal(libc::SIGCONT);
     }
 
+    /// SIGKILL, which ends a paused server too; the guard does it on drop.
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // A paused server must be resumed before it can die cleanly.
-            let _ = c.kill();
-            let _ = c.wait();
+        drop(self.child.take());
+    }
+
+    /// Entries in [`STREAM`].
+    pub fn xlen(&self) -> usize {
+        redis::cmd("XLEN")
+            .arg(STREAM)
+            .query(&mut self.conn())
+            .expect("XLEN")
+    }
+
+    /// Appends `votes` to [`STREAM`] as capture does (pipelined XADDs).
+    pub fn preload(&self, votes: &[Vote]) {
+        let mut conn = self.conn();
+        for chunk in votes.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for v in chunk {
+                pipe.add_command(xadd(v)).ignore();
+            }
+            pipe.query::<()>(&mut conn).expect("preload");
         }
+    }
+
+    /// Every entry of [`STREAM`], decoded with the one decoder the workers
+    /// use.
+    pub fn votes(&self) -> Vec<Vote> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(STREAM)
+            .arg("-")
+            .arg("+")
+            .query(&mut self.conn())
+            .expect("XRANGE");
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let fields: Vec<(Vec<u8>, Vec<u8>)> = entry
+                    .map
+                    .iter()
+                    .map(|(k, v)| {
+                        let v: Vec<u8> = redis::from_redis_value_ref(v).expect("bytes");
+                        (k.as_bytes().to_vec(), v)
+                    })
+                    .collect();
+                Vote::from_fields(fields.iter().map(|(k, v)| (&k[..], &v[..])))
+                    .unwrap_or_else(|e| panic!("entry {} does not decode: {e}", entry.id))
+            })
+            .collect()
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
+/// The XADD capture sends for `vote`, to [`STREAM`].
+pub fn xadd(vote: &Vote) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(STREAM).arg("*");
+    for (k, val) in vote.to_fields() {
+        cmd.arg(k).arg(val);
     }
+    cmd
 }
 
 fn ping(url: &str) -> bool {

@@ -1,7 +1,8 @@
-//! A results node in-process, on a real PostgreSQL and Redis, on its own
-//! thread and actix system (for tests that are not actix tests).
+//! A results node in-process, on a real PostgreSQL and Redis.
 
 use voteswarm::results::{Results, ResultsSettings, DEFAULT_MAX_STREAMS};
+
+use super::node_thread::NodeThread;
 
 /// The settings a test starts from: port 0, the shipped defaults.
 pub fn settings(database_url: String, redis_url: &str) -> ResultsSettings {
@@ -15,15 +16,17 @@ pub fn settings(database_url: String, redis_url: &str) -> ResultsSettings {
     }
 }
 
-/// Starts the node and returns its port; it runs until the test ends.
-pub fn results_on_thread(settings: ResultsSettings) -> u16 {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let app = Results::build(settings).unwrap();
-            tx.send(app.port()).unwrap();
-            let _ = app.run_until_stopped().await;
-        })
+/// A running node; it stops when dropped.
+pub struct TestResults {
+    pub port: u16,
+    node: NodeThread,
+}
+
+/// Starts a node on a thread of its own (see `node_thread`).
+pub fn spawn_results(settings: ResultsSettings) -> TestResults {
+    let (node, port) = NodeThread::start_server("results", move || {
+        let app = Results::build(settings).expect("build results");
+        (app.port(), app.handle(), app.run_until_stopped())
     });
-    rx.recv().unwrap()
+    TestResults { port, node }
 }
