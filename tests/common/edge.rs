@@ -290,24 +290,6 @@ impl Edge {
 /// An open `GET /events` through the edge: its status, and the connection
 /// to keep it open (or read it) for as long as the test needs.
 pub fn open_events(port: u16) -> (u16, BufReader<TcpStream>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the edge");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    let _ = r.read_line(&mut line);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    // The rest of the head.
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-    }
+    let (status, _, r) = super::http::open_stream(port, "/events", "");
     (status, r)
 }

@@ -20,6 +20,8 @@ pub struct Reply {
     pub status: u16,
     /// The whole answer: status line, headers and body.
     pub text: String,
+    /// The body's length in bytes (a gzip body is not text).
+    pub body_len: usize,
 }
 
 impl Reply {
@@ -29,6 +31,15 @@ impl Reply {
 
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_str(self.body()).ok()
+    }
+
+    /// A header's value (the first of that name, any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let head = self.text.split("\r\n\r\n").next().unwrap_or("");
+        head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
     }
 }
 
@@ -40,13 +51,51 @@ pub fn exchange(port: u16, raw: &[u8]) -> Option<Reply> {
     s.write_all(raw).ok()?;
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
+    let body_len = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |head| out.len() - head - 4);
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Some(Reply { status, text })
+    Some(Reply {
+        status,
+        text,
+        body_len,
+    })
+}
+
+/// An open stream (`GET path` over HTTP/1.1 with `headers`, each ending in
+/// CRLF): its status, its head, and the connection to read on for as long
+/// as the test needs.
+pub fn open_stream(
+    port: u16,
+    path: &str,
+    headers: &str,
+) -> (u16, String, std::io::BufReader<TcpStream>) {
+    use std::io::BufRead;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect for a stream");
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes())
+        .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        head.push_str(&h);
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, r)
 }
 
 /// An HTTP/1.0 `GET path`.
