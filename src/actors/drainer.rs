@@ -11,10 +11,11 @@
 //! for longer than `CLAIM_IDLE_MS` (`XAUTOCLAIM`: a dead worker's batch).
 //!
 //! Each batch goes to `Dedup` ([`DedupBatch`]), then to `DbWriter`
-//! ([`CommitBatch`]), retried with backoff until it commits; only then are
-//! its entries acknowledged and deleted (`XACK` + `XDEL` in one `MULTI`),
-//! with poison entries copied to the dead-letter stream in the same
-//! transaction. At most `MAX_IN_FLIGHT` batches are in flight, so when
+//! ([`CommitBatch`]), retried with backoff until it commits (unless the
+//! error says retrying cannot help: then it stays pending for a claim);
+//! only then are its entries acknowledged and deleted (`XACK` + `XDEL` in
+//! one `MULTI`), with poison entries copied to the dead-letter stream in
+//! the same transaction. Every Redis command is in [`crate::queue`]. At most `MAX_IN_FLIGHT` batches are in flight, so when
 //! PostgreSQL is down the drainer stops reading instead of piling up.
 //!
 //! Promises: nothing is acknowledged before its batch committed; an
