@@ -292,14 +292,18 @@ impl Drainer {
         self.reconnect.reset();
         self.set_link(Link::Up);
         let entries = done.entries;
-        let caught_up = match &self.read_from {
+        let caught_up = match done.from {
             ReadFrom::OwnPending { .. } => {
-                self.read_from = match entries.last() {
-                    Some(last) => ReadFrom::OwnPending {
-                        after: last.id.clone(),
-                    },
-                    None => ReadFrom::New,
-                };
+                // Unless a failed acknowledgement sent the re-read back to
+                // the start meanwhile.
+                if self.read_from == done.from {
+                    self.read_from = match entries.last() {
+                        Some(last) => ReadFrom::OwnPending {
+                            after: last.id.clone(),
+                        },
+                        None => ReadFrom::New,
+                    };
+                }
                 false
             }
             ReadFrom::New => !entries.is_empty() && entries.len() < self.settings.batch_size,
@@ -545,10 +549,12 @@ impl Drainer {
     }
 }
 
-/// What a read that worked hands back: both connections, and the entries.
+/// What a read that worked hands back: both connections, what it asked
+/// for, and the entries.
 struct ReadDone {
     reader: queue::Reader,
     conn: redis::aio::MultiplexedConnection,
+    from: ReadFrom,
     entries: Vec<Entry>,
 }
 
@@ -590,6 +596,7 @@ async fn read_batch(
     Ok(ReadDone {
         reader,
         conn,
+        from,
         entries,
     })
 }
