@@ -222,7 +222,7 @@ section="$work/section.md"
   echo "inserting and confirms the speculative insert, and writes the 10% changed votes a second"
   echo "time. Redis's share is mostly the consumer group: each entry read is written to the"
   echo "append-only file as an XCLAIM, then XACK and XDEL. The worker's own share is the smallest:"
-  echo "it decodes the XREADGROUP replies itself (\`src/xread.rs\`); redis-rs's decoder had been 60%"
+  echo "it decodes the XREADGROUP replies itself (\`src/queue/reply.rs\`); redis-rs's decoder had been 60%"
   echo "of its CPU (3.0 s for 1,000,000 votes, now 1.2-1.5 s)."
   echo
   echo "One-off measurements on 2026-11-27, not rerun by this script: the same 1,000,000 rows cost"

@@ -14,12 +14,15 @@
 //!    ([`clock`]) and hand it to the
 //!    [`actors::queue_writer::QueueWriter`], which batches `XADD`s to the
 //!    node's own Redis Stream and answers once Redis stored the vote.
-//! 2. [`vote`] — the vote and its stream encoding, the contract between
-//!    capture and the workers (`docs/PROTOCOL.md`).
+//! 2. [`vote`] — the vote; [`queue`] — the Redis stream it waits on: every
+//!    command on it, the entry format (the contract between capture and
+//!    the workers, `docs/PROTOCOL.md`, in [`queue::entry`]), the one
+//!    reconnecting connection ([`queue::connection`]) and the worker's own
+//!    `XREADGROUP` connection and reply decoder ([`queue::reader`],
+//!    [`queue::reply`]).
 //! 3. The worker ([`worker`], its actors in [`actors`]) reads each queue's
-//!    entries with [`xread`] (a decoder of `XREADGROUP` replies of its
-//!    own), decodes them with [`stream`] and [`vote`], and commits them
-//!    with [`db`].
+//!    entries through [`queue`], decodes them into votes, and commits them
+//!    with [`db`], retrying as [`retry`] paces every retry in the tree.
 //!
 //! Shared by every binary: [`config`] (typed settings from flags and
 //! environment variables, secrets from `*_FILE`), [`metrics`] (per-node
@@ -47,12 +50,12 @@ pub mod endpoints;
 pub mod headers;
 pub mod loadgen;
 pub mod metrics;
+pub mod queue;
 pub mod results;
+pub mod retry;
 pub mod schema;
-pub mod stream;
 pub mod vote;
 pub mod worker;
-pub mod xread;
 
 /// Connections the kernel may hold for a listener before `accept`, as
 /// actix-web's own `bind` asks. `std::net::TcpListener::bind` asks for 128,

@@ -294,7 +294,7 @@ fn a_batch_holding_one_voter_many_times_commits() {
     );
 }
 
-/// The worker reads on a connection of its own (`src/xread.rs`), not
+/// The worker reads on a connection of its own (`src/queue/reader.rs`), not
 /// redis-rs's: it must log in and choose the database as the URL says.
 #[test]
 fn a_queue_behind_a_login_in_another_database_is_drained() {

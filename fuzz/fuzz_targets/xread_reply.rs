@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use voteswarm::xread::scan_and_decode;
+use voteswarm::queue::reply::scan_and_decode;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&chunk, reply)) = data.split_first() else {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use actix::prelude::*;
 
 use crate::config::VoteChanges;
-use crate::stream::Entry;
+use crate::queue::{Content, DeadLetter, Entry};
 use crate::vote::Vote;
 
 /// A batch as read from one stream.
@@ -22,14 +22,6 @@ use crate::vote::Vote;
 #[rtype(result = "Deduped")]
 pub struct DedupBatch {
     pub entries: Vec<Entry>,
-}
-
-/// A poison entry and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub id: String,
-    pub reason: String,
-    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Debug, Default, MessageResponse)]
@@ -49,10 +41,12 @@ pub fn dedup(entries: Vec<Entry>, mode: VoteChanges) -> Deduped {
     };
     let mut best: HashMap<crate::vote::Id128, Vote> = HashMap::with_capacity(entries.len());
     for e in entries {
-        // A pending entry deleted from the stream: nothing to count.
-        let Some(fields) = e.fields else {
-            out.ids.push(e.id);
-            continue;
+        let fields = match e.content {
+            Content::Fields(fields) => fields,
+            Content::Deleted => {
+                out.ids.push(e.id);
+                continue;
+            }
         };
         match Vote::from_fields(fields.iter().map(|(k, v)| (&k[..], &v[..]))) {
             Ok(v) => {
@@ -113,7 +107,7 @@ mod tests {
         };
         Entry {
             id: id.into(),
-            fields: Some(
+            content: Content::Fields(
                 v.to_fields()
                     .iter()
                     .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
@@ -156,11 +150,11 @@ mod tests {
     fn poison_entries_become_dead_letters_and_are_still_acknowledged() {
         let poison = Entry {
             id: "9-0".into(),
-            fields: Some(vec![(b"option".to_vec(), b"c".to_vec())]),
+            content: Content::Fields(vec![(b"option".to_vec(), b"c".to_vec())]),
         };
         let gone = Entry {
             id: "8-0".into(),
-            fields: None,
+            content: Content::Deleted,
         };
         let d = dedup(
             vec![entry("1-0", 1, VoteOption::A, 1, 1), poison, gone],

@@ -11,10 +11,11 @@
 //! for longer than `CLAIM_IDLE_MS` (`XAUTOCLAIM`: a dead worker's batch).
 //!
 //! Each batch goes to `Dedup` ([`DedupBatch`]), then to `DbWriter`
-//! ([`CommitBatch`]), retried with backoff until it commits; only then are
-//! its entries acknowledged and deleted (`XACK` + `XDEL` in one `MULTI`),
-//! with poison entries copied to the dead-letter stream in the same
-//! transaction. At most `MAX_IN_FLIGHT` batches are in flight, so when
+//! ([`CommitBatch`]), retried with backoff until it commits (unless the
+//! error says retrying cannot help: then it stays pending for a claim);
+//! only then are its entries acknowledged and deleted (`XACK` + `XDEL` in
+//! one `MULTI`), with poison entries copied to the dead-letter stream in
+//! the same transaction. Every Redis command is in [`crate::queue`]. At most `MAX_IN_FLIGHT` batches are in flight, so when
 //! PostgreSQL is down the drainer stops reading instead of piling up.
 //!
 //! Promises: nothing is acknowledged before its batch committed; an
@@ -25,16 +26,14 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use tokio::sync::oneshot;
 
 use crate::actors::db_writer::{CommitBatch, DbWriter};
 use crate::actors::dedup::{Dedup, DedupBatch, Deduped};
 use crate::endpoints::redact;
 use crate::metrics::WorkerMetrics;
-use crate::stream::{self, Entry, GROUP};
-use crate::xread;
+use crate::queue::{self, Entry, RedisConnection, GROUP};
+use crate::retry::{Backoff, RetryPolicy};
 
 /// Batches in flight per endpoint: one committing while the next is read
 /// and deduplicated keeps PostgreSQL busy; more only queue up. (A claim
@@ -55,10 +54,11 @@ const READ_LINGER: Duration = Duration::from_millis(50);
 /// Longer than READ_BLOCK: a blocked read is not a timeout.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Backoff for Redis and PostgreSQL errors: doubles up to the max.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How often the backlog and pending gauges are read.
+/// For Redis and PostgreSQL errors: quick enough to ride out a blip, slow
+/// enough not to hammer a server that is down.
+const RETRY: RetryPolicy =
+    RetryPolicy::doubling(Duration::from_millis(100), Duration::from_secs(5));
+/// How often the depth and pending gauges are read.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
@@ -84,36 +84,101 @@ pub struct StopDraining {
     pub done: oneshot::Sender<()>,
 }
 
+/// What the read side is doing; one read at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadState {
+    /// Free to read (if not stopping and not full).
+    Idle,
+    /// A read is out: connecting if need be, the group, `XREADGROUP`.
+    Reading,
+    /// Caught up: waiting out [`READ_LINGER`] before the next read.
+    Lingering,
+    /// Redis failed: waiting out the backoff before connecting again.
+    Reconnecting,
+}
+
+/// Which entries the next read asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ReadFrom {
+    /// Our own pending entries after this id: from `0` when the drainer
+    /// starts and after a reconnect (they may be unacknowledged), then
+    /// from the last id returned, so that a batch still in flight is not
+    /// read twice.
+    OwnPending { after: String },
+    /// New entries (`>`), once our pending ones are all re-read.
+    New,
+}
+
+impl ReadFrom {
+    fn start() -> ReadFrom {
+        ReadFrom::OwnPending { after: "0".into() }
+    }
+}
+
+/// Whether the consumer group is known to exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Group {
+    /// Not yet, or a read failed (a `NOGROUP`: the stream or the group was
+    /// deleted under us): the next read creates it.
+    Unchecked,
+    Exists,
+}
+
+/// Whether this endpoint counts in the `endpoints_up` gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Down,
+    Up,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClaimState {
+    Idle,
+    Claiming,
+}
+
+enum Lifecycle {
+    Draining,
+    /// Reading nothing more; these hear once the last batch is done.
+    Stopping {
+        waiters: Vec<oneshot::Sender<()>>,
+    },
+}
+
+/// One batch after dedup, on its way to the database and back to Redis.
+struct Batch {
+    deduped: Deduped,
+    /// Paces this batch's retries (of the commit, then of the
+    /// acknowledgement), from the first wait.
+    retry: Backoff,
+}
+
 pub struct Drainer {
     url: String,
     /// The URL without its password, for logs and metric labels.
     label: String,
-    client: redis::Client,
-    /// Blocking reads hold their connection, so reads and acks use two.
-    /// Reads have one of their own that decodes the large XREADGROUP
-    /// replies itself (`src/xread.rs`: redis-rs's decoder was most of the
-    /// worker's CPU); taken by the read in flight, put back when it is done.
-    read_conn: Option<xread::Reader>,
-    cmd_conn: Option<MultiplexedConnection>,
+    /// Blocking reads hold their connection, so reads and everything else
+    /// use two. Reads have one of their own that decodes the large
+    /// XREADGROUP replies itself ([`queue::reader`]: redis-rs's decoder was
+    /// most of the worker's CPU); taken by the read in flight, put back
+    /// when it is done.
+    reader: Option<queue::Reader>,
+    /// The group, claims, acknowledgements and gauges.
+    redis: RedisConnection,
     settings: DrainSettings,
     dedup: Addr<Dedup>,
     db: Addr<DbWriter>,
     metrics: WorkerMetrics,
     in_flight: usize,
-    reading: bool,
-    /// Waiting out READ_LINGER before the next read.
-    lingering: bool,
-    claiming: bool,
-    group_ready: bool,
-    /// Our own pending entries were re-read since the last (re)connect.
-    own_pending_done: bool,
-    /// Where the re-read of our own pending entries goes on from: the last
-    /// id it returned, so that entries still in flight are not read twice.
-    own_cursor: String,
+    reads: ReadState,
+    read_from: ReadFrom,
+    group: Group,
+    claims: ClaimState,
     claim_cursor: String,
-    backoff: Duration,
-    up: bool,
-    stopping: Option<Vec<oneshot::Sender<()>>>,
+    /// Paces reconnects; reset by a read that worked.
+    reconnect: Backoff,
+    link: Link,
+    lifecycle: Lifecycle,
 }
 
 impl Drainer {
@@ -128,24 +193,21 @@ impl Drainer {
         Ok(Drainer {
             label: redact(&url),
             url,
-            client,
-            read_conn: None,
-            cmd_conn: None,
+            reader: None,
+            redis: RedisConnection::new(client, CONNECT_TIMEOUT, RESPONSE_TIMEOUT),
             settings,
             dedup,
             db,
             metrics,
             in_flight: 0,
-            reading: false,
-            lingering: false,
-            claiming: false,
-            group_ready: false,
-            own_pending_done: false,
-            own_cursor: "0".into(),
+            reads: ReadState::Idle,
+            read_from: ReadFrom::start(),
+            group: Group::Unchecked,
+            claims: ClaimState::Idle,
             claim_cursor: "0-0".into(),
-            backoff: FIRST_BACKOFF,
-            up: false,
-            stopping: None,
+            reconnect: RETRY.backoff(),
+            link: Link::Down,
+            lifecycle: Lifecycle::Draining,
         })
     }
 
@@ -153,187 +215,139 @@ impl Drainer {
         &self.url
     }
 
-    fn connect(
-        &self,
-    ) -> impl std::future::Future<Output = redis::RedisResult<MultiplexedConnection>> {
-        let client = self.client.clone();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        async move {
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-        }
+    fn stopping(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Stopping { .. })
     }
 
-    fn set_up(&mut self, up: bool) {
-        if up != self.up {
-            self.up = up;
-            self.metrics.endpoints_up.add(if up { 1 } else { -1 });
-            if up {
+    /// May a new batch be started (by a read or a claim)?
+    fn may_take_a_batch(&self) -> bool {
+        !self.stopping() && self.in_flight < MAX_IN_FLIGHT
+    }
+
+    fn set_link(&mut self, link: Link) {
+        if link != self.link {
+            self.link = link;
+            self.metrics
+                .endpoints_up
+                .add(if link == Link::Up { 1 } else { -1 });
+            if link == Link::Up {
                 log::info!("draining {}", self.label);
             }
         }
     }
 
-    fn lost(&mut self, what: &str, e: &redis::RedisError, ctx: &mut Context<Self>) {
-        if self.up {
+    /// After a Redis error: drop both connections and connect again after
+    /// the backoff, re-reading our own pending entries first.
+    fn reconnect_later(&mut self, what: &str, e: &redis::RedisError, ctx: &mut Context<Self>) {
+        if self.link == Link::Up {
             log::warn!(
                 "{}: {what} failed, reconnecting with backoff: {e}",
                 self.label
             );
         }
-        self.set_up(false);
-        self.read_conn = None;
-        self.cmd_conn = None;
-        // After a reconnect, re-read what we hold (it may be unacknowledged).
-        self.reread_own_pending();
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        ctx.run_later(wait, |act, ctx| act.pump(ctx));
+        self.set_link(Link::Down);
+        self.reader = None;
+        self.redis.drop_connection();
+        self.read_from = ReadFrom::start();
+        self.reads = ReadState::Reconnecting;
+        ctx.run_later(self.reconnect.next_wait(), |act, ctx| {
+            act.reads = ReadState::Idle;
+            act.read_next(ctx);
+        });
     }
 
-    /// Reads our own pending entries again from the start, before new ones.
-    fn reread_own_pending(&mut self) {
-        self.own_pending_done = false;
-        self.own_cursor = "0".into();
-    }
-
-    /// Reads the next batch unless stopping, already reading, or full.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping.is_some()
-            || self.reading
-            || self.lingering
-            || self.in_flight >= MAX_IN_FLIGHT
-        {
+    /// Starts the next read unless one is out, lingering or backing off,
+    /// or no batch may be started.
+    fn read_next(&mut self, ctx: &mut Context<Self>) {
+        if self.reads != ReadState::Idle || !self.may_take_a_batch() {
             return;
         }
-        self.reading = true;
-        let read_conn = self.read_conn.take();
-        let cmd_conn = self.cmd_conn.clone();
-        let info = self.client.get_connection_info().clone();
-        let connect_cmd = self.connect();
-        let key = self.settings.stream_key.clone();
-        let consumer = self.settings.consumer.clone();
-        let count = self.settings.batch_size;
-        let group_ready = self.group_ready;
-        let own = !self.own_pending_done;
-        let own_cursor = self.own_cursor.clone();
-        let read = async move {
-            let mut rconn = match read_conn {
-                Some(c) => c,
-                None => tokio::time::timeout(CONNECT_TIMEOUT, xread::Reader::connect(&info))
-                    .await
-                    .map_err(|_| timed_out("connect"))??,
-            };
-            let mut cconn = match cmd_conn {
-                Some(c) => c,
-                None => connect_cmd.await?,
-            };
-            if !group_ready {
-                let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&key)
-                    .arg(GROUP)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query_async(&mut cconn)
-                    .await;
-                if let Err(e) = created {
-                    if !e.to_string().contains("BUSYGROUP") {
-                        return Err(e);
-                    }
-                }
+        self.reads = ReadState::Reading;
+        let read = read_batch(
+            self.reader.take(),
+            self.redis.client().get_connection_info().clone(),
+            self.redis.get(),
+            self.group,
+            self.settings.clone(),
+            self.read_from.clone(),
+        );
+        ctx.spawn(
+            read.into_actor(self)
+                .map(|result, act, ctx| act.batch_read(result, ctx)),
+        );
+    }
+
+    fn batch_read(&mut self, result: redis::RedisResult<ReadDone>, ctx: &mut Context<Self>) {
+        self.reads = ReadState::Idle;
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.group = Group::Unchecked;
+                return self.reconnect_later("read", &e, ctx);
             }
-            let read = xread::Read {
-                group: GROUP,
-                consumer: &consumer,
-                count,
-                block: (!own).then_some(READ_BLOCK),
-                key: &key,
-                id: if own { own_cursor.as_str() } else { ">" },
-            };
-            let entries = tokio::time::timeout(RESPONSE_TIMEOUT, rconn.read(&read))
-                .await
-                .map_err(|_| timed_out("XREADGROUP"))??;
-            Ok::<_, redis::RedisError>((rconn, cconn, entries))
         };
-        ctx.spawn(read.into_actor(self).map(move |result, act, ctx| {
-            act.reading = false;
-            match result {
-                Ok((rconn, cconn, entries)) => {
-                    act.read_conn = Some(rconn);
-                    act.cmd_conn = Some(cconn);
-                    act.group_ready = true;
-                    act.backoff = FIRST_BACKOFF;
-                    act.set_up(true);
-                    if own {
-                        match entries.last() {
-                            Some(last) => act.own_cursor = last.id.clone(),
-                            None => act.own_pending_done = true,
-                        }
-                    }
-                    let caught_up = !own && !entries.is_empty() && entries.len() < count;
-                    if !entries.is_empty() {
-                        act.process(entries, ctx);
-                    }
-                    if caught_up {
-                        act.lingering = true;
-                        ctx.run_later(READ_LINGER, |act, ctx| {
-                            act.lingering = false;
-                            act.pump(ctx);
-                        });
-                    } else {
-                        act.pump(ctx);
-                    }
+        self.reader = Some(done.reader);
+        self.redis.keep(done.conn);
+        self.group = Group::Exists;
+        self.reconnect.reset();
+        self.set_link(Link::Up);
+        let entries = done.entries;
+        let caught_up = match done.from {
+            ReadFrom::OwnPending { .. } => {
+                // Unless a failed acknowledgement sent the re-read back to
+                // the start meanwhile.
+                if self.read_from == done.from {
+                    self.read_from = match entries.last() {
+                        Some(last) => ReadFrom::OwnPending {
+                            after: last.id.clone(),
+                        },
+                        None => ReadFrom::New,
+                    };
                 }
-                Err(e) => {
-                    // A NOGROUP error means the stream or group was deleted
-                    // under us: create it again on the next read.
-                    act.group_ready = false;
-                    act.lost("read", &e, ctx);
-                }
+                false
             }
-        }));
+            ReadFrom::New => !entries.is_empty() && entries.len() < self.settings.batch_size,
+        };
+        if !entries.is_empty() {
+            self.take_batch(entries, ctx);
+        }
+        if caught_up {
+            self.reads = ReadState::Lingering;
+            ctx.run_later(READ_LINGER, |act, ctx| {
+                act.reads = ReadState::Idle;
+                act.read_next(ctx);
+            });
+        } else {
+            self.read_next(ctx);
+        }
     }
 
     /// Claims entries idle too long in another consumer's hands.
     fn claim(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping.is_some()
-            || self.claiming
-            || self.in_flight >= MAX_IN_FLIGHT
-            || !self.group_ready
+        if self.claims == ClaimState::Claiming
+            || !self.may_take_a_batch()
+            || self.group != Group::Exists
         {
             return;
         }
-        let Some(mut conn) = self.cmd_conn.clone() else {
+        let Some(mut conn) = self.redis.open() else {
             return;
         };
-        self.claiming = true;
+        self.claims = ClaimState::Claiming;
         let key = self.settings.stream_key.clone();
         let consumer = self.settings.consumer.clone();
-        let idle = self.settings.claim_idle.as_millis() as u64;
+        let idle = self.settings.claim_idle;
         let cursor = self.claim_cursor.clone();
         let count = self.settings.batch_size;
         let claim = async move {
-            let reply: redis::Value = redis::cmd("XAUTOCLAIM")
-                .arg(&key)
-                .arg(GROUP)
-                .arg(&consumer)
-                .arg(idle)
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(count)
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, redis::RedisError>(stream::parse_autoclaim(reply))
+            queue::claim_idle(&mut conn, &key, &consumer, idle, &cursor, count).await
         };
         ctx.spawn(claim.into_actor(self).map(|result, act, ctx| {
-            act.claiming = false;
+            act.claims = ClaimState::Idle;
             match result {
-                Ok((cursor, entries, deleted)) => {
-                    act.claim_cursor = cursor;
+                Ok(claimed) => {
+                    act.claim_cursor = claimed.cursor;
+                    let entries = claimed.entries;
                     if !entries.is_empty() {
                         log::info!(
                             "{}: claimed {} entries idle longer than {:?}",
@@ -345,19 +359,16 @@ impl Drainer {
                             .claimed
                             .with_label_values(&[&act.label])
                             .inc_by(entries.len() as u64);
-                        act.process(entries, ctx);
+                        act.take_batch(entries, ctx);
                     }
-                    // Redis already dropped deleted ids from the pending
-                    // list; nothing to acknowledge for them.
-                    let _ = deleted;
                 }
                 Err(e) => log::debug!("{}: XAUTOCLAIM failed: {e}", act.label),
             }
         }));
     }
 
-    /// Dedup, commit (with retries), then acknowledge one batch.
-    fn process(&mut self, entries: Vec<Entry>, ctx: &mut Context<Self>) {
+    /// A batch's way: dedup, commit (with retries), acknowledge, done.
+    fn take_batch(&mut self, entries: Vec<Entry>, ctx: &mut Context<Self>) {
         self.in_flight += 1;
         self.metrics.batch_size.observe(entries.len() as f64);
         let dedup = self.dedup.clone();
@@ -365,7 +376,13 @@ impl Drainer {
         ctx.spawn(
             work.into_actor(self)
                 .map(|deduped, act, ctx| match deduped {
-                    Ok(d) => act.commit(d, FIRST_BACKOFF, ctx),
+                    Ok(deduped) => act.commit(
+                        Batch {
+                            deduped,
+                            retry: RETRY.backoff(),
+                        },
+                        ctx,
+                    ),
                     Err(e) => {
                         // The Dedup actor is gone: the worker is shutting down. The
                         // entries stay pending and will be delivered again.
@@ -376,119 +393,131 @@ impl Drainer {
         );
     }
 
-    fn commit(&mut self, d: Deduped, backoff: Duration, ctx: &mut Context<Self>) {
+    fn commit(&mut self, batch: Batch, ctx: &mut Context<Self>) {
         let db = self.db.clone();
-        let votes = d.votes.clone();
-        self.metrics.committed_votes.observe(votes.len() as f64);
+        let votes = batch.deduped.votes.clone();
         let send = async move { db.send(CommitBatch { votes }).await };
         ctx.spawn(
             send.into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(Ok(_)) => act.acknowledge(d, FIRST_BACKOFF, ctx),
-                    Ok(Err(e)) => {
-                        if e.retriable {
-                            log::warn!(
-                                "{}: commit failed, retrying in {backoff:?}: {e}",
-                                act.label
-                            );
-                        } else {
-                            // The decoder refuses what the table would; if this
-                            // happens anyway, keep the votes and say so loudly.
-                            log::error!(
-                                "{}: commit refused, retrying in {backoff:?}: {e}",
-                                act.label
-                            );
-                        }
-                        let next = (backoff * 2).min(MAX_BACKOFF);
-                        ctx.run_later(backoff, move |act, ctx| act.commit(d, next, ctx));
-                    }
-                    Err(e) => {
-                        log::error!("{}: database writer unavailable: {e}", act.label);
-                        act.batch_done(ctx);
-                    }
-                }),
+                .map(move |result, act, ctx| act.committed(batch, result, ctx)),
         );
     }
 
-    fn acknowledge(&mut self, d: Deduped, backoff: Duration, ctx: &mut Context<Self>) {
-        let key = self.settings.stream_key.clone();
-        let dead_key = stream::dead_letter_key(&key);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for dl in &d.dead {
-            let cmd = pipe.cmd("XADD").arg(&dead_key).arg("*");
-            cmd.arg("source_id")
-                .arg(&dl.id)
-                .arg("reason")
-                .arg(&dl.reason);
-            for (k, v) in &dl.fields {
-                let mut name = b"f:".to_vec();
-                name.extend_from_slice(&k[..k.len().min(stream::DEAD_LETTER_VALUE_MAX)]);
-                cmd.arg(name)
-                    .arg(&v[..v.len().min(stream::DEAD_LETTER_VALUE_MAX)]);
+    fn committed(
+        &mut self,
+        mut batch: Batch,
+        result: Result<Result<usize, crate::db::DbError>, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match result {
+            Ok(Ok(_)) => {
+                self.metrics
+                    .committed_votes
+                    .observe(batch.deduped.votes.len() as f64);
+                batch.retry.reset();
+                self.acknowledge(batch, ctx);
             }
-            cmd.ignore();
+            Ok(Err(e)) => match batch.retry.retry(&e) {
+                Some(wait) => {
+                    log::warn!("{}: commit failed, retrying in {wait:?}: {e}", self.label);
+                    ctx.run_later(wait, move |act, ctx| act.commit(batch, ctx));
+                }
+                None => {
+                    // The decoder refuses what the table would, so this
+                    // should not happen; if it does, retrying cannot help.
+                    // The entries stay pending, unacknowledged: nothing is
+                    // lost, and a claim delivers them again after
+                    // CLAIM_IDLE_MS (for whoever fixes the cause).
+                    log::error!(
+                        "{}: commit refused, leaving {} entries pending: {e}",
+                        self.label,
+                        batch.deduped.ids.len()
+                    );
+                    self.batch_done(ctx);
+                }
+            },
+            Err(e) => {
+                log::error!("{}: database writer unavailable: {e}", self.label);
+                self.batch_done(ctx);
+            }
         }
-        pipe.cmd("XACK").arg(&key).arg(GROUP).arg(&d.ids).ignore();
-        pipe.cmd("XDEL").arg(&key).arg(&d.ids).ignore();
-        let conn = self.cmd_conn.clone();
-        let connect = self.connect();
+    }
+
+    fn acknowledge(&mut self, batch: Batch, ctx: &mut Context<Self>) {
+        let pipe = queue::acknowledgement(
+            &self.settings.stream_key,
+            &batch.deduped.ids,
+            &batch.deduped.dead,
+        );
+        let connect = self.redis.get();
         let ack = async move {
-            let mut conn = match conn {
-                Some(c) => c,
-                None => connect.await?,
-            };
+            let mut conn = connect.await?;
             pipe.query_async::<()>(&mut conn).await?;
             Ok::<_, redis::RedisError>(conn)
         };
         ctx.spawn(
             ack.into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(conn) => {
-                        act.cmd_conn = Some(conn);
-                        act.metrics
-                            .drained
-                            .with_label_values(&[&act.label])
-                            .inc_by(d.ids.len() as u64);
-                        if !d.dead.is_empty() {
-                            log::warn!(
-                                "{}: {} entries moved to {dead_key}",
-                                act.label,
-                                d.dead.len()
-                            );
-                            act.metrics
-                                .dead_letters
-                                .with_label_values(&[&act.label])
-                                .inc_by(d.dead.len() as u64);
-                        }
-                        act.batch_done(ctx);
-                    }
-                    Err(e) if backoff < MAX_BACKOFF => {
-                        // Committed but not acknowledged: retrying is harmless (a
-                        // replayed commit changes nothing).
-                        log::warn!("{}: acknowledge failed, retrying: {e}", act.label);
-                        act.cmd_conn = None;
-                        let next = (backoff * 2).min(MAX_BACKOFF);
-                        ctx.run_later(backoff, move |act, ctx| act.acknowledge(d, next, ctx));
-                    }
-                    Err(e) => {
-                        // Give up on this batch: its entries stay pending and are
-                        // re-read or claimed, and re-committing them changes nothing.
-                        log::warn!(
-                            "{}: acknowledge failed, leaving the batch pending: {e}",
-                            act.label
-                        );
-                        act.reread_own_pending();
-                        act.batch_done(ctx);
-                    }
-                }),
+                .map(move |result, act, ctx| act.acknowledged(batch, result, ctx)),
         );
+    }
+
+    fn acknowledged(
+        &mut self,
+        mut batch: Batch,
+        result: redis::RedisResult<redis::aio::MultiplexedConnection>,
+        ctx: &mut Context<Self>,
+    ) {
+        let e = match result {
+            Ok(conn) => {
+                self.redis.keep(conn);
+                let d = &batch.deduped;
+                self.metrics
+                    .drained
+                    .with_label_values(&[&self.label])
+                    .inc_by(d.ids.len() as u64);
+                if !d.dead.is_empty() {
+                    log::warn!(
+                        "{}: {} entries moved to {}",
+                        self.label,
+                        d.dead.len(),
+                        queue::dead_letter_key(&self.settings.stream_key)
+                    );
+                    self.metrics
+                        .dead_letters
+                        .with_label_values(&[&self.label])
+                        .inc_by(d.dead.len() as u64);
+                }
+                return self.batch_done(ctx);
+            }
+            Err(e) => e,
+        };
+        self.redis.drop_connection();
+        match batch.retry.next_wait_below_max() {
+            Some(wait) => {
+                // Committed but not acknowledged: retrying is harmless (a
+                // replayed commit changes nothing).
+                log::warn!("{}: acknowledge failed, retrying: {e}", self.label);
+                ctx.run_later(wait, move |act, ctx| act.acknowledge(batch, ctx));
+            }
+            None => {
+                // Give up on this batch: its entries stay pending and are
+                // re-read or claimed, and re-committing them changes nothing.
+                log::warn!(
+                    "{}: acknowledge failed, leaving the batch pending: {e}",
+                    self.label
+                );
+                self.read_from = ReadFrom::start();
+                self.batch_done(ctx);
+            }
+        }
     }
 
     fn batch_done(&mut self, ctx: &mut Context<Self>) {
         self.in_flight -= 1;
         if self.in_flight == 0 {
-            if let Some(waiters) = self.stopping.take() {
+            if let Lifecycle::Stopping { waiters } =
+                std::mem::replace(&mut self.lifecycle, Lifecycle::Draining)
+            {
                 for w in waiters {
                     let _ = w.send(());
                 }
@@ -496,38 +525,21 @@ impl Drainer {
                 return;
             }
         }
-        self.pump(ctx);
+        self.read_next(ctx);
     }
 
     fn read_stats(&mut self, ctx: &mut Context<Self>) {
-        let Some(mut conn) = self.cmd_conn.clone() else {
+        let Some(mut conn) = self.redis.open() else {
             return;
         };
         let key = self.settings.stream_key.clone();
-        let stats = async move {
-            let (len, pending): (i64, redis::Value) = redis::pipe()
-                .cmd("XLEN")
-                .arg(&key)
-                .cmd("XPENDING")
-                .arg(&key)
-                .arg(GROUP)
-                .query_async(&mut conn)
-                .await?;
-            let pending = match pending {
-                redis::Value::Array(v) => match v.first() {
-                    Some(redis::Value::Int(n)) => *n,
-                    _ => 0,
-                },
-                _ => 0,
-            };
-            Ok::<_, redis::RedisError>((len, pending))
-        };
+        let stats = async move { queue::depth_and_pending(&mut conn, &key).await };
         ctx.spawn(stats.into_actor(self).map(|r, act, _| {
-            if let Ok((len, pending)) = r {
+            if let Ok((depth, pending)) = r {
                 act.metrics
                     .backlog
                     .with_label_values(&[&act.label])
-                    .set(len);
+                    .set(depth);
                 act.metrics
                     .pending
                     .with_label_values(&[&act.label])
@@ -537,18 +549,70 @@ impl Drainer {
     }
 }
 
+/// What a read that worked hands back: both connections, what it asked
+/// for, and the entries.
+struct ReadDone {
+    reader: queue::Reader,
+    conn: redis::aio::MultiplexedConnection,
+    from: ReadFrom,
+    entries: Vec<Entry>,
+}
+
+/// One read: connect what is not connected, create the group if it is not
+/// known to exist, then `XREADGROUP` (blocking only for new entries).
+async fn read_batch(
+    reader: Option<queue::Reader>,
+    info: redis::ConnectionInfo,
+    connect: impl std::future::Future<Output = redis::RedisResult<redis::aio::MultiplexedConnection>>,
+    group: Group,
+    settings: DrainSettings,
+    from: ReadFrom,
+) -> redis::RedisResult<ReadDone> {
+    let mut reader = match reader {
+        Some(r) => r,
+        None => tokio::time::timeout(CONNECT_TIMEOUT, queue::Reader::connect(&info))
+            .await
+            .map_err(|_| timed_out("connect"))??,
+    };
+    let mut conn = connect.await?;
+    if group == Group::Unchecked {
+        queue::create_group(&mut conn, &settings.stream_key).await?;
+    }
+    let (id, block) = match &from {
+        ReadFrom::OwnPending { after } => (after.as_str(), None),
+        ReadFrom::New => (">", Some(READ_BLOCK)),
+    };
+    let read = queue::Read {
+        group: GROUP,
+        consumer: &settings.consumer,
+        count: settings.batch_size,
+        block,
+        key: &settings.stream_key,
+        id,
+    };
+    let entries = tokio::time::timeout(RESPONSE_TIMEOUT, reader.read(&read))
+        .await
+        .map_err(|_| timed_out("XREADGROUP"))??;
+    Ok(ReadDone {
+        reader,
+        conn,
+        from,
+        entries,
+    })
+}
+
 impl Actor for Drainer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.pump(ctx);
+        self.read_next(ctx);
         let every = (self.settings.claim_idle / 2).max(Duration::from_millis(250));
         ctx.run_interval(every, |act, ctx| act.claim(ctx));
         ctx.run_interval(STATS_INTERVAL, |act, ctx| act.read_stats(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.set_up(false);
+        self.set_link(Link::Down);
         self.metrics
             .backlog
             .remove_label_values(&[&self.label])
@@ -569,6 +633,13 @@ impl Handler<StopDraining> for Drainer {
             ctx.stop();
             return;
         }
-        self.stopping.get_or_insert_with(Vec::new).push(msg.done);
+        match &mut self.lifecycle {
+            Lifecycle::Stopping { waiters } => waiters.push(msg.done),
+            Lifecycle::Draining => {
+                self.lifecycle = Lifecycle::Stopping {
+                    waiters: vec![msg.done],
+                }
+            }
+        }
     }
 }

@@ -25,11 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use tokio::sync::oneshot;
 
 use crate::metrics::CaptureMetrics;
+use crate::queue::{self, Append, RedisConnection};
 use crate::vote::Vote;
 
 /// Largest pipeline by default. Measured with `make bench-capture`: past a
@@ -81,10 +80,8 @@ struct Waiting {
 }
 
 pub struct QueueWriter {
-    client: redis::Client,
-    /// `None` until connected, and again after an error: the next batch
-    /// reconnects.
-    conn: Option<MultiplexedConnection>,
+    /// Dropped after an error: the next batch reconnects.
+    redis: RedisConnection,
     stream_key: String,
     max_batch: usize,
     capacity: usize,
@@ -110,8 +107,7 @@ impl QueueWriter {
         depth: Arc<AtomicI64>,
     ) -> Self {
         QueueWriter {
-            client,
-            conn: None,
+            redis: RedisConnection::new(client, timeout, timeout),
             stream_key,
             max_batch: max_batch.max(1),
             capacity: capacity.max(1),
@@ -121,21 +117,6 @@ impl QueueWriter {
             metrics,
             reported_pending: 0,
             depth,
-        }
-    }
-
-    fn connect(
-        &self,
-    ) -> impl std::future::Future<Output = Result<MultiplexedConnection, EnqueueError>> {
-        let client = self.client.clone();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        async move {
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(|e| EnqueueError::Unavailable(e.to_string()))
         }
     }
 
@@ -163,49 +144,28 @@ impl QueueWriter {
         let sent = batch.len() as i64;
         self.metrics.writer_in_flight.add(sent);
 
-        // Sized up front: the batch's commands, plus XLEN.
-        let mut pipe = redis::Pipeline::with_capacity(batch.len() + 1);
-        for w in &batch {
-            pipe.add_command(w.vote.to_xadd(&self.stream_key));
-        }
-        // The queue's length rides along for free, for QUEUE_LIMIT.
-        let mut xlen = redis::Cmd::with_capacity(2, "XLEN".len() + self.stream_key.len());
-        xlen.arg("XLEN").arg(&self.stream_key);
-        pipe.add_command(xlen);
-        let conn = self.conn.clone();
-        let connect = self.connect();
+        let append = Append::new(&self.stream_key, batch.iter().map(|w| &w.vote));
+        let connect = self.redis.get();
         let timeout = self.timeout;
         let write = async move {
-            let mut conn = match conn {
-                Some(c) => c,
-                None => connect.await?,
-            };
-            let mut replies: Vec<redis::Value> =
-                tokio::time::timeout(timeout, pipe.query_async(&mut conn))
-                    .await
-                    .map_err(|_| EnqueueError::Timeout)?
-                    .map_err(|e| EnqueueError::Unavailable(e.to_string()))?;
-            let len = replies
-                .pop()
-                .and_then(|v| redis::from_redis_value::<i64>(v).ok());
-            let ids: Vec<String> = replies
-                .into_iter()
-                .filter_map(|v| redis::from_redis_value::<String>(v).ok())
-                .collect();
-            Ok::<_, EnqueueError>((conn, ids, len))
+            let mut conn = connect.await.map_err(unavailable)?;
+            let appended = tokio::time::timeout(timeout, append.send(&mut conn))
+                .await
+                .map_err(|_| EnqueueError::Timeout)?
+                .map_err(unavailable)?;
+            Ok::<_, EnqueueError>((conn, appended))
         };
         ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
             act.in_flight = false;
             act.metrics.writer_in_flight.sub(sent);
             match result {
-                Ok((conn, ids, len)) if ids.len() == batch.len() => {
-                    if let Some(len) = len {
-                        act.set_depth(len);
+                Ok((conn, queue::Appended { ids, depth })) if ids.len() == batch.len() => {
+                    if let Some(depth) = depth {
+                        act.set_depth(depth);
                     }
-                    if act.conn.is_none() {
+                    if act.redis.keep(conn) {
                         log::info!("redis connection (re)established");
                     }
-                    act.conn = Some(conn);
                     for (w, id) in batch.into_iter().zip(ids) {
                         act.metrics
                             .enqueue_latency
@@ -213,14 +173,14 @@ impl QueueWriter {
                         let _ = w.reply.send(Ok(id));
                     }
                 }
-                Ok((_, ids, _)) => {
+                Ok((_, queue::Appended { ids, .. })) => {
                     // Cannot happen with a well-behaved Redis; refuse them
                     // all rather than guess which were stored.
                     log::error!("redis answered {} ids for {} votes", ids.len(), batch.len());
                     act.fail(batch, EnqueueError::Unavailable("short reply".into()));
                 }
                 Err(e) => {
-                    if act.conn.take().is_some() {
+                    if act.redis.drop_connection() {
                         log::warn!("redis write failed, reconnecting: {e}");
                     }
                     act.fail(batch, e);
@@ -230,34 +190,31 @@ impl QueueWriter {
         }));
     }
 
-    fn set_depth(&self, len: i64) {
-        self.depth.store(len, Ordering::Relaxed);
-        self.metrics.queue_depth.set(len);
+    fn set_depth(&self, depth: i64) {
+        self.depth.store(depth, Ordering::Relaxed);
+        self.metrics.queue_depth.set(depth);
     }
 
-    /// Reads the queue's length while no batch brings it: a node refusing
+    /// Reads the queue's depth while no batch brings it: a node refusing
     /// votes for QUEUE_LIMIT must notice when the workers drain it.
     fn poll_depth(&mut self, ctx: &mut Context<Self>) {
         if self.in_flight {
             return;
         }
-        let Some(mut conn) = self.conn.clone() else {
+        let Some(mut conn) = self.redis.open() else {
             return;
         };
         let key = self.stream_key.clone();
         let timeout = self.timeout;
         let query = async move {
-            tokio::time::timeout(
-                timeout,
-                redis::cmd("XLEN").arg(key).query_async::<i64>(&mut conn),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
+            tokio::time::timeout(timeout, queue::depth(&mut conn, &key))
+                .await
+                .ok()
+                .and_then(Result::ok)
         };
-        ctx.spawn(query.into_actor(self).map(|len, act, _| {
-            if let Some(len) = len {
-                act.set_depth(len);
+        ctx.spawn(query.into_actor(self).map(|depth, act, _| {
+            if let Some(depth) = depth {
+                act.set_depth(depth);
             }
         }));
     }
@@ -281,6 +238,10 @@ impl QueueWriter {
         }
         self.report_pending();
     }
+}
+
+fn unavailable(e: redis::RedisError) -> EnqueueError {
+    EnqueueError::Unavailable(e.to_string())
 }
 
 impl Actor for QueueWriter {
@@ -316,30 +277,25 @@ impl Handler<Ping> for QueueWriter {
     type Result = ResponseActFuture<Self, Result<(), EnqueueError>>;
 
     fn handle(&mut self, _: Ping, _: &mut Self::Context) -> Self::Result {
-        let conn = self.conn.clone();
-        let connect = self.connect();
+        let connect = self.redis.get();
         let timeout = self.timeout;
         let ping = async move {
-            let mut conn = match conn {
-                Some(c) => c,
-                None => connect.await?,
-            };
-            let _: String =
-                tokio::time::timeout(timeout, redis::cmd("PING").query_async(&mut conn))
-                    .await
-                    .map_err(|_| EnqueueError::Timeout)?
-                    .map_err(|e| EnqueueError::Unavailable(e.to_string()))?;
+            let mut conn = connect.await.map_err(unavailable)?;
+            tokio::time::timeout(timeout, queue::connection::ping(&mut conn))
+                .await
+                .map_err(|_| EnqueueError::Timeout)?
+                .map_err(unavailable)?;
             Ok(conn)
         };
         Box::pin(ping.into_actor(self).map(|result, act, _| match result {
             Ok(conn) => {
-                if act.conn.is_none() {
-                    act.conn = Some(conn);
+                if !act.redis.is_open() {
+                    act.redis.keep(conn);
                 }
                 Ok(())
             }
             Err(e) => {
-                act.conn = None;
+                act.redis.drop_connection();
                 Err(e)
             }
         }))

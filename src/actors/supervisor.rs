@@ -22,12 +22,15 @@ use crate::actors::dedup::Dedup;
 use crate::actors::drainer::{DrainSettings, Drainer, StopDraining};
 use crate::endpoints::{redact, EndpointSource};
 use crate::metrics::WorkerMetrics;
+use crate::retry::{Backoff, RetryPolicy};
 
 /// How often the endpoint list is resolved again: a new capture node's
 /// queue starts draining within about this.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(3);
-const FIRST_RESTART_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
+/// A drainer that stopped by itself is restarted after this, doubling per
+/// restart: a Redis URL that keeps failing must not spin.
+const RESTART: RetryPolicy =
+    RetryPolicy::doubling(Duration::from_millis(500), Duration::from_secs(30));
 
 /// Where the Redis endpoints are. Blocking (DNS); called off the actor's
 /// thread. A trait so that tests can stand in for DNS.
@@ -46,11 +49,14 @@ impl Resolve for EndpointSource {
 #[rtype(result = "()")]
 pub struct StopAll;
 
-struct Slot {
+/// One endpoint's drainer, and its restarts.
+struct DrainerOf {
+    /// `None` if it could not be started (a URL redis-rs refuses).
     addr: Option<Addr<Drainer>>,
     restarts: u32,
+    /// Set when it was found stopped: restarted once this has passed.
     restart_at: Option<Instant>,
-    backoff: Duration,
+    restart_backoff: Backoff,
 }
 
 pub struct Supervisor {
@@ -59,7 +65,8 @@ pub struct Supervisor {
     dedup: Addr<Dedup>,
     db: Addr<DbWriter>,
     metrics: WorkerMetrics,
-    slots: HashMap<String, Slot>,
+    /// By endpoint URL.
+    drainers: HashMap<String, DrainerOf>,
     resolving: bool,
     stopping: bool,
 }
@@ -78,7 +85,7 @@ impl Supervisor {
             dedup,
             db,
             metrics,
-            slots: HashMap::new(),
+            drainers: HashMap::new(),
             resolving: false,
             stopping: false,
         }
@@ -107,69 +114,60 @@ impl Supervisor {
         let wanted: std::collections::HashSet<&String> = urls.iter().collect();
         // Gone from the answer: stop gracefully.
         let gone: Vec<String> = self
-            .slots
+            .drainers
             .keys()
             .filter(|u| !wanted.contains(u))
             .cloned()
             .collect();
         for url in gone {
-            if let Some(slot) = self.slots.remove(&url) {
+            if let Some(drainer) = self.drainers.remove(&url) {
                 log::info!("endpoint {} is gone; stopping its drainer", redact(&url));
-                if let Some(addr) = slot.addr {
+                if let Some(addr) = drainer.addr {
                     let (tx, _rx) = oneshot::channel();
                     addr.do_send(StopDraining { done: tx });
                 }
             }
         }
         for url in urls {
-            match self.slots.get_mut(&url) {
+            match self.drainers.get_mut(&url) {
                 None => {
                     log::info!("endpoint {} found; starting a drainer", redact(&url));
                     let addr = self.start_drainer(&url);
-                    self.slots.insert(
+                    self.drainers.insert(
                         url,
-                        Slot {
+                        DrainerOf {
                             addr,
                             restarts: 0,
                             restart_at: None,
-                            backoff: FIRST_RESTART_BACKOFF,
+                            restart_backoff: RESTART.backoff(),
                         },
                     );
                 }
-                Some(slot) => {
-                    let alive = slot.addr.as_ref().is_some_and(|a| a.connected());
+                Some(drainer) => {
+                    let alive = drainer.addr.as_ref().is_some_and(|a| a.connected());
                     if alive {
                         continue;
                     }
-                    match slot.restart_at {
+                    match drainer.restart_at {
                         None => {
-                            slot.restart_at = Some(Instant::now() + slot.backoff);
+                            let wait = drainer.restart_backoff.current();
+                            drainer.restart_at = Some(Instant::now() + wait);
                             log::warn!(
-                                "drainer of {} stopped; restarting in {:?}",
-                                redact(&url),
-                                slot.backoff
+                                "drainer of {} stopped; restarting in {wait:?}",
+                                redact(&url)
                             );
                         }
                         Some(at) if Instant::now() >= at => {
-                            slot.restarts += 1;
-                            slot.restart_at = None;
-                            slot.backoff = (slot.backoff * 2).min(MAX_RESTART_BACKOFF);
-                            let addr = match Drainer::new(
-                                url.clone(),
-                                self.settings.clone(),
-                                self.dedup.clone(),
-                                self.db.clone(),
-                                self.metrics.clone(),
-                            ) {
-                                Ok(d) => Some(d.start()),
-                                Err(_) => None,
-                            };
-                            if let Some(slot) = self.slots.get_mut(&url) {
-                                slot.addr = addr;
+                            drainer.restarts += 1;
+                            drainer.restart_at = None;
+                            drainer.restart_backoff.next_wait();
+                            let addr = self.start_drainer(&url);
+                            if let Some(drainer) = self.drainers.get_mut(&url) {
+                                drainer.addr = addr;
                                 log::info!(
                                     "drainer of {} restarted (#{})",
                                     redact(&url),
-                                    slot.restarts
+                                    drainer.restarts
                                 );
                             }
                         }
@@ -178,7 +176,7 @@ impl Supervisor {
                 }
             }
         }
-        self.metrics.endpoints.set(self.slots.len() as i64);
+        self.metrics.endpoints.set(self.drainers.len() as i64);
     }
 
     fn resolve(&mut self, ctx: &mut Context<Self>) {
@@ -214,8 +212,8 @@ impl Handler<StopAll> for Supervisor {
     fn handle(&mut self, _: StopAll, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         let mut waits = Vec::new();
-        for slot in self.slots.values() {
-            if let Some(addr) = slot.addr.as_ref().filter(|a| a.connected()) {
+        for drainer in self.drainers.values() {
+            if let Some(addr) = drainer.addr.as_ref().filter(|a| a.connected()) {
                 let (tx, rx) = oneshot::channel();
                 addr.do_send(StopDraining { done: tx });
                 waits.push(rx);

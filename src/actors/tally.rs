@@ -1,5 +1,6 @@
 //! `Tally`: the results node's one counter. Every [`TALLY_INTERVAL`] it
-//! reads the backlog (`XLEN` of every Redis queue), then the count (the
+//! reads the backlog (the depth, `XLEN`, of every Redis queue, summed),
+//! then the count (the
 //! running totals in `vote_counts`, which the workers' transactions keep),
 //! and publishes a
 //! [`Snapshot`] on a watch channel that every page view, API call and
@@ -22,13 +23,14 @@ use tokio::sync::watch;
 
 use crate::endpoints::{redact, EndpointSource};
 use crate::metrics::ResultsMetrics;
+use crate::queue::{self, RedisConnection};
 use crate::vote::VoteOption;
 
 /// About once a second, as the design asks: fresh enough to watch, cheap
 /// enough for PostgreSQL on the big night.
 pub const TALLY_INTERVAL: Duration = Duration::from_secs(1);
 /// A queue that does not answer `XLEN` in this long counts as unreachable.
-const XLEN_TIMEOUT: Duration = Duration::from_millis(800);
+const DEPTH_TIMEOUT: Duration = Duration::from_millis(800);
 
 pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 
@@ -94,8 +96,9 @@ pub struct Tally {
     stream_key: String,
     labels: [String; 2],
     publish: watch::Sender<Arc<Snapshot>>,
-    /// Redis clients by URL, kept so connections are reused across ticks.
-    clients: Vec<(String, redis::aio::MultiplexedConnection)>,
+    /// A connection per queue URL, kept so they are reused across ticks;
+    /// lent to the tick in flight.
+    queues: Vec<(String, RedisConnection)>,
     running: bool,
     metrics: ResultsMetrics,
 }
@@ -115,7 +118,7 @@ impl Tally {
             stream_key,
             labels,
             publish,
-            clients: Vec::new(),
+            queues: Vec::new(),
             running: false,
             metrics,
         }
@@ -130,7 +133,8 @@ impl Tally {
         let started = Instant::now();
         let as_of = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let endpoints = self.endpoints.clone();
-        let known: Vec<(String, redis::aio::MultiplexedConnection)> = self.clients.clone();
+        // No two ticks overlap (`running`), so the tick may hold them.
+        let mut known = std::mem::take(&mut self.queues);
         let key = self.stream_key.clone();
         let pool = self.pool.clone();
         let labels = self.labels.clone();
@@ -138,33 +142,32 @@ impl Tally {
             let urls = actix_web::rt::task::spawn_blocking(move || endpoints.resolve())
                 .await
                 .unwrap_or_default();
-            let mut conns = Vec::new();
+            let mut kept = Vec::with_capacity(urls.len());
             let mut backlog = 0i64;
             let mut unreachable = 0usize;
             for url in &urls {
-                let conn = match known.iter().find(|(u, _)| u == url) {
-                    Some((_, c)) => Some(c.clone()),
-                    None => connect(url).await,
+                let redis = match known.iter().position(|(u, _)| u == url) {
+                    Some(i) => Some(known.swap_remove(i).1),
+                    None => redis::Client::open(url.as_str())
+                        .ok()
+                        .map(|c| RedisConnection::new(c, DEPTH_TIMEOUT, DEPTH_TIMEOUT)),
                 };
-                let Some(mut conn) = conn else {
+                let Some(mut redis) = redis else {
                     unreachable += 1;
                     continue;
                 };
-                let len = tokio::time::timeout(
-                    XLEN_TIMEOUT,
-                    redis::cmd("XLEN").arg(&key).query_async::<i64>(&mut conn),
-                )
-                .await;
-                match len {
-                    Ok(Ok(n)) => {
-                        backlog += n;
-                        conns.push((url.clone(), conn));
+                match queue_depth(&redis, &key).await {
+                    Some((conn, depth)) => {
+                        backlog += depth;
+                        redis.keep(conn);
                     }
-                    _ => {
+                    None => {
                         log::debug!("backlog: {} did not answer", redact(url));
                         unreachable += 1;
+                        redis.drop_connection();
                     }
                 }
+                kept.push((url.clone(), redis));
             }
             // The count is read after the backlog: see the module doc.
             let counts = actix_web::rt::task::spawn_blocking(move || count_votes(&pool))
@@ -173,11 +176,11 @@ impl Tally {
                 .and_then(|r| r);
             let mut snap = build_snapshot(&labels, counts, backlog, unreachable, urls.is_empty());
             snap.as_of = as_of;
-            (snap, conns)
+            (snap, kept)
         };
-        ctx.spawn(work.into_actor(self).map(move |(snap, conns), act, _| {
+        ctx.spawn(work.into_actor(self).map(move |(snap, kept), act, _| {
             act.running = false;
-            act.clients = conns;
+            act.queues = kept;
             act.metrics
                 .tally_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -190,15 +193,18 @@ impl Tally {
     }
 }
 
-async fn connect(url: &str) -> Option<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(url).ok()?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(XLEN_TIMEOUT))
-        .set_response_timeout(Some(XLEN_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+/// One queue's depth, and the connection that answered; `None` if it did
+/// not answer in [`DEPTH_TIMEOUT`].
+async fn queue_depth(
+    redis: &RedisConnection,
+    key: &str,
+) -> Option<(redis::aio::MultiplexedConnection, i64)> {
+    let mut conn = redis.get().await.ok()?;
+    let depth = tokio::time::timeout(DEPTH_TIMEOUT, queue::depth(&mut conn, key))
         .await
-        .ok()
+        .ok()?
+        .ok()?;
+    Some((conn, depth))
 }
 
 #[derive(diesel::QueryableByName)]

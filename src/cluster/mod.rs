@@ -297,7 +297,7 @@ impl Cluster {
         let secrets_dir = data_dir.join("secrets");
         let redis_pw = secrets::RedisPasswords::ensure(&secrets_dir)?;
         let redis_acl = data_dir.join("redis-users.acl");
-        redis_pw.write_acl(&redis_acl, crate::stream::DEFAULT_STREAM_KEY)?;
+        redis_pw.write_acl(&redis_acl, crate::queue::DEFAULT_STREAM_KEY)?;
 
         // PostgreSQL. Our own: the tiers log in as their roles, and the
         // schema is migrated here, as the migrator, before any worker
@@ -628,7 +628,7 @@ impl Cluster {
     pub fn supervise(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
             for p in &mut self.procs {
-                if let Some(line) = p.tend() {
+                if let Some(line) = p.restart_if_exited() {
                     log::warn!("{line}");
                 }
             }
@@ -909,7 +909,7 @@ pub fn rehearse(
             break 130;
         }
         for p in &mut cluster.procs {
-            if let Some(line) = p.tend() {
+            if let Some(line) = p.restart_if_exited() {
                 log::warn!("{line}");
             }
         }

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// First restart delay; doubles per crash up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::retry::{Backoff, RetryPolicy};
+
+/// Restart delays: from half a second, doubling per crash up to 30 s.
+const RESTART: RetryPolicy =
+    RetryPolicy::doubling(Duration::from_millis(500), Duration::from_secs(30));
 /// A child that stayed up this long has its backoff reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -191,7 +193,7 @@ pub struct Proc {
     child: Option<Child>,
     started: Option<Instant>,
     restart_at: Option<Instant>,
-    backoff: Duration,
+    restart_backoff: Backoff,
     pub restarts: u32,
 }
 
@@ -209,7 +211,7 @@ impl Proc {
             child: None,
             started: None,
             restart_at: None,
-            backoff: FIRST_BACKOFF,
+            restart_backoff: RESTART.backoff(),
             restarts: 0,
         }
     }
@@ -273,19 +275,18 @@ impl Proc {
 
     /// Notices a death and restarts after the backoff. Returns a line to
     /// log when something happened.
-    pub fn tend(&mut self) -> Option<String> {
+    pub fn restart_if_exited(&mut self) -> Option<String> {
         if let Some(child) = &mut self.child {
             match child.try_wait() {
                 Ok(None) => {
                     if self.started.is_some_and(|s| s.elapsed() > STABLE_AFTER) {
-                        self.backoff = FIRST_BACKOFF;
+                        self.restart_backoff.reset();
                     }
                     return None;
                 }
                 Ok(Some(status)) => {
                     self.child = None;
-                    let wait = self.backoff;
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    let wait = self.restart_backoff.next_wait();
                     self.restart_at = Some(Instant::now() + wait);
                     return Some(format!(
                         "{} exited ({status}); restarting in {:.1} s (log: {})",
@@ -300,7 +301,7 @@ impl Proc {
         match self.restart_at {
             Some(at) if Instant::now() >= at && self.held() => {
                 // Look again shortly, without counting a restart.
-                self.restart_at = Some(Instant::now() + FIRST_BACKOFF);
+                self.restart_at = Some(Instant::now() + RESTART.first);
                 None
             }
             Some(at) if Instant::now() >= at => {
@@ -313,7 +314,7 @@ impl Proc {
                         self.pid().unwrap_or(0)
                     ),
                     Err(e) => {
-                        self.restart_at = Some(Instant::now() + self.backoff);
+                        self.restart_at = Some(Instant::now() + self.restart_backoff.current());
                         format!("{e}; retrying")
                     }
                 })

@@ -34,11 +34,11 @@ use crate::config::{ConfigError, Secret};
 use crate::vote::VoteOption;
 pub use report::Report;
 
-/// Backoff after a refused attempt without `Retry-After`, doubling up to
-/// [`MAX_BACKOFF`]: quick enough to ride out a node restart, slow enough not
-/// to hammer a struggling one.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Backoff after a refused attempt without `Retry-After`, from 50 ms
+/// doubling up to 2 s: quick enough to ride out a node restart, slow enough
+/// not to hammer a struggling one.
+const RESEND: crate::retry::RetryPolicy =
+    crate::retry::RetryPolicy::doubling(Duration::from_millis(50), Duration::from_secs(2));
 
 /// Most attempts for one vote before the voter is given up on.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 200;
@@ -546,7 +546,7 @@ impl Part {
             )
         });
         let client = own_client.as_ref().unwrap_or(&self.client);
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = RESEND.backoff();
         // One key for every attempt of this vote: if an answer is lost after
         // the vote was stored, the retry is the same vote, not a new voter.
         let idempotency_key = crate::vote::Id128::random().to_string();
@@ -584,8 +584,7 @@ impl Part {
                     log::debug!("voter {voter}: {e}");
                     self.voter(voter, |v| v.uncertain = true);
                     *self.stats.borrow_mut().rejected.entry(0).or_default() += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next_wait()).await;
                     continue;
                 }
             };
@@ -647,9 +646,11 @@ impl Part {
                         // have reached Redis.
                         self.voter(voter, |v| v.uncertain = true);
                     }
-                    let wait = retry_after.unwrap_or(backoff).min(Duration::from_secs(60));
+                    // The schedule moves on whether or not the node said
+                    // when to come back.
+                    let ours = backoff.next_wait();
+                    let wait = retry_after.unwrap_or(ours).min(Duration::from_secs(60));
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 _ => {
                     *self.stats.borrow_mut().rejected.entry(status).or_default() += 1;

@@ -1,173 +1,28 @@
-//! `XREADGROUP` on a connection of its own, its reply decoded straight
-//! into stream [`Entry`]s.
+//! Decoding Redis replies about the stream: the large `XREADGROUP` reply
+//! straight from the bytes ([`decode_read_reply`], behind
+//! [`super::reader::Reader`]), and the `XAUTOCLAIM` reply from redis-rs's
+//! values ([`parse_autoclaim`]). Decoding only: connections live in
+//! [`super::reader`] and [`super::connection`], as mini-redis keeps
+//! `frame.rs` apart from `connection.rs`.
 //!
-//! Why not redis-rs for this one command: its reply decoder (a parser
-//! combinator) spent about 1.65 µs per stream entry, some 60% of the
-//! worker's CPU (perf; `make profile`), and the worker shares the machine
-//! with PostgreSQL and Redis, so each of those microseconds is taken from
-//! the drain (`BENCHMARKS.md`, Worker). This decoder does the same in about
-//! a tenth of that. Everything else the worker says to Redis (the group,
-//! acknowledgements, claims, gauges) stays on redis-rs: only this reply is
-//! large.
-//!
-//! The connection speaks RESP2 and only ever sends `AUTH` and `SELECT` (from
-//! the URL, as redis-rs would) and then `XREADGROUP`, one command at a time.
-//! A reply it does not expect is an error; the caller drops the connection
-//! and connects again, as after any Redis error, so a confused connection is
-//! never reused.
+//! Every field is kept as Redis holds it: a repeated field must reach the
+//! vote decoder, which refuses it, not be folded away by a map.
 
-use std::time::Duration;
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
-use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, ServerErrorKind};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-use crate::stream::Entry;
+use super::entry::{Content, Entry};
 
 /// Replies larger than this are refused: a batch of votes is a few hundred
 /// KiB; a runaway length must not make the worker allocate gigabytes.
-const MAX_REPLY: usize = 256 << 20;
+pub(super) const MAX_REPLY: usize = 256 << 20;
 /// Arrays nested deeper than this are refused (an XREADGROUP reply nests 4).
 const MAX_DEPTH: usize = 8;
-/// How much to read at a time.
-const READ_CHUNK: usize = 64 << 10;
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// One connection for `XREADGROUP`.
-pub struct Reader {
-    io: Box<dyn Io>,
-    buf: Vec<u8>,
-}
-
-/// One `XREADGROUP ... STREAMS key id` call.
-pub struct Read<'a> {
-    pub group: &'a str,
-    pub consumer: &'a str,
-    pub count: usize,
-    /// `BLOCK` this long for new entries; `None`: do not block.
-    pub block: Option<Duration>,
-    pub key: &'a str,
-    /// `>` for new entries, or an id to re-read this consumer's pending ones.
-    pub id: &'a str,
-}
-
-fn protocol(what: &'static str, detail: String) -> RedisError {
+pub(super) fn protocol(what: &'static str, detail: String) -> RedisError {
     RedisError::from((ErrorKind::Parse, what, detail))
 }
 
-impl Reader {
-    /// Connects as the URL says (TCP or a Unix socket), then `AUTH` and
-    /// `SELECT` if it names a password or a database.
-    pub async fn connect(info: &ConnectionInfo) -> Result<Reader, RedisError> {
-        let io: Box<dyn Io> = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                // Commands are single small writes; do not hold them back.
-                s.set_nodelay(true)?;
-                Box::new(s)
-            }
-            #[cfg(unix)]
-            ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
-            other => {
-                return Err(RedisError::from((
-                    ErrorKind::InvalidClientConfig,
-                    "unsupported Redis address",
-                    format!("{other}"),
-                )))
-            }
-        };
-        let mut reader = Reader {
-            io,
-            buf: Vec::new(),
-        };
-        let settings = info.redis_settings();
-        if let Some(password) = settings.password() {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(user) = settings.username() {
-                auth.arg(user);
-            }
-            auth.arg(password);
-            reader.expect_ok(&auth, "AUTH").await.map_err(|e| {
-                RedisError::from((
-                    ErrorKind::AuthenticationFailed,
-                    "Redis refused the password",
-                    e.to_string(),
-                ))
-            })?;
-        }
-        if settings.db() != 0 {
-            reader
-                .expect_ok(redis::cmd("SELECT").arg(settings.db()), "SELECT")
-                .await?;
-        }
-        Ok(reader)
-    }
-
-    async fn expect_ok(&mut self, cmd: &redis::Cmd, what: &'static str) -> Result<(), RedisError> {
-        self.send(cmd).await?;
-        let end = self.read_reply().await?;
-        let reply = &self.buf[..end];
-        let result = match reply.first() {
-            Some(b'+') => Ok(()),
-            Some(b'-') => Err(server_error(reply)),
-            _ => Err(protocol("unexpected reply", format!("to {what}"))),
-        };
-        self.buf.drain(..end);
-        result
-    }
-
-    /// `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS key id`: the entries
-    /// of the one stream asked for (none when a `BLOCK` ran out).
-    pub async fn read(&mut self, r: &Read<'_>) -> Result<Vec<Entry>, RedisError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(r.group)
-            .arg(r.consumer)
-            .arg("COUNT")
-            .arg(r.count);
-        if let Some(block) = r.block {
-            cmd.arg("BLOCK").arg(block.as_millis() as u64);
-        }
-        cmd.arg("STREAMS").arg(r.key).arg(r.id);
-        self.send(&cmd).await?;
-        let end = self.read_reply().await?;
-        let entries = decode_read_reply(&self.buf[..end]);
-        self.buf.drain(..end);
-        entries
-    }
-
-    /// Commands are encoded by redis-rs; only replies are decoded here.
-    async fn send(&mut self, cmd: &redis::Cmd) -> Result<(), RedisError> {
-        self.io.write_all(&cmd.get_packed_command()).await?;
-        Ok(())
-    }
-
-    /// Reads until `buf` starts with one whole reply; returns its length.
-    async fn read_reply(&mut self) -> Result<usize, RedisError> {
-        let mut scan = Scan::default();
-        loop {
-            if let Some(end) = scan.advance(&self.buf)? {
-                return Ok(end);
-            }
-            if self.buf.len() > MAX_REPLY {
-                return Err(protocol(
-                    "reply too large",
-                    format!("over {MAX_REPLY} bytes"),
-                ));
-            }
-            self.buf.reserve(READ_CHUNK);
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "Redis closed the connection",
-                )));
-            }
-        }
-    }
-}
-
-fn server_error(reply: &[u8]) -> RedisError {
+pub(super) fn server_error(reply: &[u8]) -> RedisError {
     let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
     let message = String::from_utf8_lossy(line.get(1..).unwrap_or_default()).into_owned();
     RedisError::from((
@@ -180,7 +35,7 @@ fn server_error(reply: &[u8]) -> RedisError {
 /// Where a scan of a partly received reply stands, so that each read
 /// scans only the bytes that arrived since the last one.
 #[derive(Default)]
-struct Scan {
+pub(super) struct Scan {
     pos: usize,
     /// Elements still to come in each open array, outermost first.
     open: Vec<usize>,
@@ -189,7 +44,7 @@ struct Scan {
 impl Scan {
     /// Scans on from where it stopped. `Some(len)` once `buf[..len]` is one
     /// whole RESP2 reply; `None` while more bytes are needed.
-    fn advance(&mut self, buf: &[u8]) -> Result<Option<usize>, RedisError> {
+    pub(super) fn advance(&mut self, buf: &[u8]) -> Result<Option<usize>, RedisError> {
         loop {
             let Some(line_end) = find_crlf(buf, self.pos) else {
                 return Ok(None);
@@ -354,8 +209,9 @@ impl<'a> Cursor<'a> {
 
 /// The entries of one whole `XREADGROUP` reply: `[[key, [[id, [f, v, ...]
 /// | nil], ...]], ...]`, or nil when a `BLOCK` ran out. An entry that is
-/// pending but deleted has nil for its fields (`fields: None`). Every field
-/// is kept as Redis holds it, repeated ones too, as [`crate::stream`] does.
+/// pending but deleted has nil for its fields ([`Content::Deleted`]). Every
+/// field is kept as Redis holds it, repeated ones too, as [`parse_autoclaim`]
+/// does.
 pub fn decode_read_reply(reply: &[u8]) -> Result<Vec<Entry>, RedisError> {
     let mut c = Cursor { buf: reply, pos: 0 };
     let streams = match c.next()? {
@@ -390,8 +246,8 @@ pub fn decode_read_reply(reply: &[u8]) -> Result<Vec<Entry>, RedisError> {
             let id = String::from_utf8(c.bulk("entry id")?.to_vec()).map_err(|_| {
                 protocol("unexpected XREADGROUP reply", "entry id: not UTF-8".into())
             })?;
-            let fields = match c.next()? {
-                Item::Array(None) | Item::Bulk(None) => None,
+            let content = match c.next()? {
+                Item::Array(None) | Item::Bulk(None) => Content::Deleted,
                 Item::Array(Some(k)) => {
                     let mut fields = Vec::with_capacity(k / 2);
                     for _ in 0..k / 2 {
@@ -403,7 +259,7 @@ pub fn decode_read_reply(reply: &[u8]) -> Result<Vec<Entry>, RedisError> {
                         // A name without a value, as the redis-rs path kept it.
                         fields.push((c.bulk("field name")?.to_vec(), Vec::new()));
                     }
-                    Some(fields)
+                    Content::Fields(fields)
                 }
                 _ => {
                     return Err(protocol(
@@ -412,7 +268,7 @@ pub fn decode_read_reply(reply: &[u8]) -> Result<Vec<Entry>, RedisError> {
                     ))
                 }
             };
-            out.push(Entry { id, fields });
+            out.push(Entry { id, content });
         }
     }
     Ok(out)
@@ -433,6 +289,112 @@ pub fn scan_and_decode(data: &[u8], chunk: usize) -> Option<Result<Vec<Entry>, R
         }
     }
     None
+}
+
+/// Takes the bytes out of a reply value (the reply is consumed: no copy).
+fn bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn entry(v: Value) -> Option<Entry> {
+    let Value::Array(parts) = v else { return None };
+    let mut parts = parts.into_iter();
+    let id = String::from_utf8(bytes(parts.next()?)?).ok()?;
+    let content = match parts.next() {
+        Some(Value::Array(flat)) => {
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let Some(k) = flat.next() {
+                let k = bytes(k).unwrap_or_default();
+                let v = flat.next().and_then(bytes).unwrap_or_default();
+                fields.push((k, v));
+            }
+            Content::Fields(fields)
+        }
+        Some(Value::Map(pairs)) => Content::Fields(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (bytes(k).unwrap_or_default(), bytes(v).unwrap_or_default()))
+                .collect(),
+        ),
+        _ => Content::Deleted,
+    };
+    Some(Entry { id, content })
+}
+
+fn entries(v: Value) -> Vec<Entry> {
+    match v {
+        Value::Array(items) => items.into_iter().filter_map(entry).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The entries of an `XREADGROUP ... STREAMS key id` reply as redis-rs
+/// returns it: how the worker read before [`decode_read_reply`], kept as
+/// the reference that decoder's tests compare against.
+/// The entries of an `XREADGROUP ... STREAMS key id` reply as redis-rs
+/// returns it: how the worker read before [`decode_read_reply`], kept as
+/// the reference that decoder's tests compare against.
+#[cfg(test)]
+pub fn parse_read(reply: Value) -> Vec<Entry> {
+    match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .flat_map(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => {
+                    pair.into_iter().nth(1).map(entries).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            })
+            .collect(),
+        Value::Map(streams) => streams.into_iter().flat_map(|(_, e)| entries(e)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What one `XAUTOCLAIM` answered.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// Where the next call goes on from (`0-0`: the scan went round).
+    pub cursor: String,
+    pub entries: Vec<Entry>,
+    /// Ids that were pending but are gone from the stream: Redis already
+    /// dropped them from the pending list, so nothing acknowledges them.
+    pub deleted: Vec<String>,
+}
+
+/// The `XAUTOCLAIM` reply: `[cursor, [entry...], [deleted id...]]`.
+pub fn parse_autoclaim(reply: Value) -> Claimed {
+    let Value::Array(parts) = reply else {
+        return Claimed {
+            cursor: "0-0".into(),
+            ..Claimed::default()
+        };
+    };
+    let mut parts = parts.into_iter();
+    let cursor = parts
+        .next()
+        .and_then(bytes)
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| "0-0".into());
+    let entries = parts.next().map(entries).unwrap_or_default();
+    let deleted = match parts.next() {
+        Some(Value::Array(ids)) => ids
+            .into_iter()
+            .filter_map(|v| bytes(v).and_then(|b| String::from_utf8(b).ok()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Claimed {
+        cursor,
+        entries,
+        deleted,
+    }
 }
 
 #[cfg(test)]
@@ -472,10 +434,10 @@ mod tests {
         v
     }
 
-    /// The reply decoded by redis-rs and by `crate::stream`, the path this
+    /// The reply decoded by redis-rs and by [`parse_read`], the path this
     /// replaces: both must give the same entries.
     fn via_redis_rs(reply: &[u8]) -> Vec<Entry> {
-        crate::stream::parse_read(redis::parse_redis_value(reply).unwrap())
+        parse_read(redis::parse_redis_value(reply).unwrap())
     }
 
     #[test]
@@ -543,41 +505,59 @@ mod tests {
         }
     }
 
+    fn bulk_value(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
     #[test]
-    fn commands_are_encoded_as_resp_arrays() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (ours, mut theirs) = tokio::io::duplex(1 << 16);
-            let mut reader = Reader {
-                io: Box::new(ours),
-                buf: Vec::new(),
-            };
-            let read = Read {
-                group: "workers",
-                consumer: "w1",
-                count: 2000,
-                block: Some(Duration::from_millis(1000)),
-                key: "votes",
-                id: ">",
-            };
-            let server = async {
-                let mut got = vec![0u8; 4096];
-                let n = theirs.read(&mut got).await.unwrap();
-                theirs.write_all(b"*-1\r\n").await.unwrap();
-                got.truncate(n);
-                got
-            };
-            let (entries, sent) = tokio::join!(reader.read(&read), server);
-            assert_eq!(entries.unwrap(), Vec::new());
-            assert_eq!(
-                String::from_utf8(sent).unwrap(),
-                "*11\r\n$10\r\nXREADGROUP\r\n$5\r\nGROUP\r\n$7\r\nworkers\r\n$2\r\nw1\r\n\
-                 $5\r\nCOUNT\r\n$4\r\n2000\r\n$5\r\nBLOCK\r\n$4\r\n1000\r\n\
-                 $7\r\nSTREAMS\r\n$5\r\nvotes\r\n$1\r\n>\r\n"
-            );
-        });
+    fn repeated_fields_survive_parsing_and_deleted_entries_have_none() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk_value("votes"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk_value("1-0"),
+                    Value::Array(vec![
+                        bulk_value("a"),
+                        bulk_value("1"),
+                        bulk_value("a"),
+                        bulk_value("2"),
+                    ]),
+                ]),
+                Value::Array(vec![bulk_value("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let got = parse_read(reply);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].content,
+            Content::Fields(vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"a".to_vec(), b"2".to_vec())
+            ])
+        );
+        assert_eq!(
+            got[1],
+            Entry {
+                id: "2-0".into(),
+                content: Content::Deleted
+            }
+        );
+        assert!(parse_read(Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn autoclaim_gives_cursor_claimed_and_deleted() {
+        let reply = Value::Array(vec![
+            bulk_value("5-0"),
+            Value::Array(vec![Value::Array(vec![
+                bulk_value("3-0"),
+                Value::Array(vec![bulk_value("k"), bulk_value("v")]),
+            ])]),
+            Value::Array(vec![bulk_value("4-0")]),
+        ]);
+        let claimed = parse_autoclaim(reply);
+        assert_eq!(claimed.cursor, "5-0");
+        assert_eq!(claimed.entries.len(), 1);
+        assert_eq!(claimed.deleted, vec!["4-0".to_string()]);
     }
 }
