@@ -3,14 +3,15 @@
 //! option, from a form or a JSON body). A body that cannot be a vote is
 //! refused here, before anything else about the request is looked at.
 
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, FromRequest, HttpRequest};
-use futures_util::future::LocalBoxFuture;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
@@ -92,42 +93,66 @@ impl VoteFormat for Json {
 /// The option voted for, read from a body in format `F`.
 pub struct Ballot<F> {
     pub option: VoteOption,
-    format: PhantomData<F>,
+    format: PhantomData<fn() -> F>,
 }
 
 impl<F: VoteFormat> FromRequest for Ballot<F> {
     type Error = VoteRefused;
-    type Future = LocalBoxFuture<'static, Result<Self, VoteRefused>>;
+    type Future = ReadBallot<F>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let payload = payload.take();
-        Box::pin(async move {
-            let parsed = match read_body(&req, payload, F::CONTENT_TYPE).await {
-                Ok(body) => F::parse(&body),
-                Err(e) => Err(e),
-            };
-            parsed
+        ReadBallot {
+            body: read_body(req, payload.take(), F::CONTENT_TYPE),
+            req: req.clone(),
+            format: PhantomData,
+        }
+    }
+}
+
+/// [`Ballot`]'s future: the body read, then parsed; a refusal is counted
+/// as every other refused vote is.
+pub struct ReadBallot<F> {
+    body: ReadBody<Payload>,
+    req: HttpRequest,
+    format: PhantomData<fn() -> F>,
+}
+
+impl<F: VoteFormat> Future for ReadBallot<F> {
+    type Output = Result<Ballot<F>, VoteRefused>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let body = ready!(Pin::new(&mut this.body).poll(cx));
+        Poll::Ready(
+            body.and_then(|b| F::parse(&b))
                 .map(|option| Ballot {
                     option,
                     format: PhantomData,
                 })
                 .map_err(|e| {
-                    let state = req
+                    let state = this
+                        .req
                         .app_data::<web::Data<State>>()
                         .expect("capture's routes have its state");
-                    state.refuse(e.into(), F::CHANNEL, &req)
-                })
-        })
+                    state.refuse(e.into(), F::CHANNEL, &this.req)
+                }),
+        )
     }
 }
 
-/// Checks the content type, then reads at most [`MAX_BODY_BYTES`].
-pub(super) async fn read_body(
-    req: &HttpRequest,
-    mut payload: impl Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
-    expected: &'static str,
-) -> Result<web::Bytes, CaptureError> {
+/// Checks the content type, then reads at most [`MAX_BODY_BYTES`] of
+/// `payload`.
+pub(super) fn read_body<S>(req: &HttpRequest, payload: S, expected: &'static str) -> ReadBody<S> {
+    ReadBody {
+        payload,
+        body: web::Bytes::new(),
+        joined: None,
+        refused: check_head(req, expected).err(),
+    }
+}
+
+/// The content type, and the length when the client declares it.
+fn check_head(req: &HttpRequest, expected: &'static str) -> Result<(), CaptureError> {
     let mime_ok = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -147,31 +172,58 @@ pub(super) async fn read_body(
             return Err(CaptureError::TooLarge(MAX_BODY_BYTES));
         }
     }
-    // A vote's body nearly always arrives as one chunk: keep that chunk,
-    // and copy only when a second one comes.
-    let mut body = web::Bytes::new();
-    let mut joined: Option<web::BytesMut> = None;
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            PayloadError::Overflow => CaptureError::TooLarge(MAX_BODY_BYTES),
-            e => CaptureError::Malformed(e.to_string()),
-        })?;
-        let so_far = joined.as_ref().map_or(body.len(), |j| j.len());
-        if so_far + chunk.len() > MAX_BODY_BYTES {
-            return Err(CaptureError::TooLarge(MAX_BODY_BYTES));
+    Ok(())
+}
+
+/// [`read_body`]'s future, written out rather than an `async` block so
+/// that [`Ballot`]'s future needs no box: one allocation fewer per vote.
+pub(super) struct ReadBody<S> {
+    payload: S,
+    /// A vote's body nearly always arrives as one chunk: that chunk is
+    /// kept, and copied into `joined` only when a second one comes.
+    body: web::Bytes,
+    joined: Option<web::BytesMut>,
+    /// Refused before a byte was read.
+    refused: Option<CaptureError>,
+}
+
+impl<S> Future for ReadBody<S>
+where
+    S: Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
+{
+    type Output = Result<web::Bytes, CaptureError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(e) = this.refused.take() {
+            return Poll::Ready(Err(e));
         }
-        if let Some(j) = joined.as_mut() {
-            j.extend_from_slice(&chunk);
-        } else if body.is_empty() {
-            body = chunk;
-        } else {
-            let mut j = web::BytesMut::with_capacity(body.len() + chunk.len());
-            j.extend_from_slice(&body);
-            j.extend_from_slice(&chunk);
-            joined = Some(j);
+        while let Some(chunk) = ready!(this.payload.poll_next_unpin(cx)) {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(PayloadError::Overflow) => {
+                    return Poll::Ready(Err(CaptureError::TooLarge(MAX_BODY_BYTES)))
+                }
+                Err(e) => return Poll::Ready(Err(CaptureError::Malformed(e.to_string()))),
+            };
+            let so_far = this.joined.as_ref().map_or(this.body.len(), |j| j.len());
+            if so_far + chunk.len() > MAX_BODY_BYTES {
+                return Poll::Ready(Err(CaptureError::TooLarge(MAX_BODY_BYTES)));
+            }
+            if let Some(j) = this.joined.as_mut() {
+                j.extend_from_slice(&chunk);
+            } else if this.body.is_empty() {
+                this.body = chunk;
+            } else {
+                let mut j = web::BytesMut::with_capacity(this.body.len() + chunk.len());
+                j.extend_from_slice(&this.body);
+                j.extend_from_slice(&chunk);
+                this.joined = Some(j);
+            }
         }
+        let body = std::mem::take(&mut this.body);
+        Poll::Ready(Ok(this.joined.take().map_or(body, web::BytesMut::freeze)))
     }
-    Ok(joined.map_or(body, web::BytesMut::freeze))
 }
 
 #[derive(Deserialize)]
