@@ -7,6 +7,13 @@
 //! starts the writer; [`Capture::run_until_stopped`] serves until SIGTERM or
 //! Ctrl-C, then stops accepting, answers every vote already taken, and
 //! returns.
+//!
+//! The route table below reads as the node does: `POST /` and
+//! `POST /api/vote` are one handler, `post_vote`, for two formats. Its
+//! extractors (`extract.rs`: the `Voter` from the cookie, the `Ballot`
+//! from the body) run first; `take_vote` (`take.rs`) is then the vote's
+//! steps in order; a refusal is a [`error::CaptureError`], answered by
+//! [`error::VoteRefused`] in the form's or the API's conventions.
 
 pub mod error;
 mod extract;
