@@ -208,9 +208,7 @@ impl VoterCookie {
         p.push(b"v1.");
         p.push(&self.voter.hex());
         p.push(b".");
-        let mut digits = [0u8; 20];
-        let n = write_i64(ts, &mut digits);
-        p.push(&digits[..n]);
+        p.push(itoa::Buffer::new().format(ts).as_bytes());
         p.push(b".");
         p.push(opt.as_bytes());
         p
@@ -349,30 +347,6 @@ impl Plain {
     }
 }
 
-/// Writes `n` in decimal into `out`, as `n.to_string()` would; returns the
-/// length.
-fn write_i64(n: i64, out: &mut [u8; 20]) -> usize {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let mut len = 0;
-    if n < 0 {
-        out[0] = b'-';
-        len = 1;
-    }
-    let d = &digits[i..];
-    out[len..len + d.len()].copy_from_slice(d);
-    len + d.len()
-}
-
 /// The value of the first cookie called `name` in a request's `Cookie`
 /// header values, found as actix-web's `HttpRequest::cookie` finds it
 /// (the cookie crate's `parse_encoded` per `;`-separated piece) but without
@@ -426,28 +400,11 @@ fn trim_quotes(s: &str) -> &str {
     }
 }
 
-/// `%XX` to its byte, as the `percent-encoding` crate decodes (a `%` not
-/// followed by two hex digits stays); `None` when the result is not UTF-8.
+/// `%XX` to its byte (a `%` not followed by two hex digits stays), as the
+/// cookie crate decodes, with the crate it uses; `None` when the result is
+/// not UTF-8.
 fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
-    if !s.contains('%') {
-        return Some(Cow::Borrowed(s));
-    }
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    percent_encoding::percent_decode_str(s).decode_utf8().ok()
 }
 
 /// The header HAProxy sets to one id per client request, the same on each

@@ -1,13 +1,20 @@
-//! PostgreSQL: the pool, the embedded migrations, and the one statement
-//! that commits a batch of votes.
+//! PostgreSQL: the one pool type of the worker and the results node, the
+//! embedded migrations, and every query the nodes run: the statement that
+//! commits a batch of votes, the running totals, and the liveness check.
+//! Queries are diesel's DSL over `crate::schema` (the tables of
+//! `migrations/`), except the batch upsert, whose reason is beside it.
 
+use std::time::Duration;
+
+use diesel::dsl::sql_query;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
-use diesel::sql_types::{Array, BigInt, Text};
-use diesel::{Connection, RunQueryDsl};
+use diesel::sql_types::{Array, BigInt, Integer, Text};
+use diesel::{Connection, IntoSql, QueryDsl, QueryResult, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::VoteChanges;
+use crate::schema::vote_counts;
 use crate::vote::Vote;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -64,36 +71,82 @@ impl From<diesel::r2d2::PoolError> for DbError {
     }
 }
 
-/// A pool that is built even while PostgreSQL is down (connections are
-/// made on demand), so a worker starts and waits rather than crashes.
-pub fn pool(url: &str, size: u32) -> DbPool {
+/// A pool of at most `size` connections that is built even while
+/// PostgreSQL is down (connections are made on demand), so a node starts
+/// and waits rather than crashes; taking a connection gives up after
+/// `connection_timeout`.
+pub fn pool(url: &str, size: u32, connection_timeout: Duration) -> DbPool {
     Pool::builder()
         .max_size(size.max(1))
         .min_idle(Some(0))
-        .connection_timeout(std::time::Duration::from_secs(3))
+        .connection_timeout(connection_timeout)
         .build_unchecked(ConnectionManager::new(url))
+}
+
+diesel::define_sql_function! {
+    /// Waits for the session-level advisory lock `key`. PostgreSQL's
+    /// result is `void`, which diesel has no type for: the call is only
+    /// ever executed, never loaded.
+    fn pg_advisory_lock(key: BigInt) -> Integer;
+}
+
+diesel::define_sql_function! {
+    /// Releases what `pg_advisory_lock(key)` took.
+    fn pg_advisory_unlock(key: BigInt) -> diesel::sql_types::Bool;
 }
 
 /// Applies the embedded migrations, one worker at a time.
 pub fn migrate(url: &str) -> Result<Vec<String>, String> {
     let mut conn =
         PgConnection::establish(url).map_err(|e| format!("cannot connect to migrate: {e}"))?;
-    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+    diesel::select(pg_advisory_lock(MIGRATION_LOCK))
         .execute(&mut conn)
         .map_err(|e| format!("cannot take the migration lock: {e}"))?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
         .map(|v| v.iter().map(|m| m.to_string()).collect())
         .map_err(|e| format!("migration failed: {e}"));
-    let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-        .execute(&mut conn);
+    let _ = diesel::select(pg_advisory_unlock(MIGRATION_LOCK)).execute(&mut conn);
     applied
+}
+
+/// Is the database answering? (`SELECT 1`.)
+pub fn ping(conn: &mut PgConnection) -> QueryResult<()> {
+    diesel::select(1_i32.into_sql::<Integer>()).execute(conn)?;
+    Ok(())
+}
+
+/// The count per option, from the running totals in `vote_counts` that
+/// triggers keep in the workers' own transactions (see its migration): a
+/// few rows, however many voters. The rows (one per option and database
+/// session) are added up here rather than with SQL's `sum`, whose result
+/// over `bigint` is `numeric`, which diesel reads only through a decimal
+/// crate the nodes do not otherwise need.
+pub fn vote_totals(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
+    let rows = vote_counts::table
+        .select((vote_counts::option, vote_counts::n))
+        .load::<(String, i64)>(conn)?;
+    let mut totals: Vec<(String, i64)> = Vec::with_capacity(2);
+    for (option, n) in rows {
+        match totals.iter_mut().find(|(o, _)| *o == option) {
+            Some((_, total)) => *total += n,
+            None => totals.push((option, n)),
+        }
+    }
+    Ok(totals)
 }
 
 /// The statement of the design: insert each voter's vote, or replace the
 /// stored one only when the new one is later (`allow`) or earlier (`deny`)
 /// by `(ts, vote_id)`. Arrays keep it one statement with five parameters
 /// whatever the batch size.
+///
+/// Raw SQL, the one query here that is not diesel's DSL: diesel writes
+/// the conditional `ON CONFLICT ... DO UPDATE ... WHERE` itself, but its
+/// `insert_into(..).values(..)` binds five parameters per row (10,000 for
+/// a batch of 2,000, a new statement text for every batch size), and an
+/// `INSERT ... SELECT` in its DSL selects from a table, not from
+/// `unnest` of bound arrays.
 fn upsert_sql(mode: VoteChanges) -> &'static str {
     match mode {
         VoteChanges::Allow => {
@@ -151,7 +204,7 @@ pub fn commit_votes(
         ids.push(&hex[i * 64 + 32..i * 64 + 64]);
         nodes.push(v.node.as_str());
     }
-    let n = diesel::sql_query(upsert_sql(mode))
+    let n = sql_query(upsert_sql(mode))
         .bind::<Array<Text>, _>(voters)
         .bind::<Array<Text>, _>(options)
         .bind::<Array<BigInt>, _>(tss)

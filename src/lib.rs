@@ -6,14 +6,17 @@
 //!
 //! The vote's path through the modules:
 //!
-//! 1. [`capture`] — the `capture` node's HTTP handlers. They parse the body
-//!    ([`capture::parse_form`], [`capture::parse_json`]), read the sealed
-//!    voter cookie ([`cookie`]), replay an `Idempotency-Key`'s answer
-//!    ([`capture::recent`]), check a new voter's proof of work
-//!    ([`capture::pow`]), stamp the vote with a hybrid logical clock
-//!    ([`clock`]) and hand it to the
+//! 1. [`capture`] — the `capture` node's HTTP handlers: one `post_vote`
+//!    for the form and the API. Its extractors parse the body
+//!    ([`capture::parse_form`], [`capture::parse_json`]) and read the
+//!    sealed voter cookie ([`cookie`]); `take_vote` then replays an
+//!    `Idempotency-Key`'s answer ([`capture::recent`]), checks a new
+//!    voter's proof of work ([`capture::pow`]), stamps the vote with a
+//!    hybrid logical clock ([`clock`]) and hands it to the
 //!    [`actors::queue_writer::QueueWriter`], which batches `XADD`s to the
-//!    node's own Redis Stream and answers once Redis stored the vote.
+//!    node's own Redis Stream and answers once Redis stored the vote. A
+//!    refusal is a [`capture::error::CaptureError`], answered as the form
+//!    or the API expects by [`capture::error::VoteRefused`].
 //! 2. [`vote`] — the vote; [`queue`] — the Redis stream it waits on: every
 //!    command on it, the entry format (the contract between capture and
 //!    the workers, `docs/PROTOCOL.md`, in [`queue::entry`]), the one
@@ -22,7 +25,9 @@
 //!    [`queue::reply`]).
 //! 3. The worker ([`worker`], its actors in [`actors`]) reads each queue's
 //!    entries through [`queue`], decodes them into votes, and commits them
-//!    with [`db`], retrying as [`retry`] paces every retry in the tree.
+//!    with [`db`] (diesel over [`schema`]; the results node reads its
+//!    totals there too), retrying as [`retry`] paces every retry in the
+//!    tree.
 //!
 //! Shared by every binary: [`config`] (typed settings from flags and
 //! environment variables, secrets from `*_FILE`), [`metrics`] (per-node

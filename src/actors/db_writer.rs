@@ -63,9 +63,7 @@ impl Handler<CheckDb> for DbWriter {
     type Result = Result<(), DbError>;
 
     fn handle(&mut self, _: CheckDb, _: &mut Self::Context) -> Self::Result {
-        use diesel::RunQueryDsl;
         let mut conn = self.pool.get()?;
-        diesel::sql_query("SELECT 1").execute(&mut conn)?;
-        Ok(())
+        Ok(db::ping(&mut conn)?)
     }
 }

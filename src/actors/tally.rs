@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use diesel::r2d2::{ConnectionManager, Pool};
-use diesel::PgConnection;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::db::{self, DbPool};
 use crate::endpoints::{redact, EndpointSource};
 use crate::metrics::ResultsMetrics;
 use crate::queue::{self, RedisConnection};
@@ -31,8 +30,6 @@ use crate::vote::VoteOption;
 pub const TALLY_INTERVAL: Duration = Duration::from_secs(1);
 /// A queue that does not answer `XLEN` in this long counts as unreachable.
 const DEPTH_TIMEOUT: Duration = Duration::from_millis(800);
-
-pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct OptionTally {
@@ -207,23 +204,9 @@ async fn queue_depth(
     Some((conn, depth))
 }
 
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    option: String,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    count: i64,
-}
-
 fn count_votes(pool: &DbPool) -> Result<Vec<(String, i64)>, String> {
-    use diesel::RunQueryDsl;
     let mut conn = pool.get().map_err(|e| format!("database: {e}"))?;
-    // `vote_counts` is kept by triggers in the workers' own transactions
-    // (see its migration): a few rows to add up, however many voters.
-    diesel::sql_query("SELECT option, sum(n)::bigint AS count FROM vote_counts GROUP BY option")
-        .load::<Count>(&mut conn)
-        .map(|rows| rows.into_iter().map(|r| (r.option, r.count)).collect())
-        .map_err(|e| format!("tally query: {e}"))
+    db::vote_totals(&mut conn).map_err(|e| format!("tally query: {e}"))
 }
 
 fn build_snapshot(

@@ -1,10 +1,15 @@
 //! `CaptureError`: every way a vote can be refused, with its status code,
-//! its `Retry-After`, its metric label and a short body.
+//! its `Retry-After`, its metric label and a short body; [`Refusal`], the
+//! error of taking a vote (the cause, and the identity the voter keeps);
+//! [`VoteRefused`], the answer (`ResponseError`) in the form's or the
+//! API's conventions.
 
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::HttpResponse;
+use actix_web::{HttpResponse, ResponseError};
 
 use crate::actors::queue_writer::EnqueueError;
+use crate::cookie::VoterCookie;
 
 /// How long a voter refused for a Redis problem should wait. Short: HAProxy
 /// or the voter's retry will most likely land on a healthy node.
@@ -95,7 +100,7 @@ impl CaptureError {
         }
     }
 
-    fn retry_after(&self) -> Option<u64> {
+    pub fn retry_after(&self) -> Option<u64> {
         match self {
             CaptureError::TooSoon(s) => Some(*s),
             CaptureError::NewVoterLimit => Some(RETRY_AFTER_NEW_VOTER_SECS),
@@ -105,21 +110,71 @@ impl CaptureError {
             _ => None,
         }
     }
+}
 
-    /// The response: JSON `{"error", "reason"}` for the API, one line of
-    /// plain text for the form.
-    pub fn response(&self, api: bool) -> HttpResponse {
-        let mut r = HttpResponse::build(self.status());
-        if let Some(s) = self.retry_after() {
+/// A vote not taken: why, and the new voter's cookie when the vote may
+/// have reached Redis all the same (a `503` after the hand-over), so that
+/// the voter's retry is the same voter.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: CaptureError,
+    pub identity: Option<VoterCookie>,
+}
+
+impl From<CaptureError> for Refusal {
+    fn from(error: CaptureError) -> Self {
+        Refusal {
+            error,
+            identity: None,
+        }
+    }
+}
+
+/// Whose conventions an answer follows: the page's form reads one line of
+/// plain text, the API's clients a JSON object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    Form,
+    Api,
+}
+
+/// A refused vote, ready to answer: the error, the channel it came by, and
+/// the `Set-Cookie` of the identity it keeps (already sealed, as the
+/// answer cannot reach the node's keys).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct VoteRefused {
+    pub error: CaptureError,
+    pub channel: Channel,
+    pub set_cookie: Option<HeaderValue>,
+}
+
+impl ResponseError for VoteRefused {
+    fn status_code(&self) -> StatusCode {
+        self.error.status()
+    }
+
+    /// JSON `{"error", "reason"}` for the API, one line of plain text for
+    /// the form.
+    fn error_response(&self) -> HttpResponse {
+        let e = &self.error;
+        let mut r = HttpResponse::build(e.status());
+        if let Some(s) = e.retry_after() {
             r.insert_header(("Retry-After", s.to_string()));
         }
         // A refused vote must not be cached by anything in between.
         r.insert_header(("Cache-Control", "no-store"));
-        if api {
-            r.json(serde_json::json!({ "error": self.to_string(), "reason": self.reason() }))
-        } else {
-            r.content_type("text/plain; charset=utf-8")
-                .body(format!("{self}\n"))
+        let mut resp = match self.channel {
+            Channel::Api => {
+                r.json(serde_json::json!({ "error": e.to_string(), "reason": e.reason() }))
+            }
+            Channel::Form => r
+                .content_type("text/plain; charset=utf-8")
+                .body(format!("{e}\n")),
+        };
+        if let Some(c) = &self.set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, c.clone());
         }
+        resp
     }
 }

@@ -15,7 +15,6 @@ use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
-use diesel::r2d2::{ConnectionManager, Pool};
 use tokio::sync::watch;
 
 use crate::actors::tally::{Snapshot, Tally, TALLY_INTERVAL};
@@ -26,6 +25,9 @@ use streams::{Streams, Ticket, SHED_RETRY_MS};
 
 /// Database connections: the tally needs one; a spare covers a slow one.
 const DB_POOL_SIZE: u32 = 2;
+/// How long a tally waits for a database connection before it reports the
+/// database unreachable.
+const DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A comment line on idle event streams, so proxies keep them open.
 const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Open `/events` streams one node keeps by default before it sheds the
@@ -133,13 +135,13 @@ impl Results {
     pub fn build(settings: ResultsSettings) -> std::io::Result<Results> {
         let listener = crate::listen(&settings.listen)?;
         let port = listener.local_addr()?.port();
-        let manager = ConnectionManager::new(settings.database_url.expose().as_str());
-        // build_unchecked: start even while PostgreSQL is down; /readyz
-        // says so until it answers.
-        let pool = Pool::builder()
-            .max_size(DB_POOL_SIZE)
-            .connection_timeout(Duration::from_secs(2))
-            .build_unchecked(manager);
+        // Starts even while PostgreSQL is down; /readyz says so until it
+        // answers.
+        let pool = crate::db::pool(
+            settings.database_url.expose(),
+            DB_POOL_SIZE,
+            DB_CONNECT_TIMEOUT,
+        );
         let metrics = ResultsMetrics::new();
         let (tx, rx) = watch::channel(Arc::new(Snapshot::empty(&settings.option_labels)));
         let (good_tx, good_rx) = watch::channel(None);

@@ -28,6 +28,9 @@ use crate::metrics::{self, WorkerMetrics};
 /// Past it (PostgreSQL down, say) the worker exits anyway: what it held
 /// stays pending and another worker claims it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a batch waits for a database connection before it fails (and
+/// the drainer retries it with backoff).
+const DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct State {
     db: Addr<DbWriter>,
@@ -71,7 +74,11 @@ impl Worker {
             migrate(&settings)?;
         }
         let metrics = WorkerMetrics::new();
-        let pool = db::pool(settings.database_url.expose(), settings.db_pool_size);
+        let pool = db::pool(
+            settings.database_url.expose(),
+            settings.db_pool_size,
+            DB_CONNECT_TIMEOUT,
+        );
         let mode = settings.vote_changes;
         let writer_metrics = metrics.clone();
         let db_addr = SyncArbiter::start(settings.db_pool_size as usize, move || DbWriter {
