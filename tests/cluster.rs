@@ -51,18 +51,16 @@ impl Drop for Postgres {
     }
 }
 
-/// `(a, b)` from a report line `| <label> | A / B ... |`.
-fn report_pair(report: &str, label: &str) -> (i64, i64) {
-    let line = report
-        .lines()
-        .find(|l| l.starts_with(&format!("| {label} |")))
-        .unwrap_or_else(|| panic!("no `{label}` in the report:\n{report}"));
-    let value = line.split('|').nth(2).unwrap().trim();
-    let mut nums = value
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<i64>().unwrap());
-    (nums.next().unwrap(), nums.next().unwrap())
+/// loadgen's JSON report (`--report-json`).
+fn json_report(path: &Path) -> voteswarm::loadgen::report::JsonReport {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no JSON report at {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("loadgen's JSON report")
+}
+
+/// `(a, b)` of per-option counts.
+fn pair(counts: &std::collections::BTreeMap<String, i64>) -> (i64, i64) {
+    (counts["a"], counts["b"])
 }
 
 #[test]
@@ -73,8 +71,10 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
         .tempdir()
         .unwrap();
     let report_path = dir.path().join("report.md");
+    let json_path = dir.path().join("report.json");
     let data = dir.path().join("data");
     let status = Command::new(CLUSTER)
+        .env("LOADGEN_REPORT_JSON", &json_path)
         .args([
             "rehearse",
             "--capture",
@@ -112,11 +112,9 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
     let report = std::fs::read_to_string(&report_path).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "rehearsal failed:\n{report}");
     assert!(report.contains("verdict: PASS"), "{report}");
-    let acknowledged: i64 = report
-        .lines()
-        .find_map(|l| l.strip_prefix("| acknowledged | "))
-        .and_then(|v| v.trim_end_matches(" |").parse().ok())
-        .expect("acknowledged in the report");
+    let json = json_report(&json_path);
+    assert!(json.passed, "{report}");
+    let acknowledged = json.acknowledged;
     assert_eq!(
         acknowledged, 22_000,
         "every first vote and change acknowledged: {report}"
@@ -125,12 +123,13 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
     let pg = Postgres::on_data_dir(&data);
     let (a, b) = sql_counts(&pg.url);
     assert_eq!(a + b, 20_000, "one row per voter");
+    let results = json.results.expect("results checked");
     assert_eq!(
-        report_pair(&report, "results a / b"),
+        pair(&results.observed),
         (a, b),
         "the report says what SQL says"
     );
-    assert_eq!(report_pair(&report, "ground truth a / b"), (a, b));
+    assert_eq!(pair(&json.ground_truth), (a, b));
 }
 
 fn loadgen(up: &Up, voters: usize, report: &Path) -> (i32, String) {
