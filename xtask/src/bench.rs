@@ -44,10 +44,29 @@ impl Bench {
     /// `--example Y`).
     pub fn build(&self, targets: &[&str]) -> Res<()> {
         say!(self, "building release binaries");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--locked", "--release", "-q"])
-            .args(targets)
-            .status()?;
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--locked", "--release", "-q"])
+            .args(targets);
+        // What `cargo run` set for us (our package's name, manifest, ...):
+        // build scripts track some of them (ring: CARGO_MANIFEST_DIR), so
+        // with them the build would differ from the shell's and rebuild
+        // the whole tree, every time, one way and back.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "OUT_DIR",
+                ]
+                .contains(&k.as_ref())
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        let status = cmd.status()?;
         if !status.success() {
             return Err("cargo build failed".into());
         }
