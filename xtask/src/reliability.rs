@@ -21,18 +21,14 @@ struct Row {
 
 pub fn run(dir: &Path, out: &Path) -> Res<()> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("reliability-table: {}: {e}", dir.display()))?
+        .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(format!(
-            "reliability-table: no rows in {} (did the chaos tests run?)",
-            dir.display()
-        )
-        .into());
+        return Err(format!("no rows in {} (did the chaos tests run?)", dir.display()).into());
     }
     let mut rows = Vec::new();
     for f in &files {
