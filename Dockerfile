@@ -34,6 +34,8 @@ WORKDIR /build
 ENV CARGO_PROFILE_RELEASE_DEBUG=0
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# A workspace member (the dev tasks): cargo reads its manifest, builds none of it.
+COPY xtask ./xtask
 # diesel_migrations embeds these at compile time (`worker --migrate`).
 COPY migrations ./migrations
 # `cluster` compiles in the shipped HAProxy and Redis settings (include_str!).

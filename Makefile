@@ -21,9 +21,10 @@ release:
 ## The release binaries first: tests/swarm.rs builds the image from them.
 test: deps
 	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) build --locked --release --bins
 	$(CARGO) test --locked --no-fail-fast
+	$(CARGO) test --locked --package xtask
 	shellcheck scripts/*.sh .ci/run
 	scripts/validate-deploy.sh
 
@@ -63,7 +64,8 @@ demo:
 	$(CARGO) build --locked --release --bins
 	target/release/cluster up $(DEMO_ARGS) --bind 0.0.0.0 --data-dir .demo
 
-## make bench: every benchmark; each writes its section of BENCHMARKS.md.
+## make bench: every benchmark (cargo xtask, xtask/); each writes its
+## section of BENCHMARKS.md.
 ## Sizes, on the command line or in the environment: bench-capture
 ## DURATION=10 WARMUP=2 LOADGEN_CONCURRENCY=256 EDGE_VOTERS=20000 (EDGE_ONLY=1:
 ## only the edge over HTTP/HTTPS); bench-worker
@@ -77,19 +79,19 @@ bench: bench-capture bench-worker bench-latency bench-e2e
 
 bench-capture:
 	@scripts/install-deps.sh bench
-	scripts/bench-capture.sh
+	$(CARGO) xtask bench-capture
 
 bench-worker:
 	@scripts/install-deps.sh bench
-	scripts/bench-worker.sh
+	$(CARGO) xtask bench-worker
 
 bench-latency:
 	@scripts/install-deps.sh bench
-	scripts/bench-latency.sh
+	$(CARGO) xtask bench-latency
 
 bench-e2e:
 	@scripts/install-deps.sh bench
-	scripts/bench-e2e.sh
+	$(CARGO) xtask bench-e2e
 
 ## make profile: callgrind instruction counts per vote of capture, the
 ## baseline and the worker, by bucket, and the kernel's share of their CPU;
@@ -104,7 +106,7 @@ chaos: deps
 	rm -rf target/chaos
 	CHAOS_SCALE=full CHAOS_REPORT_DIR=$(CURDIR)/target/chaos \
 	  $(CARGO) test --locked --test chaos -- --test-threads=1
-	scripts/reliability-table.sh target/chaos docs/RELIABILITY.md
+	$(CARGO) xtask reliability-table target/chaos docs/RELIABILITY.md
 
 clean:
 	$(CARGO) clean

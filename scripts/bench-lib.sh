@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# What the bench-*.sh scripts share. Sourced from the repository root:
+# What scripts/profile.sh uses (the benchmarks are `cargo xtask`, xtask/).
+# Sourced from the repository root:
 #   # shellcheck source=scripts/bench-lib.sh
 #   . scripts/bench-lib.sh
-#   bench_start bench-NAME
+#   bench_start NAME
 # The start_* functions run their server in the background of the calling
 # shell (so call them directly, not in $(...)), add its pid to `pids`, and
 # leave their results in global variables, named at each function.
@@ -36,53 +37,9 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# wait_port PORT: until something listens on 127.0.0.1:PORT (10 s at most).
-wait_port() {
-  for _ in $(seq 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.05
-  done
-  die "nothing listens on port $1"
-}
-
-# CPU time (user+system) of a process so far, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# The same in seconds, one decimal.
-cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-# per_vote TICKS VOTES: microseconds of CPU per vote, one decimal.
-per_vote() {
-  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { if (n < 1) n = 1; printf "%.1f", t / hz * 1e6 / n }'
-}
-# tree_ticks PID: CPU ticks (user+system) of PID, of its children running
-# now, and of its children already reaped: PostgreSQL's work is done by its
-# backends, which exit when their client disconnects.
-tree_ticks() {
-  # shellcheck disable=SC2046 # one path per word
-  cat "/proc/$1/stat" $(pgrep -P "$1" | sed 's|.*|/proc/&/stat|') 2>/dev/null |
-    awk -v top="$1" '{t += $14 + $15; if ($1 == top) t += $16 + $17} END {print t + 0}'
-}
-# Peak resident memory (VmHWM) of a running process, in KiB.
-peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-
-# The machine's count of connections dropped because a listen queue was
-# full (their clients retry the SYN after a second).
-listen_overflows() {
-  awk '$1 == "TcpExt:" { if (!n) { for (i = 2; i <= NF; i++) col[$i] = i; n = 1 } else print $col["ListenOverflows"] }' /proc/net/netstat
-}
-
 now() { date +%s.%N; }
 # since T0: seconds from T0 (a `now`) until now, three decimals.
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
-
-# fmt_us MICROSECONDS: as loadgen's report writes a latency (µs, ms, s).
-fmt_us() {
-  awk -v us="$1" 'BEGIN { if (us >= 1e6) printf "%.2f s", us / 1e6;
-                          else if (us >= 1000) printf "%.1f ms", us / 1000;
-                          else printf "%d µs", us }'
-}
 
 # The machine, for the sections' "Measured ..." line.
 cores_desc() { echo "$(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo))"; }
@@ -185,21 +142,6 @@ while True:
 PY
 }
 
-# start_capture REDIS_PORT [VAR=VALUE...]: a release capture node on that
-# Redis, the extra settings added to its environment. Sets capture_port and
-# capture_pid.
-start_capture() {
-  local rport="$1"
-  shift
-  capture_port="$(free_port)"
-  env LISTEN="127.0.0.1:$capture_port" REDIS_URL="redis://127.0.0.1:$rport" NODE_ID=bench \
-    COOKIE_KEY="bench-cookie-key-bench-cookie-key-0123456789" RUST_LOG=warn "$@" \
-    target/release/capture &
-  capture_pid=$!
-  pids+=("$capture_pid")
-  wait_port "$capture_port"
-}
-
 # stop PID...: SIGTERM, and wait for it to exit.
 stop() {
   local p
@@ -225,21 +167,6 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
 end
 LUA
-}
-
-# read_loadgen_report FILE: sets lg_requests, lg_acked, lg_rate (votes/s
-# acknowledged), lg_p50, lg_p99, lg_p999 (as loadgen writes them) from
-# loadgen's --report.
-# shellcheck disable=SC2034 # they are for the sourcing script
-read_loadgen_report() {
-  local latency
-  latency="$(grep '^| latency p50 / p90 / p99 / max' "$1")"
-  lg_p50="$(awk -F'|' '{split($3, a, " / "); print a[1]}' <<<"$latency" | xargs)"
-  lg_p99="$(awk -F'|' '{split($3, a, " / "); print a[3]}' <<<"$latency" | xargs)"
-  lg_p999="$(grep '^| latency p99.9' "$1" | awk -F'|' '{print $3}' | xargs)"
-  lg_rate="$(grep '^| votes/s' "$1" | awk -F'|' '{print $3}' | xargs)"
-  lg_requests="$(grep '^| requests |' "$1" | awk -F'|' '{print $3}' | xargs)"
-  lg_acked="$(grep '^| acknowledged |' "$1" | awk -F'|' '{print $3}' | xargs)"
 }
 
 # PostgreSQL refuses to run as root: run it as `postgres` then. `exec`, so
@@ -272,9 +199,6 @@ start_pg() {
   for _ in $(seq 300); do psql -q "$db" -c 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
   psql -q "$db" -c 'select 1' >/dev/null
 }
-
-# sql STATEMENT: run it on start_pg's database; prints the rows, unaligned.
-sql() { psql -qAt -v ON_ERROR_STOP=1 "$db" -c "$1"; }
 
 # write_section NAME FILE: FILE (starting <!-- NAME:begin -->, ending
 # <!-- NAME:end -->) replaces that section of BENCHMARKS.md, or is appended

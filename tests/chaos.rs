@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::cluster_proc::json_report;
 use common::{alive, http, signal, spawn_cluster, wait_until, Proc, Up};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -72,16 +73,6 @@ fn start_loadgen(up: &Up, s: &Scale, report: &Path) -> Proc {
     )
 }
 
-/// One figure from the report's table.
-fn figure(report: &str, label: &str) -> i64 {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("| {label} | ")))
-        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 struct Outcome {
     faults: u32,
     recovery: Duration,
@@ -106,31 +97,35 @@ fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
     assert!(exit.is_some(), "{name}: loadgen did not finish");
     let code = exit.unwrap().code();
     let report = std::fs::read_to_string(&report_path).unwrap_or_default();
+    // Absent when loadgen died: the assertions below then say what is missing.
+    let json_path = report_path.with_extension("json");
+    let json = json_path.exists().then(|| json_report(&json_path));
     let stop_code = run.up.stop();
 
-    let requests = figure(&report, "requests").max(1);
-    let acknowledged = figure(&report, "acknowledged");
-    let refused: i64 = report
-        .lines()
-        .filter(|l| l.starts_with("| rejected ") || l.starts_with("| connection errors"))
-        .map(|l| {
-            l.rsplit('|')
-                .nth(1)
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .unwrap_or(0)
-        })
-        .sum();
-    let mismatches = report.lines().filter(|l| l.starts_with("MISMATCH")).count();
-    let row = format!(
-        "| {name} | {acknowledged} | {} | {:.2}% | {:.1} s | {mismatches} |\n",
-        outcome.faults,
-        refused as f64 * 100.0 / requests as f64,
-        outcome.recovery.as_secs_f64(),
-    );
-    eprint!("{row}");
+    let requests = json.as_ref().map_or(0, |j| j.requests).max(1);
+    let acknowledged = json.as_ref().map_or(0, |j| j.acknowledged) as i64;
+    let refused: u64 = json.as_ref().map_or(0, |j| {
+        j.rejected.values().sum::<u64>() + j.connection_errors
+    });
+    let mismatches = json.as_ref().map_or(0, |j| j.mismatches.len());
+    // The row of docs/RELIABILITY.md's table, as `cargo xtask
+    // reliability-table` reads it.
+    let row = serde_json::json!({
+        "fault": name,
+        "acknowledged": acknowledged,
+        "faults": outcome.faults,
+        "error_rate_pct": refused as f64 * 100.0 / requests as f64,
+        "recovery_s": outcome.recovery.as_secs_f64(),
+        "mismatches": mismatches,
+    });
+    eprintln!("{row}");
     if let Some(dir) = std::env::var_os("CHAOS_REPORT_DIR") {
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(Path::new(&dir).join(format!("{name}.row")), &row).unwrap();
+        std::fs::write(
+            Path::new(&dir).join(format!("{name}.json")),
+            row.to_string(),
+        )
+        .unwrap();
     }
     assert_eq!(code, Some(0), "{name}: the count is not exact:\n{report}");
     assert_eq!(mismatches, 0, "{report}");

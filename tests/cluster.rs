@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster_proc::{rehearse, sql, sql_counts, Up};
+use common::cluster_proc::{json_report, rehearse, sql, sql_counts, Up};
 use common::{bin, free_port, http, spawn_cluster, wait_until};
 
 fn require_tools() {
@@ -15,18 +15,9 @@ fn require_tools() {
     common::require_program("haproxy", "haproxy");
 }
 
-/// `(a, b)` from a report line `| <label> | A / B ... |`.
-fn report_pair(report: &str, label: &str) -> (i64, i64) {
-    let line = report
-        .lines()
-        .find(|l| l.starts_with(&format!("| {label} |")))
-        .unwrap_or_else(|| panic!("no `{label}` in the report:\n{report}"));
-    let value = line.split('|').nth(2).unwrap().trim();
-    let mut nums = value
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<i64>().unwrap());
-    (nums.next().unwrap(), nums.next().unwrap())
+/// `(a, b)` of per-option counts.
+fn pair(counts: &std::collections::BTreeMap<String, i64>) -> (i64, i64) {
+    (counts["a"], counts["b"])
 }
 
 #[test]
@@ -49,11 +40,9 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
             "240",
         ],
     );
-    let acknowledged: i64 = report
-        .lines()
-        .find_map(|l| l.strip_prefix("| acknowledged | "))
-        .and_then(|v| v.trim_end_matches(" |").parse().ok())
-        .expect("acknowledged in the report");
+    let json = json_report(&dir.path().join("report.json"));
+    assert!(json.passed, "{report}");
+    let acknowledged = json.acknowledged;
     assert_eq!(
         acknowledged, 22_000,
         "every first vote and change acknowledged: {report}"
@@ -62,12 +51,13 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
     let (_pg, url) = common::postgres::on_cluster_data(&dir.path().join("data"));
     let (a, b) = sql_counts(&url);
     assert_eq!(a + b, 20_000, "one row per voter");
+    let results = json.results.expect("results checked");
     assert_eq!(
-        report_pair(&report, "results a / b"),
+        pair(&results.observed),
         (a, b),
         "the report says what SQL says"
     );
-    assert_eq!(report_pair(&report, "ground truth a / b"), (a, b));
+    assert_eq!(pair(&json.ground_truth), (a, b));
 }
 
 fn loadgen(up: &Up, voters: usize, report: &Path) -> (i32, String) {

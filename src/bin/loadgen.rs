@@ -18,7 +18,9 @@ struct Cli {
 #[actix_web::main]
 async fn main() {
     voteswarm::init_logging_with("warn");
-    let settings = voteswarm::or_exit("loadgen", 2, Cli::parse().args.into_settings());
+    let args = Cli::parse().args;
+    let report_json = args.report_json.clone();
+    let settings = voteswarm::or_exit("loadgen", 2, args.into_settings());
     let report_path = settings.report.clone();
     let report = loadgen::run(settings).await;
     let text = report.render();
@@ -29,6 +31,12 @@ async fn main() {
                 "loadgen: cannot write the report to {}: {e}",
                 path.display()
             );
+            std::process::exit(1);
+        }
+    }
+    if let Some(path) = report_json {
+        if let Err(e) = report.write_json(&path) {
+            eprintln!("loadgen: cannot write {}: {e}", path.display());
             std::process::exit(1);
         }
     }

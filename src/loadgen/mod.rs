@@ -69,6 +69,10 @@ pub struct LoadgenArgs {
     /// Also write the report to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Also write the report's figures as JSON to this file (read by
+    /// `cargo xtask`; the environment reaches it through `cluster rehearse`).
+    #[arg(long, env = "LOADGEN_REPORT_JSON")]
+    pub report_json: Option<PathBuf>,
     /// How long to wait for the count to become final, in seconds.
     #[arg(long, default_value_t = 300)]
     pub final_timeout_secs: u64,

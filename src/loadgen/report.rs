@@ -1,9 +1,13 @@
 //! loadgen's report: the load phase's table, and each check with every
-//! mismatch it found.
+//! mismatch it found; the same figures as JSON (`--report-json`) for the
+//! tools that read them (`cargo xtask`, the chaos and cluster tests).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use super::{LoadStats, LoadgenSettings, ResultsSnapshot, VoterState};
 use crate::vote::VoteOption;
@@ -198,9 +202,7 @@ impl Report {
         let mut s = String::new();
         let st = &self.stats;
         let secs = st.elapsed.as_secs_f64().max(1e-9);
-        let mut lat = st.latencies_us.clone();
-        lat.sort_unstable();
-        let pct = |p: f64| percentile(&lat, p);
+        let lat = Latency::of(&st.latencies_us);
         let _ = writeln!(
             s,
             "loadgen report: {} voters against {}",
@@ -227,11 +229,10 @@ impl Report {
             st.acknowledged as f64 / secs
         );
         let _ = writeln!(s, "| latency p50 / p90 / p99 / max | {} |", quantiles(&lat));
-        let _ = writeln!(s, "| latency p99.9 | {} |", pct(0.999));
+        let _ = writeln!(s, "| latency p99.9 | {} |", fmt_opt(lat.map(|l| l.p999)));
         let hs = &st.handshakes;
         if hs.full + hs.resumed + hs.failed > 0 {
-            let mut hl = hs.latencies_us.clone();
-            hl.sort_unstable();
+            let hl = Latency::of(&hs.latencies_us);
             let _ = writeln!(
                 s,
                 "| TLS handshakes full / resumed / failed | {} / {} / {} |",
@@ -309,35 +310,239 @@ impl Report {
     }
 }
 
-/// "p50 / p90 / p99 / max" of sorted microseconds.
-fn quantiles(sorted: &[u32]) -> String {
-    let max = sorted
-        .last()
-        .map(|v| fmt_us(*v))
-        .unwrap_or_else(|| "-".into());
-    format!(
-        "{} / {} / {} / {max}",
-        percentile(sorted, 0.50),
-        percentile(sorted, 0.90),
-        percentile(sorted, 0.99)
-    )
-}
-
-/// The `p` quantile of sorted microseconds, formatted; "-" for none.
-fn percentile(sorted: &[u32], p: f64) -> String {
-    if sorted.is_empty() {
-        return "-".into();
+/// "p50 / p90 / p99 / max", or dashes for none.
+fn quantiles(l: &Option<Latency>) -> String {
+    match l {
+        Some(l) => format!(
+            "{} / {} / {} / {}",
+            fmt_us(l.p50),
+            fmt_us(l.p90),
+            fmt_us(l.p99),
+            fmt_us(l.max)
+        ),
+        None => "- / - / - / -".into(),
     }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    fmt_us(sorted[i])
 }
 
-fn fmt_us(us: u32) -> String {
+fn fmt_opt(us: Option<u64>) -> String {
+    us.map(fmt_us).unwrap_or_else(|| "-".into())
+}
+
+fn fmt_us(us: u64) -> String {
     if us >= 1_000_000 {
         format!("{:.2} s", us as f64 / 1e6)
     } else if us >= 1_000 {
         format!("{:.1} ms", us as f64 / 1e3)
     } else {
         format!("{us} µs")
+    }
+}
+
+/// Significant figures the latency histogram keeps: every percentile is
+/// within 0.1% of the exact one (exact below 2,048 µs).
+pub const LATENCY_SIGFIGS: u8 = 3;
+
+/// Percentiles of latencies in microseconds, from an HDR histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Latency {
+    /// None for no samples.
+    pub fn of(us: &[u32]) -> Option<Latency> {
+        if us.is_empty() {
+            return None;
+        }
+        let mut h = Histogram::<u64>::new_with_bounds(1, u64::from(u32::MAX), LATENCY_SIGFIGS)
+            .expect("valid histogram bounds");
+        for &v in us {
+            // The histogram's lowest value is 1; a 0 µs answer counts as 1.
+            h.saturating_record(u64::from(v.max(1)));
+        }
+        Some(Latency {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        })
+    }
+}
+
+/// `loadgen --report-json`: the figures of [`Report::render`], as numbers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JsonReport {
+    pub target: String,
+    pub voters: usize,
+    pub requests: u64,
+    pub acknowledged: u64,
+    /// Refusals by HTTP status ("429", "503", ...).
+    pub rejected: BTreeMap<String, u64>,
+    pub connection_errors: u64,
+    pub planned_changes: usize,
+    pub wall_time_s: f64,
+    pub votes_per_s: f64,
+    pub latency_us: Option<Latency>,
+    /// Over plain HTTP: none.
+    pub tls: Option<JsonHandshakes>,
+    pub failed_voters: usize,
+    pub uncertain_voters: usize,
+    /// Each option's acknowledged count, the ground truth.
+    pub ground_truth: BTreeMap<String, i64>,
+    pub results: Option<JsonResults>,
+    pub database: Option<JsonDatabase>,
+    /// Every MISMATCH line of the report, without the prefix.
+    pub mismatches: Vec<String>,
+    pub passed: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JsonHandshakes {
+    pub full: u64,
+    pub resumed: u64,
+    pub failed: u64,
+    pub per_s: f64,
+    pub latency_us: Option<Latency>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JsonResults {
+    /// Each option's count on the results page.
+    pub observed: BTreeMap<String, i64>,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub waited_s: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JsonDatabase {
+    pub rows: usize,
+    pub checked: usize,
+    pub mismatches: usize,
+}
+
+impl Report {
+    pub fn to_json(&self) -> JsonReport {
+        let st = &self.stats;
+        let secs = st.elapsed.as_secs_f64().max(1e-9);
+        let hs = &st.handshakes;
+        let mut mismatches = Vec::new();
+        if self.failed_voters > 0 {
+            mismatches.push(format!(
+                "{} voters were never acknowledged",
+                self.failed_voters
+            ));
+        }
+        if let Some(r) = &self.results {
+            mismatches.extend(r.mismatches.iter().cloned());
+        }
+        if let Some(d) = &self.database {
+            mismatches.extend(d.mismatches.iter().cloned());
+        }
+        JsonReport {
+            target: self.target.clone(),
+            voters: self.voters,
+            requests: st.requests,
+            acknowledged: st.acknowledged,
+            rejected: st
+                .rejected
+                .iter()
+                .filter(|(status, _)| **status != 0)
+                .map(|(status, n)| (status.to_string(), *n))
+                .collect(),
+            connection_errors: st.rejected.get(&0).copied().unwrap_or(0),
+            planned_changes: self.changers_planned,
+            wall_time_s: secs,
+            votes_per_s: st.acknowledged as f64 / secs,
+            latency_us: Latency::of(&st.latencies_us),
+            tls: (hs.full + hs.resumed + hs.failed > 0).then(|| JsonHandshakes {
+                full: hs.full,
+                resumed: hs.resumed,
+                failed: hs.failed,
+                per_s: (hs.full + hs.resumed) as f64 / secs,
+                latency_us: Latency::of(&hs.latencies_us),
+            }),
+            failed_voters: self.failed_voters,
+            uncertain_voters: self.uncertain_voters,
+            ground_truth: VoteOption::ALL
+                .iter()
+                .map(|o| {
+                    (
+                        o.as_str().to_owned(),
+                        self.expected.get(o).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
+            results: self.results.as_ref().map(|r| JsonResults {
+                observed: r.observed.clone(),
+                is_final: r.reached_final,
+                waited_s: r.waited.as_secs_f64(),
+            }),
+            database: self.database.as_ref().map(|d| JsonDatabase {
+                rows: d.rows,
+                checked: d.checked,
+                mismatches: d.mismatch_count,
+            }),
+            mismatches,
+            passed: self.passed(),
+        }
+    }
+
+    /// The JSON report, pretty-printed, to `path`.
+    pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(&self.to_json()).map_err(std::io::Error::other)?;
+        std::fs::write(path, text + "\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exact percentile of the hand-written version this replaced: the
+    /// value at index ceil(n * p) - 1 of the sorted samples.
+    fn exact(sorted: &[u32], p: f64) -> u64 {
+        let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+        u64::from(sorted[i])
+    }
+
+    #[test]
+    fn percentiles_within_the_histograms_precision() {
+        let mut rng: u64 = 7;
+        let mut us: Vec<u32> = (0..100_000)
+            .map(|_| {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((rng >> 33) % 3_000_000) as u32 + 1
+            })
+            .collect();
+        let l = Latency::of(&us).unwrap();
+        us.sort_unstable();
+        for (got, p) in [(l.p50, 0.5), (l.p90, 0.9), (l.p99, 0.99), (l.p999, 0.999)] {
+            let want = exact(&us, p);
+            assert!(
+                got >= want && got - want <= want / 1000 + 1,
+                "p{p}: {got} against {want}"
+            );
+        }
+        let max = u64::from(*us.last().unwrap());
+        assert!(l.max >= max && l.max - max <= max / 1000 + 1);
+    }
+
+    #[test]
+    fn small_latencies_are_exact() {
+        let us: Vec<u32> = (1..=1000).collect();
+        let l = Latency::of(&us).unwrap();
+        assert_eq!(
+            (l.p50, l.p90, l.p99, l.p999, l.max),
+            (500, 900, 990, 999, 1000)
+        );
+        assert_eq!(Latency::of(&[]), None);
     }
 }

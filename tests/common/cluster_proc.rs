@@ -28,6 +28,13 @@ pub fn spawn_cluster(
     TestCluster { up, dir }
 }
 
+/// loadgen's JSON report (`--report-json`), which it must have written.
+pub fn json_report(path: &Path) -> voteswarm::loadgen::report::JsonReport {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no JSON report at {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("loadgen's JSON report")
+}
+
 /// A cluster and the directory it lives in. The fields drop in this order:
 /// the cluster stops before its directory goes.
 pub struct TestCluster {
@@ -46,6 +53,8 @@ pub fn rehearse(prefix: &str, args: &[&str]) -> (tempfile::TempDir, String) {
         .expect("temp dir");
     let report_path = dir.path().join("report.md");
     let status = Command::new(bin::CLUSTER)
+        // loadgen's figures as JSON too, beside the Markdown: report.json.
+        .env("LOADGEN_REPORT_JSON", dir.path().join("report.json"))
         .arg("rehearse")
         .args(args)
         .args(["--port", &free_port().to_string()])
@@ -250,6 +259,9 @@ impl Up {
             .args(["--voters", &voters.to_string(), "--change-fraction", "0.2"])
             .arg("--report")
             .arg(report)
+            // Beside the Markdown, the figures the tests read.
+            .arg("--report-json")
+            .arg(report.with_extension("json"))
             .stdout(Stdio::null());
         cmd
     }

@@ -99,8 +99,13 @@ def cargo_metadata():
 
 
 def crate_bins(meta):
+    """The binaries of the root package (the workspace's xtask is a dev
+    tool, not shipped)."""
     bins = set()
+    root = os.path.join(ROOT, "Cargo.toml")
     for pkg in meta["packages"]:
+        if os.path.realpath(pkg["manifest_path"]) != os.path.realpath(root):
+            continue
         for t in pkg["targets"]:
             if "bin" in t["kind"]:
                 bins.add(t["name"])
