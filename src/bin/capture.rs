@@ -5,6 +5,8 @@ use clap::Parser;
 use voteswarm::capture::Capture;
 use voteswarm::config::CaptureArgs;
 
+voteswarm::use_mimalloc!();
+
 #[derive(Parser)]
 #[command(
     version,

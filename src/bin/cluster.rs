@@ -4,6 +4,8 @@
 use clap::Parser;
 use voteswarm::cluster::{self, ClusterCommand};
 
+voteswarm::use_mimalloc!();
+
 #[derive(Parser)]
 #[command(
     version,

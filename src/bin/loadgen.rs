@@ -5,6 +5,8 @@
 use clap::Parser;
 use voteswarm::loadgen::{self, LoadgenArgs};
 
+voteswarm::use_mimalloc!();
+
 #[derive(Parser)]
 #[command(
     version,

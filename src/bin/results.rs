@@ -4,6 +4,8 @@
 use clap::Parser;
 use voteswarm::results::{Results, ResultsArgs};
 
+voteswarm::use_mimalloc!();
+
 #[derive(Parser)]
 #[command(
     version,

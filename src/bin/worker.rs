@@ -5,6 +5,8 @@ use clap::Parser;
 use voteswarm::config::WorkerArgs;
 use voteswarm::worker::Worker;
 
+voteswarm::use_mimalloc!();
+
 #[derive(Parser)]
 #[command(
     version,
