@@ -15,6 +15,7 @@ const TOOLS_ONLY: &[&str] = &[
     "rustls",
     "tokio-rustls",
     "rustls-native-certs",
+    "which",
 ];
 
 fn crates_in_tree(features: &[&str]) -> Vec<String> {

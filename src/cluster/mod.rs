@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::Rng;
+
 use procs::{Proc, Spec};
 
 /// The Redis settings every deployment uses; only addresses are added.
@@ -51,35 +53,50 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the supervisor looks at its children.
 const TEND_INTERVAL: Duration = Duration::from_millis(200);
 
-#[derive(Debug)]
-pub struct ClusterError(pub String);
+/// Why the cluster could not start or stop: one line for its operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A program the cluster runs is not installed.
+    #[error("`{program}` not found: install it with `apt-get install {package}` (or run `make demo`, which does)")]
+    Missing { program: String, package: String },
+    /// A file or directory of the data dir could not be made.
+    #[error("cannot {doing} {}: {source}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Anything else, said in full.
+    #[error("{0}")]
+    Other(String),
+}
 
 impl ClusterError {
     pub fn new(s: impl Into<String>) -> Self {
-        ClusterError(s.into())
+        ClusterError::Other(s.into())
+    }
+
+    /// For `map_err`: `doing` ("write", "create") `path` failed.
+    pub fn io(doing: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError {
+        let path = path.to_path_buf();
+        move |source| ClusterError::Io {
+            doing,
+            path,
+            source,
+        }
     }
 }
-
-impl std::fmt::Display for ClusterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ClusterError {}
 
 pub fn missing(program: &str, package: &str) -> ClusterError {
-    ClusterError(format!(
-        "`{program}` not found: install it with `apt-get install {package}` (or run `make demo`, which does)"
-    ))
+    ClusterError::Missing {
+        program: program.to_owned(),
+        package: package.to_owned(),
+    }
 }
 
+/// `name` as the shell would find it on `PATH`.
 pub fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
+    which::which(name).ok()
 }
 
 fn require(program: &str, package: &str) -> Result<PathBuf, ClusterError> {
@@ -101,7 +118,7 @@ fn sibling(name: &str) -> Result<PathBuf, ClusterError> {
     if p.is_file() {
         Ok(p)
     } else {
-        Err(ClusterError(format!(
+        Err(ClusterError::new(format!(
             "`{name}` not found beside cluster in {}: build it with `cargo build --release --bins`",
             dir.display()
         )))
@@ -112,7 +129,7 @@ fn free_port() -> Result<u16, ClusterError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| ClusterError(format!("no free port: {e}")))
+        .map_err(|e| ClusterError::new(format!("no free port: {e}")))
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -239,7 +256,7 @@ impl Cluster {
         }
         for port in [t.port, t.results_port, t.tls_port, t.results_tls_port] {
             if TcpListener::bind((t.bind.as_str(), port)).is_err() {
-                return Err(ClusterError(format!(
+                return Err(ClusterError::new(format!(
                     "port {port} on {} is taken: stop what uses it or choose another --port/--results-port/--tls-port/--results-tls-port",
                     t.bind
                 )));
@@ -253,19 +270,16 @@ impl Cluster {
                     .prefix("voteswarm-cluster-")
                     .tempdir()
                     .map_err(|e| {
-                        ClusterError(format!("cannot create a temporary data dir: {e}"))
+                        ClusterError::new(format!("cannot create a temporary data dir: {e}"))
                     })?;
                 (tmp.path().to_path_buf(), Some(tmp))
             }
         };
-        let mkdir = |p: &Path| {
-            std::fs::create_dir_all(p)
-                .map_err(|e| ClusterError(format!("cannot create {}: {e}", p.display())))
-        };
+        let mkdir = |p: &Path| std::fs::create_dir_all(p).map_err(ClusterError::io("create", &p));
         mkdir(&data_dir)?;
         let data_dir = data_dir
             .canonicalize()
-            .map_err(|e| ClusterError(format!("{}: {e}", data_dir.display())))?;
+            .map_err(|e| ClusterError::new(format!("{}: {e}", data_dir.display())))?;
         // The PostgreSQL user must be able to reach its directory inside.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755));
@@ -277,8 +291,7 @@ impl Cluster {
         let key_file = ensure_cookie_key(&data_dir)?;
         let tls = tls::ensure(&data_dir)?;
         let redis_conf = data_dir.join("redis.conf");
-        std::fs::write(&redis_conf, REDIS_CONF)
-            .map_err(|e| ClusterError(format!("cannot write {}: {e}", redis_conf.display())))?;
+        std::fs::write(&redis_conf, REDIS_CONF).map_err(ClusterError::io("write", &redis_conf))?;
 
         let mut cluster = Cluster {
             data_dir: data_dir.clone(),
@@ -320,11 +333,11 @@ impl Cluster {
                 );
                 // SIGINT is PostgreSQL's fast shutdown: clients cut, data safe.
                 p.stop_signal = libc::SIGINT;
-                p.start().map_err(|e| ClusterError(e.to_string()))?;
+                p.start().map_err(|e| ClusterError::new(e.to_string()))?;
                 cluster.procs.push(p);
                 postgres::wait_ready_and_create(port, &pg_pw)?;
                 let applied = crate::db::migrate(&pg_pw.url(postgres::PgRole::Migrator, port))
-                    .map_err(ClusterError)?;
+                    .map_err(ClusterError::new)?;
                 if !applied.is_empty() {
                     log::info!("applied migrations: {}", applied.join(", "));
                 }
@@ -392,7 +405,7 @@ impl Cluster {
                 spec,
                 &logs,
             );
-            p.start().map_err(|e| ClusterError(e.to_string()))?;
+            p.start().map_err(|e| ClusterError::new(e.to_string()))?;
             cluster.procs.push(p);
             redis_urls.push(format!("redis://127.0.0.1:{port}"));
         }
@@ -426,7 +439,7 @@ impl Cluster {
                 spec,
                 &logs,
             );
-            p.start().map_err(|e| ClusterError(e.to_string()))?;
+            p.start().map_err(|e| ClusterError::new(e.to_string()))?;
             cluster.procs.push(p);
             if i == 1 {
                 cluster.wait_http(&format!("worker{i:02}"), port, "/readyz")?;
@@ -457,7 +470,7 @@ impl Cluster {
                 spec,
                 &logs,
             );
-            p.start().map_err(|e| ClusterError(e.to_string()))?;
+            p.start().map_err(|e| ClusterError::new(e.to_string()))?;
             cluster.procs.push(p);
             capture_addrs.push(format!("127.0.0.1:{port}"));
         }
@@ -486,7 +499,7 @@ impl Cluster {
             spec,
             &logs,
         );
-        p.start().map_err(|e| ClusterError(e.to_string()))?;
+        p.start().map_err(|e| ClusterError::new(e.to_string()))?;
         cluster.procs.push(p);
         cluster.wait_http("results", results_port, "/readyz")?;
 
@@ -499,8 +512,7 @@ impl Cluster {
             },
         )?;
         let cfg_path = data_dir.join("haproxy.cfg");
-        std::fs::write(&cfg_path, cfg)
-            .map_err(|e| ClusterError(format!("cannot write {}: {e}", cfg_path.display())))?;
+        std::fs::write(&cfg_path, cfg).map_err(ClusterError::io("write", &cfg_path))?;
         let rate_limit =
             std::env::var("VOTE_RATE_LIMIT").unwrap_or_else(|_| LOCAL_RATE_LIMIT.to_string());
         let new_voter_limit =
@@ -550,7 +562,7 @@ impl Cluster {
         // requests in flight finish, so no acknowledgement is lost on the
         // way back to a voter.
         p.stop_signal = libc::SIGUSR1;
-        p.start().map_err(|e| ClusterError(e.to_string()))?;
+        p.start().map_err(|e| ClusterError::new(e.to_string()))?;
         cluster.procs.push(p);
         cluster.wait_http("haproxy", t.port, "/healthz")?;
         cluster.wait_http("haproxy", t.results_port, "/healthz")?;
@@ -562,7 +574,7 @@ impl Cluster {
     fn check_alive(&mut self, name: &str) -> Result<(), ClusterError> {
         if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
             if !p.is_running() {
-                return Err(ClusterError(format!(
+                return Err(ClusterError::new(format!(
                     "{name} exited at start; see {}",
                     p.log.display()
                 )));
@@ -576,7 +588,9 @@ impl Cluster {
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             self.check_alive(name)?;
             if Instant::now() >= deadline {
-                return Err(ClusterError(format!("{name} did not open port {port}")));
+                return Err(ClusterError::new(format!(
+                    "{name} did not open port {port}"
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -597,7 +611,7 @@ impl Cluster {
                     .find(|p| p.name == name)
                     .map(|p| p.log.display().to_string())
                     .unwrap_or_default();
-                return Err(ClusterError(format!(
+                return Err(ClusterError::new(format!(
                     "{name} not ready on port {port}{path} after {} s; see {log}",
                     READY_TIMEOUT.as_secs()
                 )));
@@ -681,7 +695,7 @@ fn refuse_if_in_use(data_dir: &Path) -> Result<(), ClusterError> {
         None => live.iter().map(|(_, p)| p.to_string()).collect(),
     };
     let named: Vec<String> = live.iter().map(|(n, p)| format!("{n} (pid {p})")).collect();
-    Err(ClusterError(format!(
+    Err(ClusterError::new(format!(
         "{} is in use by an earlier run still alive: {}; stop it with `kill {}` and run `cluster up` again",
         data_dir.display(),
         named.join(", "),
@@ -708,7 +722,7 @@ fn psql_url(data_dir: &Path, port: u16, password: &str) -> Result<String, Cluste
         .mode(0o600)
         .open(&file)
         .and_then(|mut f| writeln!(f, "*:*:*:{}:{password}", postgres::SUPERUSER))
-        .map_err(|e| ClusterError(format!("cannot write {}: {e}", file.display())))?;
+        .map_err(ClusterError::io("write", &file))?;
     Ok(format!(
         "postgres://{}@127.0.0.1:{port}/{}?passfile={}",
         postgres::SUPERUSER,
@@ -730,8 +744,7 @@ fn stable_port(file: &Path) -> Result<u16, ClusterError> {
         }
     }
     let p = free_port()?;
-    std::fs::write(file, p.to_string())
-        .map_err(|e| ClusterError(format!("cannot write {}: {e}", file.display())))?;
+    std::fs::write(file, p.to_string()).map_err(ClusterError::io("write", &file))?;
     Ok(p)
 }
 
@@ -777,15 +790,11 @@ pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
 fn ensure_cookie_key(dir: &Path) -> Result<PathBuf, ClusterError> {
     let path = dir.join("cookie.key");
     if !path.exists() {
-        let key: String = (0..64)
-            .map(|_| {
-                let i = rand::random::<u8>() % 62;
-                (match i {
-                    0..=9 => b'0' + i,
-                    10..=35 => b'a' + i - 10,
-                    _ => b'A' + i - 36,
-                }) as char
-            })
+        // Letters and digits, each equally likely (no modulo bias).
+        let key: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(64)
+            .map(char::from)
             .collect();
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -795,7 +804,7 @@ fn ensure_cookie_key(dir: &Path) -> Result<PathBuf, ClusterError> {
             .mode(0o600)
             .open(&path)
             .and_then(|mut f| f.write_all(key.as_bytes()))
-            .map_err(|e| ClusterError(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(ClusterError::io("write", &path))?;
     }
     Ok(path)
 }
@@ -805,7 +814,7 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>, ClusterError> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, flag.clone())
-            .map_err(|e| ClusterError(format!("cannot handle signals: {e}")))?;
+            .map_err(|e| ClusterError::new(format!("cannot handle signals: {e}")))?;
     }
     Ok(flag)
 }
@@ -893,13 +902,13 @@ pub fn rehearse(
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| ClusterError(format!("cannot start loadgen: {e}")))?;
+        .map_err(|e| ClusterError::new(format!("cannot start loadgen: {e}")))?;
     // Supervise while loadgen runs, so a crashed tier is restarted as in
     // `up`; a signal stops the rehearsal.
     let code = loop {
         if let Some(status) = child
             .try_wait()
-            .map_err(|e| ClusterError(format!("loadgen: {e}")))?
+            .map_err(|e| ClusterError::new(format!("loadgen: {e}")))?
         {
             break status.code().unwrap_or(1);
         }

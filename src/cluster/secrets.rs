@@ -28,8 +28,7 @@ pub fn ensure(dir: &Path, name: &str) -> Result<String, ClusterError> {
             return Ok(pw.to_owned());
         }
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ClusterError::new(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(ClusterError::io("create", &dir))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let bytes: [u8; PASSWORD_BYTES] = rand::random();
@@ -43,7 +42,7 @@ pub fn ensure(dir: &Path, name: &str) -> Result<String, ClusterError> {
         .mode(0o600)
         .open(&path)
         .and_then(|mut f| f.write_all(pw.as_bytes()))
-        .map_err(|e| ClusterError::new(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(ClusterError::io("write", &path))?;
     Ok(pw)
 }
 
@@ -143,7 +142,7 @@ impl RedisPasswords {
             .mode(0o600)
             .open(path)
             .and_then(|mut f| f.write_all(self.acl(stream).as_bytes()))
-            .map_err(|e| ClusterError::new(format!("cannot write {}: {e}", path.display())))
+            .map_err(ClusterError::io("write", &path))
     }
 
     /// `redis://user:password@127.0.0.1:port` for `role`.
