@@ -193,8 +193,10 @@ async fn a_forged_cookie_is_a_new_voter() {
         voter: victim,
         last: Some((clock::now_micros(), VoteOption::A)),
     };
-    let other_key =
-        voteswarm::config::cookie_key_from("another-cookie-key-for-forgeries-0123456789").unwrap();
+    let other_key = voteswarm::capture::settings::cookie_key_from(
+        "another-cookie-key-for-forgeries-0123456789",
+    )
+    .unwrap();
     let good = forged.encode(&test_key());
     let garbage = [
         forged.encode(other_key.expose()),
@@ -745,7 +747,7 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     let old_cookie = old.encode(&test_key());
     let new_key = "rotated-cookie-key-0123456789-abcdefghijklmnop";
     let mut s = capture_node::settings(&redis.capture_url());
-    s.cookie_key = voteswarm::config::cookie_key_from(new_key).unwrap();
+    s.cookie_key = voteswarm::capture::settings::cookie_key_from(new_key).unwrap();
     s.cookie_keys_previous = voteswarm::config::Secret::new(vec![test_key()]);
     s.min_change_interval = Duration::from_secs(60);
     let node = spawn_capture(s);
@@ -755,7 +757,7 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     assert_eq!(again.status, 202);
     assert_eq!(again.json()["voter"], old.voter.to_string());
     let resealed = again.cookie.unwrap();
-    let new = voteswarm::config::cookie_key_from(new_key).unwrap();
+    let new = voteswarm::capture::settings::cookie_key_from(new_key).unwrap();
     assert_eq!(
         VoterCookie::decode(new.expose(), &resealed).map(|c| c.voter),
         Some(old.voter)

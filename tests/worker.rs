@@ -12,10 +12,11 @@ use common::postgres::PgServer;
 use common::{free_port, http_get, signal, wait_until, wait_until_async, RedisServer};
 use rand::{Rng, SeedableRng};
 use voteswarm::actors::supervisor::Resolve;
-use voteswarm::config::{Secret, VoteChanges, WorkerSettings};
+use voteswarm::config::{Secret, VoteChanges};
 use voteswarm::endpoints::EndpointSource;
 use voteswarm::vote::{Id128, Vote, VoteOption};
 use voteswarm::worker::Worker;
+use voteswarm::worker::WorkerSettings;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);

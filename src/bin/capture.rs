@@ -2,8 +2,7 @@
 //! See `voteswarm::capture` and `docs/ARCHITECTURE.md`.
 
 use clap::Parser;
-use voteswarm::capture::Capture;
-use voteswarm::config::CaptureArgs;
+use voteswarm::capture::{Capture, CaptureArgs};
 
 voteswarm::use_mimalloc!();
 

@@ -2,8 +2,7 @@
 //! See `voteswarm::worker` and `docs/ARCHITECTURE.md`.
 
 use clap::Parser;
-use voteswarm::config::WorkerArgs;
-use voteswarm::worker::Worker;
+use voteswarm::worker::{Worker, WorkerArgs};
 
 voteswarm::use_mimalloc!();
 

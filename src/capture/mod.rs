@@ -12,6 +12,7 @@ pub mod error;
 pub mod page;
 pub mod pow;
 pub mod recent;
+pub mod settings;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,7 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::actors::queue_writer::{Enqueue, EnqueueError, Ping, QueueWriter};
 use crate::clock;
-use crate::config::{CaptureSettings, VoteChanges};
+use crate::config::VoteChanges;
 use crate::cookie::{
     self, CookieSealer, VoterCookie, COOKIE_NAME, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER,
 };
@@ -37,6 +38,7 @@ use crate::vote::{Id128, Vote, VoteOption};
 use error::CaptureError;
 use pow::Pow;
 use recent::Recent;
+pub use settings::{CaptureArgs, CaptureSettings};
 
 /// Largest vote body accepted. A vote is a dozen bytes; 4 KiB leaves room
 /// for clients that add fields, and nothing for abuse.

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use actix_web::cookie::Key;
 use actix_web::dev::ServerHandle;
+use voteswarm::capture::settings::{cookie_key_from, CaptureSettings};
 use voteswarm::capture::Capture;
-use voteswarm::config::{cookie_key_from, CaptureSettings, Secret, VoteChanges};
+use voteswarm::config::{Secret, VoteChanges};
 
 pub const TEST_COOKIE_KEY: &str = "test-cookie-key-that-is-at-least-32-bytes-long";
 
@@ -28,7 +29,7 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
         enqueue_timeout: Duration::from_millis(2000),
         max_batch: 256,
         writer_capacity: 10_000,
-        queue_limit: voteswarm::config::DEFAULT_QUEUE_LIMIT,
+        queue_limit: voteswarm::capture::settings::DEFAULT_QUEUE_LIMIT,
         http_workers: 2,
     }
 }
