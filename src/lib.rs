@@ -21,9 +21,16 @@
 //!    own), decodes them with [`stream`] and [`vote`], and commits them
 //!    with [`db`].
 //!
-//! Shared by every binary: [`config`] (typed settings from flags and
-//! environment variables, secrets from `*_FILE`), [`metrics`] (per-node
-//! Prometheus registries), [`headers`] (the pages' security headers).
+//! Each role's settings (flags, environment variables, validation) are in
+//! its own `settings` module: [`capture::settings`], [`worker::settings`],
+//! [`results::settings`]. Shared by every binary: [`config`] (what those
+//! share: secrets from `*_FILE`, the Redis and PostgreSQL logins),
+//! [`endpoints`] (where the queues are), [`metrics`] (per-node Prometheus
+//! registries), [`headers`] (the pages' security headers).
+//!
+//! The tools, behind the default-on `tools` feature so the nodes link none
+//! of their crates: `loadgen` (simulated voters and the count's check) and
+//! `cluster` (the whole topology on one machine).
 //!
 //! Each binary in `src/bin/` only parses its settings and calls the role's
 //! `build`/`run_until_stopped` here, so tests start the very same node
