@@ -63,19 +63,16 @@ pub fn secret_from(
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, so a
-/// password with `@`, `:` or `/` in it cannot change what a URL means.
+/// Everything but RFC 3986's unreserved characters is percent-encoded, so
+/// a password with `@`, `:` or `/` in it cannot change what a URL means.
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, USERINFO).to_string()
 }
 
 /// Puts a user and a password (read from a `*_PASSWORD_FILE` secret) into a
