@@ -7,7 +7,36 @@ use std::net::ToSocketAddrs;
 
 use url::Url;
 
-use crate::config::{with_credentials, ConfigError, RedisAuth};
+use crate::config::{with_credentials, ConfigError, RedisAuth, RedisAuthArgs};
+
+/// Where the queues are and the role's Redis login, as flags and
+/// environment variables (worker and results).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub redis_auth: RedisAuthArgs,
+    /// The capture nodes' Redis queues, comma-separated (results: for the
+    /// backlog).
+    #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
+    pub redis_urls: Option<String>,
+    /// A DNS name resolving to every Redis queue (`host:port`, or
+    /// `redis://:password@host:port`), re-resolved every few seconds.
+    #[arg(long, env = "REDIS_DNS", hide_env_values = true)]
+    pub redis_dns: Option<String>,
+}
+
+impl QueueArgs {
+    /// Whether neither REDIS_URLS nor REDIS_DNS is given.
+    pub fn is_empty(&self) -> bool {
+        self.redis_urls.is_none() && self.redis_dns.is_none()
+    }
+
+    /// The queues, with the role's login in every URL.
+    pub fn resolve(self) -> Result<EndpointSource, ConfigError> {
+        EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?
+            .with_auth(self.redis_auth.resolve()?)
+    }
+}
 
 /// What to resolve, parsed once from the settings.
 #[derive(Clone, Debug, Default)]

@@ -4,8 +4,6 @@
 use clap::Parser;
 use voteswarm::capture::{Capture, CaptureArgs};
 
-voteswarm::use_mimalloc!();
-
 #[derive(Parser)]
 #[command(
     version,
@@ -29,3 +27,5 @@ async fn main() {
     voteswarm::or_exit("capture", 1, app.run_until_stopped().await);
     log::info!("capture node {node} stopped");
 }
+
+voteswarm::use_mimalloc!();

@@ -4,8 +4,6 @@
 use clap::Parser;
 use voteswarm::cluster::{self, ClusterCommand};
 
-voteswarm::use_mimalloc!();
-
 #[derive(Parser)]
 #[command(
     version,
@@ -52,3 +50,5 @@ fn main() {
         }
     }
 }
+
+voteswarm::use_mimalloc!();

@@ -5,8 +5,6 @@
 use clap::Parser;
 use voteswarm::loadgen::{self, LoadgenArgs};
 
-voteswarm::use_mimalloc!();
-
 #[derive(Parser)]
 #[command(
     version,
@@ -36,3 +34,5 @@ async fn main() {
     }
     std::process::exit(if report.passed() { 0 } else { 1 });
 }
+
+voteswarm::use_mimalloc!();

@@ -4,8 +4,6 @@
 use clap::Parser;
 use voteswarm::results::{Results, ResultsArgs};
 
-voteswarm::use_mimalloc!();
-
 #[derive(Parser)]
 #[command(
     version,
@@ -25,3 +23,5 @@ async fn main() {
     log::info!("results listening on {listen} (port {})", app.port());
     voteswarm::or_exit("results", 1, app.run_until_stopped().await);
 }
+
+voteswarm::use_mimalloc!();

@@ -4,8 +4,6 @@
 use clap::Parser;
 use voteswarm::worker::{Worker, WorkerArgs};
 
-voteswarm::use_mimalloc!();
-
 #[derive(Parser)]
 #[command(
     version,
@@ -33,3 +31,5 @@ async fn main() {
     worker.run_until_stopped().await;
     log::info!("worker {id} stopped");
 }
+
+voteswarm::use_mimalloc!();

@@ -434,6 +434,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts a tier's child that listens on loopback `port`.
+    fn spawn_local(
+        &mut self,
+        role: &'static str,
+        name: String,
+        port: u16,
+        spec: Spec,
+        layout: &Layout,
+    ) -> Result<(), ClusterError> {
+        let addr = format!("127.0.0.1:{port}");
+        self.spawn(Proc::new(role, name, addr, spec, &layout.logs))
+    }
+
     /// PostgreSQL. Our own: the tiers log in as their roles, and the
     /// schema is migrated here, as the migrator, before any worker starts,
     /// so no worker holds the migrator's password. One that `DATABASE_URL`
@@ -505,13 +518,7 @@ impl Cluster {
                 .arg("no")
                 .arg("--logfile")
                 .arg("");
-            self.spawn(Proc::new(
-                "redis",
-                format!("redis{i:02}"),
-                format!("127.0.0.1:{port}"),
-                spec,
-                &layout.logs,
-            ))?;
+            self.spawn_local("redis", format!("redis{i:02}"), port, spec, layout)?;
             ports.push(port);
         }
         for (i, &port) in ports.iter().enumerate() {
@@ -583,13 +590,7 @@ impl Cluster {
                 .env("HTTP_WORKERS", http_workers.to_string())
                 .env("COOKIE_KEY_FILE", layout.cookie_key.display().to_string());
             let spec = layout.redis_login(spec, secrets::RedisRole::Capture);
-            self.spawn(Proc::new(
-                "capture",
-                format!("capture{n:02}"),
-                format!("127.0.0.1:{port}"),
-                spec,
-                &layout.logs,
-            ))?;
+            self.spawn_local("capture", format!("capture{n:02}"), port, spec, layout)?;
             ports.push(port);
         }
         for (i, &port) in ports.iter().enumerate() {
@@ -614,13 +615,7 @@ impl Cluster {
             database.login(spec, postgres::PgRole::Results),
             secrets::RedisRole::Results,
         );
-        self.spawn(Proc::new(
-            "results",
-            "results".into(),
-            format!("127.0.0.1:{port}"),
-            spec,
-            &layout.logs,
-        ))?;
+        self.spawn_local("results", "results".into(), port, spec, layout)?;
         self.wait_http("results", port, "/readyz")?;
         Ok(port)
     }

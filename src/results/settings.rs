@@ -3,8 +3,8 @@
 
 use clap::Args;
 
-use crate::config::{ConfigError, DatabaseArgs, RedisAuthArgs, Secret};
-use crate::endpoints::EndpointSource;
+use crate::config::{ConfigError, DatabaseArgs, Secret};
+use crate::endpoints::{EndpointSource, QueueArgs};
 
 use super::DEFAULT_MAX_STREAMS;
 
@@ -16,14 +16,7 @@ pub struct ResultsArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
-    pub redis_auth: RedisAuthArgs,
-    /// The capture nodes' Redis queues, comma-separated (for the backlog).
-    #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
-    pub redis_urls: Option<String>,
-    /// A DNS name resolving to every Redis queue (`host:port`, or
-    /// `redis://:password@host:port`).
-    #[arg(long, env = "REDIS_DNS", hide_env_values = true)]
-    pub redis_dns: Option<String>,
+    pub queues: QueueArgs,
     /// Label of option `a`.
     #[arg(long, env = "OPTION_A", default_value = "Cats")]
     pub option_a: String,
@@ -54,9 +47,7 @@ pub struct ResultsSettings {
 impl ResultsArgs {
     pub fn into_settings(self) -> Result<ResultsSettings, ConfigError> {
         let database_url = self.database.resolve()?;
-        let endpoints =
-            EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?
-                .with_auth(self.redis_auth.resolve()?)?;
+        let endpoints = self.queues.resolve()?;
         Ok(ResultsSettings {
             listen: self.listen,
             database_url,

@@ -7,10 +7,9 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::{
-    database_url_from, host_name, nonempty, ConfigError, DatabaseArgs, RedisAuthArgs, Secret,
-    VoteChanges,
+    database_url_from, host_name, nonempty, ConfigError, DatabaseArgs, Secret, VoteChanges,
 };
-use crate::endpoints::EndpointSource;
+use crate::endpoints::{EndpointSource, QueueArgs};
 
 /// Settings of a `worker`, as flags and environment variables.
 #[derive(Args, Debug, Clone)]
@@ -28,14 +27,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "MIGRATE_DATABASE_PASSWORD_FILE")]
     pub migrate_database_password_file: Option<PathBuf>,
     #[command(flatten)]
-    pub redis_auth: RedisAuthArgs,
-    /// The capture nodes' Redis queues, comma-separated.
-    #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
-    pub redis_urls: Option<String>,
-    /// A DNS name resolving to every Redis queue (`host:port`, or
-    /// `redis://:password@host:port`), re-resolved every few seconds.
-    #[arg(long, env = "REDIS_DNS", hide_env_values = true)]
-    pub redis_dns: Option<String>,
+    pub queues: QueueArgs,
     /// The Redis Stream holding the votes.
     #[arg(long, env = "STREAM_KEY", default_value = "votes")]
     pub stream_key: String,
@@ -104,13 +96,11 @@ impl WorkerArgs {
         )?
         .unwrap_or_else(|| database_url.clone());
         // A one-off migration job talks to no queue.
-        let endpoints =
-            if self.migrate_only && self.redis_urls.is_none() && self.redis_dns.is_none() {
-                EndpointSource::default()
-            } else {
-                EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?
-                    .with_auth(self.redis_auth.resolve()?)?
-            };
+        let endpoints = if self.migrate_only && self.queues.is_empty() {
+            EndpointSource::default()
+        } else {
+            self.queues.resolve()?
+        };
         nonempty("STREAM_KEY", &self.stream_key)?;
         if self.batch_size == 0 || self.batch_size > 100_000 {
             return Err(ConfigError("BATCH_SIZE must be 1 to 100000".into()));
