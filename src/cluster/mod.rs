@@ -871,7 +871,7 @@ fn stable_port(file: &Path) -> Result<u16, ClusterError> {
         }
     }
     let p = free_port()?;
-    std::fs::write(file, p.to_string()).map_err(ClusterError::io("write", &file))?;
+    std::fs::write(file, p.to_string()).map_err(ClusterError::io("write", file))?;
     Ok(p)
 }
 

@@ -28,7 +28,7 @@ pub fn ensure(dir: &Path, name: &str) -> Result<String, ClusterError> {
             return Ok(pw.to_owned());
         }
     }
-    std::fs::create_dir_all(dir).map_err(ClusterError::io("create", &dir))?;
+    std::fs::create_dir_all(dir).map_err(ClusterError::io("create", dir))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let bytes: [u8; PASSWORD_BYTES] = rand::random();
@@ -142,7 +142,7 @@ impl RedisPasswords {
             .mode(0o600)
             .open(path)
             .and_then(|mut f| f.write_all(self.acl(stream).as_bytes()))
-            .map_err(ClusterError::io("write", &path))
+            .map_err(ClusterError::io("write", path))
     }
 
     /// `redis://user:password@127.0.0.1:port` for `role`.
