@@ -923,15 +923,7 @@ fn ensure_cookie_key(dir: &Path) -> Result<PathBuf, ClusterError> {
             .take(64)
             .map(char::from)
             .collect();
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(key.as_bytes()))
-            .map_err(ClusterError::io("write", &path))?;
+        secrets::write_private(&path, &key, true)?;
     }
     Ok(path)
 }
