@@ -20,26 +20,14 @@ const TOOLS_ONLY: &[&str] = &[
 
 fn crates_in_tree(features: &[&str]) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let args = "tree --locked --offline -e normal --prefix none --format {p} -p voteswarm";
     let out = Command::new(cargo)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "tree",
-            "--locked",
-            "--offline",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .args(["--format", "{p}", "-p", "voteswarm"])
-        .args(features)
+        .args(args.split(' ').chain(features.iter().copied()))
         .output()
         .expect("cargo tree runs");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cargo tree failed: {err}");
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
