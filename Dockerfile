@@ -44,9 +44,13 @@ COPY swarm ./swarm
 COPY docker/redis-entrypoint.sh docker/postgres-roles.sh ./docker/
 # The cache mounts keep the crates and the build between image builds; the
 # binaries are copied out of the cache mount into /out for the next stage.
+# The nodes first, without the `tools` feature, so capture, worker and
+# results link none of the tools' crates; then the two tools, which leaves
+# the nodes' binaries as they are.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/build/target \
-    cargo build --release --locked --bins \
+    cargo build --release --locked --no-default-features --bins \
+ && cargo build --release --locked --bin loadgen --bin cluster \
  && mkdir -p /out \
  && cp target/release/capture target/release/worker target/release/results \
        target/release/loadgen target/release/cluster /out/

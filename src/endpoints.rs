@@ -5,14 +5,94 @@
 
 use std::net::ToSocketAddrs;
 
-use crate::config::ConfigError;
+use url::Url;
+
+use crate::config::{with_credentials, ConfigError, RedisAuth, RedisAuthArgs};
+
+/// Where the queues are and the role's Redis login, as flags and
+/// environment variables (worker and results).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub redis_auth: RedisAuthArgs,
+    /// The capture nodes' Redis queues, comma-separated (results: for the
+    /// backlog).
+    #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
+    pub redis_urls: Option<String>,
+    /// A DNS name resolving to every Redis queue (`host:port`, or
+    /// `redis://:password@host:port`), re-resolved every few seconds.
+    #[arg(long, env = "REDIS_DNS", hide_env_values = true)]
+    pub redis_dns: Option<String>,
+}
+
+impl QueueArgs {
+    /// Whether neither REDIS_URLS nor REDIS_DNS is given.
+    pub fn is_empty(&self) -> bool {
+        self.redis_urls.is_none() && self.redis_dns.is_none()
+    }
+
+    /// The queues, with the role's login in every URL.
+    pub fn resolve(self) -> Result<EndpointSource, ConfigError> {
+        EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?
+            .with_auth(self.redis_auth.resolve()?)
+    }
+}
 
 /// What to resolve, parsed once from the settings.
 #[derive(Clone, Debug, Default)]
 pub struct EndpointSource {
     pub urls: Vec<String>,
-    /// `(scheme_and_auth, host, port)`: `redis://:pw@` + resolved address.
-    pub dns: Option<(String, String, u16)>,
+    pub dns: Option<DnsName>,
+}
+
+/// `REDIS_DNS`: a name to resolve to every queue's address, and the URL
+/// (scheme, user, password) each resolved address goes into.
+#[derive(Clone, Debug)]
+pub struct DnsName {
+    /// The URL as given, without a path; its host and port are replaced by
+    /// each resolved address.
+    url: Url,
+    pub host: String,
+    pub port: u16,
+}
+
+impl DnsName {
+    /// `host:port` or `redis://[user][:password@]host:port`.
+    fn parse(given: &str) -> Result<DnsName, ConfigError> {
+        let must_be = || ConfigError(format!("REDIS_DNS must be host:port, got {given:?}"));
+        let text = if given.contains("://") {
+            given.to_owned()
+        } else {
+            format!("redis://{given}")
+        };
+        let mut url = Url::parse(&text).map_err(|e| match e {
+            url::ParseError::InvalidPort => {
+                ConfigError(format!("REDIS_DNS: bad port in {given:?}"))
+            }
+            url::ParseError::EmptyHost => ConfigError(format!("REDIS_DNS: no host in {given:?}")),
+            _ => must_be(),
+        })?;
+        // A path (a database number, say) was never part of the contract.
+        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+            return Err(must_be());
+        }
+        let host = match url.host_str() {
+            Some("") | None => return Err(ConfigError(format!("REDIS_DNS: no host in {given:?}"))),
+            Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        };
+        let port = url.port().ok_or_else(must_be)?;
+        url.set_path("");
+        Ok(DnsName { url, host, port })
+    }
+
+    /// The URL of one resolved address.
+    fn url_of(&self, addr: std::net::SocketAddr) -> String {
+        let mut url = self.url.clone();
+        // Infallible: the URL has a host (checked in `parse`).
+        let _ = url.set_ip_host(addr.ip());
+        let _ = url.set_port(Some(addr.port()));
+        url.into()
+    }
 }
 
 impl EndpointSource {
@@ -30,32 +110,11 @@ impl EndpointSource {
             redis::Client::open(u.as_str())
                 .map_err(|e| ConfigError(format!("REDIS_URLS: {u:?} is not a Redis URL: {e}")))?;
         }
-        let dns = match dns.map(str::trim).filter(|d| !d.is_empty()) {
-            None => None,
-            Some(d) => {
-                let (prefix, hostport) = match d.find("://") {
-                    Some(i) => {
-                        let rest = &d[i + 3..];
-                        match rest.rfind('@') {
-                            Some(at) => (d[..i + 3 + at + 1].to_owned(), &rest[at + 1..]),
-                            None => (d[..i + 3].to_owned(), rest),
-                        }
-                    }
-                    None => ("redis://".to_owned(), d),
-                };
-                let hostport = hostport.trim_end_matches('/');
-                let (host, port) = hostport.rsplit_once(':').ok_or_else(|| {
-                    ConfigError(format!("REDIS_DNS must be host:port, got {d:?}"))
-                })?;
-                let port: u16 = port
-                    .parse()
-                    .map_err(|_| ConfigError(format!("REDIS_DNS: bad port in {d:?}")))?;
-                if host.is_empty() {
-                    return Err(ConfigError(format!("REDIS_DNS: no host in {d:?}")));
-                }
-                Some((prefix, host.to_owned(), port))
-            }
-        };
+        let dns = dns
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(DnsName::parse)
+            .transpose()?;
         if urls.is_empty() && dns.is_none() {
             return Err(ConfigError(
                 "REDIS_URLS or REDIS_DNS is required: where the capture nodes' Redis queues are"
@@ -66,28 +125,19 @@ impl EndpointSource {
     }
 
     /// Puts the role's Redis user and password into every URL and into the
-    /// DNS name's prefix (`REDIS_USER`, `REDIS_PASSWORD_FILE`).
-    pub fn with_auth(
-        mut self,
-        auth: Option<crate::config::RedisAuth>,
-    ) -> Result<Self, ConfigError> {
+    /// DNS name's URL (`REDIS_USER`, `REDIS_PASSWORD_FILE`).
+    pub fn with_auth(mut self, auth: Option<RedisAuth>) -> Result<Self, ConfigError> {
         let Some(auth) = auth else {
             return Ok(self);
         };
         let (user, pw) = (auth.user.as_deref(), &auth.password);
         for u in &mut self.urls {
-            *u = crate::config::with_credentials("REDIS_URLS", u, user, pw.expose())?;
+            *u = with_credentials("REDIS_URLS", u, user, pw.expose())?;
         }
-        if let Some((prefix, _, _)) = &mut self.dns {
-            // The prefix ends where the resolved address goes: give the
-            // helper a stand-in host and take it off again.
-            let full = crate::config::with_credentials(
-                "REDIS_DNS",
-                &format!("{prefix}h"),
-                user,
-                pw.expose(),
-            )?;
-            *prefix = full[..full.len() - 1].to_owned();
+        if let Some(dns) = &mut self.dns {
+            let with = with_credentials("REDIS_DNS", dns.url.as_str(), user, pw.expose())?;
+            dns.url = Url::parse(&with)
+                .map_err(|e| ConfigError(format!("REDIS_DNS with its password: {e}")))?;
         }
         Ok(self)
     }
@@ -98,15 +148,9 @@ impl EndpointSource {
     /// come and go.
     pub fn resolve(&self) -> Vec<String> {
         let mut all = self.urls.clone();
-        if let Some((prefix, host, port)) = &self.dns {
-            if let Ok(addrs) = (host.as_str(), *port).to_socket_addrs() {
-                for a in addrs {
-                    let host = match a {
-                        std::net::SocketAddr::V4(v4) => v4.ip().to_string(),
-                        std::net::SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
-                    };
-                    all.push(format!("{prefix}{host}:{}", a.port()));
-                }
+        if let Some(dns) = &self.dns {
+            if let Ok(addrs) = (dns.host.as_str(), dns.port).to_socket_addrs() {
+                all.extend(addrs.map(|a| dns.url_of(a)));
             }
         }
         all.sort();
@@ -204,5 +248,21 @@ mod tests {
         assert!(e.contains("REDIS_URLS or REDIS_DNS"), "{e}");
         assert!(EndpointSource::parse(None, Some("nohostport")).is_err());
         assert!(EndpointSource::parse(Some("http://x"), None).is_err());
+        for (dns, says) in [
+            ("h:port", "REDIS_DNS: bad port in \"h:port\""),
+            ("redis://:pw@:7000", "REDIS_DNS: no host in"),
+            ("h:1/0", "REDIS_DNS must be host:port"),
+        ] {
+            let e = EndpointSource::parse(None, Some(dns))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(says), "{dns}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_dns_name_s_v6_addresses_go_in_brackets() {
+        let src = EndpointSource::parse(None, Some("redis://:pw@[::1]:7002/")).unwrap();
+        assert_eq!(src.resolve(), ["redis://:pw@[::1]:7002"]);
     }
 }

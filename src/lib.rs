@@ -29,30 +29,48 @@
 //!    totals there too), retrying as [`retry`] paces every retry in the
 //!    tree.
 //!
-//! Shared by every binary: [`config`] (typed settings from flags and
-//! environment variables, secrets from `*_FILE`), [`metrics`] (per-node
-//! Prometheus registries), [`headers`] (the pages' security headers).
+//! Each role's settings (flags, environment variables, validation) are in
+//! its own `settings` module: [`capture::settings`], [`worker::settings`],
+//! [`results::settings`]. Shared by every binary: [`config`] (what those
+//! share: secrets from `*_FILE`, the Redis and PostgreSQL logins),
+//! [`endpoints`] (where the queues are), [`metrics`] (per-node Prometheus
+//! registries), [`headers`] (the pages' security headers).
+//!
+//! The tools, behind the default-on `tools` feature so the nodes link none
+//! of their crates: `loadgen` (simulated voters and the count's check) and
+//! `cluster` (the whole topology on one machine).
 //!
 //! Each binary in `src/bin/` only parses its settings and calls the role's
 //! `build`/`run_until_stopped` here, so tests start the very same node
 //! in-process on port 0.
 
-/// mimalloc for every binary and test: glibc's malloc and free were about
-/// a fifth of loadgen's CPU and a seventh of capture's under load (perf),
-/// much of it in `malloc_consolidate` and arena locking between threads.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Makes mimalloc the global allocator of the binary that invokes it (each
+/// of `src/bin/*`): glibc's malloc and free were about a fifth of loadgen's
+/// CPU and a seventh of capture's under load (perf), much of it in
+/// `malloc_consolidate` and arena locking between threads. A library that
+/// sets the allocator takes the choice away from everything linking it.
+#[macro_export]
+macro_rules! use_mimalloc {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::mimalloc::MiMalloc = $crate::mimalloc::MiMalloc;
+    };
+}
+#[doc(hidden)]
+pub use mimalloc;
 
 pub mod actors;
 pub mod assets;
 pub mod capture;
 pub mod clock;
+#[cfg(feature = "tools")]
 pub mod cluster;
 pub mod config;
 pub mod cookie;
 pub mod db;
 pub mod endpoints;
 pub mod headers;
+#[cfg(feature = "tools")]
 pub mod loadgen;
 pub mod metrics;
 pub mod queue;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use common::capture_node::{self, assert_pow_votes, post_with, spawn_on, test_key};
 use common::{spawn_capture, RedisServer};
 use futures_util::StreamExt;
+use voteswarm::capture::settings::CaptureSettings;
 use voteswarm::clock;
-use voteswarm::config::{CaptureSettings, VoteChanges};
+use voteswarm::config::VoteChanges;
 use voteswarm::cookie::VoterCookie;
 use voteswarm::vote::{Id128, VoteOption};
 
@@ -185,8 +186,10 @@ async fn a_forged_cookie_is_a_new_voter() {
         voter: victim,
         last: Some((clock::now_micros(), VoteOption::A)),
     };
-    let other_key =
-        voteswarm::config::cookie_key_from("another-cookie-key-for-forgeries-0123456789").unwrap();
+    let other_key = voteswarm::capture::settings::cookie_key_from(
+        "another-cookie-key-for-forgeries-0123456789",
+    )
+    .unwrap();
     let good = forged.encode(&test_key());
     let garbage = [
         forged.encode(other_key.expose()),
@@ -720,7 +723,7 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     let old_cookie = old.encode(&test_key());
     let new_key = "rotated-cookie-key-0123456789-abcdefghijklmnop";
     let node = spawn_on(&redis, |s| {
-        s.cookie_key = voteswarm::config::cookie_key_from(new_key).unwrap();
+        s.cookie_key = voteswarm::capture::settings::cookie_key_from(new_key).unwrap();
         s.cookie_keys_previous = voteswarm::config::Secret::new(vec![test_key()]);
         s.min_change_interval = Duration::from_secs(60);
     });
@@ -730,7 +733,7 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     assert_eq!(again.status, 202);
     assert_eq!(again.json()["voter"], old.voter.to_string());
     let resealed = again.cookie.unwrap();
-    let new = voteswarm::config::cookie_key_from(new_key).unwrap();
+    let new = voteswarm::capture::settings::cookie_key_from(new_key).unwrap();
     assert_eq!(
         VoterCookie::decode(new.expose(), &resealed).map(|c| c.voter),
         Some(old.voter)

@@ -151,5 +151,5 @@ fn the_compose_demo_publishes_on_loopback_only_by_default() {
         "/compose/secrets/cookie_key"
     ))
     .unwrap();
-    assert!(key.contains(voteswarm::config::DEMO_KEY_MARKER));
+    assert!(key.contains(voteswarm::capture::settings::DEMO_KEY_MARKER));
 }

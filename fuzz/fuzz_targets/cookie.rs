@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use voteswarm::cookie::VoterCookie;
 
 fuzz_target!(|data: &[u8]| {
-    let key = voteswarm::config::cookie_key_from("fuzz-key-fuzz-key-fuzz-key-fuzz-key!")
+    let key = voteswarm::capture::settings::cookie_key_from("fuzz-key-fuzz-key-fuzz-key-fuzz-key!")
         .expect("a long key");
     let Ok(text) = std::str::from_utf8(data) else {
         return;

@@ -2,8 +2,7 @@
 //! See `voteswarm::capture` and `docs/ARCHITECTURE.md`.
 
 use clap::Parser;
-use voteswarm::capture::Capture;
-use voteswarm::config::CaptureArgs;
+use voteswarm::capture::{Capture, CaptureArgs};
 
 #[derive(Parser)]
 #[command(
@@ -28,3 +27,5 @@ async fn main() {
     voteswarm::or_exit("capture", 1, app.run_until_stopped().await);
     log::info!("capture node {node} stopped");
 }
+
+voteswarm::use_mimalloc!();

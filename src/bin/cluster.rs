@@ -50,3 +50,5 @@ fn main() {
         }
     }
 }
+
+voteswarm::use_mimalloc!();

@@ -42,3 +42,5 @@ async fn main() {
     }
     std::process::exit(if report.passed() { 0 } else { 1 });
 }
+
+voteswarm::use_mimalloc!();

@@ -23,3 +23,5 @@ async fn main() {
     log::info!("results listening on {listen} (port {})", app.port());
     voteswarm::or_exit("results", 1, app.run_until_stopped().await);
 }
+
+voteswarm::use_mimalloc!();

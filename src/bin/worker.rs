@@ -2,8 +2,7 @@
 //! See `voteswarm::worker` and `docs/ARCHITECTURE.md`.
 
 use clap::Parser;
-use voteswarm::config::WorkerArgs;
-use voteswarm::worker::Worker;
+use voteswarm::worker::{Worker, WorkerArgs};
 
 #[derive(Parser)]
 #[command(
@@ -32,3 +31,5 @@ async fn main() {
     worker.run_until_stopped().await;
     log::info!("worker {id} stopped");
 }
+
+voteswarm::use_mimalloc!();

@@ -20,6 +20,7 @@ mod extract;
 pub mod page;
 pub mod pow;
 pub mod recent;
+pub mod settings;
 mod take;
 
 use std::net::TcpListener;
@@ -35,7 +36,6 @@ use serde::Serialize;
 
 use crate::actors::queue_writer::{EnqueueError, Ping, QueueWriter};
 use crate::clock;
-use crate::config::CaptureSettings;
 use crate::cookie::{CookieSealer, VoterCookie};
 use crate::metrics::{self, CaptureMetrics};
 use crate::vote::VoteOption;
@@ -44,6 +44,7 @@ pub use extract::{parse_form, parse_json};
 use extract::{Ballot, Form, Json, VoteFormat, Voter};
 use pow::Pow;
 use recent::Recent;
+pub use settings::{CaptureArgs, CaptureSettings};
 pub use take::check_idempotency_key;
 use take::{take_vote, Accepted};
 

@@ -75,7 +75,7 @@ pub fn render(template: &str, local: &Local) -> Result<String, ClusterError> {
         out.push('\n');
     }
     if let Some(open) = skipping {
-        return Err(ClusterError(format!(
+        return Err(ClusterError::new(format!(
             "haproxy.cfg: `# BEGIN {open}` has no `# END {open}`"
         )));
     }

@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::Rng;
+
 use procs::{Proc, Spec};
 
 /// The Redis settings every deployment uses; only addresses are added.
@@ -51,35 +53,50 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the supervisor looks at its children.
 const TEND_INTERVAL: Duration = Duration::from_millis(200);
 
-#[derive(Debug)]
-pub struct ClusterError(pub String);
+/// Why the cluster could not start or stop: one line for its operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A program the cluster runs is not installed.
+    #[error("`{program}` not found: install it with `apt-get install {package}` (or run `make demo`, which does)")]
+    Missing { program: String, package: String },
+    /// A file or directory of the data dir could not be made.
+    #[error("cannot {doing} {}: {source}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Anything else, said in full.
+    #[error("{0}")]
+    Other(String),
+}
 
 impl ClusterError {
     pub fn new(s: impl Into<String>) -> Self {
-        ClusterError(s.into())
+        ClusterError::Other(s.into())
+    }
+
+    /// For `map_err`: `doing` ("write", "create") `path` failed.
+    pub fn io(doing: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError {
+        let path = path.to_path_buf();
+        move |source| ClusterError::Io {
+            doing,
+            path,
+            source,
+        }
     }
 }
-
-impl std::fmt::Display for ClusterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ClusterError {}
 
 pub fn missing(program: &str, package: &str) -> ClusterError {
-    ClusterError(format!(
-        "`{program}` not found: install it with `apt-get install {package}` (or run `make demo`, which does)"
-    ))
+    ClusterError::Missing {
+        program: program.to_owned(),
+        package: package.to_owned(),
+    }
 }
 
+/// `name` as the shell would find it on `PATH`.
 pub fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
+    which::which(name).ok()
 }
 
 fn require(program: &str, package: &str) -> Result<PathBuf, ClusterError> {
@@ -101,7 +118,7 @@ fn sibling(name: &str) -> Result<PathBuf, ClusterError> {
     if p.is_file() {
         Ok(p)
     } else {
-        Err(ClusterError(format!(
+        Err(ClusterError::new(format!(
             "`{name}` not found beside cluster in {}: build it with `cargo build --release --bins`",
             dir.display()
         )))
@@ -112,7 +129,32 @@ fn free_port() -> Result<u16, ClusterError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| ClusterError(format!("no free port: {e}")))
+        .map_err(|e| ClusterError::new(format!("no free port: {e}")))
+}
+
+/// `REDIS_URLS` for the tiers that read every queue.
+fn queue_urls(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Before the ports: an earlier run still alive is why they are taken.
+fn check_public_ports(t: &TopologyArgs) -> Result<(), ClusterError> {
+    if let Some(d) = &t.data_dir {
+        refuse_if_in_use(d)?;
+    }
+    for port in [t.port, t.results_port, t.tls_port, t.results_tls_port] {
+        if TcpListener::bind((t.bind.as_str(), port)).is_err() {
+            return Err(ClusterError::new(format!(
+                "port {port} on {} is taken: stop what uses it or choose another --port/--results-port/--tls-port/--results-tls-port",
+                t.bind
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -220,32 +262,115 @@ const STOP_ORDER: [&str; 6] = [
     "haproxy", "capture", "worker", "results", "redis", "postgres",
 ];
 
+/// The programs a cluster runs: found before anything starts, so a
+/// missing one is the first and only error.
+struct Programs {
+    redis_server: PathBuf,
+    haproxy: PathBuf,
+    capture: PathBuf,
+    worker: PathBuf,
+    results: PathBuf,
+}
+
+impl Programs {
+    fn find() -> Result<Programs, ClusterError> {
+        let redis_server = require("redis-server", "redis-server")?;
+        let haproxy = require("haproxy", "haproxy")?;
+        require("setpriv", "util-linux")?;
+        Ok(Programs {
+            redis_server,
+            haproxy,
+            capture: sibling("capture")?,
+            worker: sibling("worker")?,
+            results: sibling("results")?,
+        })
+    }
+}
+
+/// The PostgreSQL the tiers use.
+enum TierDatabase {
+    /// Our own, on `port`: each tier logs in as its own role.
+    Own {
+        port: u16,
+        passwords: postgres::PgPasswords,
+    },
+    /// The one `DATABASE_URL` names: every tier uses it as given.
+    Given(String),
+}
+
+/// What the tiers are started from: the data directory's files and the
+/// roles' logins, made once by [`Cluster::prepare`].
+struct Layout {
+    logs: PathBuf,
+    redis_conf: PathBuf,
+    redis_acl: PathBuf,
+    secrets: PathBuf,
+    cookie_key: PathBuf,
+    redis_passwords: secrets::RedisPasswords,
+}
+
+impl Layout {
+    /// A tier's Redis login: its ACL user and password file.
+    fn redis_login(&self, spec: Spec, role: secrets::RedisRole) -> Spec {
+        spec.env("REDIS_USER", role.user()).env(
+            "REDIS_PASSWORD_FILE",
+            self.redis_passwords.file(role).display().to_string(),
+        )
+    }
+}
+
+impl TierDatabase {
+    /// A tier's database login: DATABASE_URL without a password and the
+    /// role's password file, or the given URL.
+    fn login(&self, spec: Spec, role: postgres::PgRole) -> Spec {
+        match self {
+            TierDatabase::Own { port, passwords } => spec
+                .env(
+                    "DATABASE_URL",
+                    format!(
+                        "postgres://{}@127.0.0.1:{port}/{}",
+                        role.user(),
+                        postgres::DATABASE
+                    ),
+                )
+                .env(
+                    "DATABASE_PASSWORD_FILE",
+                    passwords.file(role).display().to_string(),
+                ),
+            TierDatabase::Given(url) => spec.env("DATABASE_URL", url.clone()),
+        }
+    }
+}
+
+fn mkdir(p: &Path) -> Result<(), ClusterError> {
+    std::fs::create_dir_all(p).map_err(ClusterError::io("create", p))
+}
+
 impl Cluster {
+    /// Starts every tier, back to front, each ready before the next that
+    /// needs it: PostgreSQL (migrated), the Redis queues, the workers, the
+    /// capture nodes, results, HAProxy.
     pub fn start(t: &TopologyArgs) -> Result<Cluster, ClusterError> {
         if t.capture == 0 || t.workers == 0 {
             return Err(ClusterError::new(
                 "--capture and --workers must be at least 1",
             ));
         }
-        let redis_server = require("redis-server", "redis-server")?;
-        let haproxy_bin = require("haproxy", "haproxy")?;
-        require("setpriv", "util-linux")?;
-        let capture_bin = sibling("capture")?;
-        let worker_bin = sibling("worker")?;
-        let results_bin = sibling("results")?;
-        // Before the ports: an earlier run still alive is why they are taken.
-        if let Some(d) = &t.data_dir {
-            refuse_if_in_use(d)?;
-        }
-        for port in [t.port, t.results_port, t.tls_port, t.results_tls_port] {
-            if TcpListener::bind((t.bind.as_str(), port)).is_err() {
-                return Err(ClusterError(format!(
-                    "port {port} on {} is taken: stop what uses it or choose another --port/--results-port/--tls-port/--results-tls-port",
-                    t.bind
-                )));
-            }
-        }
+        let programs = Programs::find()?;
+        check_public_ports(t)?;
+        let (mut cluster, layout) = Cluster::prepare(t)?;
+        let database = cluster.start_postgres(t, &layout)?;
+        let queue_ports = cluster.start_queues(t, &programs, &layout)?;
+        cluster.start_workers(t, &programs, &layout, &database, &queue_ports)?;
+        let capture_ports = cluster.start_capture(t, &programs, &layout, &queue_ports)?;
+        let results_port = cluster.start_results(&programs, &layout, &database, &queue_ports)?;
+        cluster.start_edge(t, &programs, &layout, &capture_ports, results_port)?;
+        Ok(cluster)
+    }
 
+    /// The data directory (given, or a temporary one) with its logs, run
+    /// files, cookie key, certificates, Redis settings and passwords.
+    fn prepare(t: &TopologyArgs) -> Result<(Cluster, Layout), ClusterError> {
         let (data_dir, temp) = match &t.data_dir {
             Some(d) => (d.clone(), None),
             None => {
@@ -253,19 +378,15 @@ impl Cluster {
                     .prefix("voteswarm-cluster-")
                     .tempdir()
                     .map_err(|e| {
-                        ClusterError(format!("cannot create a temporary data dir: {e}"))
+                        ClusterError::new(format!("cannot create a temporary data dir: {e}"))
                     })?;
                 (tmp.path().to_path_buf(), Some(tmp))
             }
         };
-        let mkdir = |p: &Path| {
-            std::fs::create_dir_all(p)
-                .map_err(|e| ClusterError(format!("cannot create {}: {e}", p.display())))
-        };
         mkdir(&data_dir)?;
         let data_dir = data_dir
             .canonicalize()
-            .map_err(|e| ClusterError(format!("{}: {e}", data_dir.display())))?;
+            .map_err(|e| ClusterError::new(format!("{}: {e}", data_dir.display())))?;
         // The PostgreSQL user must be able to reach its directory inside.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755));
@@ -274,14 +395,17 @@ impl Cluster {
         let run = data_dir.join("run");
         mkdir(&run)?;
         let _ = std::fs::write(run.join("cluster.pid"), std::process::id().to_string());
-        let key_file = ensure_cookie_key(&data_dir)?;
+        let cookie_key = ensure_cookie_key(&data_dir)?;
         let tls = tls::ensure(&data_dir)?;
         let redis_conf = data_dir.join("redis.conf");
-        std::fs::write(&redis_conf, REDIS_CONF)
-            .map_err(|e| ClusterError(format!("cannot write {}: {e}", redis_conf.display())))?;
-
-        let mut cluster = Cluster {
-            data_dir: data_dir.clone(),
+        std::fs::write(&redis_conf, REDIS_CONF).map_err(ClusterError::io("write", &redis_conf))?;
+        // Passwords of every role, made once per data dir (`secrets/`).
+        let secrets = data_dir.join("secrets");
+        let redis_passwords = secrets::RedisPasswords::ensure(&secrets)?;
+        let redis_acl = data_dir.join("redis-users.acl");
+        redis_passwords.write_acl(&redis_acl, crate::queue::DEFAULT_STREAM_KEY)?;
+        let cluster = Cluster {
+            data_dir,
             _temp: temp,
             database_url: String::new(),
             psql_url: "(DATABASE_URL as given)".into(),
@@ -292,85 +416,94 @@ impl Cluster {
             tls,
             procs: Vec::new(),
         };
-
-        // Passwords of every role, made once per data dir (`secrets/`).
-        let secrets_dir = data_dir.join("secrets");
-        let redis_pw = secrets::RedisPasswords::ensure(&secrets_dir)?;
-        let redis_acl = data_dir.join("redis-users.acl");
-        redis_pw.write_acl(&redis_acl, crate::queue::DEFAULT_STREAM_KEY)?;
-
-        // PostgreSQL. Our own: the tiers log in as their roles, and the
-        // schema is migrated here, as the migrator, before any worker
-        // starts, so no worker holds the migrator's password. One that
-        // `DATABASE_URL` names: every tier uses that URL, as the operator
-        // chose, and the first worker migrates.
-        let mut tier_db: Option<(u16, postgres::PgPasswords)> = None;
-        cluster.database_url = match &t.database_url {
-            Some(url) => url.clone(),
-            None => {
-                let port = stable_port(&data_dir.join("postgres.port"))?;
-                let pg_pw = postgres::PgPasswords::ensure(&secrets_dir)?;
-                let spec = postgres::prepare(&data_dir.join("postgres"), port, &pg_pw)?;
-                let mut p = Proc::new(
-                    "postgres",
-                    "postgres".into(),
-                    format!("127.0.0.1:{port}"),
-                    spec,
-                    &logs,
-                );
-                // SIGINT is PostgreSQL's fast shutdown: clients cut, data safe.
-                p.stop_signal = libc::SIGINT;
-                p.start().map_err(|e| ClusterError(e.to_string()))?;
-                cluster.procs.push(p);
-                postgres::wait_ready_and_create(port, &pg_pw)?;
-                let applied = crate::db::migrate(&pg_pw.url(postgres::PgRole::Migrator, port))
-                    .map_err(ClusterError)?;
-                if !applied.is_empty() {
-                    log::info!("applied migrations: {}", applied.join(", "));
-                }
-                let admin = pg_pw.url(postgres::PgRole::Superuser, port);
-                cluster.psql_url =
-                    psql_url(&data_dir, port, pg_pw.password(postgres::PgRole::Superuser))?;
-                tier_db = Some((port, pg_pw));
-                admin
-            }
+        let layout = Layout {
+            logs,
+            redis_conf,
+            redis_acl,
+            secrets,
+            cookie_key,
+            redis_passwords,
         };
-        // DATABASE_URL (without a password) and the password file of a
-        // role, for a tier's environment.
-        let given_url = cluster.database_url.clone();
-        let db_env = |spec: Spec, role: postgres::PgRole| -> Spec {
-            match &tier_db {
-                Some((port, pw)) => spec
-                    .env(
-                        "DATABASE_URL",
-                        format!(
-                            "postgres://{}@127.0.0.1:{port}/{}",
-                            role.user(),
-                            postgres::DATABASE
-                        ),
-                    )
-                    .env(
-                        "DATABASE_PASSWORD_FILE",
-                        pw.file(role).display().to_string(),
-                    ),
-                None => spec.env("DATABASE_URL", given_url.clone()),
-            }
-        };
-        let redis_env = |spec: Spec, role: secrets::RedisRole| -> Spec {
-            spec.env("REDIS_USER", role.user()).env(
-                "REDIS_PASSWORD_FILE",
-                redis_pw.file(role).display().to_string(),
-            )
-        };
+        Ok((cluster, layout))
+    }
 
-        // One Redis per capture node.
-        let mut redis_urls = Vec::new();
+    /// Starts a child and keeps it, for the supervisor and the stop.
+    fn spawn(&mut self, mut p: Proc) -> Result<(), ClusterError> {
+        p.start().map_err(|e| ClusterError::new(e.to_string()))?;
+        self.procs.push(p);
+        Ok(())
+    }
+
+    /// Starts a tier's child that listens on loopback `port`.
+    fn spawn_local(
+        &mut self,
+        role: &'static str,
+        name: String,
+        port: u16,
+        spec: Spec,
+        layout: &Layout,
+    ) -> Result<(), ClusterError> {
+        let addr = format!("127.0.0.1:{port}");
+        self.spawn(Proc::new(role, name, addr, spec, &layout.logs))
+    }
+
+    /// PostgreSQL. Our own: the tiers log in as their roles, and the
+    /// schema is migrated here, as the migrator, before any worker starts,
+    /// so no worker holds the migrator's password. One that `DATABASE_URL`
+    /// names: every tier uses that URL, as the operator chose, and the
+    /// first worker migrates.
+    fn start_postgres(
+        &mut self,
+        t: &TopologyArgs,
+        layout: &Layout,
+    ) -> Result<TierDatabase, ClusterError> {
+        if let Some(url) = &t.database_url {
+            self.database_url = url.clone();
+            return Ok(TierDatabase::Given(url.clone()));
+        }
+        let port = stable_port(&self.data_dir.join("postgres.port"))?;
+        let passwords = postgres::PgPasswords::ensure(&layout.secrets)?;
+        let spec = postgres::prepare(&self.data_dir.join("postgres"), port, &passwords)?;
+        let mut p = Proc::new(
+            "postgres",
+            "postgres".into(),
+            format!("127.0.0.1:{port}"),
+            spec,
+            &layout.logs,
+        );
+        // SIGINT is PostgreSQL's fast shutdown: clients cut, data safe.
+        p.stop_signal = libc::SIGINT;
+        self.spawn(p)?;
+        postgres::wait_ready_and_create(port, &passwords)?;
+        let applied = crate::db::migrate(&passwords.url(postgres::PgRole::Migrator, port))
+            .map_err(ClusterError::new)?;
+        if !applied.is_empty() {
+            log::info!("applied migrations: {}", applied.join(", "));
+        }
+        self.database_url = passwords.url(postgres::PgRole::Superuser, port);
+        self.psql_url = psql_url(
+            &self.data_dir,
+            port,
+            passwords.password(postgres::PgRole::Superuser),
+        )?;
+        Ok(TierDatabase::Own { port, passwords })
+    }
+
+    /// One Redis per capture node, each with its own append-only files;
+    /// returns their ports once all accept connections.
+    fn start_queues(
+        &mut self,
+        t: &TopologyArgs,
+        programs: &Programs,
+        layout: &Layout,
+    ) -> Result<Vec<u16>, ClusterError> {
+        let mut ports = Vec::new();
         for i in 1..=t.capture {
             let port = free_port()?;
-            let dir = data_dir.join(format!("redis{i:02}"));
+            let dir = self.data_dir.join(format!("redis{i:02}"));
             mkdir(&dir)?;
-            let spec = Spec::new(&redis_server)
-                .arg(redis_conf.display().to_string())
+            let spec = Spec::new(&programs.redis_server)
+                .arg(layout.redis_conf.display().to_string())
                 .arg("--port")
                 .arg(port.to_string())
                 .arg("--bind")
@@ -378,134 +511,141 @@ impl Cluster {
                 .arg("--dir")
                 .arg(dir.display().to_string())
                 .arg("--aclfile")
-                .arg(redis_acl.display().to_string())
+                .arg(layout.redis_acl.display().to_string())
                 .arg("--appendfsync")
                 .arg(t.appendfsync.clone())
                 .arg("--daemonize")
                 .arg("no")
                 .arg("--logfile")
                 .arg("");
-            let mut p = Proc::new(
-                "redis",
-                format!("redis{i:02}"),
-                format!("127.0.0.1:{port}"),
-                spec,
-                &logs,
-            );
-            p.start().map_err(|e| ClusterError(e.to_string()))?;
-            cluster.procs.push(p);
-            redis_urls.push(format!("redis://127.0.0.1:{port}"));
+            self.spawn_local("redis", format!("redis{i:02}"), port, spec, layout)?;
+            ports.push(port);
         }
-        for (i, url) in redis_urls.iter().enumerate() {
-            let port: u16 = url
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            cluster.wait_port(&format!("redis{:02}", i + 1), port)?;
+        for (i, &port) in ports.iter().enumerate() {
+            self.wait_port(&format!("redis{:02}", i + 1), port)?;
         }
+        Ok(ports)
+    }
 
-        // Workers; the first applies the migrations before the others start.
+    /// Workers draining every queue; the first applies the migrations
+    /// (when the database is given) before the others start.
+    fn start_workers(
+        &mut self,
+        t: &TopologyArgs,
+        programs: &Programs,
+        layout: &Layout,
+        database: &TierDatabase,
+        queue_ports: &[u16],
+    ) -> Result<(), ClusterError> {
         for i in 1..=t.workers {
             let port = free_port()?;
-            let mut spec = Spec::new(&worker_bin)
-                .env("REDIS_URLS", redis_urls.join(","))
+            let mut spec = Spec::new(&programs.worker)
+                .env("REDIS_URLS", queue_urls(queue_ports))
                 .env("WORKER_ID", format!("worker{i:02}"))
                 .env("METRICS_LISTEN", format!("127.0.0.1:{port}"));
-            spec = redis_env(
-                db_env(spec, postgres::PgRole::Worker),
+            spec = layout.redis_login(
+                database.login(spec, postgres::PgRole::Worker),
                 secrets::RedisRole::Worker,
             );
-            if i == 1 && tier_db.is_none() {
+            if i == 1 && matches!(database, TierDatabase::Given(_)) {
                 spec = spec.arg("--migrate");
             }
-            let mut p = Proc::new(
+            self.spawn(Proc::new(
                 "worker",
                 format!("worker{i:02}"),
                 format!("127.0.0.1:{port} (metrics)"),
                 spec,
-                &logs,
-            );
-            p.start().map_err(|e| ClusterError(e.to_string()))?;
-            cluster.procs.push(p);
+                &layout.logs,
+            ))?;
             if i == 1 {
-                cluster.wait_http(&format!("worker{i:02}"), port, "/readyz")?;
+                self.wait_http(&format!("worker{i:02}"), port, "/readyz")?;
             }
         }
+        Ok(())
+    }
 
-        // Capture nodes. They share this machine's cores, so each gets its
-        // share of HTTP threads rather than one per core: with 3 nodes on 2
-        // cores, 6 threads would each carry a third of the votes, in Redis
-        // pipelines a third as full, and wake each other up for it.
+    /// A capture node in front of each queue; returns their ports once all
+    /// are ready.
+    fn start_capture(
+        &mut self,
+        t: &TopologyArgs,
+        programs: &Programs,
+        layout: &Layout,
+        queue_ports: &[u16],
+    ) -> Result<Vec<u16>, ClusterError> {
+        // The nodes share this machine's cores, so each gets its share of
+        // HTTP threads rather than one per core: with 3 nodes on 2 cores, 6
+        // threads would each carry a third of the votes, in Redis pipelines
+        // a third as full, and wake each other up for it.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let http_workers = (cores / t.capture).max(1);
-        let mut capture_addrs = Vec::new();
-        for (i, redis_url) in redis_urls.iter().enumerate() {
+        let mut ports = Vec::new();
+        for (i, queue_port) in queue_ports.iter().enumerate() {
             let n = i + 1;
             let port = free_port()?;
-            let spec = Spec::new(&capture_bin)
+            let spec = Spec::new(&programs.capture)
                 .env("LISTEN", format!("127.0.0.1:{port}"))
-                .env("REDIS_URL", redis_url.clone())
+                .env("REDIS_URL", format!("redis://127.0.0.1:{queue_port}"))
                 .env("NODE_ID", format!("capture{n:02}"))
                 .env("HTTP_WORKERS", http_workers.to_string())
-                .env("COOKIE_KEY_FILE", key_file.display().to_string());
-            let spec = redis_env(spec, secrets::RedisRole::Capture);
-            let mut p = Proc::new(
-                "capture",
-                format!("capture{n:02}"),
-                format!("127.0.0.1:{port}"),
-                spec,
-                &logs,
-            );
-            p.start().map_err(|e| ClusterError(e.to_string()))?;
-            cluster.procs.push(p);
-            capture_addrs.push(format!("127.0.0.1:{port}"));
+                .env("COOKIE_KEY_FILE", layout.cookie_key.display().to_string());
+            let spec = layout.redis_login(spec, secrets::RedisRole::Capture);
+            self.spawn_local("capture", format!("capture{n:02}"), port, spec, layout)?;
+            ports.push(port);
         }
-        for (i, addr) in capture_addrs.iter().enumerate() {
-            let port: u16 = addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            cluster.wait_http(&format!("capture{:02}", i + 1), port, "/readyz")?;
+        for (i, &port) in ports.iter().enumerate() {
+            self.wait_http(&format!("capture{:02}", i + 1), port, "/readyz")?;
         }
+        Ok(ports)
+    }
 
-        // Results.
-        let results_port = free_port()?;
-        let spec = Spec::new(&results_bin)
-            .env("LISTEN", format!("127.0.0.1:{results_port}"))
-            .env("REDIS_URLS", redis_urls.join(","));
-        let spec = redis_env(
-            db_env(spec, postgres::PgRole::Results),
+    /// The results node; returns its port once ready.
+    fn start_results(
+        &mut self,
+        programs: &Programs,
+        layout: &Layout,
+        database: &TierDatabase,
+        queue_ports: &[u16],
+    ) -> Result<u16, ClusterError> {
+        let port = free_port()?;
+        let spec = Spec::new(&programs.results)
+            .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("REDIS_URLS", queue_urls(queue_ports));
+        let spec = layout.redis_login(
+            database.login(spec, postgres::PgRole::Results),
             secrets::RedisRole::Results,
         );
-        let mut p = Proc::new(
-            "results",
-            "results".into(),
-            format!("127.0.0.1:{results_port}"),
-            spec,
-            &logs,
-        );
-        p.start().map_err(|e| ClusterError(e.to_string()))?;
-        cluster.procs.push(p);
-        cluster.wait_http("results", results_port, "/readyz")?;
+        self.spawn_local("results", "results".into(), port, spec, layout)?;
+        self.wait_http("results", port, "/readyz")?;
+        Ok(port)
+    }
 
-        // HAProxy in front, with the shipped settings.
+    /// HAProxy in front, with the shipped settings, on the public ports.
+    fn start_edge(
+        &mut self,
+        t: &TopologyArgs,
+        programs: &Programs,
+        layout: &Layout,
+        capture_ports: &[u16],
+        results_port: u16,
+    ) -> Result<(), ClusterError> {
         let cfg = haproxy::render(
             HAPROXY_CFG,
             &haproxy::Local {
-                capture: capture_addrs,
+                capture: capture_ports
+                    .iter()
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .collect(),
                 results: format!("127.0.0.1:{results_port}"),
             },
         )?;
-        let cfg_path = data_dir.join("haproxy.cfg");
-        std::fs::write(&cfg_path, cfg)
-            .map_err(|e| ClusterError(format!("cannot write {}: {e}", cfg_path.display())))?;
+        let cfg_path = self.data_dir.join("haproxy.cfg");
+        std::fs::write(&cfg_path, cfg).map_err(ClusterError::io("write", &cfg_path))?;
         let rate_limit =
             std::env::var("VOTE_RATE_LIMIT").unwrap_or_else(|_| LOCAL_RATE_LIMIT.to_string());
         let new_voter_limit =
             std::env::var("NEW_VOTER_LIMIT").unwrap_or_else(|_| LOCAL_NEW_VOTER_LIMIT.to_string());
-        let spec = Spec::new(&haproxy_bin)
+        let spec = Spec::new(&programs.haproxy)
             .env("VOTE_BIND", format!("{}:{}", t.bind, t.port))
             .env("RESULTS_BIND", format!("{}:{}", t.bind, t.results_port))
             .env("TLS_BIND", format!("{}:{}", t.bind, t.tls_port))
@@ -513,7 +653,7 @@ impl Cluster {
                 "RESULTS_TLS_BIND",
                 format!("{}:{}", t.bind, t.results_tls_port),
             )
-            .env("TLS_CERT", cluster.tls.edge_pem.display().to_string())
+            .env("TLS_CERT", self.tls.edge_pem.display().to_string())
             // Plain HTTP is served as such locally (a browser treats
             // http://localhost as secure), unless HTTPS_REDIRECT=1 asks for
             // the deployments' redirect; and HSTS, which is per host and
@@ -544,25 +684,24 @@ impl Cluster {
                 t.bind, t.port, t.tls_port, t.results_port, t.results_tls_port
             ),
             spec,
-            &logs,
+            &layout.logs,
         );
         // SIGUSR1 is HAProxy's soft stop: it stops listening and lets the
         // requests in flight finish, so no acknowledgement is lost on the
         // way back to a voter.
         p.stop_signal = libc::SIGUSR1;
-        p.start().map_err(|e| ClusterError(e.to_string()))?;
-        cluster.procs.push(p);
-        cluster.wait_http("haproxy", t.port, "/healthz")?;
-        cluster.wait_http("haproxy", t.results_port, "/healthz")?;
-        cluster.wait_port("haproxy", t.tls_port)?;
-        cluster.wait_port("haproxy", t.results_tls_port)?;
-        Ok(cluster)
+        self.spawn(p)?;
+        self.wait_http("haproxy", t.port, "/healthz")?;
+        self.wait_http("haproxy", t.results_port, "/healthz")?;
+        self.wait_port("haproxy", t.tls_port)?;
+        self.wait_port("haproxy", t.results_tls_port)?;
+        Ok(())
     }
 
     fn check_alive(&mut self, name: &str) -> Result<(), ClusterError> {
         if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
             if !p.is_running() {
-                return Err(ClusterError(format!(
+                return Err(ClusterError::new(format!(
                     "{name} exited at start; see {}",
                     p.log.display()
                 )));
@@ -576,7 +715,9 @@ impl Cluster {
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             self.check_alive(name)?;
             if Instant::now() >= deadline {
-                return Err(ClusterError(format!("{name} did not open port {port}")));
+                return Err(ClusterError::new(format!(
+                    "{name} did not open port {port}"
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -597,7 +738,7 @@ impl Cluster {
                     .find(|p| p.name == name)
                     .map(|p| p.log.display().to_string())
                     .unwrap_or_default();
-                return Err(ClusterError(format!(
+                return Err(ClusterError::new(format!(
                     "{name} not ready on port {port}{path} after {} s; see {log}",
                     READY_TIMEOUT.as_secs()
                 )));
@@ -681,7 +822,7 @@ fn refuse_if_in_use(data_dir: &Path) -> Result<(), ClusterError> {
         None => live.iter().map(|(_, p)| p.to_string()).collect(),
     };
     let named: Vec<String> = live.iter().map(|(n, p)| format!("{n} (pid {p})")).collect();
-    Err(ClusterError(format!(
+    Err(ClusterError::new(format!(
         "{} is in use by an earlier run still alive: {}; stop it with `kill {}` and run `cluster up` again",
         data_dir.display(),
         named.join(", "),
@@ -708,7 +849,7 @@ fn psql_url(data_dir: &Path, port: u16, password: &str) -> Result<String, Cluste
         .mode(0o600)
         .open(&file)
         .and_then(|mut f| writeln!(f, "*:*:*:{}:{password}", postgres::SUPERUSER))
-        .map_err(|e| ClusterError(format!("cannot write {}: {e}", file.display())))?;
+        .map_err(ClusterError::io("write", &file))?;
     Ok(format!(
         "postgres://{}@127.0.0.1:{port}/{}?passfile={}",
         postgres::SUPERUSER,
@@ -730,8 +871,7 @@ fn stable_port(file: &Path) -> Result<u16, ClusterError> {
         }
     }
     let p = free_port()?;
-    std::fs::write(file, p.to_string())
-        .map_err(|e| ClusterError(format!("cannot write {}: {e}", file.display())))?;
+    std::fs::write(file, p.to_string()).map_err(ClusterError::io("write", file))?;
     Ok(p)
 }
 
@@ -777,25 +917,13 @@ pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
 fn ensure_cookie_key(dir: &Path) -> Result<PathBuf, ClusterError> {
     let path = dir.join("cookie.key");
     if !path.exists() {
-        let key: String = (0..64)
-            .map(|_| {
-                let i = rand::random::<u8>() % 62;
-                (match i {
-                    0..=9 => b'0' + i,
-                    10..=35 => b'a' + i - 10,
-                    _ => b'A' + i - 36,
-                }) as char
-            })
+        // Letters and digits, each equally likely (no modulo bias).
+        let key: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(64)
+            .map(char::from)
             .collect();
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(key.as_bytes()))
-            .map_err(|e| ClusterError(format!("cannot write {}: {e}", path.display())))?;
+        secrets::write_private(&path, &key, true)?;
     }
     Ok(path)
 }
@@ -805,7 +933,7 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>, ClusterError> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, flag.clone())
-            .map_err(|e| ClusterError(format!("cannot handle signals: {e}")))?;
+            .map_err(|e| ClusterError::new(format!("cannot handle signals: {e}")))?;
     }
     Ok(flag)
 }
@@ -893,13 +1021,13 @@ pub fn rehearse(
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| ClusterError(format!("cannot start loadgen: {e}")))?;
+        .map_err(|e| ClusterError::new(format!("cannot start loadgen: {e}")))?;
     // Supervise while loadgen runs, so a crashed tier is restarted as in
     // `up`; a signal stops the rehearsal.
     let code = loop {
         if let Some(status) = child
             .try_wait()
-            .map_err(|e| ClusterError(format!("loadgen: {e}")))?
+            .map_err(|e| ClusterError::new(format!("loadgen: {e}")))?
         {
             break status.code().unwrap_or(1);
         }

@@ -203,8 +203,7 @@ pub fn prepare(dir: &Path, port: u16, passwords: &PgPasswords) -> Result<Spec, C
         pg_program("postgres").ok_or_else(|| super::missing("postgres", "postgresql"))?;
     let user = run_as()?;
     let fresh = !dir.join("PG_VERSION").exists();
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ClusterError::new(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(ClusterError::io("create", dir))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     if let Some(u) = &user {

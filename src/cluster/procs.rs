@@ -240,13 +240,14 @@ impl Proc {
                 ),
             )
         })?;
-        // Where operators and the fault tests find the current pid.
+        // Where operators and the fault tests find the current pid. Written
+        // aside and renamed into place: a reader polling the file while a
+        // child restarts would otherwise see it truncated and empty.
         if let Some(run) = self.run_dir() {
             let _ = std::fs::create_dir_all(&run);
-            let _ = std::fs::write(
-                run.join(format!("{}.pid", self.name)),
-                child.id().to_string(),
-            );
+            let aside = run.join(format!("{}.pid.new", self.name));
+            let _ = std::fs::write(&aside, child.id().to_string())
+                .and_then(|()| std::fs::rename(&aside, run.join(format!("{}.pid", self.name))));
         }
         self.child = Some(child);
         self.started = Some(Instant::now());

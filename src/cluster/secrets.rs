@@ -28,23 +28,31 @@ pub fn ensure(dir: &Path, name: &str) -> Result<String, ClusterError> {
             return Ok(pw.to_owned());
         }
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ClusterError::new(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(ClusterError::io("create", dir))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let bytes: [u8; PASSWORD_BYTES] = rand::random();
     let pw = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    write_private(&path, &pw, false)?;
+    Ok(pw)
+}
+
+/// Writes `text` to `path`, readable by its owner alone (0600);
+/// `create_new`: never replace a file that is there.
+pub(crate) fn write_private(path: &Path, text: &str, create_new: bool) -> Result<(), ClusterError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| f.write_all(pw.as_bytes()))
-        .map_err(|e| ClusterError::new(format!("cannot write {}: {e}", path.display())))?;
-    Ok(pw)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if create_new {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(ClusterError::io("write", path))
 }
 
 /// A Redis ACL user of voteswarm.
@@ -143,7 +151,7 @@ impl RedisPasswords {
             .mode(0o600)
             .open(path)
             .and_then(|mut f| f.write_all(self.acl(stream).as_bytes()))
-            .map_err(|e| ClusterError::new(format!("cannot write {}: {e}", path.display())))
+            .map_err(ClusterError::io("write", path))
     }
 
     /// `redis://user:password@127.0.0.1:port` for `role`.

@@ -38,9 +38,8 @@ pub fn ensure(data_dir: &Path) -> Result<Files, ClusterError> {
     };
     let ca_key = dir.join("ca.key");
     if !(files.ca.exists() && files.edge_pem.exists() && ca_key.exists()) {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.display())))?;
-        issue(&files, &ca_key).map_err(|e| ClusterError(format!("local CA: {e}")))?;
+        std::fs::create_dir_all(&dir).map_err(ClusterError::io("create", &dir))?;
+        issue(&files, &ca_key).map_err(|e| ClusterError::new(format!("local CA: {e}")))?;
     }
     for key in [&ca_key, &files.edge_pem] {
         check_private(key)?;
@@ -53,11 +52,11 @@ pub fn ensure(data_dir: &Path) -> Result<Files, ClusterError> {
 pub fn check_private(path: &Path) -> Result<(), ClusterError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
-        .map_err(|e| ClusterError(format!("{}: {e}", path.display())))?
+        .map_err(|e| ClusterError::new(format!("{}: {e}", path.display())))?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        return Err(ClusterError(format!(
+        return Err(ClusterError::new(format!(
             "{} holds a private key but its mode is {:04o}: `chmod 600` it",
             path.display(),
             mode & 0o7777

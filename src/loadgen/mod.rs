@@ -220,14 +220,8 @@ struct Receipt {
     option: String,
 }
 
-/// What the checks after the load need.
-struct Run {
-    settings: LoadgenSettings,
-    client: awc::Client,
-}
-
 /// One load thread's share: its voters (by global index), its client.
-struct Part {
+struct LoadThread {
     settings: LoadgenSettings,
     client: awc::Client,
     /// Where votes go, as awc is given it ([`tls::wire_url`]).
@@ -314,7 +308,9 @@ fn load(
             let progress = progress.clone();
             std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
-                .spawn(move || actix_rt::System::new().block_on(run_part(settings, mine, progress)))
+                .spawn(move || {
+                    actix_rt::System::new().block_on(run_load_thread(settings, mine, progress))
+                })
                 .expect("spawn a load thread")
         })
         .collect();
@@ -336,13 +332,13 @@ fn load(
     (voters, stats)
 }
 
-async fn run_part(
+async fn run_load_thread(
     settings: LoadgenSettings,
     actions: Vec<(usize, VoteOption)>,
     progress: indicatif::ProgressBar,
 ) -> (HashMap<usize, VoterState>, LoadStats) {
     let handshakes = Rc::default();
-    let part = Rc::new(Part {
+    let load_thread = Rc::new(LoadThread {
         client: http_client(
             settings.concurrency,
             &settings.target,
@@ -370,16 +366,16 @@ async fn run_part(
     for phase in [&actions[..split], &actions[split..]] {
         futures_util::stream::iter(phase.iter().copied())
             .map(|(voter, option)| {
-                let part = part.clone();
-                async move { part.vote(voter, option).await }
+                let load_thread = load_thread.clone();
+                async move { load_thread.vote(voter, option).await }
             })
-            .buffer_unordered(part.settings.concurrency)
+            .buffer_unordered(load_thread.settings.concurrency)
             .for_each(|_| async {})
             .await;
     }
-    let voters = part.voters.take();
-    let mut stats = part.stats.take();
-    stats.handshakes = part.handshakes.take();
+    let voters = load_thread.voters.take();
+    let mut stats = load_thread.stats.take();
+    stats.handshakes = load_thread.handshakes.take();
     (voters, stats)
 }
 
@@ -453,18 +449,17 @@ pub async fn run(settings: LoadgenSettings) -> Report {
     progress.finish_and_clear();
     stats.elapsed = started.elapsed();
     let load_end = chrono::Utc::now();
-    let run = Run { settings, client };
 
-    let mut report = Report::new(&run.settings, stats, &voters);
+    let mut report = Report::new(&settings, stats, &voters);
     if let (Some(results), Some(base)) = (&results_wire, results_base) {
         report.results = Some(match base {
             Ok(base) => {
                 check_results(
-                    &run.client,
+                    &client,
                     results,
                     &voters,
                     &base,
-                    run.settings.final_timeout,
+                    settings.final_timeout,
                     load_end,
                 )
                 .await
@@ -472,9 +467,9 @@ pub async fn run(settings: LoadgenSettings) -> Report {
             Err(e) => report::ResultsCheck::failed(e),
         });
     }
-    if let (Some(db), Some(base)) = (&run.settings.database_url, rows_base) {
+    if let (Some(db), Some(base)) = (&settings.database_url, rows_base) {
         let url = db.expose().clone();
-        let timeout = run.settings.final_timeout;
+        let timeout = settings.final_timeout;
         let voters = voters.clone();
         report.database = Some(match base {
             Ok(base) => actix_web::rt::task::spawn_blocking(move || {
@@ -495,7 +490,7 @@ fn other(o: VoteOption) -> VoteOption {
     }
 }
 
-impl Part {
+impl LoadThread {
     async fn pace(&self) {
         let Some(rate) = self.settings.rate else {
             return;

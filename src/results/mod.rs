@@ -6,6 +6,7 @@
 //! server-sent events. Viewers never cause a query of their own.
 
 pub mod page;
+pub mod settings;
 pub mod streams;
 
 use std::sync::Arc;
@@ -18,9 +19,8 @@ use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use tokio::sync::watch;
 
 use crate::actors::tally::{Snapshot, Tally, TALLY_INTERVAL};
-use crate::config::{ConfigError, Secret};
-use crate::endpoints::EndpointSource;
 use crate::metrics::{self, ResultsMetrics};
+pub use settings::{ResultsArgs, ResultsSettings};
 use streams::{Streams, Ticket, SHED_RETRY_MS};
 
 /// Database connections: the tally needs one; a spare covers a slow one.
@@ -38,83 +38,6 @@ const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 pub const DEFAULT_MAX_STREAMS: usize = 9_000;
 /// `/readyz` fails when the last good tally is older than this.
 const STALE_AFTER: Duration = Duration::from_secs(10);
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct ResultsArgs {
-    /// Address to listen on for HTTP.
-    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8081")]
-    pub listen: String,
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// File holding the PostgreSQL URL (a Docker secret).
-    #[arg(long, env = "DATABASE_URL_FILE")]
-    pub database_url_file: Option<std::path::PathBuf>,
-    /// The results role's PostgreSQL password, put into DATABASE_URL.
-    #[arg(long, env = "DATABASE_PASSWORD", hide_env_values = true)]
-    pub database_password: Option<String>,
-    /// File holding that password (a Docker secret).
-    #[arg(long, env = "DATABASE_PASSWORD_FILE")]
-    pub database_password_file: Option<std::path::PathBuf>,
-    #[command(flatten)]
-    pub redis_auth: crate::config::RedisAuthArgs,
-    /// The capture nodes' Redis queues, comma-separated (for the backlog).
-    #[arg(long, env = "REDIS_URLS", hide_env_values = true)]
-    pub redis_urls: Option<String>,
-    /// A DNS name resolving to every Redis queue (`host:port`, or
-    /// `redis://:password@host:port`).
-    #[arg(long, env = "REDIS_DNS", hide_env_values = true)]
-    pub redis_dns: Option<String>,
-    /// Label of option `a`.
-    #[arg(long, env = "OPTION_A", default_value = "Cats")]
-    pub option_a: String,
-    /// Label of option `b`.
-    #[arg(long, env = "OPTION_B", default_value = "Dogs")]
-    pub option_b: String,
-    /// The Redis Stream holding the votes.
-    #[arg(long, env = "STREAM_KEY", default_value = "votes")]
-    pub stream_key: String,
-    /// Live-update streams kept open at once; a new one beyond this ends
-    /// the oldest (which reconnects later). Keep it below the edge's
-    /// RESULTS_MAXCONN.
-    #[arg(long, env = "MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    pub max_streams: usize,
-}
-
-#[derive(Clone, Debug)]
-pub struct ResultsSettings {
-    pub listen: String,
-    pub database_url: Secret<String>,
-    pub endpoints: EndpointSource,
-    pub option_labels: [String; 2],
-    pub stream_key: String,
-    pub max_streams: usize,
-}
-
-impl ResultsArgs {
-    pub fn into_settings(self) -> Result<ResultsSettings, ConfigError> {
-        let database_url = crate::config::database_url_from(
-            "",
-            self.database_url,
-            self.database_url_file,
-            self.database_password,
-            self.database_password_file,
-        )?
-        .ok_or_else(|| ConfigError("DATABASE_URL (or DATABASE_URL_FILE) is required".into()))?;
-        let endpoints =
-            EndpointSource::parse(self.redis_urls.as_deref(), self.redis_dns.as_deref())?
-                .with_auth(self.redis_auth.resolve()?)?;
-        Ok(ResultsSettings {
-            listen: self.listen,
-            database_url,
-            endpoints,
-            option_labels: [self.option_a, self.option_b],
-            stream_key: self.stream_key,
-            max_streams: self.max_streams,
-        })
-    }
-}
 
 struct State {
     /// The page's Content-Security-Policy.

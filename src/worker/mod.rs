@@ -9,6 +9,8 @@
 //! the binary), then stops reading, lets the in-flight batches commit and
 //! acknowledge, and returns.
 
+pub mod settings;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +22,9 @@ use crate::actors::db_writer::{CheckDb, DbWriter};
 use crate::actors::dedup::Dedup;
 use crate::actors::drainer::DrainSettings;
 use crate::actors::supervisor::{Resolve, StopAll, Supervisor};
-use crate::config::WorkerSettings;
 use crate::db;
 use crate::metrics::{self, WorkerMetrics};
+pub use settings::{WorkerArgs, WorkerSettings};
 
 /// How long SIGTERM waits for in-flight batches to commit and acknowledge.
 /// Past it (PostgreSQL down, say) the worker exits anyway: what it held

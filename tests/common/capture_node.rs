@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use actix_web::cookie::Key;
+use voteswarm::capture::settings::{cookie_key_from, CaptureSettings};
 use voteswarm::capture::Capture;
-use voteswarm::config::{cookie_key_from, CaptureSettings, Secret, VoteChanges};
+use voteswarm::config::{Secret, VoteChanges};
 
 use super::node_thread::NodeThread;
 use super::RedisServer;
@@ -30,7 +31,7 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
         enqueue_timeout: Duration::from_millis(2000),
         max_batch: 256,
         writer_capacity: 10_000,
-        queue_limit: voteswarm::config::DEFAULT_QUEUE_LIMIT,
+        queue_limit: voteswarm::capture::settings::DEFAULT_QUEUE_LIMIT,
         http_workers: 2,
     }
 }

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use voteswarm::actors::supervisor::Resolve;
-use voteswarm::config::{Secret, VoteChanges, WorkerSettings};
+use voteswarm::config::{Secret, VoteChanges};
 use voteswarm::endpoints::EndpointSource;
 use voteswarm::worker::Worker;
+use voteswarm::worker::WorkerSettings;
 
 use super::node_thread::NodeThread;
 use super::postgres::PgServer;
