@@ -54,7 +54,7 @@ const SCRIPT: &str = r#"
   var live=$('live'), asof=$('asof');
   asof.textContent=time(asof.getAttribute('datetime'));
   // Stale: the node publishes a tally every second; five without one
-  // means the stream stalled (or the connection dropped).
+  // means the stream stalled (or the link to the node dropped).
   var STALE_MS=5000, stale=null;
   var setLive=function(ok){
     live.textContent=ok?'updates live':'updates paused: reconnecting\u2026';
