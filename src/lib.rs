@@ -117,6 +117,38 @@ pub fn listen(addr: &str) -> std::io::Result<std::net::TcpListener> {
     })))
 }
 
+/// A node's running HTTP server and the port it listens on. Capture and
+/// results are each one (`capture::Capture`, `results::Results`); the role
+/// marker only keeps their `build`s apart.
+pub struct Node<Role> {
+    server: actix_web::dev::Server,
+    port: u16,
+    role: std::marker::PhantomData<Role>,
+}
+
+impl<Role> Node<Role> {
+    fn new(server: actix_web::dev::Server, port: u16) -> Self {
+        Node {
+            server,
+            port,
+            role: std::marker::PhantomData,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server from outside (tests); `graceful` as on SIGTERM.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
 /// Logs to stderr through `env_logger`, `info` unless `RUST_LOG` says
 /// otherwise.
 pub fn init_logging() {

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Serialize;
@@ -156,10 +155,9 @@ struct State {
 }
 
 /// A capture node, bound and ready to serve.
-pub struct Capture {
-    server: Server,
-    port: u16,
-}
+pub type Capture = crate::Node<CaptureRole>;
+/// What marks a [`crate::Node`] as a capture node.
+pub enum CaptureRole {}
 
 impl Capture {
     /// Binds `settings.listen` and starts the queue writer. Must run inside
@@ -243,20 +241,7 @@ impl Capture {
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .listen(listener)?
         .run();
-        Ok(Capture { server, port })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Stops the server from outside (tests); `graceful` as on SIGTERM.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        Ok(Capture::new(server, port))
     }
 }
 

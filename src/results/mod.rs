@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use tokio::sync::watch;
@@ -48,10 +47,10 @@ struct State {
     streams: Arc<Streams>,
 }
 
-pub struct Results {
-    server: Server,
-    port: u16,
-}
+/// A results node, bound and ready to serve.
+pub type Results = crate::Node<ResultsRole>;
+/// What marks a [`crate::Node`] as a results node.
+pub enum ResultsRole {}
 
 impl Results {
     /// Binds and starts the tally; must run inside an actix system.
@@ -115,19 +114,7 @@ impl Results {
         .shutdown_timeout(1)
         .listen(listener)?
         .run();
-        Ok(Results { server, port })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        Ok(Results::new(server, port))
     }
 }
 
