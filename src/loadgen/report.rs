@@ -328,7 +328,8 @@ fn fmt_opt(us: Option<u64>) -> String {
     us.map(fmt_us).unwrap_or_else(|| "-".into())
 }
 
-fn fmt_us(us: u64) -> String {
+/// A latency as every report writes it (µs, ms, s); the dev tasks too.
+pub fn fmt_us(us: u64) -> String {
     if us >= 1_000_000 {
         format!("{:.2} s", us as f64 / 1e6)
     } else if us >= 1_000 {

@@ -242,16 +242,8 @@ impl Redis {
     }
 
     pub fn version() -> String {
-        Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .nth(2)
-                    .map(|v| v.trim_start_matches("v=").to_owned())
-            })
+        sys::nth_word_of(Command::new("redis-server").arg("--version"), 2)
+            .map(|v| v.trim_start_matches("v=").to_owned())
             .unwrap_or_default()
     }
 }
@@ -284,17 +276,7 @@ impl Postgres {
     }
 
     pub fn version(&self) -> String {
-        Command::new(&self.bin)
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .nth(2)
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default()
+        sys::nth_word_of(Command::new(&self.bin).arg("--version"), 2).unwrap_or_default()
     }
 }
 

@@ -70,6 +70,22 @@ struct Measured {
     rcpu: String,
 }
 
+impl Measured {
+    /// The table's row: what ran, votes/s, p50/p99/p99.9, RSS, CPU per
+    /// vote (`cpu`, as the row words it), non-2xx answers, ratio.
+    fn row(&self, what: &str, cpu: &str, ratio: &str) -> String {
+        format!(
+            "| {what} | {:.0} | {} | {} | {} | {} MiB | {cpu} | {} | {ratio} |",
+            self.rps,
+            sys::fmt_us(self.wrk.p50),
+            sys::fmt_us(self.wrk.p99),
+            sys::fmt_us(self.wrk.p999),
+            self.rss_kib / 1024,
+            self.wrk.non2xx
+        )
+    }
+}
+
 /// A warm-up, then the measured run, with the CPU of the process (and its
 /// Redis) over it.
 fn run_wrk(b: &Bench, k: &Knobs, port: u16, pid: u32, redis_pid: Option<u32>) -> Res<Measured> {
@@ -103,15 +119,10 @@ fn node(b: &Bench, k: &Knobs) -> Res<()> {
     say!(b, "baseline");
     let m = run_wrk(b, k, port, base.pid(), None)?;
     let base_rps = m.rps;
-    rows.push(format!(
-        "| baseline (examples/baseline.rs), wrk | {:.0} | {} | {} | {} | {} MiB | {} µs | {} | 1.00 |",
-        m.rps,
-        sys::fmt_us(m.wrk.p50),
-        sys::fmt_us(m.wrk.p99),
-        sys::fmt_us(m.wrk.p999),
-        m.rss_kib / 1024,
-        m.cpu,
-        m.wrk.non2xx
+    rows.push(m.row(
+        "baseline (examples/baseline.rs), wrk",
+        &format!("{} µs", m.cpu),
+        "1.00",
     ));
     base.stop();
 
@@ -125,16 +136,10 @@ fn node(b: &Bench, k: &Knobs) -> Res<()> {
         capture.stop();
         drop(redis);
         let r = ratio(m.rps, base_rps);
-        rows.push(format!(
-            "| capture, appendfsync {fsync}, wrk | {:.0} | {} | {} | {} | {} MiB | {} µs + Redis {} µs | {} | {r} |",
-            m.rps,
-            sys::fmt_us(m.wrk.p50),
-            sys::fmt_us(m.wrk.p99),
-            sys::fmt_us(m.wrk.p999),
-            m.rss_kib / 1024,
-            m.cpu,
-            m.rcpu,
-            m.wrk.non2xx
+        rows.push(m.row(
+            &format!("capture, appendfsync {fsync}, wrk"),
+            &format!("{} µs + Redis {} µs", m.cpu, m.rcpu),
+            &r,
         ));
         if fsync == "everysec" {
             everysec_rps = m.rps;
@@ -158,19 +163,9 @@ fn node(b: &Bench, k: &Knobs) -> Res<()> {
         k.loadgen_concurrency
     );
     let loadgen = |voters: u64, json: &str| {
-        tools::loadgen(
-            &[
-                "--target".into(),
-                format!("http://127.0.0.1:{port}"),
-                "--voters".into(),
-                voters.to_string(),
-                "--change-fraction".into(),
-                "0".into(),
-                "--concurrency".into(),
-                k.loadgen_concurrency.to_string(),
-            ],
-            &b.path(json),
-        )
+        let mut args = tools::once_each(port, voters);
+        args.extend(["--concurrency".into(), k.loadgen_concurrency.to_string()]);
+        tools::loadgen(&args, &b.path(json))
     };
     let warm = loadgen(everysec_rps as u64 * k.warmup, "loadgen-warmup.json")?;
     let voters = warm.votes_per_s.round() as u64 * k.duration;
@@ -274,17 +269,11 @@ killed while a write waits behind a slow fsync loses votes it acknowledged
 
 /// The listen backlog of the socket on PORT, as `ss -ltn` shows it.
 fn listen_backlog(port: u16) -> String {
-    Command::new("ss")
-        .args(["-Hltn", &format!("sport = :{port}")])
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .nth(2)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "?".into())
+    sys::nth_word_of(
+        Command::new("ss").args(["-Hltn", &format!("sport = :{port}")]),
+        2,
+    )
+    .unwrap_or_else(|| "?".into())
 }
 
 /// The "Edge" section (see the top of this file).

@@ -23,21 +23,10 @@ pub fn run() -> Res<()> {
     for pct in [25u64, 50, 75, 90] {
         let rate = max * pct / 100;
         let voters = rate * step_secs;
-        let r = tools::loadgen(
-            &[
-                "--target".into(),
-                format!("http://127.0.0.1:{port}"),
-                "--voters".into(),
-                voters.to_string(),
-                "--change-fraction".into(),
-                "0".into(),
-                "--rate".into(),
-                rate.to_string(),
-                "--concurrency".into(),
-                "256".into(),
-            ],
-            &b.path(&format!("r{pct}.json")),
-        )?;
+        let mut args = tools::once_each(port, voters);
+        args.extend(["--rate".into(), rate.to_string()]);
+        args.extend(["--concurrency".into(), "256".into()]);
+        let r = tools::loadgen(&args, &b.path(&format!("r{pct}.json")))?;
         let done = format!("{:.0}", r.votes_per_s);
         let p99 = tools::lat(r.latency_us, |l| l.p99);
         rows.push(format!(

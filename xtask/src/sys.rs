@@ -109,14 +109,15 @@ pub fn per_vote(ticks: u64, votes: u64) -> String {
 }
 
 /// As loadgen's report writes a latency (µs, ms, s).
-pub fn fmt_us(us: u64) -> String {
-    if us >= 1_000_000 {
-        format!("{:.2} s", us as f64 / 1e6)
-    } else if us >= 1000 {
-        format!("{:.1} ms", us as f64 / 1000.0)
-    } else {
-        format!("{us} µs")
-    }
+pub use voteswarm::loadgen::report::fmt_us;
+
+/// The `n`th word (from 0) of what `cmd` prints on stdout, if it runs.
+pub fn nth_word_of(cmd: &mut std::process::Command, n: usize) -> Option<String> {
+    let out = cmd.output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(n)
+        .map(str::to_owned)
 }
 
 /// The machine, for the sections' "Measured ..." line.

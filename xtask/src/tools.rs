@@ -99,6 +99,19 @@ pub fn loadgen(args: &[String], json: &Path) -> Res<JsonReport> {
     report
 }
 
+/// loadgen's arguments for `voters` new voters, each voting once, against
+/// a node on `port` (on top of which a task adds its pacing).
+pub fn once_each(port: u16, voters: u64) -> Vec<String> {
+    vec![
+        "--target".into(),
+        format!("http://127.0.0.1:{port}"),
+        "--voters".into(),
+        voters.to_string(),
+        "--change-fraction".into(),
+        "0".into(),
+    ]
+}
+
 pub fn read_report(json: &Path) -> Res<JsonReport> {
     let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
     Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?)
