@@ -182,3 +182,67 @@ impl Buckets {
             .map_or(OTHER, |(b, _)| b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn functions_go_to_the_crate_they_name_first() {
+        let b = Buckets::new();
+        let reg = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f";
+        assert_eq!(
+            b.of(
+                &format!("{reg}/http-0.2.12/src/header/value.rs"),
+                "http::header::value::HeaderValue::from_shared",
+                "/t/capture"
+            ),
+            HTTP
+        );
+        // A generic function of core's, instantiated for a redis type.
+        assert_eq!(
+            b.of(
+                "/rustc/x/library/core/src/ptr/mod.rs",
+                "core::ptr::drop_in_place<redis::types::Value>",
+                ""
+            ),
+            REDIS
+        );
+        assert_eq!(
+            b.of("./malloc/malloc.c", "_int_malloc", "/usr/lib/libc.so.6"),
+            ALLOC
+        );
+        assert_eq!(
+            b.of(
+                "./string/x.S",
+                "__memcpy_avx_unaligned_erms",
+                "/usr/lib/libc.so.6"
+            ),
+            MEM
+        );
+        assert_eq!(
+            b.of(
+                "./io/write.c",
+                "write",
+                "/usr/lib/x86_64-linux-gnu/libc.so.6"
+            ),
+            LIBC
+        );
+        assert_eq!(
+            b.of("???", "0x0000000000012345", "/usr/lib/libpq.so.5.15"),
+            PG
+        );
+        assert_eq!(
+            b.of("/src/x.rs", "<voteswarm::A as core::fmt::Display>::fmt", ""),
+            FMT
+        );
+    }
+
+    #[test]
+    fn helpers_pass_allocations_on() {
+        let b = Buckets::new();
+        assert!(b.helper.is_match("alloc::raw_vec::RawVec<T,A>::grow_one"));
+        assert!(b.helper.is_match("bytes::bytes::Bytes::copy_from_slice"));
+        assert!(!b.helper.is_match("voteswarm::capture::cookie::seal"));
+    }
+}

@@ -158,3 +158,56 @@ pub fn call_graph(path: &Path) -> Res<Counter<Edge>> {
     }
     Ok(calls)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{call_graph, listing, Counter};
+
+    #[test]
+    fn a_listing_gives_rows_objects_and_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("self.txt");
+        std::fs::write(
+            &p,
+            "Ir\n858,336,278 (100.0%)  PROGRAM TOTALS\n\nIr  file:function\n\
+             58,986,705 ( 6.87%)  ./string/memmove.S:__memcpy_avx_unaligned_erms [/usr/lib/libc.so.6]\n \
+             9,781 ( 1.14%)  /src/decoder.rs:<a::B as c::D>::decode [/t/capture]\n",
+        )
+        .unwrap();
+        let (rows, total) = listing(&p).unwrap();
+        assert_eq!(total, Some(858_336_278.0));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].ir, 58_986_705.0);
+        assert_eq!(rows[0].file, "./string/memmove.S");
+        assert_eq!(rows[0].func, "__memcpy_avx_unaligned_erms");
+        assert_eq!(rows[0].obj, "/usr/lib/libc.so.6");
+        assert_eq!(rows[1].func, "<a::B as c::D>::decode");
+    }
+
+    #[test]
+    fn the_call_graph_follows_compressed_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.callgrind");
+        std::fs::write(
+            &p,
+            "fn=(1) main\ncfn=(2) malloc\ncalls=3 0\n0 10\nfn=(3) f\ncfn=(2)\ncalls=2 0\n0 5\n\
+             cfn=(2)\ncalls=1 0\n0 5\n",
+        )
+        .unwrap();
+        let g = call_graph(&p).unwrap();
+        let edge = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
+        assert_eq!(g.get(&edge("main", "malloc")), 3.0);
+        assert_eq!(g.get(&edge("f", "malloc")), 3.0);
+    }
+
+    #[test]
+    fn ties_keep_the_order_first_seen() {
+        let mut c = Counter::new();
+        for (k, n) in [("a", 1.0), ("b", 2.0), ("c", 2.0), ("a", 0.5)] {
+            c.add(&k, n);
+        }
+        let order: Vec<&str> = c.most_common().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(order, ["b", "c", "a"]);
+        assert_eq!(c.top(), Some(&"b"));
+    }
+}
