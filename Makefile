@@ -95,10 +95,14 @@ bench-e2e:
 
 ## make profile: callgrind instruction counts per vote of capture, the
 ## baseline and the worker, by bucket, and the kernel's share of their CPU;
-## writes the "Profiles" section of BENCHMARKS.md (needs valgrind).
+## writes the "Profiles" section of BENCHMARKS.md (needs valgrind; cargo
+## xtask, xtask/src/profile.rs). Sizes: VOTES=20000 WARMUP_VOTES=2000
+## CONCURRENCY=16 WORKER_VOTES=100000 WORKER_WARMUP_VOTES=10000
+## KERNEL_SECONDS=5 TOP=10; SKIP_BUILD=1 uses target/release as it is;
+## REPORT_ONLY=1 rewrites the section from target/profile/.
 profile:
 	@scripts/install-deps.sh bench
-	scripts/profile.sh
+	$(CARGO) xtask profile
 
 ## make chaos: the fault scenarios at full scale (20,000 voters, 10 s
 ## outages), one at a time, and their table in docs/RELIABILITY.md.

@@ -4,9 +4,13 @@
 //! environment, as each task's module says; progress goes to stderr.
 
 mod bench;
+mod buckets;
+mod callgrind;
 mod capture;
 mod e2e;
 mod latency;
+mod profile;
+mod profile_report;
 mod reliability;
 mod section;
 mod sys;
@@ -39,6 +43,7 @@ const USAGE: &str = "usage: cargo xtask TASK
   bench-worker       workers drain a backlog into PostgreSQL (\"Worker\")
   bench-latency      one node's latency at fractions of its maximum (\"Latency curve\")
   bench-e2e          `cluster rehearse` per topology and edge mode (\"End to end\")
+  profile            callgrind instructions per vote of capture, the baseline, the worker (\"Profiles\")
   reliability-table DIR OUT   the chaos rows in DIR as OUT's fault table";
 
 fn main() {
@@ -48,6 +53,7 @@ fn main() {
         Some("bench-worker") => worker::run(),
         Some("bench-latency") => latency::run(),
         Some("bench-e2e") => e2e::run(),
+        Some("profile") => profile::run(),
         Some("reliability-table") if args.len() == 3 => {
             reliability::run(args[1].as_ref(), args[2].as_ref())
         }
