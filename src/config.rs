@@ -10,7 +10,6 @@
 //! `*_FILE` secrets and validates. Errors are one line naming the variable
 //! at fault. Tests build `*Settings` directly.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -20,25 +19,10 @@ use clap::{Args, ValueEnum};
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// A secret value that never prints, so that a `{:?}` of settings in a log
-/// line cannot leak it.
-#[derive(Clone)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    pub fn new(value: T) -> Self {
-        Secret(value)
-    }
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+/// Every secret in the settings is a [`SecretString`] (secrecy's): a `{:?}`
+/// of settings in a log line cannot leak it, it is wiped from memory when
+/// dropped, and reading it takes an explicit `expose_secret()`.
+pub use secrecy::{ExposeSecret, SecretString};
 
 /// Reads a secret from `VAR` or from the file named by `VAR_FILE` (as
 /// Docker secrets are mounted). Exactly one may be given. A trailing newline
@@ -47,17 +31,19 @@ pub fn secret_from(
     var: &str,
     value: Option<String>,
     file: Option<PathBuf>,
-) -> Result<Option<Secret<String>>, ConfigError> {
+) -> Result<Option<SecretString>, ConfigError> {
     match (value, file) {
         (Some(_), Some(_)) => Err(ConfigError(format!(
             "{var} and {var}_FILE are both set; set only one"
         ))),
-        (Some(v), None) => Ok(Some(Secret(v))),
+        (Some(v), None) => Ok(Some(SecretString::from(v))),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 ConfigError(format!("{var}_FILE: cannot read {}: {e}", path.display()))
             })?;
-            Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned())))
+            Ok(Some(SecretString::from(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            )))
         }
         (None, None) => Ok(None),
     }
@@ -146,7 +132,7 @@ pub struct RedisAuthArgs {
 #[derive(Clone, Debug)]
 pub struct RedisAuth {
     pub user: Option<String>,
-    pub password: Secret<String>,
+    pub password: SecretString,
 }
 
 impl RedisAuthArgs {
@@ -176,12 +162,12 @@ pub fn database_url_from(
     url_file: Option<PathBuf>,
     password: Option<String>,
     password_file: Option<PathBuf>,
-) -> Result<Option<Secret<String>>, ConfigError> {
+) -> Result<Option<SecretString>, ConfigError> {
     let var = format!("{prefix}DATABASE_URL");
     let Some(url) = secret_from(&var, url, url_file)? else {
         return Ok(None);
     };
-    let url_str = url.expose();
+    let url_str = url.expose_secret();
     if !url_str.starts_with("postgres://") && !url_str.starts_with("postgresql://") {
         return Err(ConfigError(format!("{var} must be a postgres:// URL")));
     }
@@ -191,11 +177,11 @@ pub fn database_url_from(
         password_file,
     )? {
         None => Ok(Some(url)),
-        Some(pw) => Ok(Some(Secret::new(with_credentials(
+        Some(pw) => Ok(Some(SecretString::from(with_credentials(
             &var,
             url_str,
             None,
-            pw.expose(),
+            pw.expose_secret(),
         )?))),
     }
 }
@@ -221,7 +207,7 @@ pub struct DatabaseArgs {
 
 impl DatabaseArgs {
     /// The URL to connect with, password included; it is required.
-    pub fn resolve(self) -> Result<Secret<String>, ConfigError> {
+    pub fn resolve(self) -> Result<SecretString, ConfigError> {
         database_url_from(
             "",
             self.database_url,
@@ -269,8 +255,12 @@ mod tests {
         let f = dir.path().join("k");
         std::fs::write(&f, "s3cret\n").unwrap();
         let from_file = secret_from("K", None, Some(f.clone())).unwrap().unwrap();
-        assert_eq!(from_file.expose(), "s3cret");
-        assert_eq!(format!("{from_file:?}"), "Secret([redacted])");
+        assert_eq!(from_file.expose_secret(), "s3cret");
+        let shown = format!("{from_file:?}");
+        assert!(
+            shown.contains("REDACTED") && !shown.contains("s3cret"),
+            "{shown}"
+        );
         assert!(secret_from("K", Some("x".into()), Some(f)).is_err());
         let missing = secret_from("K", None, Some(dir.path().join("nope")))
             .unwrap_err()
@@ -294,7 +284,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            url.expose(),
+            url.expose_secret(),
             "postgres://voteswarm_worker:p%40ss%2Fw%3Ard@db:5432/voteswarm"
         );
         let e = database_url_from(

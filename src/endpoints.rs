@@ -7,6 +7,7 @@ use std::net::ToSocketAddrs;
 
 use url::Url;
 
+use crate::config::ExposeSecret;
 use crate::config::{with_credentials, ConfigError, RedisAuth, RedisAuthArgs};
 
 /// Where the queues are and the role's Redis login, as flags and
@@ -132,10 +133,10 @@ impl EndpointSource {
         };
         let (user, pw) = (auth.user.as_deref(), &auth.password);
         for u in &mut self.urls {
-            *u = with_credentials("REDIS_URLS", u, user, pw.expose())?;
+            *u = with_credentials("REDIS_URLS", u, user, pw.expose_secret())?;
         }
         if let Some(dns) = &mut self.dns {
-            let with = with_credentials("REDIS_DNS", dns.url.as_str(), user, pw.expose())?;
+            let with = with_credentials("REDIS_DNS", dns.url.as_str(), user, pw.expose_secret())?;
             dns.url = Url::parse(&with)
                 .map_err(|e| ConfigError(format!("REDIS_DNS with its password: {e}")))?;
         }
@@ -212,7 +213,7 @@ mod tests {
     fn a_password_file_goes_into_every_url_and_logs_hide_it() {
         let auth = Some(crate::config::RedisAuth {
             user: Some("worker".to_owned()),
-            password: crate::config::Secret::new("p@ss:/w".to_owned()),
+            password: crate::config::SecretString::from("p@ss:/w".to_owned()),
         });
         let src = EndpointSource::parse(Some("redis://a:1"), Some("localhost:7001"))
             .unwrap()

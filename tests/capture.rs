@@ -192,7 +192,7 @@ async fn a_forged_cookie_is_a_new_voter() {
     .unwrap();
     let good = forged.encode(&test_key());
     let garbage = [
-        forged.encode(other_key.expose()),
+        forged.encode(&other_key.key()),
         format!("{}x", &good[..good.len() - 1]),
         good[..good.len() / 2].to_owned(),
         "v1.00000000000000000000000000abcdef.0.-".to_owned(),
@@ -724,7 +724,11 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     let new_key = "rotated-cookie-key-0123456789-abcdefghijklmnop";
     let node = spawn_on(&redis, |s| {
         s.cookie_key = voteswarm::capture::settings::cookie_key_from(new_key).unwrap();
-        s.cookie_keys_previous = voteswarm::config::Secret::new(vec![test_key()]);
+        s.cookie_keys_previous =
+            vec![
+                voteswarm::capture::settings::cookie_key_from(capture_node::TEST_COOKIE_KEY)
+                    .unwrap(),
+            ];
         s.min_change_interval = Duration::from_secs(60);
     });
     // A change 5 s after the old cookie's vote: the same voter, so 429.
@@ -735,7 +739,7 @@ async fn after_a_key_rotation_voters_keep_their_id_and_get_the_new_key() {
     let resealed = again.cookie.unwrap();
     let new = voteswarm::capture::settings::cookie_key_from(new_key).unwrap();
     assert_eq!(
-        VoterCookie::decode(new.expose(), &resealed).map(|c| c.voter),
+        VoterCookie::decode(&new.key(), &resealed).map(|c| c.voter),
         Some(old.voter)
     );
     assert_eq!(VoterCookie::decode(&test_key(), &resealed), None);

@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::actors::queue_writer::{EnqueueError, Ping, QueueWriter};
 use crate::clock;
+use crate::config::ExposeSecret;
 use crate::cookie::{CookieSealer, VoterCookie};
 use crate::metrics::{self, CaptureMetrics};
 use crate::vote::VoteOption;
@@ -175,13 +176,15 @@ impl Capture {
         let metrics = CaptureMetrics::new();
         let pages = Arc::new(Pages::new(&settings));
         let depth = Arc::new(AtomicI64::new(0));
-        let client = redis::Client::open(settings.redis_url.expose().as_str())
+        let client = redis::Client::open(settings.redis_url.expose_secret())
             .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
         let http_workers = settings.http_workers;
-        let sealer = CookieSealer::with_previous(
-            settings.cookie_key.expose(),
-            settings.cookie_keys_previous.expose(),
-        );
+        let previous: Vec<_> = settings
+            .cookie_keys_previous
+            .iter()
+            .map(|k| k.key())
+            .collect();
+        let sealer = CookieSealer::with_previous(&settings.cookie_key.key(), &previous);
         let answered = Arc::new(Recent::new(
             settings.idempotency_ttl,
             settings.idempotency_max_keys,

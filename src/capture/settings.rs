@@ -9,8 +9,8 @@ use actix_web::cookie::Key;
 use clap::Args;
 
 use crate::config::{
-    host_name, nonempty, secret_from, with_credentials, ConfigError, RedisAuthArgs, Secret,
-    VoteChanges,
+    host_name, nonempty, secret_from, with_credentials, ConfigError, ExposeSecret, RedisAuthArgs,
+    SecretString, VoteChanges,
 };
 
 /// `Key::derive_from` needs at least this much key material (and panics
@@ -117,12 +117,12 @@ pub struct CaptureArgs {
 #[derive(Clone, Debug)]
 pub struct CaptureSettings {
     pub listen: String,
-    pub redis_url: Secret<String>,
+    pub redis_url: SecretString,
     pub node_id: String,
     pub option_labels: [String; 2],
-    pub cookie_key: Secret<Key>,
+    pub cookie_key: CookieKey,
     /// Keys that still open cookies (rotation), never used to seal.
-    pub cookie_keys_previous: Secret<Vec<Key>>,
+    pub cookie_keys_previous: Vec<CookieKey>,
     pub stream_key: String,
     pub min_change_interval: Duration,
     pub idempotency_ttl: Duration,
@@ -146,8 +146,12 @@ impl CaptureArgs {
                     "COOKIE_KEY (or COOKIE_KEY_FILE) is required: at least {MIN_COOKIE_KEY_BYTES} bytes shared by all capture nodes"
                 ))
             })?;
-        check_demo_key("COOKIE_KEY", key.expose(), self.allow_demo_cookie_key)?;
-        let cookie_key = cookie_key_from(key.expose())?;
+        check_demo_key(
+            "COOKIE_KEY",
+            key.expose_secret(),
+            self.allow_demo_cookie_key,
+        )?;
+        let cookie_key = cookie_key_from(key.expose_secret())?;
         let previous = secret_from(
             "COOKIE_KEYS_PREVIOUS",
             self.cookie_keys_previous,
@@ -156,13 +160,14 @@ impl CaptureArgs {
         let mut cookie_keys_previous = Vec::new();
         for (i, material) in previous
             .as_ref()
-            .map_or("", |p| p.expose().as_str())
+            .map_or("", |p| p.expose_secret())
             .split_whitespace()
             .enumerate()
         {
             let var = format!("COOKIE_KEYS_PREVIOUS (key {})", i + 1);
             check_demo_key(&var, material, self.allow_demo_cookie_key)?;
-            cookie_keys_previous.push(key_from(&var, material)?);
+            check_key(&var, material)?;
+            cookie_keys_previous.push(CookieKey(SecretString::from(material.to_owned())));
         }
         if self.idempotency_ttl_secs == 0 || self.idempotency_max_keys == 0 {
             return Err(ConfigError(
@@ -184,7 +189,7 @@ impl CaptureArgs {
                 "REDIS_URL",
                 &self.redis_url,
                 auth.user.as_deref(),
-                auth.password.expose(),
+                auth.password.expose_secret(),
             )?,
         };
         redis::Client::open(redis_url.as_str())
@@ -221,11 +226,11 @@ impl CaptureArgs {
         }
         Ok(CaptureSettings {
             listen: self.listen,
-            redis_url: Secret::new(redis_url),
+            redis_url: SecretString::from(redis_url),
             node_id,
             option_labels: [self.option_a, self.option_b],
             cookie_key,
-            cookie_keys_previous: Secret::new(cookie_keys_previous),
+            cookie_keys_previous,
             stream_key: self.stream_key,
             min_change_interval: Duration::from_millis(self.min_change_interval_ms),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
@@ -242,9 +247,22 @@ impl CaptureArgs {
     }
 }
 
-/// Checks the length and the entropy, and derives the cookie keys.
-pub fn cookie_key_from(material: &str) -> Result<Secret<Key>, ConfigError> {
-    key_from("COOKIE_KEY", material).map(Secret::new)
+/// A cookie key's material, checked (length, entropy) and kept as a
+/// [`SecretString`]; the node derives the keys from it when it starts.
+#[derive(Clone, Debug)]
+pub struct CookieKey(SecretString);
+
+impl CookieKey {
+    /// The encryption and signing keys (HKDF of the material).
+    pub fn key(&self) -> Key {
+        Key::derive_from(self.0.expose_secret().as_bytes())
+    }
+}
+
+/// Checks the length and the entropy of `COOKIE_KEY`'s material.
+pub fn cookie_key_from(material: &str) -> Result<CookieKey, ConfigError> {
+    check_key("COOKIE_KEY", material)?;
+    Ok(CookieKey(SecretString::from(material.to_owned())))
 }
 
 /// Fewer distinct bytes than this in 32 or more is not random material:
@@ -260,7 +278,7 @@ pub const DEMO_KEY_MARKER: &str = "DEMO-ONLY";
 /// More than this is a typo: 32 bits is some four billion hashes a vote.
 pub const MAX_POW_BITS: u8 = 32;
 
-fn key_from(var: &str, material: &str) -> Result<Key, ConfigError> {
+fn check_key(var: &str, material: &str) -> Result<(), ConfigError> {
     if material.len() < MIN_COOKIE_KEY_BYTES {
         return Err(ConfigError(format!(
             "{var} is too short: {} bytes, at least {MIN_COOKIE_KEY_BYTES} needed",
@@ -287,7 +305,7 @@ fn key_from(var: &str, material: &str) -> Result<Key, ConfigError> {
             }
         )));
     }
-    Ok(Key::derive_from(material.as_bytes()))
+    Ok(())
 }
 
 /// Refuses a key marked [`DEMO_KEY_MARKER`] unless this is a demo.
@@ -381,7 +399,7 @@ mod tests {
             ("COOKIE_KEYS_PREVIOUS", "test-cookie-key-that-is-at-least-32-bytes-long profile-cookie-key-profile-cookie-key-0123456789"),
         ])
         .unwrap();
-        assert_eq!(s.cookie_keys_previous.expose().len(), 2);
+        assert_eq!(s.cookie_keys_previous.len(), 2);
         let e = capture_args(&[("COOKIE_KEY", good), ("COOKIE_KEYS_PREVIOUS", "short")])
             .unwrap_err()
             .to_string();

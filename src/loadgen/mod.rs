@@ -30,7 +30,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Secret};
+use crate::config::{ConfigError, ExposeSecret, SecretString};
 use crate::vote::VoteOption;
 pub use report::Report;
 
@@ -107,7 +107,7 @@ pub struct LoadgenSettings {
     pub concurrency: usize,
     pub rate: Option<f64>,
     pub results: Option<String>,
-    pub database_url: Option<Secret<String>>,
+    pub database_url: Option<SecretString>,
     pub report: Option<PathBuf>,
     pub final_timeout: Duration,
     pub seed: u64,
@@ -170,7 +170,7 @@ impl LoadgenArgs {
             concurrency: self.concurrency,
             rate: self.rate,
             results: self.results.map(|r| r.trim_end_matches('/').to_owned()),
-            database_url: self.database_url.map(Secret::new),
+            database_url: self.database_url.map(SecretString::from),
             report: self.report,
             final_timeout: Duration::from_secs(self.final_timeout_secs),
             seed: self.seed.unwrap_or_else(rand::random),
@@ -429,7 +429,7 @@ pub async fn run(settings: LoadgenSettings) -> Report {
     };
     let rows_base = match &settings.database_url {
         Some(db) => {
-            let url = db.expose().clone();
+            let url = db.expose_secret().to_owned();
             Some(
                 actix_web::rt::task::spawn_blocking(move || count_rows(&url))
                     .await
@@ -468,7 +468,7 @@ pub async fn run(settings: LoadgenSettings) -> Report {
         });
     }
     if let (Some(db), Some(base)) = (&settings.database_url, rows_base) {
-        let url = db.expose().clone();
+        let url = db.expose_secret().to_owned();
         let timeout = settings.final_timeout;
         let voters = voters.clone();
         report.database = Some(match base {

@@ -18,6 +18,7 @@ use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use tokio::sync::watch;
 
 use crate::actors::tally::{Snapshot, Tally, TALLY_INTERVAL};
+use crate::config::ExposeSecret;
 use crate::metrics::{self, ResultsMetrics};
 pub use settings::{ResultsArgs, ResultsSettings};
 use streams::{Streams, Ticket, SHED_RETRY_MS};
@@ -60,7 +61,7 @@ impl Results {
         // Starts even while PostgreSQL is down; /readyz says so until it
         // answers.
         let pool = crate::db::pool(
-            settings.database_url.expose(),
+            settings.database_url.expose_secret(),
             DB_POOL_SIZE,
             DB_CONNECT_TIMEOUT,
         );

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::config::{ConfigError, DatabaseArgs, Secret};
+use crate::config::{ConfigError, DatabaseArgs, SecretString};
 use crate::endpoints::{EndpointSource, QueueArgs};
 
 use super::DEFAULT_MAX_STREAMS;
@@ -37,7 +37,7 @@ pub struct ResultsArgs {
 #[derive(Clone, Debug)]
 pub struct ResultsSettings {
     pub listen: String,
-    pub database_url: Secret<String>,
+    pub database_url: SecretString,
     pub endpoints: EndpointSource,
     pub option_labels: [String; 2],
     pub stream_key: String,

@@ -22,6 +22,7 @@ use crate::actors::db_writer::{CheckDb, DbWriter};
 use crate::actors::dedup::Dedup;
 use crate::actors::drainer::DrainSettings;
 use crate::actors::supervisor::{Resolve, StopAll, Supervisor};
+use crate::config::ExposeSecret;
 use crate::db;
 use crate::metrics::{self, WorkerMetrics};
 pub use settings::{WorkerArgs, WorkerSettings};
@@ -42,7 +43,8 @@ struct State {
 /// Applies the embedded migrations as the migrator (`--migrate`,
 /// `--migrate-only`).
 pub fn migrate(settings: &WorkerSettings) -> std::io::Result<()> {
-    let applied = db::migrate(settings.migrate_url.expose()).map_err(std::io::Error::other)?;
+    let applied =
+        db::migrate(settings.migrate_url.expose_secret()).map_err(std::io::Error::other)?;
     if applied.is_empty() {
         log::info!("database schema is up to date");
     } else {
@@ -77,7 +79,7 @@ impl Worker {
         }
         let metrics = WorkerMetrics::new();
         let pool = db::pool(
-            settings.database_url.expose(),
+            settings.database_url.expose_secret(),
             settings.db_pool_size,
             DB_CONNECT_TIMEOUT,
         );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::{
-    database_url_from, host_name, nonempty, ConfigError, DatabaseArgs, Secret, VoteChanges,
+    database_url_from, host_name, nonempty, ConfigError, DatabaseArgs, SecretString, VoteChanges,
 };
 use crate::endpoints::{EndpointSource, QueueArgs};
 
@@ -68,7 +68,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 2000;
 /// Validated settings of a `worker`.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
-    pub database_url: Secret<String>,
+    pub database_url: SecretString,
     pub endpoints: EndpointSource,
     pub stream_key: String,
     pub worker_id: String,
@@ -79,7 +79,7 @@ pub struct WorkerSettings {
     pub migrate: bool,
     /// Who applies the migrations: the migrator role's URL, or
     /// DATABASE_URL when no MIGRATE_DATABASE_URL is set.
-    pub migrate_url: Secret<String>,
+    pub migrate_url: SecretString,
     pub migrate_only: bool,
     pub vote_changes: VoteChanges,
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::cookie::Key;
 use voteswarm::capture::settings::{cookie_key_from, CaptureSettings};
 use voteswarm::capture::Capture;
-use voteswarm::config::{Secret, VoteChanges};
+use voteswarm::config::{ExposeSecret, SecretString, VoteChanges};
 
 use super::node_thread::NodeThread;
 use super::RedisServer;
@@ -16,11 +16,11 @@ pub const TEST_COOKIE_KEY: &str = "test-cookie-key-that-is-at-least-32-bytes-lon
 pub fn settings(redis_url: &str) -> CaptureSettings {
     CaptureSettings {
         listen: "127.0.0.1:0".into(),
-        redis_url: Secret::new(redis_url.to_owned()),
+        redis_url: SecretString::from(redis_url.to_owned()),
         node_id: "capture-test".into(),
         option_labels: ["Cats".into(), "Dogs".into()],
         cookie_key: cookie_key_from(TEST_COOKIE_KEY).unwrap(),
-        cookie_keys_previous: Secret::new(Vec::new()),
+        cookie_keys_previous: Vec::new(),
         stream_key: "votes".into(),
         min_change_interval: Duration::from_millis(1000),
         idempotency_ttl: Duration::from_secs(3600),
@@ -37,7 +37,7 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
 }
 
 pub fn test_key() -> Key {
-    cookie_key_from(TEST_COOKIE_KEY).unwrap().expose().clone()
+    cookie_key_from(TEST_COOKIE_KEY).unwrap().key()
 }
 
 /// A running node; it stops when dropped.

@@ -8,7 +8,7 @@ use super::node_thread::NodeThread;
 pub fn settings(database_url: String, redis_url: &str) -> ResultsSettings {
     ResultsSettings {
         listen: "127.0.0.1:0".into(),
-        database_url: voteswarm::config::Secret::new(database_url),
+        database_url: voteswarm::config::SecretString::from(database_url),
         endpoints: voteswarm::endpoints::EndpointSource::parse(Some(redis_url), None).unwrap(),
         option_labels: ["Cats".into(), "Dogs".into()],
         stream_key: "votes".into(),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use voteswarm::actors::supervisor::Resolve;
-use voteswarm::config::{Secret, VoteChanges};
+use voteswarm::config::{ExposeSecret, SecretString, VoteChanges};
 use voteswarm::endpoints::EndpointSource;
 use voteswarm::worker::Worker;
 use voteswarm::worker::WorkerSettings;
@@ -21,7 +21,7 @@ use super::{bin, free_port, http, Proc, RedisServer};
 /// not touch the schema).
 pub fn settings(pg: &PgServer, mode: VoteChanges) -> WorkerSettings {
     WorkerSettings {
-        database_url: Secret::new(pg.url()),
+        database_url: SecretString::from(pg.url()),
         endpoints: EndpointSource::default(),
         stream_key: "votes".into(),
         worker_id: "test-worker".into(),
@@ -30,7 +30,7 @@ pub fn settings(pg: &PgServer, mode: VoteChanges) -> WorkerSettings {
         db_pool_size: 2,
         metrics_listen: "127.0.0.1:0".into(),
         migrate: true,
-        migrate_url: Secret::new(pg.migrator_url()),
+        migrate_url: SecretString::from(pg.migrator_url()),
         migrate_only: false,
         vote_changes: mode,
     }
