@@ -28,13 +28,18 @@
 //!    with [`db`] (diesel over [`schema`]; the results node reads its
 //!    totals there too), retrying as [`retry`] paces every retry in the
 //!    tree.
+//! 4. [`results`] — the count as viewers see it: one
+//!    [`actors::tally::Tally`] reads the queues' depth, then the totals,
+//!    once a second, for the page, the JSON and the event stream.
 //!
+//! Capture and results each run as a [`Node`] (its server and port).
 //! Each role's settings (flags, environment variables, validation) are in
 //! its own `settings` module: [`capture::settings`], [`worker::settings`],
 //! [`results::settings`]. Shared by every binary: [`config`] (what those
 //! share: secrets from `*_FILE`, the Redis and PostgreSQL logins),
 //! [`endpoints`] (where the queues are), [`metrics`] (per-node Prometheus
-//! registries), [`headers`] (the pages' security headers).
+//! registries), [`headers`] (the pages' security headers), [`assets`]
+//! (the icon both pages use).
 //!
 //! The tools, behind the default-on `tools` feature so the nodes link none
 //! of their crates: `loadgen` (simulated voters and the count's check) and

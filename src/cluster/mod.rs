@@ -253,7 +253,7 @@ pub struct Cluster {
     pub results_https_url: String,
     /// The certificates HAProxy serves and the CA to trust.
     pub tls: tls::Files,
-    /// In start order; stopped in the order of [`STOP_ORDER`].
+    /// In start order; stopped in the order of `STOP_ORDER`.
     pub procs: Vec<Proc>,
 }
 
