@@ -20,8 +20,10 @@ release:
 ## make test: installs what is missing, then format check, clippy, all tests.
 ## The release binaries first: tests/swarm.rs builds the image from them.
 test: deps
-	$(CARGO) fmt --check
+	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	# The nodes as their images build them: without the tools.
+	$(CARGO) clippy --locked --no-default-features --lib --bins -- -D warnings
 	$(CARGO) build --locked --release --bins
 	$(CARGO) test --locked --no-fail-fast
 	$(CARGO) test --locked --package xtask
