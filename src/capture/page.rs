@@ -72,12 +72,9 @@ pub fn policy(with_script: bool) -> actix_web::http::header::HeaderValue {
 /// `503`): with JavaScript on, the vote is sent again by itself once
 /// `Retry-After` has passed (the form works without it, as a button).
 /// Served as `/retry.js`, a file the pages' policy allows (`'self'`).
-pub const RETRY_SCRIPT: &str = r#"(function(){
-var f=document.querySelector('form[data-retry-after]');if(!f)return;
-var s=Math.max(1,+f.dataset.retryAfter||1),p=document.getElementById('retry');
-if(p)p.hidden=false;setTimeout(function(){f.submit();},s*1000);
-})();
-"#;
+/// One line: the edge (`swarm/haproxy.cfg`) answers the same bytes while no
+/// capture node is up, and a test holds the two equal.
+pub const RETRY_SCRIPT: &str = r#"(function(){var f=document.querySelector('form[data-retry-after]');if(!f)return;var s=Math.max(1,+f.dataset.retryAfter||1),p=document.getElementById('retry');if(p)p.hidden=false;setTimeout(function(){f.submit();},s*1000);})();"#;
 
 /// What an error page says: its title, what happened, what to do, and
 /// when the voter may come back (`Retry-After`, seconds).
