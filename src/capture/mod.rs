@@ -371,7 +371,7 @@ async fn post_vote<F: VoteFormat>(
     let cookie = set_cookie(&cookie, &state, https);
     Ok(match F::CHANNEL {
         Channel::Form => see_the_page(&state, vote, cookie, https),
-        Channel::Api => receipt(vote, &state, cookie),
+        Channel::Api => receipt(&state, vote, cookie),
     })
 }
 
@@ -398,7 +398,7 @@ fn see_the_page(state: &State, vote: Accepted, cookie: HeaderValue, https: bool)
 }
 
 /// The API's answer: `202` and the JSON receipt.
-fn receipt(vote: Accepted, state: &State, cookie: HeaderValue) -> HttpResponse {
+fn receipt(state: &State, vote: Accepted, cookie: HeaderValue) -> HttpResponse {
     let (vote_id, voter) = (vote.vote_id.hex(), vote.voter.hex());
     let mut resp = HttpResponse::Accepted();
     if vote.new_voter {
