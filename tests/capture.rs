@@ -16,7 +16,7 @@ use voteswarm::cookie::VoterCookie;
 use voteswarm::vote::{Id128, VoteOption};
 
 #[actix_web::test]
-async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
+async fn a_form_vote_is_stored_and_answered_303_to_the_page_marking_it() {
     let redis = RedisServer::start();
     let node = spawn_capture(capture_node::settings(&redis.capture_url()));
 
@@ -28,14 +28,21 @@ async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
         "nothing is marked before a vote"
     );
 
-    let a = node.vote_form("b", None).await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    assert!(
-        a.body.contains(r#"class="b chosen""#),
-        "the choice is marked"
-    );
-    assert!(a.body.contains("Your vote for Dogs is in"));
-    let cookie = a.cookie.expect("a voter cookie is set");
+    let mut resp = node
+        .client
+        .post(format!("{}/", node.base))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .send_body("vote=b")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303, "POST/redirect/GET");
+    assert_eq!(resp.headers().get("location").unwrap(), "/");
+    assert_eq!(resp.headers().get("cache-control").unwrap(), "no-store");
+    let cookie = resp.cookie("voter").expect("a voter cookie is set");
+    let cookie = cookie.value().to_owned();
+    let thanks = resp.cookie("thanks").expect("the one-time thanks");
+    assert_eq!(thanks.value(), "1");
+    assert!(resp.body().await.unwrap().is_empty());
 
     let votes = redis.votes();
     assert_eq!(votes.len(), 1);
@@ -45,17 +52,100 @@ async fn a_form_vote_is_stored_and_answered_with_the_page_marking_it() {
     assert_eq!(decoded.voter, votes[0].voter);
     assert_eq!(decoded.last, Some((votes[0].ts, VoteOption::B)));
 
+    // The page the redirect names, as the browser loads it: the choice,
+    // thanked once (the thanks cookie is cleared with it), and loading it
+    // again (a reload, Back) sends no vote.
+    let get = |cookies: String| {
+        let client = node.client.clone();
+        let url = format!("{}/", node.base);
+        async move {
+            let mut resp = client
+                .get(url)
+                .insert_header(("Cookie", cookies))
+                .send()
+                .await
+                .unwrap();
+            let cleared = resp.cookie("thanks").map(|c| c.value().to_owned());
+            let body = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
+            (resp.status().as_u16(), cleared, body)
+        }
+    };
+    let (status, cleared, body) = get(format!("voter={cookie}; thanks=1")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"class="b chosen""#), "the choice is marked");
+    assert!(body.contains("Thanks! Your vote for Dogs is in."));
+    assert_eq!(cleared.as_deref(), Some(""), "the thanks is shown once");
     // The page served later to the same voter remembers the choice.
-    let mut resp = node
-        .client
-        .get(format!("{}/", node.base))
-        .insert_header(("Cookie", format!("voter={cookie}")))
-        .send()
-        .await
-        .unwrap();
-    let body = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
+    let (status, _, body) = get(format!("voter={cookie}")).await;
+    assert_eq!(status, 200);
     assert!(body.contains(r#"class="b chosen""#));
     assert!(body.contains("You voted for <strong>Dogs</strong>"));
+    assert!(!body.contains("Thanks"));
+    assert_eq!(redis.xlen(), 1, "loading the page again sent no vote");
+}
+
+#[actix_web::test]
+async fn a_form_vote_too_soon_gets_an_html_page_with_lang_a_link_back_and_the_wait() {
+    let redis = RedisServer::start();
+    let node = spawn_on(&redis, |s| s.min_change_interval = Duration::from_secs(60));
+    let first = node.vote_form("a", None).await;
+    assert_eq!(first.status, 303);
+    let cookie = first.cookie.unwrap();
+    let mut resp = node
+        .client
+        .post(format!("{}/", node.base))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .insert_header(("Cookie", format!("voter={cookie}")))
+        .send_body("vote=b")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let h = resp.headers().clone();
+    let page = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
+    assert_eq!(h.get("content-type").unwrap(), "text/html; charset=utf-8");
+    let wait = h.get("retry-after").unwrap().to_str().unwrap().to_owned();
+    let wait_secs: u64 = wait.parse().unwrap();
+    assert!((1..=60).contains(&wait_secs), "Retry-After {wait}");
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    assert!(page.contains(r#"<html lang="en">"#), "{page}");
+    assert!(page.contains("<title>Not so fast"), "{page}");
+    assert!(page.contains(r#"<a href="/">"#), "a link back: {page}");
+    assert!(
+        page.contains(&format!("Try again in <strong>{wait} seconds</strong>")),
+        "the wait, in words: {page}"
+    );
+    assert!(
+        page.contains(&format!(r#"data-retry-after="{wait}""#)),
+        "{page}"
+    );
+    assert!(page.contains(r#"name="vote" value="b""#), "{page}");
+    assert!(page.contains(r#"<script src="/retry.js"></script>"#));
+    assert_page_headers(&h, "429 page");
+    let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
+    let style = &page[page.find("<style>").unwrap() + 7..page.find("</style>").unwrap()];
+    assert!(csp.contains(&voteswarm::headers::csp_hash(style)), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let (status, h, script) = node.get_with_headers("/retry.js").await;
+    assert_eq!(status, 200);
+    assert!(h
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(script.contains("data-retry-after"));
+
+    // The API's answer is the JSON it always was.
+    let api = node.vote_api("b", Some(&cookie)).await;
+    assert_eq!(api.status, 429);
+    assert_eq!(
+        api.body,
+        format!(
+            r#"{{"error":"vote changed too soon; try again in {} s","reason":"too_soon"}}"#,
+            api.retry_after.as_deref().unwrap()
+        )
+    );
+    assert_eq!(redis.xlen(), 1);
 }
 
 #[actix_web::test]
@@ -109,7 +199,14 @@ async fn bad_requests_get_their_documented_status_and_store_nothing() {
         if path == "/api/vote" {
             assert!(a.json()["error"].is_string(), "API errors are JSON");
         } else {
-            assert!(!a.body.is_empty() && a.body.len() < 200, "short plain body");
+            // The form's refusals are pages in the vote page's look (they
+            // were one line of plain text before issue 18).
+            assert!(
+                a.body.contains(r#"<html lang="en">"#) && a.body.contains(r#"<a href="/">"#),
+                "an HTML page with a link back: {}",
+                a.body
+            );
+            assert!(a.body.len() < 8192, "a small page: {}", a.body.len());
         }
     }
     assert_eq!(redis.xlen(), 0, "no refused request stored a vote");
@@ -166,14 +263,15 @@ async fn in_deny_mode_a_changed_vote_gets_409() {
     let redis = RedisServer::start();
     let node = spawn_on(&redis, deny_changes);
     let first = node.vote_form("a", None).await;
-    assert_eq!(first.status, 200);
+    assert_eq!(first.status, 303);
     let cookie = first.cookie.unwrap();
     let change = node.vote_form("b", Some(&cookie)).await;
     assert_eq!(change.status, 409, "{}", change.body);
+    assert!(change.body.contains("<title>Your first vote stands"));
     let api = node.vote_api("b", Some(&cookie)).await;
     assert_eq!(api.status, 409);
     assert_eq!(api.json()["reason"], "changes_denied");
-    assert_eq!(node.vote_form("a", Some(&cookie)).await.status, 200);
+    assert_eq!(node.vote_form("a", Some(&cookie)).await.status, 303);
     assert_eq!(redis.xlen(), 2);
 }
 
@@ -268,11 +366,11 @@ async fn ten_thousand_voters_over_256_connections_are_each_stored_once() {
         .await;
     let ok = answers
         .iter()
-        .filter(|a| a.status == 200 || a.status == 202)
+        .filter(|a| a.status == 303 || a.status == 202)
         .count();
     let refused: Vec<_> = answers
         .iter()
-        .filter(|a| a.status >= 300)
+        .filter(|a| a.status >= 400)
         .map(|a| a.status)
         .collect();
     assert!(
@@ -392,9 +490,9 @@ async fn a_cross_site_form_post_is_refused_and_a_same_site_one_accepted() {
         (vec![("Sec-Fetch-Site", "same-site".into())], 403),
         (vec![("Origin", "https://evil.example".into())], 403),
         (vec![("Origin", "null".into())], 403),
-        (vec![("Sec-Fetch-Site", "same-origin".into())], 200),
-        (vec![("Origin", format!("http://{host}"))], 200),
-        (vec![], 200),
+        (vec![("Sec-Fetch-Site", "same-origin".into())], 303),
+        (vec![("Origin", format!("http://{host}"))], 303),
+        (vec![], 303),
     ];
     for (headers, want) in cases {
         let mut req = node
@@ -784,7 +882,7 @@ async fn the_vote_page_forbids_frames_and_allows_only_its_own_style() {
         .send_body("vote=a")
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.status().as_u16(), 303);
     let _ = resp.body().await;
     assert_page_headers(resp.headers(), "POST /");
 }

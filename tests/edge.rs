@@ -309,3 +309,123 @@ fn the_request_limit_applies_to_ipv6_clients_too() {
         "an IPv6 client is limited too"
     );
 }
+
+/// What the edge answers a voter when no capture node can take the vote:
+/// the form path's page (lang, a link back, the wait, the vote to send
+/// again and the retry script, its style allowed by its hash) or the API's
+/// JSON, both with `Retry-After`. Asserted alike for HAProxy's own error
+/// after its retries (`statuses`: what it may answer then) and for the
+/// 503 when no node is in rotation.
+fn assert_edge_unavailable(edge: &Edge, when: &str, statuses: &[u16]) {
+    let form = "POST / HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\n\r\nvote=b";
+    let r = common::http::exchange(edge.vote_port, form.as_bytes()).unwrap();
+    assert!(statuses.contains(&r.status), "{when}: {}", r.text);
+    assert_eq!(r.header("retry-after"), Some("5"), "{when}: {}", r.text);
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{when}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/html; charset=utf-8"),
+        "{when}"
+    );
+    let page = r.body();
+    assert!(
+        page.starts_with("<!doctype html><html lang='en'>"),
+        "{when}: {page}"
+    );
+    assert!(page.contains("<title>Your vote was not stored yet</title>"));
+    assert!(page.contains("Try again in <strong>5 seconds</strong>"));
+    assert!(page.contains("<a href='/'>"), "a link back: {page}");
+    assert!(
+        page.contains("data-retry-after='5'") && page.contains("name='vote' value='b'"),
+        "{when}: the same vote, sent again: {page}"
+    );
+    assert!(page.contains("<script src='/retry.js'></script>"));
+    let style = &page[page.find("<style>").unwrap() + 7..page.find("</style>").unwrap()];
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains(&voteswarm::headers::csp_hash(style)),
+        "{when}: the style's hash: {csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+
+    // Client text never reaches the page: only `a` or `b` is echoed.
+    let evil = "vote=%3Cscript%3E";
+    let forged = form
+        .replace(
+            "Content-Length: 6",
+            &format!("Content-Length: {}", evil.len()),
+        )
+        .replace("vote=b", evil);
+    let r = common::http::exchange(edge.vote_port, forged.as_bytes()).unwrap();
+    assert!(statuses.contains(&r.status), "{when}: {}", r.text);
+    assert!(!r.body().contains("script%3E") && !r.body().contains("<script>"));
+    assert!(r.body().contains("<title>The poll is busy</title>"));
+
+    // The page itself, asked for.
+    let r = common::http::exchange(edge.vote_port, get("/").as_bytes()).unwrap();
+    assert!(statuses.contains(&r.status), "{when}: {}", r.text);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(r.body().contains("<title>The poll is busy</title>"));
+    assert!(r
+        .body()
+        .contains("<form method='get' action='/' data-retry-after='5'>"));
+
+    let r = common::http::exchange(edge.vote_port, VOTE.as_bytes()).unwrap();
+    assert!(statuses.contains(&r.status), "{when}: {}", r.text);
+    assert_eq!(r.header("retry-after"), Some("5"), "{when}");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{when}");
+    let json = r
+        .json()
+        .unwrap_or_else(|| panic!("{when}: not JSON: {}", r.text));
+    assert_eq!(json["reason"], "unavailable");
+    assert!(json["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("vote not stored"));
+}
+
+#[test]
+fn with_no_capture_node_the_edge_answers_a_styled_page_or_json_with_retry_after() {
+    let dir = edge_dir();
+    let results = Stub::start();
+    // Nothing listens where the capture node should be.
+    let capture = format!("127.0.0.1:{}", free_port());
+    let edge = Edge::start(dir.path(), "edge", &capture, &results.addr(), &[]);
+
+    // Held in rotation by hand: every connection fails, HAProxy retries,
+    // then answers 503 itself (http-error).
+    edge.admin("disable health capture/capture01");
+    edge.admin("set server capture/capture01 health up");
+    // `show stat`'s row of the node: status (field 17), connection errors
+    // (13).
+    let node = || {
+        let stat = edge.admin("show stat");
+        let row = stat
+            .lines()
+            .find(|l| l.starts_with("capture,capture01,"))
+            .unwrap_or_else(|| panic!("{stat}"))
+            .split(',')
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        (row[17].clone(), row[13].parse::<u64>().unwrap_or(0))
+    };
+    assert_eq!(node(), ("no check".to_owned(), 0), "in rotation, unchecked");
+    assert_edge_unavailable(&edge, "after HAProxy's retries", &[502, 503, 504]);
+    assert!(node().1 > 0, "the answers came after failed connections");
+
+    // Out of rotation: no node at all (nbsrv), answered before any retry.
+    edge.admin("set server capture/capture01 health down");
+    let failed = node().1;
+    assert_edge_unavailable(&edge, "with no node in rotation", &[503]);
+    // The page's script comes from the edge while capture cannot serve it,
+    // byte for byte what capture serves.
+    let r = common::http::exchange(edge.vote_port, get("/retry.js").as_bytes()).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert_eq!(r.body(), voteswarm::capture::page::RETRY_SCRIPT);
+    assert_eq!(node().1, failed, "answered without trying the node");
+}

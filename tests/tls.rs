@@ -246,7 +246,9 @@ fn a_vote_posted_to_http_follows_the_308_is_counted_once_and_its_cookie_is_secur
         &up.ca,
         "b",
     );
-    assert!(heads.starts_with("http/2 200"), "{heads}");
+    // POST/redirect/GET: the vote's 303, then the page it names.
+    assert!(heads.starts_with("http/2 303"), "{heads}");
+    assert!(heads.contains("\r\nhttp/2 200"), "{heads}");
     let db = up.database_url();
     assert!(
         wait_until(Duration::from_secs(30), || sql_counts(&db).1 == 1),

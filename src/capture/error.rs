@@ -100,6 +100,61 @@ impl CaptureError {
         }
     }
 
+    /// The form's error page in words: a title, what happened, what to do.
+    pub fn page_words(&self) -> (&'static str, String, &'static str) {
+        let what = self.to_string();
+        let what = {
+            let mut w = what;
+            if let Some(first) = w.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            w.push('.');
+            w
+        };
+        let (title, todo) = match self {
+            CaptureError::BadOption
+            | CaptureError::Malformed(_)
+            | CaptureError::BadIdempotencyKey
+            | CaptureError::KeyReused => (
+                "That vote could not be read",
+                "Go back to the poll and press one of its two buttons.",
+            ),
+            CaptureError::TooLarge(_) => (
+                "That request was too large",
+                "Go back to the poll and press one of its two buttons.",
+            ),
+            CaptureError::ContentType(_) => (
+                "That request was not the poll's form",
+                "Go back to the poll and press one of its two buttons.",
+            ),
+            CaptureError::CrossSite => (
+                "Vote on the poll's own page",
+                "Your vote was not counted: it came from another site. Open the poll and vote there.",
+            ),
+            CaptureError::Pow(_) => (
+                "Your vote was not counted",
+                "Go back to the poll, reload it, and vote again.",
+            ),
+            CaptureError::ChangesDenied => (
+                "Your first vote stands",
+                "Nothing changed: this poll keeps each voter's first vote.",
+            ),
+            CaptureError::TooSoon(_) => (
+                "Not so fast",
+                "Your earlier vote still counts. Wait a moment, then vote again to change it.",
+            ),
+            CaptureError::NewVoterLimit => (
+                "Too many new voters from your network",
+                "Your vote was not counted. Try again later, or vote from another connection.",
+            ),
+            CaptureError::Enqueue(_) | CaptureError::Timeout | CaptureError::QueueFull => (
+                "Your vote was not stored yet",
+                "The poll is very busy. Send your vote again in a moment.",
+            ),
+        };
+        (title, what, todo)
+    }
+
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             CaptureError::TooSoon(s) => Some(*s),
@@ -130,23 +185,26 @@ impl From<CaptureError> for Refusal {
     }
 }
 
-/// Whose conventions an answer follows: the page's form reads one line of
-/// plain text, the API's clients a JSON object.
+/// Whose conventions an answer follows: the page's form reads an HTML
+/// page in the vote page's look, the API's clients a JSON object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
     Form,
     Api,
 }
 
-/// A refused vote, ready to answer: the error, the channel it came by, and
+/// A refused vote, ready to answer: the error, the channel it came by,
 /// the `Set-Cookie` of the identity it keeps (already sealed, as the
-/// answer cannot reach the node's keys).
+/// answer cannot reach the node's keys), and for the form its page
+/// (rendered with the node's labels, for the same reason).
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct VoteRefused {
     pub error: CaptureError,
     pub channel: Channel,
     pub set_cookie: Option<HeaderValue>,
+    /// The form's HTML page and its Content-Security-Policy.
+    pub page: Option<(String, HeaderValue)>,
 }
 
 impl ResponseError for VoteRefused {
@@ -154,8 +212,7 @@ impl ResponseError for VoteRefused {
         self.error.status()
     }
 
-    /// JSON `{"error", "reason"}` for the API, one line of plain text for
-    /// the form.
+    /// JSON `{"error", "reason"}` for the API, an HTML page for the form.
     fn error_response(&self) -> HttpResponse {
         let e = &self.error;
         let mut r = HttpResponse::build(e.status());
@@ -168,9 +225,18 @@ impl ResponseError for VoteRefused {
             Channel::Api => {
                 r.json(serde_json::json!({ "error": e.to_string(), "reason": e.reason() }))
             }
-            Channel::Form => r
-                .content_type("text/plain; charset=utf-8")
-                .body(format!("{e}\n")),
+            Channel::Form => match &self.page {
+                Some((page, policy)) => {
+                    let mut resp = r
+                        .content_type("text/html; charset=utf-8")
+                        .body(page.clone());
+                    crate::headers::apply(resp.headers_mut(), policy);
+                    resp
+                }
+                None => r
+                    .content_type("text/plain; charset=utf-8")
+                    .body(format!("{e}\n")),
+            },
         };
         if let Some(c) = &self.set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, c.clone());

@@ -134,7 +134,7 @@ impl<F: VoteFormat> Future for ReadBallot<F> {
                         .req
                         .app_data::<web::Data<State>>()
                         .expect("capture's routes have its state");
-                    state.refuse(e.into(), F::CHANNEL, &this.req)
+                    state.refuse(e.into(), F::CHANNEL, None, &this.req)
                 }),
         )
     }

@@ -91,6 +91,8 @@ struct Pages {
     view_pow: Option<(String, String)>,
     /// The pages' Content-Security-Policy.
     policy: HeaderValue,
+    /// The error pages': the same style, and `/retry.js`.
+    error_policy: HeaderValue,
 }
 
 impl Pages {
@@ -134,6 +136,7 @@ impl Pages {
             voted: [thanks(VoteOption::A), thanks(VoteOption::B)],
             view_pow,
             policy: page::policy(pow_on),
+            error_policy: page::policy(true),
         }
     }
 }
@@ -233,6 +236,7 @@ impl Capture {
                 .route("/api/vote", web::post().to(post_vote::<Json>))
                 .route("/api/pow", web::get().to(pow_challenge))
                 .route("/pow.js", web::get().to(pow_script))
+                .route("/retry.js", web::get().to(retry_script))
                 .route("/favicon.svg", web::get().to(crate::assets::favicon))
                 .route("/favicon.ico", web::get().to(crate::assets::favicon))
                 .route("/healthz", web::get().to(metrics::healthz))
@@ -256,8 +260,16 @@ fn now_secs() -> u64 {
     (clock::now_micros() / 1_000_000).max(0) as u64
 }
 
-async fn vote_page(voter: Voter, state: web::Data<State>) -> HttpResponse {
+async fn vote_page(req: HttpRequest, voter: Voter, state: web::Data<State>) -> HttpResponse {
     let chosen = voter.known.and_then(|c| c.last.map(|(_, o)| o));
+    if let Some(o) = chosen.filter(|_| has_thanks_cookie(&req)) {
+        // Once: the cookie goes with this page, so a reload shows the
+        // choice without the thanks.
+        let mut resp = page_response(&state, state.pages.voted[o as usize].clone());
+        resp.headers_mut()
+            .append(header::SET_COOKIE, HeaderValue::from_static(THANKS_CLEAR));
+        return resp;
+    }
     let i = chosen.map_or(0, |o| o as usize + 1);
     if let (0, Some((before, after)), Some(pow)) = (i, &state.pages.view_pow, &state.pow) {
         let challenge = pow.challenge(&state.sealer, now_secs());
@@ -294,6 +306,35 @@ async fn pow_challenge(state: web::Data<State>) -> HttpResponse {
         .json(body)
 }
 
+/// The one-time note after a form vote: set on its `303`, read and
+/// cleared by the page it leads to. It says only "thank the voter": the
+/// choice shown is the signed voter cookie's, so a client that sets it
+/// itself is thanked for its own vote, nothing more. A minute covers the
+/// redirect; a voter who never follows it is not thanked later on.
+const THANKS_COOKIE: &str = "thanks";
+const THANKS_SET: &str = "thanks=1; Path=/; Max-Age=60; HttpOnly; SameSite=Lax";
+const THANKS_SET_SECURE: &str = "thanks=1; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure";
+const THANKS_CLEAR: &str = "thanks=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
+const SEE_ROOT: HeaderValue = HeaderValue::from_static("/");
+
+fn has_thanks_cookie(req: &HttpRequest) -> bool {
+    crate::cookie::find_cookie(
+        req.headers()
+            .get_all(header::COOKIE)
+            .map(HeaderValue::as_bytes),
+        THANKS_COOKIE,
+    )
+    .is_some_and(|v| v == "1")
+}
+
+async fn retry_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header((header::CACHE_CONTROL, crate::assets::CACHE_A_DAY))
+        .body(page::RETRY_SCRIPT)
+}
+
 async fn pow_script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
@@ -314,18 +355,30 @@ async fn post_vote<F: VoteFormat>(
 ) -> Result<HttpResponse, VoteRefused> {
     let (vote, cookie) = take_vote(&req, &state, voter, ballot.option)
         .await
-        .map_err(|r| state.refuse(r, F::CHANNEL, &req))?;
-    let cookie = set_cookie(&cookie, &state, over_https(&req));
+        .map_err(|r| state.refuse(r, F::CHANNEL, Some(ballot.option), &req))?;
+    let https = over_https(&req);
+    let cookie = set_cookie(&cookie, &state, https);
     Ok(match F::CHANNEL {
-        Channel::Form => voted_page(&state, vote, cookie),
+        Channel::Form => see_the_page(&state, vote, cookie, https),
         Channel::Api => receipt(&state, vote, cookie),
     })
 }
 
-/// The form's answer: the page, thanking the voter for its choice.
-fn voted_page(state: &State, vote: Accepted, cookie: HeaderValue) -> HttpResponse {
-    let mut resp = page_response(state, state.pages.voted[vote.option as usize].clone());
+/// The form's answer: `303 See Other` to the page, which shows the choice
+/// from the cookie set here and thanks the voter once. A reload or Back
+/// then repeats that `GET`, never the vote.
+fn see_the_page(state: &State, vote: Accepted, cookie: HeaderValue, https: bool) -> HttpResponse {
+    let thanks = if https { THANKS_SET_SECURE } else { THANKS_SET };
+    let mut resp = HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, SEE_ROOT))
+        .insert_header((header::CACHE_CONTROL, NO_STORE))
+        .finish();
+    // The page's own headers, as on the page: whatever a browser shows for
+    // this answer is not framed, sniffed or referred either.
+    crate::headers::apply(resp.headers_mut(), &state.pages.policy);
     resp.headers_mut().append(header::SET_COOKIE, cookie);
+    resp.headers_mut()
+        .append(header::SET_COOKIE, HeaderValue::from_static(thanks));
     if vote.new_voter {
         resp.headers_mut()
             .insert(NEW_VOTER, HeaderValue::from_static("1"));
@@ -364,8 +417,15 @@ struct Receipt<'a> {
 }
 
 impl State {
-    /// Counts and logs a refused vote, and seals the identity it keeps.
-    fn refuse(&self, refusal: Refusal, channel: Channel, req: &HttpRequest) -> VoteRefused {
+    /// Counts and logs a refused vote, seals the identity it keeps, and for
+    /// the form renders its page (`option`: the vote, once it has parsed).
+    fn refuse(
+        &self,
+        refusal: Refusal,
+        channel: Channel,
+        option: Option<VoteOption>,
+        req: &HttpRequest,
+    ) -> VoteRefused {
         let Refusal { error, identity } = refusal;
         self.metrics
             .rejected
@@ -375,10 +435,27 @@ impl State {
             // The detail (which the voter is not shown) is for the log.
             log::warn!("vote refused: {}", error.detail());
         }
+        let page = (channel == Channel::Form).then(|| {
+            let (title, what, todo) = error.page_words();
+            let retry_after = error.retry_after();
+            let page = page::render_error(
+                &self.settings.option_labels,
+                &self.settings.node_id,
+                &page::ErrorPage {
+                    title,
+                    what: &what,
+                    todo,
+                    retry_after,
+                    again: option,
+                },
+            );
+            (page, self.pages.error_policy.clone())
+        });
         VoteRefused {
             set_cookie: identity.map(|c| set_cookie(&c, self, over_https(req))),
             error,
             channel,
+            page,
         }
     }
 }

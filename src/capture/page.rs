@@ -44,6 +44,8 @@ button:focus-visible{outline:.2rem dashed #111;outline-offset:.5rem}
 .note{margin:1.4rem 0 .3rem;font-size:1.05rem}
 .tip{color:#555;font-size:.95rem}
 footer{margin-top:2rem;color:#5c5c5c;font-size:.8rem}
+.again button{flex:0 1 auto;min-height:4rem;padding:0 1.5rem;font-size:1.3rem;margin:1rem auto 0}
+a{color:#174e7a}
 @media (forced-colors:active){
  button{border:.2rem solid ButtonText}
  .chosen{border:.6rem double Highlight}
@@ -64,6 +66,73 @@ pub fn policy(with_script: bool) -> actix_web::http::header::HeaderValue {
         extra.push("script-src 'self'".to_owned());
     }
     crate::headers::policy(&extra)
+}
+
+/// The script of the error pages that ask to come back later (`429`,
+/// `503`): with JavaScript on, the vote is sent again by itself once
+/// `Retry-After` has passed (the form works without it, as a button).
+/// Served as `/retry.js`, a file the pages' policy allows (`'self'`).
+/// One line: the edge (`swarm/haproxy.cfg`) answers the same bytes while no
+/// capture node is up, and a test holds the two equal.
+pub const RETRY_SCRIPT: &str = r#"(function(){var f=document.querySelector('form[data-retry-after]');if(!f)return;var s=Math.max(1,+f.dataset.retryAfter||1),p=document.getElementById('retry');if(p)p.hidden=false;setTimeout(function(){f.submit();},s*1000);})();"#;
+
+/// What an error page says: its title, what happened, what to do, and
+/// when the voter may come back (`Retry-After`, seconds).
+pub struct ErrorPage<'a> {
+    pub title: &'a str,
+    pub what: &'a str,
+    pub todo: &'a str,
+    pub retry_after: Option<u64>,
+    /// The option the refused vote was for, when it may be sent again.
+    pub again: Option<VoteOption>,
+}
+
+/// Renders an error page in the vote page's look: where the vote may be
+/// sent again, a button that sends it (and `/retry.js`, which presses it
+/// after `retry_after`), and always a link back to the poll.
+pub fn render_error(labels: &[String; 2], node: &str, e: &ErrorPage) -> String {
+    let (a, b) = (escape(&labels[0]), escape(&labels[1]));
+    let wait = e.retry_after.map(|s| {
+        let unit = if s == 1 { "second" } else { "seconds" };
+        format!("{s} {unit}")
+    });
+    let mut again = String::new();
+    if let (Some(o), Some(secs)) = (e.again, e.retry_after) {
+        let (class, label) = (o.as_str(), escape(&labels[o as usize]));
+        again = format!(
+            r#"<form class="again" method="post" action="/" data-retry-after="{secs}">
+<input type="hidden" name="vote" value="{class}">
+<button class="{class}">Vote {label} again</button>
+</form>
+<p class="tip" id="retry" role="status" hidden>This page sends your vote again by itself in {w}.</p>
+<script src="/retry.js"></script>
+"#,
+            w = wait.as_deref().unwrap_or_default(),
+        );
+    }
+    let when = match &wait {
+        Some(w) => format!(r#"<p class="note">Try again in <strong>{w}</strong>.</p>"#),
+        None => String::new(),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
+<title>{title} - {a} or {b}?</title><style>{STYLE}</style></head>
+<body><main>
+<h1>{title}</h1>
+<p class="note">{what}</p>
+<p class="note">{todo}</p>
+{when}{again}<p class="note"><a href="/">Back to the poll: {a} or {b}?</a></p>
+</main>
+<footer>Served by node <strong>{node}</strong></footer></body></html>
+"#,
+        title = escape(e.title),
+        what = escape(e.what),
+        todo = escape(e.todo),
+        node = escape(node),
+    )
 }
 
 /// Renders the page. `chosen` marks the voter's current choice; `flash` is
@@ -142,5 +211,24 @@ mod tests {
         assert!(page.contains("n&quot;1"));
         assert!(page.contains(r#"class="b chosen""#));
         assert!(page.contains("You voted for <strong>Dogs</strong>"));
+    }
+
+    #[test]
+    fn an_error_page_offers_the_vote_again_only_when_it_names_a_wait() {
+        let labels = ["Cats".to_owned(), "Dogs".to_owned()];
+        let mut e = ErrorPage {
+            title: "Not so fast",
+            what: "w",
+            todo: "t",
+            retry_after: Some(1),
+            again: Some(VoteOption::B),
+        };
+        let page = render_error(&labels, "n1", &e);
+        assert!(page.contains(r#"<html lang="en">"#) && page.contains(r#"href="/""#));
+        assert!(page.contains(r#"data-retry-after="1""#) && page.contains("1 second"));
+        assert!(page.contains(r#"name="vote" value="b""#));
+        e.retry_after = None;
+        let page = render_error(&labels, "n1", &e);
+        assert!(!page.contains("<form") && !page.contains("retry.js"));
     }
 }

@@ -3,7 +3,11 @@
 // reload (server-sent events), and over 20 s of live updates the results
 // page is loaded exactly once. When the stream stalls (the results node is
 // stopped with SIGSTOP, RESULTS_PID) the page says so, and recovers when
-// it resumes. axe-core checks both pages (fresh, after voting; live,
+// it resumes. The vote follows POST/redirect/GET: its answer is a 303 to
+// the page, and reloading that page sends no vote. A change at once (the
+// test's cluster runs with a long MIN_CHANGE_INTERVAL_MS) gets the styled
+// 429 page, whose script (/retry.js) says it will send the vote again.
+// axe-core checks both pages (fresh, after voting, after a 429; live,
 // stale). The pages' Content-Security-Policy must let their own style and
 // script work, and the browser must refuse to show the vote page inside a
 // frame (clickjacking). Screenshots of both pages, also in forced-colours
@@ -64,10 +68,17 @@ try {
   const bg = await vote.locator("button[value=a]").evaluate((b) => getComputedStyle(b).backgroundColor);
   if (bg !== "rgb(31, 106, 165)") throw new Error(`the vote page's style was blocked (button background ${bg})`);
   await checkAccessibility(vote, "the vote page, fresh");
+  // Every vote this page sends, and what each was answered.
+  const posts = [];
+  vote.on("response", (r) => {
+    if (r.request().method() === "POST") posts.push(r.status());
+  });
   await vote.locator("button[value=a]").click();
   await vote.waitForSelector("button.a.chosen", { timeout: 10000 });
   const thanks = await vote.locator("[role=status]").textContent();
   if (!/Thanks/.test(thanks)) throw new Error(`no confirmation after the click: ${thanks}`);
+  if (posts.join() !== "303") throw new Error(`the vote was answered ${posts.join()}, not one 303`);
+  if (new URL(vote.url()).pathname !== "/") throw new Error(`the vote landed on ${vote.url()}`);
   await checkAccessibility(vote, "the vote page, after voting");
   // Focus on the other button must not look like the choice.
   await vote.locator("button[value=b]").focus();
@@ -78,6 +89,28 @@ try {
     });
   const [chosenLook, focusedLook] = [await look("button[value=a]"), await look("button[value=b]")];
   if (chosenLook === focusedLook) throw new Error(`the focused button looks chosen: ${focusedLook}`);
+  // A reload repeats the GET the redirect led to: the choice, no vote sent,
+  // and the thanks only once.
+  await vote.reload();
+  await vote.waitForSelector("button.a.chosen", { timeout: 10000 });
+  if (posts.length !== 1) throw new Error(`reloading the page sent ${posts.length - 1} more vote(s)`);
+  if (/Thanks/.test(await vote.locator("main").textContent())) throw new Error("the thanks showed again on reload");
+  console.log("ok: the vote was answered 303, and reloading the page it landed on sent nothing");
+
+  // A change at once: the "too soon" page, styled, with its retry.
+  await vote.locator("button[value=b]").click();
+  await vote.waitForSelector("h1", { timeout: 10000 });
+  await vote.waitForSelector("#retry:not([hidden])", { timeout: 10000 });
+  if (posts.join() !== "303,429") throw new Error(`the change was answered ${posts.join()}`);
+  const lang = await vote.locator("html").getAttribute("lang");
+  const back = await vote.locator('a[href="/"]').count();
+  if (lang !== "en" || back !== 1) throw new Error(`the 429 page: lang ${lang}, ${back} link(s) back`);
+  await checkAccessibility(vote, "the vote page, after a 429");
+  await vote.screenshot({ path: `${outDir}/vote-page-429.png` });
+  // Away before its script sends the vote again (it would, after
+  // Retry-After): the rest of the test counts option a.
+  await vote.goto(voteUrl + "/");
+  await vote.waitForSelector("button.a.chosen", { timeout: 10000 });
 
   // The results page must show it by itself: poll its DOM, never reload.
   await results.waitForFunction(
