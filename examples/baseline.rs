@@ -22,3 +22,6 @@ async fn main() -> std::io::Result<()> {
         .run()
         .await
 }
+
+// The same allocator as the nodes, so the comparison is of the code alone.
+voteswarm::use_mimalloc!();

@@ -136,3 +136,6 @@ fn main() {
         urls.len()
     );
 }
+
+// The same allocator as the nodes, so the comparison is of the code alone.
+voteswarm::use_mimalloc!();

@@ -122,31 +122,36 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 /// A `$`/`*` length: `None` for -1 (nil). Digits by hand: through
 /// `str::parse` this was a fifth of the worker's instructions (callgrind),
 /// each length read twice (scan, then decode).
+#[inline]
 fn length(line: &[u8]) -> Result<Option<usize>, RedisError> {
     if line == b"-1" {
         return Ok(None);
     }
-    let bad = || {
-        protocol(
-            "malformed reply",
-            format!("length {:?}", String::from_utf8_lossy(line)),
-        )
-    };
     // Ten digits at most: no overflow, and MAX_REPLY is checked after.
     if line.is_empty() || line.len() > 10 {
-        return Err(bad());
+        return Err(bad_length(line));
     }
     let mut n = 0usize;
     for &b in line {
         if !b.is_ascii_digit() {
-            return Err(bad());
+            return Err(bad_length(line));
         }
         n = n * 10 + usize::from(b - b'0');
     }
     if n > MAX_REPLY {
-        return Err(bad());
+        return Err(bad_length(line));
     }
     Ok(Some(n))
+}
+
+/// Out of line: the error's formatting stays off the decoder's path.
+#[cold]
+#[inline(never)]
+fn bad_length(line: &[u8]) -> RedisError {
+    protocol(
+        "malformed reply",
+        format!("length {:?}", String::from_utf8_lossy(line)),
+    )
 }
 
 /// Reads values off one whole reply (checked by [`Scan`]).
