@@ -28,21 +28,17 @@ async fn a_form_vote_is_stored_and_answered_303_to_the_page_marking_it() {
         "nothing is marked before a vote"
     );
 
-    let mut resp = node
-        .client
-        .post(format!("{}/", node.base))
-        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
-        .send_body("vote=b")
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 303, "POST/redirect/GET");
-    assert_eq!(resp.headers().get("location").unwrap(), "/");
-    assert_eq!(resp.headers().get("cache-control").unwrap(), "no-store");
-    let cookie = resp.cookie("voter").expect("a voter cookie is set");
-    let cookie = cookie.value().to_owned();
-    let thanks = resp.cookie("thanks").expect("the one-time thanks");
-    assert_eq!(thanks.value(), "1");
-    assert!(resp.body().await.unwrap().is_empty());
+    let resp = node.vote_form("b", None).await;
+    assert_eq!(resp.status, 303, "POST/redirect/GET");
+    assert_eq!(resp.headers.get("location").unwrap(), "/");
+    assert_eq!(resp.headers.get("cache-control").unwrap(), "no-store");
+    let cookie = resp.cookie.clone().expect("a voter cookie is set");
+    assert_eq!(
+        resp.set_cookie("thanks").as_deref(),
+        Some("1"),
+        "the one-time thanks"
+    );
+    assert!(resp.body.is_empty());
 
     let votes = redis.votes();
     assert_eq!(votes.len(), 1);
@@ -91,17 +87,9 @@ async fn a_form_vote_too_soon_gets_an_html_page_with_lang_a_link_back_and_the_wa
     let first = node.vote_form("a", None).await;
     assert_eq!(first.status, 303);
     let cookie = first.cookie.unwrap();
-    let mut resp = node
-        .client
-        .post(format!("{}/", node.base))
-        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
-        .insert_header(("Cookie", format!("voter={cookie}")))
-        .send_body("vote=b")
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 429);
-    let h = resp.headers().clone();
-    let page = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
+    let resp = node.vote_form("b", Some(&cookie)).await;
+    assert_eq!(resp.status, 429);
+    let (h, page) = (resp.headers, resp.body);
     assert_eq!(h.get("content-type").unwrap(), "text/html; charset=utf-8");
     let wait = h.get("retry-after").unwrap().to_str().unwrap().to_owned();
     let wait_secs: u64 = wait.parse().unwrap();
@@ -875,16 +863,9 @@ async fn the_vote_page_forbids_frames_and_allows_only_its_own_style() {
         !page.contains("<script"),
         "no script without a proof of work"
     );
-    let mut resp = node
-        .client
-        .post(format!("{}/", node.base))
-        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
-        .send_body("vote=a")
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 303);
-    let _ = resp.body().await;
-    assert_page_headers(resp.headers(), "POST /");
+    let resp = node.vote_form("a", None).await;
+    assert_eq!(resp.status, 303);
+    assert_page_headers(&resp.headers, "POST /");
 }
 
 #[actix_web::test]

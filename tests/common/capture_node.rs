@@ -98,10 +98,22 @@ pub struct Answer {
     pub retry_after: Option<String>,
     /// The signed `voter` cookie value set by the node, if any.
     pub cookie: Option<String>,
+    pub headers: awc::http::header::HeaderMap,
     pub body: String,
 }
 
 impl Answer {
+    /// The value of the cookie `name` that the answer sets, if it sets one.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| {
+                let (n, rest) = c.split_once('=')?;
+                (n == name).then(|| rest.split(';').next().unwrap_or("").to_owned())
+            })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -219,6 +231,7 @@ pub async fn post_with(
         status: resp.status().as_u16(),
         retry_after,
         cookie,
+        headers: resp.headers().clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
