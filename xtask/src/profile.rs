@@ -136,10 +136,16 @@ pub fn run() -> Res<()> {
     profile_baseline(&b, &k, &mut notes)?;
     let pg = b.postgres()?;
     let mut q = Queues::start(&b, QUEUES)?;
-    profile_worker(&b, &k, &pg, &mut q, &mut notes)?;
+    let mut runs = WorkerRuns {
+        b: &b,
+        k: &k,
+        pg: &pg,
+        queues: &mut q,
+    };
+    profile_worker(&mut runs, &mut notes)?;
     native_capture(&b, &k, &mut notes)?;
     native_baseline(&b, &k, &mut notes)?;
-    native_worker(&b, &k, &pg, &mut q, &mut notes)?;
+    native_worker(&mut runs, &mut notes)?;
 
     for name in profile_report::PATHS {
         annotate(&b, &keep, name)?;
@@ -419,13 +425,17 @@ fn drained(b: &Bench, k: &Knobs, name: &str, q: &mut Queues, w: &mut Child) -> R
         })
 }
 
-fn profile_worker(
-    b: &Bench,
-    k: &Knobs,
-    pg: &Postgres,
-    q: &mut Queues,
-    notes: &mut Notes,
-) -> Res<()> {
+/// What the worker's two runs (under callgrind, then native) share: the
+/// bench, the knobs, the store and the queues they drain.
+struct WorkerRuns<'a> {
+    b: &'a Bench,
+    k: &'a Knobs,
+    pg: &'a Postgres,
+    queues: &'a mut Queues,
+}
+
+fn profile_worker(runs: &mut WorkerRuns, notes: &mut Notes) -> Res<()> {
+    let (b, k, pg, q) = (runs.b, runs.k, runs.pg, &mut *runs.queues);
     let (mut w, metrics) = worker(b, k, "worker", pg, q, &callgrind(b, "worker"))?;
     let pid = w.pid();
     say!(
@@ -539,13 +549,8 @@ fn pg_ticks(pg: &Postgres) -> (u64, u64) {
         .fold((0, 0), |a, t| (a.0 + t.0, a.1 + t.1))
 }
 
-fn native_worker(
-    b: &Bench,
-    k: &Knobs,
-    pg: &Postgres,
-    q: &mut Queues,
-    notes: &mut Notes,
-) -> Res<()> {
+fn native_worker(runs: &mut WorkerRuns, notes: &mut Notes) -> Res<()> {
+    let (b, k, pg, q) = (runs.b, runs.k, runs.pg, &mut *runs.queues);
     let (mut w, _) = worker(b, k, "native", pg, q, &[])?;
     preload(q, k.worker_warmup, &k.change_fraction, 3, None, true)?;
     drained(b, k, "native", q, &mut w)?;
