@@ -1,4 +1,5 @@
-//! What the pages share that never changes while a node runs: the icon.
+//! What the pages share that never changes while a node runs: the icon
+//! and the nodes' script files.
 //! Served by capture and results themselves (no CDN) with a day's caching,
 //! so a browser asks once, not with every page, and `/favicon.ico` is no
 //! longer a 404 in every log.
@@ -13,6 +14,16 @@ pub const FAVICON_SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBo
 
 /// For assets that do not change while the node runs: a day in any cache.
 pub const CACHE_A_DAY: &str = "public, max-age=86400";
+
+/// A script file of the node's own (`/pow.js`, `/retry.js`): the same
+/// bytes for the node's whole life, so cached for a day.
+pub fn script(body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, CACHE_A_DAY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
+}
 
 pub async fn favicon() -> HttpResponse {
     HttpResponse::Ok()

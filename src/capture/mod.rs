@@ -328,20 +328,11 @@ fn has_thanks_cookie(req: &HttpRequest) -> bool {
 }
 
 async fn retry_script() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/javascript; charset=utf-8")
-        .insert_header(("X-Content-Type-Options", "nosniff"))
-        .insert_header((header::CACHE_CONTROL, crate::assets::CACHE_A_DAY))
-        .body(page::RETRY_SCRIPT)
+    crate::assets::script(page::RETRY_SCRIPT)
 }
 
 async fn pow_script() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/javascript; charset=utf-8")
-        .insert_header(("X-Content-Type-Options", "nosniff"))
-        // The same bytes for the node's whole life.
-        .insert_header((header::CACHE_CONTROL, crate::assets::CACHE_A_DAY))
-        .body(pow::SCRIPT)
+    crate::assets::script(pow::SCRIPT)
 }
 
 /// `POST /` and `POST /api/vote`: one path for both, `F` saying how the
