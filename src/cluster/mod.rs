@@ -20,12 +20,13 @@
 
 pub mod haproxy;
 pub mod postgres;
+pub mod ports;
 pub mod procs;
 pub mod secrets;
 mod start;
 pub mod tls;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -127,10 +128,7 @@ fn sibling(name: &str) -> Result<PathBuf, ClusterError> {
 }
 
 fn free_port() -> Result<u16, ClusterError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ClusterError::new(format!("no free port: {e}")))
+    ports::free_port().map_err(|e| ClusterError::new(format!("no free port: {e}")))
 }
 
 /// `REDIS_URLS` for the tiers that read every queue.

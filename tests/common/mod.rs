@@ -40,7 +40,6 @@ pub use redis_server::RedisServer;
 pub use results_node::{spawn_results, TestResults};
 pub use worker_node::{spawn_worker, TestWorker};
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 /// The binaries under test, as cargo built them for this test run.
@@ -52,14 +51,12 @@ pub mod bin {
     pub const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
 }
 
-/// A port nobody listens on right now. Another process could take it
+/// A port nobody listens on right now, outside the ephemeral range (see
+/// [`voteswarm::cluster::ports`]). Another process could still take it
 /// before we bind it; the servers started here retry on a new port then.
 /// Also what a test wants for "a port nothing answers on".
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    voteswarm::cluster::ports::free_port().expect("choose a free port")
 }
 
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.

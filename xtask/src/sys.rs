@@ -1,6 +1,6 @@
 //! What the benchmarks read from the machine: /proc, free ports, the date.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::Res;
@@ -14,12 +14,10 @@ pub fn nproc() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// A port nothing listens on now (the kernel's choice).
+/// A port nothing listens on now, outside the ephemeral range the
+/// benchmarks' own connections use (see `voteswarm::cluster::ports`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    voteswarm::cluster::ports::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// Fields of /proc/PID/stat after the command name: index 0 is field 3.
