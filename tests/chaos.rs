@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster_proc::json_report;
-use common::{alive, http, signal, spawn_cluster, wait_until, Proc, Up};
+use common::{alive, http, signal, wait_until, Proc, SmallFs, TestCluster, Up};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -80,11 +80,35 @@ struct Outcome {
 
 /// Runs a scenario: cluster, load, `fault` in the middle, verification.
 fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
+    scenario_on(name, |_| (), |up, s, ()| fault(up, s), |_, ()| ());
+}
+
+/// [`scenario`] with `prepare` run on the cluster's data dir before it
+/// starts (what it returns lives until the cluster has stopped, and the
+/// fault and `after` get it), and `after` run once the count is verified.
+fn scenario_on<P>(
+    name: &str,
+    prepare: impl FnOnce(&Path) -> P,
+    fault: impl FnOnce(&mut Up, &Scale, &P) -> Outcome,
+    after: impl FnOnce(&Up, &P),
+) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     common::require_program("redis-server", "redis-server");
     common::require_program("haproxy", "haproxy");
     let s = scale();
-    let mut run = spawn_cluster("vs-chaos-", 3, 2, &[]);
+    let dir = tempfile::Builder::new()
+        .prefix("vs-chaos-")
+        .tempdir()
+        .expect("temp dir");
+    let data = dir.path().join("data");
+    // Declared between the directory and the cluster, so that it is dropped
+    // after the cluster stops and before the directory goes, even when the
+    // scenario fails.
+    let prepared = prepare(&data);
+    let mut run = TestCluster {
+        up: Up::start_with(&data, 3, 2, &[]),
+        dir,
+    };
     let report_path = run.dir.path().join("report.md");
     let mut lg = start_loadgen(&run.up, &s, &report_path);
     // The middle of the run: a quarter of the voters counted.
@@ -92,7 +116,7 @@ fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
         run.up.results_total().unwrap_or(0) >= (s.voters / 4) as i64
     });
     assert!(started, "{name}: the load did not get going");
-    let outcome = fault(&mut run.up, &s);
+    let outcome = fault(&mut run.up, &s, &prepared);
     let exit = lg.wait_exit(Duration::from_secs(600));
     assert!(exit.is_some(), "{name}: loadgen did not finish");
     let code = exit.unwrap().code();
@@ -100,7 +124,11 @@ fn scenario(name: &str, fault: impl FnOnce(&mut Up, &Scale) -> Outcome) {
     // Absent when loadgen died: the assertions below then say what is missing.
     let json_path = report_path.with_extension("json");
     let json = json_path.exists().then(|| json_report(&json_path));
+    if code == Some(0) && json.as_ref().is_some_and(|j| j.mismatches.is_empty()) {
+        after(&run.up, &prepared);
+    }
     let stop_code = run.up.stop();
+    drop(prepared);
 
     let requests = json.as_ref().map_or(0, |j| j.requests).max(1);
     let acknowledged = json.as_ref().map_or(0, |j| j.acknowledged) as i64;
@@ -304,4 +332,120 @@ fn sigkill_to_cluster_up_leaves_no_child_and_up_again_resumes_the_count() {
             recovery: t.elapsed(),
         }
     });
+}
+
+/// The tmpfs under a full-disk scenario's node: far more than the run
+/// writes before the fault, and all of it filled then.
+const SMALL_FS_MB: u32 = 256;
+
+/// A vote straight to a capture node (no edge, no cookie: a new voter);
+/// its status.
+fn vote_at(port: u16) -> u16 {
+    let body = r#"{"vote":"a"}"#;
+    let raw = format!(
+        "POST /api/vote HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http::request(port, &raw).0
+}
+
+/// Whether `name`'s log in the cluster's data dir says `what`.
+fn log_says(up: &Up, name: &str, what: &str) -> bool {
+    std::fs::read_to_string(up.data.join("logs").join(format!("{name}.log")))
+        .is_ok_and(|log| log.contains(what))
+}
+
+#[test]
+fn a_full_disk_under_a_redis_costs_retries_not_votes() {
+    scenario_on(
+        "a capture node's Redis disk full",
+        |data| SmallFs::mount(&data.join("redis02"), SMALL_FS_MB),
+        |up, s, disk| {
+            let capture = up.port("capture02");
+            let capture_pid = up.pid("capture02");
+            let unavailable = r#"voteswarm_votes_rejected_total{reason="unavailable"}"#;
+            let refused = || http::metric(&http::metrics(capture), unavailable);
+            let refused_before = refused();
+            disk.fill();
+            // Under `appendfsync always` Redis cannot take back a reply it
+            // has queued, so a failed AOF write makes it exit (and the
+            // cluster restart it, to exit again at the next write).
+            assert!(
+                wait_until(Duration::from_secs(60), || log_says(
+                    up,
+                    "redis02",
+                    "Can't recover from AOF write error"
+                )),
+                "redis02 went on writing to a full disk"
+            );
+            assert!(
+                wait_until(Duration::from_secs(60), || http::status(capture, "/readyz")
+                    != Some(200)),
+                "capture02 stayed ready with its Redis's disk full"
+            );
+            std::thread::sleep(s.outage); // the full disk itself
+            assert!(
+                refused() > refused_before,
+                "capture02 refused no vote with its Redis's disk full"
+            );
+            disk.free();
+            let recovery = until_ready(up, "capture02", "/readyz");
+            assert_eq!(up.pid("capture02"), capture_pid, "capture02 was restarted");
+            Outcome {
+                faults: 1,
+                recovery,
+            }
+        },
+        |up, _| {
+            // Counted exactly; the same capture process takes votes again.
+            assert_eq!(vote_at(up.port("capture02")), 202);
+        },
+    );
+}
+
+#[test]
+fn a_full_disk_under_postgres_delays_the_count_and_loses_nothing() {
+    scenario_on(
+        "PostgreSQL's disk full",
+        |data| SmallFs::mount(&data.join("postgres"), SMALL_FS_MB),
+        |up, s, disk| {
+            let worker = up.port("worker01");
+            let errors = || http::metric(&http::metrics(worker), "voteswarm_commit_errors_total");
+            let errors_before = errors();
+            disk.fill();
+            // New rows need new pages (refused with an ERROR); a new WAL
+            // segment cannot be made either: PostgreSQL PANICs when the
+            // current one runs out, and switching segments makes it now.
+            let _ = superuser_sql(up, "SELECT pg_switch_wal()");
+            assert!(
+                wait_until(Duration::from_secs(60), || log_says(
+                    up,
+                    "postgres",
+                    "No space left on device"
+                )),
+                "PostgreSQL went on writing to a full disk"
+            );
+            assert!(
+                wait_until(Duration::from_secs(60), || errors() > errors_before),
+                "worker01's commits did not fail with PostgreSQL's disk full"
+            );
+            std::thread::sleep(s.outage); // the full disk itself
+            disk.free();
+            Outcome {
+                faults: 1,
+                recovery: until_ready(up, "worker01", "/readyz"),
+            }
+        },
+        |_, _| (),
+    );
+}
+
+/// A statement as the superuser; its error, if any (PostgreSQL may be
+/// going down for it).
+fn superuser_sql(up: &Up, statement: &str) -> Result<(), String> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let mut conn =
+        diesel::PgConnection::establish(&up.database_url()).map_err(|e| e.to_string())?;
+    conn.batch_execute(statement).map_err(|e| e.to_string())
 }

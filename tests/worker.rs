@@ -538,7 +538,7 @@ fn with_postgres_stopped_nothing_is_acknowledged_and_the_count_ends_exact() {
     pg.stop();
     // Wait until commits fail and the drainer holds its batches.
     let failing = wait_until(Duration::from_secs(30), || {
-        metric(&http::metrics(w.port), "voteswarm_commit_errors_total") >= 3
+        http::metric(&http::metrics(w.port), "voteswarm_commit_errors_total") >= 3
     });
     assert!(failing, "commits did not fail while PostgreSQL was down");
     let held = stream_state(&redis).0;
@@ -559,13 +559,6 @@ fn with_postgres_stopped_nothing_is_acknowledged_and_the_count_ends_exact() {
     );
     assert!(wait_until(Duration::from_secs(10), || row_count(&url) == 40_000));
     assert_exact(&url, &votes);
-}
-
-fn metric(text: &str, name: &str) -> i64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).filter(|r| r.starts_with(' ')))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as i64
 }
 
 #[test]
