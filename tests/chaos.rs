@@ -8,6 +8,10 @@
 //! (`CHAOS_SCALE=full`), which also writes each scenario's row for
 //! `docs/RELIABILITY.md` (`CHAOS_REPORT_DIR`).
 //! The scenarios run one at a time (a lock): each is a whole cluster.
+//! The full-disk ones mount a small filesystem (root only); the skewed
+//! clocks one starts its own capture processes under libfaketime, against
+//! Redis servers, PostgreSQL and a worker of its own, and votes straight
+//! to chosen nodes.
 
 mod common;
 
@@ -16,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::cluster_proc::json_report;
+use common::cluster_proc::{json_report, stored_votes};
 use common::{alive, http, signal, wait_until, Proc, SmallFs, TestCluster, Up};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -136,13 +140,33 @@ fn scenario_on<P>(
         j.rejected.values().sum::<u64>() + j.connection_errors
     });
     let mismatches = json.as_ref().map_or(0, |j| j.mismatches.len());
-    // The row of docs/RELIABILITY.md's table, as `cargo xtask
-    // reliability-table` reads it.
+    write_row(
+        name,
+        acknowledged,
+        &outcome,
+        refused as f64 * 100.0 / requests as f64,
+        mismatches,
+    );
+    assert_eq!(code, Some(0), "{name}: the count is not exact:\n{report}");
+    assert_eq!(mismatches, 0, "{report}");
+    assert!(acknowledged >= s.voters as i64, "{report}");
+    assert_eq!(stop_code, 0, "{name}: the cluster did not stop cleanly");
+}
+
+/// The row of docs/RELIABILITY.md's table, as `cargo xtask
+/// reliability-table` reads it: printed, and written to `CHAOS_REPORT_DIR`.
+fn write_row(
+    name: &str,
+    acknowledged: i64,
+    outcome: &Outcome,
+    error_rate_pct: f64,
+    mismatches: usize,
+) {
     let row = serde_json::json!({
         "fault": name,
         "acknowledged": acknowledged,
         "faults": outcome.faults,
-        "error_rate_pct": refused as f64 * 100.0 / requests as f64,
+        "error_rate_pct": error_rate_pct,
         "recovery_s": outcome.recovery.as_secs_f64(),
         "mismatches": mismatches,
     });
@@ -155,10 +179,6 @@ fn scenario_on<P>(
         )
         .unwrap();
     }
-    assert_eq!(code, Some(0), "{name}: the count is not exact:\n{report}");
-    assert_eq!(mismatches, 0, "{report}");
-    assert!(acknowledged >= s.voters as i64, "{report}");
-    assert_eq!(stop_code, 0, "{name}: the cluster did not stop cleanly");
 }
 
 #[test]
@@ -338,15 +358,21 @@ fn sigkill_to_cluster_up_leaves_no_child_and_up_again_resumes_the_count() {
 /// writes before the fault, and all of it filled then.
 const SMALL_FS_MB: u32 = 256;
 
-/// A vote straight to a capture node (no edge, no cookie: a new voter);
-/// its status.
-fn vote_at(port: u16) -> u16 {
-    let body = r#"{"vote":"a"}"#;
+/// A vote straight to a capture node (no edge), with the voter's cookie
+/// if they have one.
+fn api_vote(port: u16, option: &str, cookie: Option<&str>) -> http::Reply {
+    let body = format!(r#"{{"vote":"{option}"}}"#);
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: voter={c}\r\n"));
     let raw = format!(
-        "POST /api/vote HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /api/vote HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{cookie}Connection: close\r\n\r\n{body}",
         body.len()
     );
-    http::request(port, &raw).0
+    http::exchange(port, raw.as_bytes()).unwrap_or_else(|| panic!("connect to :{port}"))
+}
+
+/// A new voter's vote straight to a capture node; its status.
+fn vote_at(port: u16) -> u16 {
+    api_vote(port, "a", None).status
 }
 
 /// Whether `name`'s log in the cluster's data dir says `what`.
@@ -448,4 +474,236 @@ fn superuser_sql(up: &Up, statement: &str) -> Result<(), String> {
     let mut conn =
         diesel::PgConnection::establish(&up.database_url()).map_err(|e| e.to_string())?;
     conn.batch_execute(statement).map_err(|e| e.to_string())
+}
+
+/// The skewed-clock scenario's capture nodes: a name and how far its wall
+/// clock runs from the host's (libfaketime), in seconds.
+const CLOCKS: [(&str, i64); 3] = [("ahead", 30), ("behind", -30), ("true", 0)];
+
+/// One voter of the skewed-clock scenario: a first vote on one node, then
+/// a change on another (or the same), sent at once and then as often as
+/// `Retry-After` allows until taken.
+struct SkewVoter {
+    from: usize,
+    to: usize,
+    cookie: String,
+    first: serde_json::Value,
+    first_acked: Instant,
+    /// The change's receipt, how long after the first vote's
+    /// acknowledgement it was sent, and the true time then, once taken.
+    change: Option<(serde_json::Value, Duration, i64)>,
+    next_try: Instant,
+}
+
+impl SkewVoter {
+    /// Sends the change to the node on `port`; whether it was taken (else
+    /// the next try waits for `Retry-After`).
+    fn try_change(&mut self, port: u16) -> bool {
+        let sent = self.first_acked.elapsed();
+        let true_now = voteswarm::clock::now_micros();
+        let r = api_vote(port, "b", Some(&self.cookie));
+        match r.status {
+            202 => {
+                self.change = Some((r.json().expect("a receipt"), sent, true_now));
+                true
+            }
+            429 => {
+                let wait: u64 = r
+                    .header("retry-after")
+                    .and_then(|w| w.parse().ok())
+                    .expect("a 429 says how long to wait");
+                self.next_try = Instant::now() + Duration::from_secs(wait);
+                false
+            }
+            other => panic!("a change answered {other}: {}", r.text),
+        }
+    }
+}
+
+/// The voter cookie an answer sets.
+fn voter_cookie(r: &http::Reply) -> String {
+    r.header("set-cookie")
+        .and_then(|c| c.strip_prefix("voter="))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no voter cookie in {}", r.text))
+        .to_owned()
+}
+
+#[test]
+fn skewed_clocks_neither_fool_the_latest_vote_nor_shorten_the_change_interval() {
+    use common::capture_node::CaptureProcess;
+    use common::worker_node::{settings, StubResolver};
+    use voteswarm::clock::now_micros;
+    use voteswarm::config::VoteChanges;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::require_program("redis-server", "redis-server");
+    let s = scale();
+    let pg = common::PgServer::start();
+    let redis: Vec<common::RedisServer> = CLOCKS
+        .iter()
+        .map(|_| common::RedisServer::start())
+        .collect();
+    let resolver = std::sync::Arc::new(StubResolver::default());
+    resolver.set(&redis.iter().map(|r| r.worker_url()).collect::<Vec<_>>());
+    let _worker = common::spawn_worker(settings(&pg, VoteChanges::Allow), resolver);
+    let nodes: Vec<CaptureProcess> = CLOCKS
+        .iter()
+        .zip(&redis)
+        .map(|((name, skew), r)| {
+            let clock = (*skew != 0).then(|| format!("{skew:+}s"));
+            CaptureProcess::start(r, name, clock.as_deref())
+        })
+        .collect();
+    let min_interval = Duration::from_secs(1); // MIN_CHANGE_INTERVAL_MS's default
+
+    // Every ordered pair of nodes, the same number of voters each.
+    let per_pair = s.voters / 60;
+    let mut requests = 0u64;
+    let mut refused = 0u64;
+    let mut voters = Vec::new();
+    for from in 0..CLOCKS.len() {
+        for to in 0..CLOCKS.len() {
+            for _ in 0..per_pair {
+                let true_now = now_micros();
+                let first = api_vote(nodes[from].port, "a", None);
+                requests += 1;
+                assert_eq!(first.status, 202, "{}", first.text);
+                let receipt = first.json().expect("a receipt");
+                let ts = receipt["ts"].as_i64().unwrap();
+                // libfaketime took: the node stamps by its own clock.
+                let off = (ts - true_now) as f64 / 1e6;
+                assert!(
+                    (off - CLOCKS[from].1 as f64).abs() < 5.0,
+                    "{} stamped {off:+.1} s from true time",
+                    CLOCKS[from].0
+                );
+                let mut v = SkewVoter {
+                    from,
+                    to,
+                    cookie: voter_cookie(&first),
+                    first: receipt,
+                    first_acked: Instant::now(),
+                    change: None,
+                    next_try: Instant::now(),
+                };
+                // The change, at once.
+                requests += 1;
+                refused += u64::from(!v.try_change(nodes[to].port));
+                voters.push(v);
+            }
+        }
+    }
+    // Then as often as Retry-After allows, until each change is taken.
+    let all_changed = wait_until(Duration::from_secs(180), || {
+        let mut pending = false;
+        for v in voters.iter_mut().filter(|v| v.change.is_none()) {
+            if Instant::now() >= v.next_try {
+                requests += 1;
+                refused += u64::from(!v.try_change(nodes[v.to].port));
+            }
+            pending |= v.change.is_none();
+        }
+        !pending
+    });
+    assert!(all_changed, "some changes were never taken");
+
+    // The count: every voter's change is what is stored.
+    let url = pg.url();
+    let expected: std::collections::HashMap<String, String> = voters
+        .iter()
+        .map(|v| {
+            let (change, ..) = v.change.as_ref().unwrap();
+            (
+                change["voter"].as_str().unwrap().to_owned(),
+                change["vote_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let drained = wait_until(Duration::from_secs(60), || {
+        let rows = stored_votes(&url);
+        rows.len() == voters.len() && rows.keys().all(|voter| expected.contains_key(voter))
+    });
+    assert!(drained, "not every voter is stored");
+    let mismatches = stored_votes(&url)
+        .iter()
+        .filter(|(voter, (_, vote_id))| expected[*voter] != *vote_id)
+        .count();
+
+    let mut early = Vec::new();
+    let mut longest_wait = Duration::ZERO;
+    for v in &voters {
+        let (change, sent, _) = v.change.as_ref().unwrap();
+        let (t1, t2) = (
+            v.first["ts"].as_i64().unwrap(),
+            change["ts"].as_i64().unwrap(),
+        );
+        // The change is later than the first vote, whatever the clocks.
+        assert!(
+            t2 > t1,
+            "{} -> {}: {t2} after {t1}",
+            CLOCKS[v.from].0,
+            CLOCKS[v.to].0
+        );
+        longest_wait = longest_wait.max(*sent);
+        if *sent < min_interval {
+            early.push((v.from, v.to));
+        }
+    }
+    // A change inside the interval is taken only on a move to a node whose
+    // clock runs ahead of the one that stamped the first vote.
+    for &(from, to) in &early {
+        assert!(
+            CLOCKS[to].1 > CLOCKS[from].1,
+            "{} -> {}: a change taken inside the interval",
+            CLOCKS[from].0,
+            CLOCKS[to].0
+        );
+    }
+    // What the skew did to the stored timestamps, for the report: each
+    // change's ts against the true time it was sent, by the node taking it.
+    for (i, (name, skew)) in CLOCKS.iter().enumerate() {
+        let offsets: Vec<f64> = voters
+            .iter()
+            .filter(|v| v.to == i)
+            .map(|v| {
+                let (c, _, true_now) = v.change.as_ref().unwrap();
+                (c["ts"].as_i64().unwrap() - true_now) as f64 / 1e6
+            })
+            .collect();
+        let carried = voters
+            .iter()
+            .filter(|v| v.to == i)
+            .filter(|v| {
+                let (c, ..) = v.change.as_ref().unwrap();
+                c["ts"].as_i64() == v.first["ts"].as_i64().map(|t| t + 1)
+            })
+            .count();
+        let (lo, hi) = offsets
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &o| (lo.min(o), hi.max(o)));
+        eprintln!(
+            "clock {name} ({skew:+} s): {} changes stored {lo:+.2} s to {hi:+.2} s from true time, {carried} stamped last_ts + 1",
+            offsets.len()
+        );
+    }
+    eprintln!(
+        "{} of {} changes taken inside the interval (moves to a faster clock); longest wait {:.1} s",
+        early.len(),
+        voters.len(),
+        longest_wait.as_secs_f64()
+    );
+    write_row(
+        "capture clocks 30 s ahead and 30 s behind",
+        2 * voters.len() as i64,
+        &Outcome {
+            faults: 2,
+            recovery: longest_wait,
+        },
+        refused as f64 * 100.0 / requests as f64,
+        mismatches,
+    );
+    assert_eq!(
+        mismatches, 0,
+        "stored votes that are not the voter's latest"
+    );
 }
