@@ -81,16 +81,6 @@ impl SmallFs {
     pub fn free(&self) {
         std::fs::remove_file(self.dir.join(FILLER)).expect("remove the filler");
     }
-
-    /// Bytes free on it now.
-    pub fn available(&self) -> u64 {
-        let target = c_path(&self.dir);
-        // SAFETY: statvfs fills the struct we pass; the path is valid.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statvfs(target.as_ptr(), &mut st) };
-        assert_eq!(rc, 0, "statvfs {}", self.dir.display());
-        st.f_bavail as u64 * st.f_frsize as u64
-    }
 }
 
 impl Drop for SmallFs {
