@@ -21,6 +21,9 @@ case "$purpose" in
     # The browser test: Debian's chromium driven by playwright-core.
     # The network-cut fault scenario (tests/chaos.rs) uses an iptables rule.
     need[iptables]=iptables
+    # The skewed-clock scenario (tests/chaos.rs) runs capture nodes under
+    # libfaketime (the faketime package brings it).
+    need[faketime]=faketime
     need[chromium]=chromium
     need[node]=nodejs
     need[npm]=npm

@@ -310,13 +310,19 @@ async fn a_voters_second_vote_is_later_even_when_the_cookie_comes_from_the_futur
         last: Some((ahead, VoteOption::A)),
     }
     .encode(&test_key());
-    let a = node.vote_api("b", Some(&cookie)).await;
+    // A change must wait until this node's clock is past that vote by the
+    // change interval; the same choice again is no change.
+    let change = node.vote_api("b", Some(&cookie)).await;
+    assert_eq!(change.status, 429, "{}", change.body);
+    let wait: u64 = change.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((30..=32).contains(&wait), "Retry-After {wait}");
+    let a = node.vote_api("a", Some(&cookie)).await;
     assert_eq!(a.status, 202, "{}", a.body);
     let ts = a.json()["ts"].as_i64().unwrap();
     assert!(ts > ahead, "{ts} must be after {ahead}");
     let next = VoterCookie::decode(&test_key(), &a.cookie.unwrap()).unwrap();
     assert_eq!(next.voter, voter);
-    assert_eq!(next.last, Some((ts, VoteOption::B)));
+    assert_eq!(next.last, Some((ts, VoteOption::A)));
     let votes = redis.votes();
     assert_eq!((votes[0].voter, votes[0].ts), (voter, ts));
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cluster_proc::stored_votes;
 use common::process::{clean_command, exit_and_stderr};
 use common::redis_server::xadd;
 use common::worker_node::{settings, StubResolver, WorkerProcess};
@@ -52,31 +53,8 @@ fn drained(redis: &[&RedisServer]) -> bool {
     redis.iter().all(|r| stream_state(r) == (0, 0))
 }
 
-/// voter -> (option, vote_id) as stored.
-fn table(url: &str) -> HashMap<String, (String, String)> {
-    use diesel::{Connection, RunQueryDsl};
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        voter_id: String,
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        option: String,
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        vote_id: String,
-    }
-    let Ok(mut conn) = diesel::PgConnection::establish(url) else {
-        return HashMap::new();
-    };
-    diesel::sql_query("SELECT voter_id, option, vote_id FROM votes")
-        .load::<Row>(&mut conn)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| (r.voter_id, (r.option, r.vote_id)))
-        .collect()
-}
-
 fn row_count(url: &str) -> usize {
-    table(url).len()
+    stored_votes(url).len()
 }
 
 /// What the table must hold: each voter's greatest (ts, vote_id).
@@ -100,7 +78,7 @@ fn expected(votes: &[Vote]) -> HashMap<String, (String, String)> {
 
 fn assert_exact(url: &str, votes: &[Vote]) {
     let want = expected(votes);
-    let got = table(url);
+    let got = stored_votes(url);
     assert_eq!(got.len(), want.len(), "one row per voter");
     let wrong = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).count();
     assert_eq!(wrong, 0, "{wrong} voters have the wrong stored vote");
@@ -189,7 +167,7 @@ fn later_vote_drained_first(mode: VoteChanges) -> HashMap<String, (String, Strin
     resolver.set(&[r2.worker_url()]);
     let worker = spawn_worker(settings(&pg, mode), resolver.clone());
     assert!(until(|| drained(&[&r2]) && row_count(&url) == 1));
-    assert_eq!(table(&url)[&Id128(voter).to_string()].0, "b");
+    assert_eq!(stored_votes(&url)[&Id128(voter).to_string()].0, "b");
     assert_eq!(
         stream_state(&r1).0,
         1,
@@ -205,7 +183,7 @@ fn later_vote_drained_first(mode: VoteChanges) -> HashMap<String, (String, Strin
     let metrics = worker.metrics();
     assert!(metrics.contains("voteswarm_endpoints 2"), "{metrics}");
     worker.stop();
-    table(&url)
+    stored_votes(&url)
 }
 
 #[test]
@@ -538,7 +516,7 @@ fn with_postgres_stopped_nothing_is_acknowledged_and_the_count_ends_exact() {
     pg.stop();
     // Wait until commits fail and the drainer holds its batches.
     let failing = wait_until(Duration::from_secs(30), || {
-        metric(&http::metrics(w.port), "voteswarm_commit_errors_total") >= 3
+        http::metric(&http::metrics(w.port), "voteswarm_commit_errors_total") >= 3
     });
     assert!(failing, "commits did not fail while PostgreSQL was down");
     let held = stream_state(&redis).0;
@@ -559,13 +537,6 @@ fn with_postgres_stopped_nothing_is_acknowledged_and_the_count_ends_exact() {
     );
     assert!(wait_until(Duration::from_secs(10), || row_count(&url) == 40_000));
     assert_exact(&url, &votes);
-}
-
-fn metric(text: &str, name: &str) -> i64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).filter(|r| r.starts_with(' ')))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as i64
 }
 
 #[test]

@@ -258,13 +258,18 @@ fn check_change_policy(
     if state.settings.vote_changes == VoteChanges::Deny {
         return Err(CaptureError::ChangesDenied);
     }
-    // Negative elapsed time means the cookie came from a node whose clock
-    // runs ahead of ours (by at most the skew a cookie may carry): we
-    // cannot tell how long ago that was, and ordering does not depend on
-    // it, so let it through.
+    // Measured by this node's clock. A negative interval means the last
+    // vote was stamped by a node whose clock runs ahead of ours (by at most
+    // the skew a cookie may carry): the change waits until our clock has
+    // passed that stamp by the interval too. Letting it through instead let
+    // a voter whose cookie carried a fast node's time change as often as
+    // they liked on every slower node, each change stamped `last_ts + 1`
+    // and so still ahead (tests/chaos.rs, skewed clocks). Now a change comes
+    // late by the skew at worst, and early only on a move to a faster
+    // node's clock, once per faster clock.
     let elapsed = now - last_ts;
     let min = state.settings.min_change_interval.as_micros() as i64;
-    if (0..min).contains(&elapsed) {
+    if elapsed < min {
         let wait_secs = ((min - elapsed) as u64).div_ceil(1_000_000).max(1);
         return Err(CaptureError::TooSoon(wait_secs));
     }

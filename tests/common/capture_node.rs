@@ -235,3 +235,45 @@ pub async fn post_with(
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
+
+/// libfaketime, as Debian's `faketime` package installs it.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The capture binary on `redis`, as `node_id`, with the test cookie key;
+/// with `clock` (libfaketime's offset, such as `+30s`) its wall clock runs
+/// that far from the host's. Killed on drop.
+pub struct CaptureProcess {
+    pub proc: super::Proc,
+    pub port: u16,
+}
+
+impl CaptureProcess {
+    pub fn start(redis: &RedisServer, node_id: &str, clock: Option<&str>) -> CaptureProcess {
+        let port = super::free_port();
+        let mut cmd = super::process::clean_command(super::bin::CAPTURE);
+        cmd.env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("REDIS_URL", redis.capture_url())
+            .env("NODE_ID", node_id)
+            .env("COOKIE_KEY", TEST_COOKIE_KEY)
+            .env("HTTP_WORKERS", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(offset) = clock {
+            assert!(
+                std::path::Path::new(LIBFAKETIME).exists(),
+                "{LIBFAKETIME} not found: run `make test` (it installs it) or `apt-get install faketime`"
+            );
+            // Only the wall clock: timeouts and intervals (the monotonic
+            // clock) stay true, as on a host whose clock is merely set wrong.
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let mut proc = super::Proc::spawn(&mut cmd);
+        let ready = super::wait_until(Duration::from_secs(30), || {
+            super::http::status(port, "/readyz") == Some(200)
+        });
+        assert!(ready && proc.running(), "capture {node_id} did not start");
+        CaptureProcess { proc, port }
+    }
+}

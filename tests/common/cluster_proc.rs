@@ -93,6 +93,29 @@ pub fn sql_counts(url: &str) -> (i64, i64) {
     (r.a, r.b)
 }
 
+/// voter -> (option, vote_id) as stored.
+pub fn stored_votes(url: &str) -> std::collections::HashMap<String, (String, String)> {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        voter_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        option: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        vote_id: String,
+    }
+    let Ok(mut conn) = diesel::PgConnection::establish(url) else {
+        return Default::default();
+    };
+    diesel::sql_query("SELECT voter_id, option, vote_id FROM votes")
+        .load::<Row>(&mut conn)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.voter_id, (r.option, r.vote_id)))
+        .collect()
+}
+
 pub fn sql(url: &str, statement: &str) {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;

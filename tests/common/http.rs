@@ -119,6 +119,15 @@ pub fn metrics(port: u16) -> String {
         .to_owned()
 }
 
+/// A sample's value in Prometheus text (`name` with its labels, as
+/// written), 0 when absent.
+pub fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).filter(|r| r.starts_with(' ')))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as i64
+}
+
 /// A request written by hand (an edge test's exact bytes): the status and
 /// the whole answer. The server must be there.
 pub fn request(port: u16, raw: &str) -> (u16, String) {

@@ -18,6 +18,8 @@
 //! - [`process`]: the one guard for a child process ([`Proc`]), signals,
 //!   and running a binary for its exit code and error line.
 //! - [`http`]: the one plain HTTP client the suites poke servers with.
+//! - [`small_fs`]: a small filesystem to fill and free ([`SmallFs`]), for
+//!   the full-disk faults.
 //! - here: [`free_port`], and polling a condition until a deadline.
 #![allow(dead_code, unused_imports)]
 
@@ -30,6 +32,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis_server;
 pub mod results_node;
+pub mod small_fs;
 pub mod worker_node;
 
 pub use capture_node::{spawn_capture, TestCapture};
@@ -38,6 +41,7 @@ pub use postgres::PgServer;
 pub use process::{alive, require_program, require_program_opt, signal, Proc};
 pub use redis_server::RedisServer;
 pub use results_node::{spawn_results, TestResults};
+pub use small_fs::SmallFs;
 pub use worker_node::{spawn_worker, TestWorker};
 
 use std::time::{Duration, Instant};
