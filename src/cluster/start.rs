@@ -4,6 +4,7 @@
 //! HAProxy), each step handing the ports it chose to the next.
 
 use super::*;
+use std::net::TcpListener;
 
 /// Before the ports: an earlier run still alive is why they are taken.
 fn check_public_ports(t: &TopologyArgs) -> Result<(), ClusterError> {
