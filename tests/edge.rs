@@ -429,3 +429,131 @@ fn with_no_capture_node_the_edge_answers_a_styled_page_or_json_with_retry_after(
     assert_eq!(r.body(), voteswarm::capture::page::RETRY_SCRIPT);
     assert_eq!(node().1, failed, "answered without trying the node");
 }
+
+/// `show stat`'s status of the one capture node (field 17).
+fn capture_status(edge: &Edge) -> String {
+    let stat = edge.admin("show stat");
+    stat.lines()
+        .find(|l| l.starts_with("capture,capture01,"))
+        .and_then(|l| l.split(',').nth(17).map(str::to_owned))
+        .unwrap_or_else(|| panic!("{stat}"))
+}
+
+/// The value of the `Set-Cookie` named `name` in a reply, if any.
+fn set_cookie<'r>(r: &'r common::http::Reply, name: &str) -> Option<&'r str> {
+    let head = r.text.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        let v = v.trim().strip_prefix(name)?.strip_prefix('=')?;
+        n.eq_ignore_ascii_case("set-cookie")
+            .then(|| v.split(';').next().unwrap_or(v))
+    })
+}
+
+/// Issue 18: every Redis is paused (SIGSTOP) while a first-time voter's
+/// vote is in flight, so the edge answers 503 itself; the vote's pipeline
+/// waits in the stopped Redis's socket buffer and is stored when Redis
+/// resumes. The voter's retry, carrying the edge's `edge_id`, is that same
+/// voter: one voter stored, not two.
+#[test]
+fn a_vote_stored_late_behind_the_edges_503_and_its_retry_are_one_voter() {
+    use voteswarm::capture::edge_id::EdgeIdKey;
+    let redis = RedisServer::start();
+    let capture = common::capture_node::spawn_on(&redis, |s| {
+        // One writer, so the connection /readyz opens below is the one the
+        // vote goes out on. A writer without one would connect first, and
+        // a stopped Redis never finishes the handshake: nothing would be
+        // sent, and nothing stored late.
+        s.http_workers = 1;
+        s.enqueue_timeout = Duration::from_millis(1500);
+        s.edge_id_key = Some(EdgeIdKey::from_base64(common::edge::TEST_EDGE_ID_KEY).unwrap());
+    });
+    let dir = edge_dir();
+    let results = Stub::start();
+    let node = format!("127.0.0.1:{}", capture.port);
+    let edge = Edge::start(dir.path(), "edge", &node, &results.addr(), &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || capture_status(&edge) == "UP"),
+        "capture in rotation: {}",
+        capture_status(&edge)
+    );
+    assert_eq!(common::http::status(capture.port, "/readyz"), Some(200));
+    // The node stays in rotation by hand while Redis is stopped: a failing
+    // health check would drop the writer's connection before the vote.
+    edge.admin("disable health capture/capture01");
+
+    redis.pause();
+    let port = edge.vote_port;
+    let form = "POST / HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\n\r\nvote=a";
+    let voting = std::thread::spawn(move || common::http::exchange(port, form.as_bytes()).unwrap());
+    let in_flight = || {
+        common::http::metrics(capture.port)
+            .lines()
+            .any(|l| l.starts_with("voteswarm_writer_in_flight ") && !l.ends_with(" 0"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), in_flight),
+        "the vote's pipeline went out to the stopped Redis"
+    );
+    // Now every node is out: HAProxy's retry of capture's 503 finds none,
+    // and the edge answers itself.
+    edge.admin("set server capture/capture01 health down");
+    let refused = voting.join().unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(refused.body().contains("Your vote was not stored yet"));
+    assert_eq!(set_cookie(&refused, "voter"), None, "the edge's own answer");
+    let edge_id = set_cookie(&refused, "edge_id")
+        .unwrap_or_else(|| panic!("the edge's identity: {}", refused.text))
+        .to_owned();
+    assert!(edge_id.contains(".a."), "{edge_id}");
+    // (A stopped Redis cannot be asked: nothing can have been stored yet.)
+
+    redis.resume();
+    assert!(
+        wait_until(Duration::from_secs(10), || redis.xlen() == 1),
+        "the pipeline in the socket buffer is stored late"
+    );
+    let late = redis.votes()[0].clone();
+
+    edge.admin("set server capture/capture01 health up");
+    edge.admin("enable health capture/capture01");
+    // The voter presses "Send my vote again" (the page's form, its cookie).
+    let retry = form.replacen(
+        "Host: x\r\n",
+        &format!(
+            "Host: x\r\nCookie: {}\r\n",
+            format_args!("edge_id={edge_id}")
+        ),
+        1,
+    );
+    let mut answer = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let r = common::http::exchange(port, retry.as_bytes()).unwrap();
+            let done = r.status == 303;
+            answer = Some(r);
+            done
+        }),
+        "the retry is taken: {:?}",
+        answer.map(|r| r.text)
+    );
+    let votes = redis.votes();
+    assert_eq!(votes.len(), 2, "{votes:?}");
+    assert!(
+        votes.iter().all(|v| v.voter == late.voter),
+        "one voter: {votes:?}"
+    );
+
+    // A forged or altered identity is nobody's: a new voter.
+    let forged = edge_id.replacen(".a.", ".b.", 1);
+    let other = form.replacen(
+        "Host: x\r\n",
+        &format!("Host: x\r\nCookie: edge_id={forged}\r\n"),
+        1,
+    );
+    let r = common::http::exchange(port, other.as_bytes()).unwrap();
+    assert_eq!(r.status, 303, "{}", r.text);
+    let votes = redis.votes();
+    assert_eq!(votes.len(), 3);
+    assert_ne!(votes[2].voter, late.voter, "{votes:?}");
+}

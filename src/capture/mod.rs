@@ -15,6 +15,7 @@
 //! steps in order; a refusal is a [`error::CaptureError`], answered by
 //! [`error::VoteRefused`] in the form's or the API's conventions.
 
+pub mod edge_id;
 pub mod error;
 mod extract;
 pub mod page;
