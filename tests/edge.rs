@@ -557,3 +557,108 @@ fn a_vote_stored_late_behind_the_edges_503_and_its_retry_are_one_voter() {
     assert_eq!(votes.len(), 3);
     assert_ne!(votes[2].voter, late.voter, "{votes:?}");
 }
+
+/// What every page the edge answers itself has: its status, HTML with
+/// `lang`, a title, a link back, the style its policy allows by hash, and
+/// `Retry-After` when it names a wait.
+fn assert_edge_page(r: &common::http::Reply, status: u16, title: &str, retry_after: Option<&str>) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/html; charset=utf-8"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{}", r.text);
+    assert_eq!(r.header("retry-after"), retry_after, "{}", r.text);
+    let page = r.body();
+    assert!(
+        page.starts_with("<!doctype html><html lang='en'>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<title>{title}</title>"))
+            && page.contains(&format!("<h1>{title}</h1>")),
+        "{page}"
+    );
+    assert!(page.contains("<a href='/'>Back to the poll</a>"), "{page}");
+    let style = &page[page.find("<style>").unwrap() + 7..page.find("</style>").unwrap()];
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(csp.contains(&voteswarm::headers::csp_hash(style)), "{csp}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+}
+
+fn form_vote(vote: &str) -> String {
+    format!("POST / HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\nvote={vote}", vote.len() + 5)
+}
+
+#[test]
+fn the_edges_own_429_and_403_are_styled_pages_that_retry_or_json_for_the_api() {
+    let (_dir, _capture, _results, edge) = stub_edge(&[("VOTE_RATE_LIMIT", "3".into())]);
+    let port = edge.vote_port;
+    let exchange = |raw: &str| common::http::exchange(port, raw.as_bytes()).unwrap();
+    // Internal paths: refused before any limit, as a page or as JSON.
+    let r = exchange(&get("/metrics"));
+    assert_edge_page(&r, 403, "Not available here", None);
+    assert!(
+        !r.body().contains("retry.js"),
+        "nothing to retry: {}",
+        r.text
+    );
+    let r = exchange(&get("/api/metrics"));
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.json().unwrap()["reason"], "forbidden", "{}", r.text);
+
+    // Past the request limit (3 per 10 s, these included).
+    assert!(wait_until(Duration::from_secs(5), || exchange(&get("/"))
+        .status
+        == 429));
+    let r = exchange(&get("/"));
+    assert_edge_page(&r, 429, "Too many requests", Some("10"));
+    assert!(r
+        .body()
+        .contains("<form method='get' action='/' data-retry-after='10'>"));
+    assert!(r.body().contains("<script src='/retry.js'></script>"));
+    let r = exchange(&form_vote("b"));
+    assert_edge_page(&r, 429, "Too many requests", Some("10"));
+    assert!(
+        r.body().contains("data-retry-after='10'") && r.body().contains("name='vote' value='b'"),
+        "the same vote, sent again: {}",
+        r.text
+    );
+    // Client text never reaches the page.
+    let r = exchange(&form_vote("%3Cscript%3E"));
+    assert_edge_page(&r, 429, "Too many requests", Some("10"));
+    assert!(!r.body().contains("name='vote'") && !r.body().contains("script%3E"));
+    let r = exchange(VOTE);
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.header("retry-after"), Some("10"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json().unwrap()["reason"], "rate_limited", "{}", r.text);
+    // The page's script is the edge's own, limit or not.
+    let r = exchange(&get("/retry.js"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body(), voteswarm::capture::page::RETRY_SCRIPT);
+
+    // The new-voter limit (none left at all here).
+    let (_dir, _capture, _results, edge) = stub_edge(&[("NEW_VOTER_LIMIT", "0".into())]);
+    let port = edge.vote_port;
+    let exchange = |raw: &str| common::http::exchange(port, raw.as_bytes()).unwrap();
+    let r = exchange(&form_vote("a"));
+    let title = "Too many new voters from your network";
+    assert_edge_page(&r, 429, title, Some("600"));
+    assert!(
+        r.body().contains("data-retry-after='600'") && r.body().contains("name='vote' value='a'"),
+        "{}",
+        r.text
+    );
+    let r = exchange(&form_vote("x"));
+    assert_edge_page(&r, 429, title, Some("600"));
+    assert!(!r.body().contains("<form"), "{}", r.text);
+    let r = exchange(VOTE);
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json().unwrap()["reason"], "new_voter_limit", "{}", r.text);
+    // A returning voter passes.
+    assert_eq!(exchange(&vote_with(Some("v"))).status, 202);
+}
