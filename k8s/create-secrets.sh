@@ -6,6 +6,7 @@
 #   k8s/create-secrets.sh [--namespace NS] [--tls-pem FILE | --self-signed HOST] [--dry-run]
 #
 #   voteswarm-cookie    cookie_key                       every capture pod
+#   voteswarm-edge-id   edge_id_key (base64)             every edge and capture pod
 #   voteswarm-postgres  db_password (the superuser), pg_migrator_password,
 #                       pg_worker_password, pg_results_password
 #   voteswarm-redis     redis_capture_password, redis_worker_password,
@@ -45,6 +46,8 @@ trap 'rm -rf "$work"' EXIT
 umask 077
 
 random_secret() { head -c 48 /dev/urandom | base64 -w0 | tr '+/' '-_'; }
+# The edge id key in the standard alphabet, as HAProxy's hmac converter reads it.
+random_base64() { head -c 48 /dev/urandom | base64 -w0; }
 
 exists() {
   [ "$dry_run" = 0 ] && "$kubectl" -n "$ns" get secret "$1" >/dev/null 2>&1
@@ -59,7 +62,7 @@ secret() {
     return
   fi
   for key in "$@"; do
-    random_secret >"$work/$key"
+    if [ "$key" = edge_id_key ]; then random_base64; else random_secret; fi >"$work/$key"
     args+=("--from-file=$key=$work/$key")
   done
   run "$kubectl" -n "$ns" create secret generic "$name" "${args[@]}"
@@ -81,6 +84,9 @@ if [ "$dry_run" = 0 ] && ! "$kubectl" get namespace "$ns" >/dev/null 2>&1; then
 fi
 
 secret voteswarm-cookie cookie_key
+# The edge's key for the identity it gives a first-time voter on its own 503
+# (swarm/haproxy.cfg): every edge and capture pod.
+secret voteswarm-edge-id edge_id_key
 secret voteswarm-postgres db_password pg_migrator_password pg_worker_password pg_results_password
 secret voteswarm-redis redis_capture_password redis_worker_password redis_results_password redis_admin_password
 

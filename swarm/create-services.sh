@@ -15,7 +15,7 @@
 #                   with no registry, the images loaded on every node)
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
-# OPTION_A, OPTION_B, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
+# OPTION_A, OPTION_B, RESULTS_URL, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
 # REDIS_MEMORY_LIMIT, QUEUE_LIMIT, CONFIG_VERSION, HTTPS_REDIRECT_PORT,
 # RESULTS_HTTPS_REDIRECT_PORT,
 # EDGE_PEM_SECRET, HAPROXY_CPUS, CAPTURE_CPUS, WORKER_CPUS, POSTGRES_CPUS; and
@@ -80,6 +80,8 @@ run() {
 }
 
 random_secret() { head -c 48 /dev/urandom | base64 -w0 | tr '+/' '-_'; }
+# The edge id key in the standard alphabet, as HAProxy's hmac converter reads it.
+random_base64() { head -c 48 /dev/urandom | base64 -w0; }
 
 exists() { # exists secret|config|network NAME
   ((dry_run)) && return 1
@@ -109,6 +111,9 @@ for name in cookie_key db_password \
   redis_capture_password redis_worker_password redis_results_password redis_admin_password; do
   secret "voteswarm_${name}" "$(random_secret)"
 done
+# The edge's key for the identity it gives a first-time voter on its own
+# 503 (haproxy.cfg), shared with capture, which checks it.
+secret voteswarm_edge_id_key "$(random_base64)"
 # The edge's certificate: the operator's, never made up here (a browser
 # would refuse a self-signed one). From a file, so the key is in no
 # environment variable or command line.
@@ -148,6 +153,11 @@ done
 # after them. Watch with `docker service ls`.
 common=("${resolve[@]}" --label "$label" --detach --endpoint-mode dnsrr --restart-condition any --restart-delay 2s)
 
+# HAProxy reads EDGE_ID_KEY from its environment only: exported from the
+# secret file at start, as in stack.yml (single quotes: expanded in the task).
+# shellcheck disable=SC2016
+haproxy_start='EDGE_ID_KEY="$(cat /run/secrets/edge_id_key)" && export EDGE_ID_KEY && exec haproxy -W -db -f /usr/local/etc/haproxy/haproxy.cfg'
+
 # Edge: HAProxy on every node labelled edge=true, ports in host mode so the
 # per-client rate limit sees client addresses.
 run docker service create --name voteswarm_haproxy "${common[@]}" \
@@ -158,6 +168,7 @@ run docker service create --name voteswarm_haproxy "${common[@]}" \
   --publish mode=host,target=8081,published=8081,protocol=tcp \
   --publish mode=host,target=8444,published=8444,protocol=tcp \
   --secret "source=${edge_pem_secret},target=edge.pem,uid=99,gid=99,mode=0400" \
+  --secret source=voteswarm_edge_id_key,target=edge_id_key,uid=99,gid=99,mode=0400 \
   --env TLS_CERT=/run/secrets/edge.pem \
   --env "HTTPS_REDIRECT_PORT=${HTTPS_REDIRECT_PORT:-:443}" \
   --env "RESULTS_HTTPS_REDIRECT_PORT=${RESULTS_HTTPS_REDIRECT_PORT:-:8444}" \
@@ -168,7 +179,8 @@ run docker service create --name voteswarm_haproxy "${common[@]}" \
   --env "NEW_VOTER_LIMIT=${new_voter_limit}" \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback \
   --limit-cpu "${HAPROXY_CPUS:-2}" --limit-memory 512M --reserve-cpu 0.25 --reserve-memory 64M \
-  haproxy:2.6
+  --entrypoint /bin/sh \
+  haproxy:2.6 -c "$haproxy_start"
 
 # Redis: one per capture node, AOF on the node's disk, socket shared with the
 # capture container of the same node; reachable by workers as tasks.redis.
@@ -205,6 +217,9 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   --env REDIS_USER=capture --env REDIS_PASSWORD_FILE=/run/secrets/redis_capture_password \
   --env 'NODE_ID={{.Node.Hostname}}' \
   --env COOKIE_KEY_FILE=/run/secrets/cookie_key \
+  --secret source=voteswarm_edge_id_key,target=edge_id_key,uid=10001,gid=10001,mode=0400 \
+  --env EDGE_ID_KEY_FILE=/run/secrets/edge_id_key \
+  --env "RESULTS_URL=${RESULTS_URL:-}" \
   --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
   --env STREAM_KEY=votes \
   --env MIN_CHANGE_INTERVAL_MS=1000 --env VOTE_CHANGES=allow --env ENQUEUE_TIMEOUT_MS=2000 \

@@ -429,3 +429,236 @@ fn with_no_capture_node_the_edge_answers_a_styled_page_or_json_with_retry_after(
     assert_eq!(r.body(), voteswarm::capture::page::RETRY_SCRIPT);
     assert_eq!(node().1, failed, "answered without trying the node");
 }
+
+/// `show stat`'s status of the one capture node (field 17).
+fn capture_status(edge: &Edge) -> String {
+    let stat = edge.admin("show stat");
+    stat.lines()
+        .find(|l| l.starts_with("capture,capture01,"))
+        .and_then(|l| l.split(',').nth(17).map(str::to_owned))
+        .unwrap_or_else(|| panic!("{stat}"))
+}
+
+/// The value of the `Set-Cookie` named `name` in a reply, if any.
+fn set_cookie<'r>(r: &'r common::http::Reply, name: &str) -> Option<&'r str> {
+    let head = r.text.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        let v = v.trim().strip_prefix(name)?.strip_prefix('=')?;
+        n.eq_ignore_ascii_case("set-cookie")
+            .then(|| v.split(';').next().unwrap_or(v))
+    })
+}
+
+/// Issue 18: every Redis is paused (SIGSTOP) while a first-time voter's
+/// vote is in flight, so the edge answers 503 itself; the vote's pipeline
+/// waits in the stopped Redis's socket buffer and is stored when Redis
+/// resumes. The voter's retry, carrying the edge's `edge_id`, is that same
+/// voter: one voter stored, not two.
+#[test]
+fn a_vote_stored_late_behind_the_edges_503_and_its_retry_are_one_voter() {
+    use voteswarm::capture::edge_id::EdgeIdKey;
+    let redis = RedisServer::start();
+    let capture = common::capture_node::spawn_on(&redis, |s| {
+        // One writer, so the connection /readyz opens below is the one the
+        // vote goes out on. A writer without one would connect first, and
+        // a stopped Redis never finishes the handshake: nothing would be
+        // sent, and nothing stored late.
+        s.http_workers = 1;
+        s.enqueue_timeout = Duration::from_millis(1500);
+        s.edge_id_key = Some(EdgeIdKey::from_base64(common::edge::TEST_EDGE_ID_KEY).unwrap());
+    });
+    let dir = edge_dir();
+    let results = Stub::start();
+    let node = format!("127.0.0.1:{}", capture.port);
+    let edge = Edge::start(dir.path(), "edge", &node, &results.addr(), &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || capture_status(&edge) == "UP"),
+        "capture in rotation: {}",
+        capture_status(&edge)
+    );
+    assert_eq!(common::http::status(capture.port, "/readyz"), Some(200));
+    // The node stays in rotation by hand while Redis is stopped: a failing
+    // health check would drop the writer's connection before the vote.
+    edge.admin("disable health capture/capture01");
+
+    redis.pause();
+    let port = edge.vote_port;
+    let form = "POST / HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\n\r\nvote=a";
+    let voting = std::thread::spawn(move || common::http::exchange(port, form.as_bytes()).unwrap());
+    let in_flight = || {
+        common::http::metrics(capture.port)
+            .lines()
+            .any(|l| l.starts_with("voteswarm_writer_in_flight ") && !l.ends_with(" 0"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), in_flight),
+        "the vote's pipeline went out to the stopped Redis"
+    );
+    // Now every node is out: HAProxy's retry of capture's 503 finds none,
+    // and the edge answers itself.
+    edge.admin("set server capture/capture01 health down");
+    let refused = voting.join().unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(refused.body().contains("Your vote was not stored yet"));
+    assert_eq!(set_cookie(&refused, "voter"), None, "the edge's own answer");
+    let edge_id = set_cookie(&refused, "edge_id")
+        .unwrap_or_else(|| panic!("the edge's identity: {}", refused.text))
+        .to_owned();
+    assert!(edge_id.contains(".a."), "{edge_id}");
+    // (A stopped Redis cannot be asked: nothing can have been stored yet.)
+
+    redis.resume();
+    assert!(
+        wait_until(Duration::from_secs(10), || redis.xlen() == 1),
+        "the pipeline in the socket buffer is stored late"
+    );
+    let late = redis.votes()[0].clone();
+
+    edge.admin("set server capture/capture01 health up");
+    edge.admin("enable health capture/capture01");
+    // The voter presses "Send my vote again" (the page's form, its cookie).
+    let retry = form.replacen(
+        "Host: x\r\n",
+        &format!(
+            "Host: x\r\nCookie: {}\r\n",
+            format_args!("edge_id={edge_id}")
+        ),
+        1,
+    );
+    let mut answer = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let r = common::http::exchange(port, retry.as_bytes()).unwrap();
+            let done = r.status == 303;
+            answer = Some(r);
+            done
+        }),
+        "the retry is taken: {:?}",
+        answer.map(|r| r.text)
+    );
+    let votes = redis.votes();
+    assert_eq!(votes.len(), 2, "{votes:?}");
+    assert!(
+        votes.iter().all(|v| v.voter == late.voter),
+        "one voter: {votes:?}"
+    );
+
+    // A forged or altered identity is nobody's: a new voter.
+    let forged = edge_id.replacen(".a.", ".b.", 1);
+    let other = form.replacen(
+        "Host: x\r\n",
+        &format!("Host: x\r\nCookie: edge_id={forged}\r\n"),
+        1,
+    );
+    let r = common::http::exchange(port, other.as_bytes()).unwrap();
+    assert_eq!(r.status, 303, "{}", r.text);
+    let votes = redis.votes();
+    assert_eq!(votes.len(), 3);
+    assert_ne!(votes[2].voter, late.voter, "{votes:?}");
+}
+
+/// What every page the edge answers itself has: its status, HTML with
+/// `lang`, a title, a link back, the style its policy allows by hash, and
+/// `Retry-After` when it names a wait.
+fn assert_edge_page(r: &common::http::Reply, status: u16, title: &str, retry_after: Option<&str>) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/html; charset=utf-8"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{}", r.text);
+    assert_eq!(r.header("retry-after"), retry_after, "{}", r.text);
+    let page = r.body();
+    assert!(
+        page.starts_with("<!doctype html><html lang='en'>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<title>{title}</title>"))
+            && page.contains(&format!("<h1>{title}</h1>")),
+        "{page}"
+    );
+    assert!(page.contains("<a href='/'>Back to the poll</a>"), "{page}");
+    let style = &page[page.find("<style>").unwrap() + 7..page.find("</style>").unwrap()];
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(csp.contains(&voteswarm::headers::csp_hash(style)), "{csp}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+}
+
+fn form_vote(vote: &str) -> String {
+    format!("POST / HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\nvote={vote}", vote.len() + 5)
+}
+
+#[test]
+fn the_edges_own_429_and_403_are_styled_pages_that_retry_or_json_for_the_api() {
+    let (_dir, _capture, _results, edge) = stub_edge(&[("VOTE_RATE_LIMIT", "3".into())]);
+    let port = edge.vote_port;
+    let exchange = |raw: &str| common::http::exchange(port, raw.as_bytes()).unwrap();
+    // Internal paths: refused before any limit, as a page or as JSON.
+    let r = exchange(&get("/metrics"));
+    assert_edge_page(&r, 403, "Not available here", None);
+    assert!(
+        !r.body().contains("retry.js"),
+        "nothing to retry: {}",
+        r.text
+    );
+    let r = exchange(&get("/api/metrics"));
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.json().unwrap()["reason"], "forbidden", "{}", r.text);
+
+    // Past the request limit (3 per 10 s, these included).
+    assert!(wait_until(Duration::from_secs(5), || exchange(&get("/"))
+        .status
+        == 429));
+    let r = exchange(&get("/"));
+    assert_edge_page(&r, 429, "Too many requests", Some("10"));
+    assert!(r
+        .body()
+        .contains("<form method='get' action='/' data-retry-after='10'>"));
+    assert!(r.body().contains("<script src='/retry.js'></script>"));
+    let r = exchange(&form_vote("b"));
+    assert_edge_page(&r, 429, "Too many requests", Some("10"));
+    assert!(
+        r.body().contains("data-retry-after='10'") && r.body().contains("name='vote' value='b'"),
+        "the same vote, sent again: {}",
+        r.text
+    );
+    // Client text never reaches the page.
+    let r = exchange(&form_vote("%3Cscript%3E"));
+    assert_edge_page(&r, 429, "Too many requests", Some("10"));
+    assert!(!r.body().contains("name='vote'") && !r.body().contains("script%3E"));
+    let r = exchange(VOTE);
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.header("retry-after"), Some("10"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json().unwrap()["reason"], "rate_limited", "{}", r.text);
+    // The page's script is the edge's own, limit or not.
+    let r = exchange(&get("/retry.js"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body(), voteswarm::capture::page::RETRY_SCRIPT);
+
+    // The new-voter limit (none left at all here).
+    let (_dir, _capture, _results, edge) = stub_edge(&[("NEW_VOTER_LIMIT", "0".into())]);
+    let port = edge.vote_port;
+    let exchange = |raw: &str| common::http::exchange(port, raw.as_bytes()).unwrap();
+    let r = exchange(&form_vote("a"));
+    let title = "Too many new voters from your network";
+    assert_edge_page(&r, 429, title, Some("600"));
+    assert!(
+        r.body().contains("data-retry-after='600'") && r.body().contains("name='vote' value='a'"),
+        "{}",
+        r.text
+    );
+    let r = exchange(&form_vote("x"));
+    assert_edge_page(&r, 429, title, Some("600"));
+    assert!(!r.body().contains("<form"), "{}", r.text);
+    let r = exchange(VOTE);
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json().unwrap()["reason"], "new_voter_limit", "{}", r.text);
+    // A returning voter passes.
+    assert_eq!(exchange(&vote_with(Some("v"))).status, 202);
+}

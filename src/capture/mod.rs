@@ -15,6 +15,7 @@
 //! steps in order; a refusal is a [`error::CaptureError`], answered by
 //! [`error::VoteRefused`] in the form's or the API's conventions.
 
+pub mod edge_id;
 pub mod error;
 mod extract;
 pub mod page;
@@ -104,6 +105,7 @@ impl Pages {
                 chosen,
                 flash,
                 None,
+                settings.results_url.as_deref(),
             ))
         };
         let pow_on = settings.pow_bits > 0;
@@ -114,6 +116,7 @@ impl Pages {
                 None,
                 None,
                 Some((POW_PLACEHOLDER, settings.pow_bits)),
+                settings.results_url.as_deref(),
             );
             let (before, after) = page
                 .split_once(POW_PLACEHOLDER)
@@ -231,7 +234,15 @@ impl Capture {
                     // extensions).
                     web::resource("/")
                         .route(web::post().to(post_vote::<Form>))
-                        .route(web::get().to(vote_page)),
+                        // The page shrinks to about a third with gzip. Not
+                        // the vote's answers: a 303 has no body, a receipt
+                        // or a refusal is a few hundred bytes, and the vote
+                        // path's CPU is the node's capacity.
+                        .route(
+                            web::get()
+                                .to(vote_page)
+                                .wrap(actix_web::middleware::Compress::default()),
+                        ),
                 )
                 .route("/api/vote", web::post().to(post_vote::<Json>))
                 .route("/api/pow", web::get().to(pow_challenge))

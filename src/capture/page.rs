@@ -138,13 +138,16 @@ pub fn render_error(labels: &[String; 2], node: &str, e: &ErrorPage) -> String {
 /// Renders the page. `chosen` marks the voter's current choice; `flash` is
 /// a one-line message after a vote; `pow`, the challenge for a new voter
 /// and its difficulty (the challenge is copied in as it is: the caller
-/// passes only our own challenges or a placeholder, never client text).
+/// passes only our own challenges or a placeholder, never client text);
+/// `results`, where "See the results" links to (`RESULTS_URL`), if
+/// anywhere.
 pub fn render(
     labels: &[String; 2],
     node: &str,
     chosen: Option<VoteOption>,
     flash: Option<&str>,
     pow: Option<(&str, u8)>,
+    results: Option<&str>,
 ) -> String {
     let a = escape(&labels[0]);
     let b = escape(&labels[1]);
@@ -168,6 +171,13 @@ pub fn render(
         ),
         None => (String::new(), ""),
     };
+    let results = results.map_or_else(String::new, |u| {
+        format!(
+            r#"<p class="tip"><a href="{}">See the results</a></p>
+"#,
+            escape(u)
+        )
+    });
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -182,7 +192,7 @@ pub fn render(
 </form>
 {note}
 <p class="tip">You can change your vote: your latest choice is the one that counts.</p>
-</main>
+{results}</main>
 <footer>Served by node <strong>{node}</strong></footer>{pow_script}</body></html>
 "#,
         ca = class(VoteOption::A),
@@ -205,6 +215,12 @@ mod tests {
             Some(VoteOption::B),
             None,
             None,
+            Some("/r?a=1&b=\"2"),
+        );
+        assert!(page.contains(r#"<a href="/r?a=1&amp;b=&quot;2">See the results</a>"#));
+        assert!(
+            !render(&["a".into(), "b".into()], "n", None, None, None, None)
+                .contains("See the results")
         );
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;"));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::cookie::Key;
 use clap::Args;
 
+use super::edge_id::EdgeIdKey;
 use crate::config::{
     host_name, nonempty, secret_from, with_credentials, ConfigError, ExposeSecret, RedisAuthArgs,
     SecretString, VoteChanges,
@@ -63,6 +64,20 @@ pub struct CaptureArgs {
     /// File holding the previous cookie keys, one per line.
     #[arg(long, env = "COOKIE_KEYS_PREVIOUS_FILE")]
     pub cookie_keys_previous_file: Option<PathBuf>,
+    /// The key the edge tags its `edge_id` cookie with (base64 of at least
+    /// 32 random bytes, HAProxy's `EDGE_ID_KEY`): a first-time voter the
+    /// edge answered itself keeps that request's identity on the retry
+    /// (`src/capture/edge_id.rs`). Unset: the cookie is ignored.
+    #[arg(long, env = "EDGE_ID_KEY", hide_env_values = true)]
+    pub edge_id_key: Option<String>,
+    /// File holding the edge id key (a Docker secret).
+    #[arg(long, env = "EDGE_ID_KEY_FILE")]
+    pub edge_id_key_file: Option<PathBuf>,
+    /// Where the vote page links to the results ("See the results"): a
+    /// URL or a path. Unset or empty: no link (the results live on their
+    /// own port or host, which only the deployment knows).
+    #[arg(long, env = "RESULTS_URL")]
+    pub results_url: Option<String>,
     /// Accept a cookie key marked DEMO-ONLY (the committed demo key).
     #[arg(long, env = "ALLOW_DEMO_COOKIE_KEY", default_value_t = false,
           action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
@@ -123,6 +138,10 @@ pub struct CaptureSettings {
     pub cookie_key: CookieKey,
     /// Keys that still open cookies (rotation), never used to seal.
     pub cookie_keys_previous: Vec<CookieKey>,
+    /// `None`: the edge's `edge_id` cookie is not honoured.
+    pub edge_id_key: Option<EdgeIdKey>,
+    /// The vote page's link to the results; `None`: no link.
+    pub results_url: Option<String>,
     pub stream_key: String,
     pub min_change_interval: Duration,
     pub idempotency_ttl: Duration,
@@ -168,6 +187,16 @@ impl CaptureArgs {
             check_demo_key(&var, material, self.allow_demo_cookie_key)?;
             check_key(&var, material)?;
             cookie_keys_previous.push(CookieKey(SecretString::from(material.to_owned())));
+        }
+        let edge_id_key = secret_from("EDGE_ID_KEY", self.edge_id_key, self.edge_id_key_file)?
+            .map(|k| {
+                EdgeIdKey::from_base64(k.expose_secret())
+                    .map_err(|e| ConfigError(format!("EDGE_ID_KEY {e}")))
+            })
+            .transpose()?;
+        let results_url = self.results_url.filter(|u| !u.trim().is_empty());
+        if let Some(u) = &results_url {
+            check_results_url(u)?;
         }
         if self.idempotency_ttl_secs == 0 || self.idempotency_max_keys == 0 {
             return Err(ConfigError(
@@ -231,6 +260,8 @@ impl CaptureArgs {
             option_labels: [self.option_a, self.option_b],
             cookie_key,
             cookie_keys_previous,
+            edge_id_key,
+            results_url,
             stream_key: self.stream_key,
             min_change_interval: Duration::from_millis(self.min_change_interval_ms),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
@@ -245,6 +276,22 @@ impl CaptureArgs {
             http_workers,
         })
     }
+}
+
+/// A link the page can carry as it is: an absolute `http(s)` URL or a path
+/// on this host, printable ASCII without quotes or angle brackets (it goes
+/// into an attribute; anything else is a typo or worse).
+fn check_results_url(u: &str) -> Result<(), ConfigError> {
+    let scheme_ok = u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/');
+    let chars_ok = u
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`'));
+    if !scheme_ok || !chars_ok || u.starts_with("//") {
+        return Err(ConfigError(format!(
+            "RESULTS_URL must be an http(s) URL or a path starting with /, without spaces or quotes, not {u:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// A cookie key's material, checked (length, entropy) and kept as a
@@ -407,5 +454,38 @@ mod tests {
             e.starts_with("COOKIE_KEYS_PREVIOUS (key 1) is too short"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_edge_id_key_and_the_results_url_are_checked_by_name() {
+        let good = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let s = capture_args(&[("COOKIE_KEY", good)]).unwrap();
+        assert!(s.edge_id_key.is_none() && s.results_url.is_none());
+        let edge = "cmZVM0JcXcBaeAWbXVtsWGXeELQRxrPG9Kg1hO051omKE09ST/NGgE5PvCfSwoEQ";
+        let s = capture_args(&[
+            ("COOKIE_KEY", good),
+            ("EDGE_ID_KEY", edge),
+            ("RESULTS_URL", "https://results.example.org/"),
+        ])
+        .unwrap();
+        assert!(s.edge_id_key.is_some());
+        assert_eq!(
+            s.results_url.as_deref(),
+            Some("https://results.example.org/")
+        );
+        for (k, v, says) in [
+            ("EDGE_ID_KEY", "c2hvcnQ=", "EDGE_ID_KEY is too short"),
+            ("EDGE_ID_KEY", "not base64!", "EDGE_ID_KEY is not base64"),
+            ("RESULTS_URL", "javascript:alert(1)", "RESULTS_URL must be"),
+            ("RESULTS_URL", "/results\"><script>", "RESULTS_URL must be"),
+            ("RESULTS_URL", "//elsewhere", "RESULTS_URL must be"),
+        ] {
+            let e = capture_args(&[("COOKIE_KEY", good), (k, v)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(says), "{k}={v}: {e}");
+        }
+        let s = capture_args(&[("COOKIE_KEY", good), ("RESULTS_URL", "/results")]).unwrap();
+        assert_eq!(s.results_url.as_deref(), Some("/results"));
     }
 }

@@ -10,6 +10,7 @@ use actix_web::http::header::{self, HeaderName};
 use actix_web::HttpRequest;
 use tokio::sync::oneshot;
 
+use super::edge_id::EDGE_ID_COOKIE;
 use super::error::{CaptureError, Refusal};
 use super::extract::Voter;
 use super::{now_secs, pow, State, NEW_VOTERS_SPENT};
@@ -63,7 +64,16 @@ pub(super) async fn take_vote(
     }
     let retry = retry_name(req, key);
     let fresh = voter.known.is_none();
-    let cookie = identify(req, state, voter.known, retry, option)?;
+    // A first-time voter the edge answered itself comes back as the voter
+    // that request named (`edge_id.rs`); a client key names its own.
+    let edge = (fresh && key.is_none())
+        .then(|| edge_identity(req, state))
+        .flatten();
+    let (named, named_option) = match &edge {
+        Some((id, o)) => (Some([&b"edge"[..], id.as_bytes()]), *o),
+        None => (retry, option),
+    };
+    let cookie = identify(req, state, voter.known, named, named_option)?;
     check_change_policy(state, &cookie, option, voter.now)?;
     let claimed = if fresh { claim_pow(req, state)? } else { None };
     let vote = stamp(state, &cookie, retry, option, voter.now, fresh);
@@ -209,6 +219,17 @@ fn edge_request_id(req: &HttpRequest) -> Option<&str> {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|r| !r.is_empty() && r.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+}
+
+/// The request id and vote of the edge's `edge_id` cookie, when this node
+/// has the edge's key and the cookie's tag is the edge's.
+fn edge_identity(req: &HttpRequest, state: &State) -> Option<(String, VoteOption)> {
+    let key = state.settings.edge_id_key.as_ref()?;
+    let value = crate::cookie::find_cookie(
+        req.headers().get_all(header::COOKIE).map(|v| v.as_bytes()),
+        EDGE_ID_COOKIE,
+    )?;
+    key.open(&value).map(|(id, o)| (id.to_owned(), o))
 }
 
 /// The voter's cookie: the one it sent, or a new voter's, unless the edge

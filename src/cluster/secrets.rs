@@ -21,6 +21,24 @@ const REDIS_ENTRYPOINT: &str = include_str!("../../docker/redis-entrypoint.sh");
 /// The password in `dir/name`, made (random, URL-safe) if the file does
 /// not exist yet.
 pub fn ensure(dir: &Path, name: &str) -> Result<String, ClusterError> {
+    ensure_encoded(dir, name, &base64::engine::general_purpose::URL_SAFE_NO_PAD)
+}
+
+/// The edge's `EDGE_ID_KEY` (`dir/edge_id_key`), made once like a
+/// password, in the standard base64 that HAProxy's `hmac` converter reads
+/// (and capture, from the same file).
+pub fn ensure_edge_id_key(dir: &Path) -> Result<(String, PathBuf), ClusterError> {
+    let key = ensure_encoded(
+        dir,
+        EDGE_ID_KEY_FILE,
+        &base64::engine::general_purpose::STANDARD,
+    )?;
+    Ok((key, dir.join(EDGE_ID_KEY_FILE)))
+}
+
+const EDGE_ID_KEY_FILE: &str = "edge_id_key";
+
+fn ensure_encoded(dir: &Path, name: &str, encoding: &impl Engine) -> Result<String, ClusterError> {
     let path = dir.join(name);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let pw = text.trim_end_matches(['\r', '\n']);
@@ -32,7 +50,7 @@ pub fn ensure(dir: &Path, name: &str) -> Result<String, ClusterError> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let bytes: [u8; PASSWORD_BYTES] = rand::random();
-    let pw = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let pw = encoding.encode(bytes);
     write_private(&path, &pw, false)?;
     Ok(pw)
 }

@@ -66,6 +66,8 @@ struct Layout {
     redis_acl: PathBuf,
     secrets: PathBuf,
     cookie_key: PathBuf,
+    /// `EDGE_ID_KEY`: HAProxy takes the value, capture the file.
+    edge_id_key: (String, PathBuf),
     redis_passwords: secrets::RedisPasswords,
 }
 
@@ -162,6 +164,7 @@ impl Cluster {
         // Passwords of every role, made once per data dir (`secrets/`).
         let secrets = data_dir.join("secrets");
         let redis_passwords = secrets::RedisPasswords::ensure(&secrets)?;
+        let edge_id_key = secrets::ensure_edge_id_key(&secrets)?;
         let redis_acl = data_dir.join("redis-users.acl");
         redis_passwords.write_acl(&redis_acl, crate::queue::DEFAULT_STREAM_KEY)?;
         let cluster = Cluster {
@@ -182,6 +185,7 @@ impl Cluster {
             redis_acl,
             secrets,
             cookie_key,
+            edge_id_key,
             redis_passwords,
         };
         Ok((cluster, layout))
@@ -348,7 +352,14 @@ impl Cluster {
                 .env("REDIS_URL", format!("redis://127.0.0.1:{queue_port}"))
                 .env("NODE_ID", format!("capture{n:02}"))
                 .env("HTTP_WORKERS", http_workers.to_string())
-                .env("COOKIE_KEY_FILE", layout.cookie_key.display().to_string());
+                .env("COOKIE_KEY_FILE", layout.cookie_key.display().to_string())
+                .env(
+                    "EDGE_ID_KEY_FILE",
+                    layout.edge_id_key.1.display().to_string(),
+                )
+                // The results are on their own port: a link to the local
+                // one, unless the caller names another.
+                .env("RESULTS_URL", env_or("RESULTS_URL", &self.results_url));
             let spec = layout.redis_login(spec, secrets::RedisRole::Capture);
             self.spawn_local("capture", format!("capture{n:02}"), port, spec, layout)?;
             ports.push(port);
@@ -428,6 +439,7 @@ impl Cluster {
             )
             .env("VOTE_RATE_LIMIT", rate_limit)
             .env("NEW_VOTER_LIMIT", new_voter_limit)
+            .env("EDGE_ID_KEY", layout.edge_id_key.0.clone())
             // Its peers listener (a cluster has one edge: no peer) must not
             // collide with another cluster's either.
             .env("PEERS_BIND", format!("127.0.0.1:{}", free_port()?))

@@ -21,6 +21,8 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
         option_labels: ["Cats".into(), "Dogs".into()],
         cookie_key: cookie_key_from(TEST_COOKIE_KEY).unwrap(),
         cookie_keys_previous: Vec::new(),
+        edge_id_key: None,
+        results_url: None,
         stream_key: "votes".into(),
         min_change_interval: Duration::from_millis(1000),
         idempotency_ttl: Duration::from_secs(3600),

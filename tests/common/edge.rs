@@ -15,6 +15,11 @@ use voteswarm::cluster::{haproxy, HAPROXY_CFG};
 
 use super::{free_port, http, require_program, wait_until};
 
+/// The edge's `EDGE_ID_KEY` in every test edge (a test capture node that
+/// honours the edge's cookie is given the same).
+pub const TEST_EDGE_ID_KEY: &str =
+    "cmZVM0JcXcBaeAWbXVtsWGXeELQRxrPG9Kg1hO051omKE09ST/NGgE5PvCfSwoEQ";
+
 /// How long a fresh haproxy may take to answer on its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the stub writes a comment on an open event stream: that is
@@ -243,7 +248,8 @@ impl Edge {
             // the plain port; the TLS tests set "1".
             .env("HTTPS_REDIRECT", "0")
             .env("PEERS_BIND", format!("127.0.0.1:{}", free_port()))
-            .env("VOTE_RATE_LIMIT", "1000000");
+            .env("VOTE_RATE_LIMIT", "1000000")
+            .env("EDGE_ID_KEY", TEST_EDGE_ID_KEY);
         for (k, v) in env {
             spec = spec.env(k, v.clone());
         }

@@ -117,6 +117,6 @@ VOTESWARM_IMAGE="$image" EDGE_PEM_FILE="$edge_pem" "$repo/swarm/create-services.
 # 443), so the redirect names that port.
 (cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
   REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
-  HTTPS_REDIRECT_PORT=:8443 CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
+  HTTPS_REDIRECT_PORT=:8443 RESULTS_URL=https://localhost:8444/ CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
   docker stack deploy "${resolve[@]}" -c stack.yml voteswarm)
 echo "manager: stack deployed; the other VMs join next. Vote at https://localhost:8443/, results at https://localhost:8444/ (curl --cacert .demo/vagrant-edge.crt); http://localhost:8080/ redirects there"
