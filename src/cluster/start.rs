@@ -102,6 +102,34 @@ impl TierDatabase {
     }
 }
 
+/// A queue's `redis-server` (primary or replica, as `conf` says) on
+/// loopback `port`, its files in `dir`, with the cluster's ACL users.
+fn redis_spec(
+    t: &TopologyArgs,
+    programs: &Programs,
+    layout: &Layout,
+    conf: &Path,
+    port: u16,
+    dir: &Path,
+) -> Spec {
+    Spec::new(&programs.redis_server)
+        .arg(conf.display().to_string())
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(dir.display().to_string())
+        .arg("--aclfile")
+        .arg(layout.redis_acl.display().to_string())
+        .arg("--appendfsync")
+        .arg(t.appendfsync.clone())
+        .arg("--daemonize")
+        .arg("no")
+        .arg("--logfile")
+        .arg("")
+}
+
 fn mkdir(p: &Path) -> Result<(), ClusterError> {
     std::fs::create_dir_all(p).map_err(ClusterError::io("create", p))
 }
@@ -269,22 +297,7 @@ impl Cluster {
             let port = free_port()?;
             let dir = self.data_dir.join(format!("redis{i:02}"));
             mkdir(&dir)?;
-            let spec = Spec::new(&programs.redis_server)
-                .arg(layout.redis_conf.display().to_string())
-                .arg("--port")
-                .arg(port.to_string())
-                .arg("--bind")
-                .arg("127.0.0.1")
-                .arg("--dir")
-                .arg(dir.display().to_string())
-                .arg("--aclfile")
-                .arg(layout.redis_acl.display().to_string())
-                .arg("--appendfsync")
-                .arg(t.appendfsync.clone())
-                .arg("--daemonize")
-                .arg("no")
-                .arg("--logfile")
-                .arg("");
+            let spec = redis_spec(t, programs, layout, &layout.redis_conf, port, &dir);
             self.spawn_local("redis", format!("redis{i:02}"), port, spec, layout)?;
             ports.push(port);
         }
@@ -331,22 +344,7 @@ impl Cluster {
             ),
             false,
         )?;
-        let spec = Spec::new(&programs.redis_server)
-            .arg(conf.display().to_string())
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--dir")
-            .arg(dir.display().to_string())
-            .arg("--aclfile")
-            .arg(layout.redis_acl.display().to_string())
-            .arg("--appendfsync")
-            .arg(t.appendfsync.clone())
-            .arg("--daemonize")
-            .arg("no")
-            .arg("--logfile")
-            .arg("");
+        let spec = redis_spec(t, programs, layout, &conf, port, &dir);
         self.spawn_local("replica", name.clone(), port, spec, layout)?;
         self.wait_port(&name, port)
     }
