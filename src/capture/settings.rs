@@ -389,6 +389,25 @@ mod tests {
     }
 
     #[test]
+    fn ack_replicas_defaults_to_0_and_a_typo_is_refused_by_name() {
+        let key = (
+            "COOKIE_KEY",
+            "test-cookie-key-that-is-at-least-32-bytes-long",
+        );
+        assert_eq!(capture_args(&[key]).unwrap().ack_replicas, 0);
+        assert_eq!(
+            capture_args(&[key, ("ACK_REPLICAS", "2")])
+                .unwrap()
+                .ack_replicas,
+            2
+        );
+        let e = capture_args(&[key, ("ACK_REPLICAS", "17")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ACK_REPLICAS must be 0 (off) to 16"), "{e}");
+    }
+
+    #[test]
     fn the_committed_demo_key_is_refused_unless_this_is_a_demo() {
         let demo = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
