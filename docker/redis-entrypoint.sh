@@ -21,8 +21,12 @@
 #            append-only file under the default user's rights, and with
 #            none it drops every transaction at restart (the workers'
 #            XACK + XDEL: tests/least_privilege.rs shows it).
-#   capture  XADD, XLEN on the stream (enqueue, queue depth) and PING
-#            (readiness)
+#   capture  XADD, XLEN on the stream (enqueue, queue depth), PING
+#            (readiness), WAIT and INFO (ACK_REPLICAS: a batch's replicas,
+#            and readiness counting the replicas in sync; INFO shows server
+#            statistics, no data and no passwords. `+info|replication`
+#            would be narrower, but Redis 7 deprecates rules on the first
+#            argument of a command without subcommands)
 #   worker   the consumer group (XGROUP CREATE, XREADGROUP, XAUTOCLAIM,
 #            XACK, XDEL, XPENDING), XLEN, PING on the stream, MULTI/EXEC
 #            (dead letters, XACK and XDEL commit together); XADD only on
@@ -36,7 +40,7 @@ set -eu
 voteswarm_acl=$(cat <<'ACL'
 # BEGIN ACL
 user default off resetpass ~* &* +@all
-user capture on #@capture@ resetkeys resetchannels ~@stream@ -@all +xadd +xlen +ping
+user capture on #@capture@ resetkeys resetchannels ~@stream@ -@all +xadd +xlen +ping +wait +info
 user worker on #@worker@ resetkeys resetchannels ~@stream@ -@all +xgroup|create +xreadgroup +xautoclaim +xack +xdel +xpending +xlen +ping +multi +exec (~@stream@:dead +xadd +xlen)
 user results on #@results@ resetkeys resetchannels ~@stream@ -@all +xlen +ping
 user admin on #@admin@ ~* &* +@all

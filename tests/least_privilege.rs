@@ -243,6 +243,10 @@ fn each_redis_user_may_send_only_its_own_commands() {
     ok(Capture, &entry);
     ok(Capture, &["XLEN", "votes"]);
     ok(Capture, &["PING"]);
+    // ACK_REPLICAS: a batch's replicas, and readiness counting them.
+    ok(Capture, &["WAIT", "0", "1"]);
+    ok(Capture, &["INFO", "replication"]);
+    noperm(Capture, &["REPLICAOF", "NO", "ONE"]);
     noperm(Capture, &["XADD", "other", "*", "id", "1"]);
     noperm(Capture, &["XRANGE", "votes", "-", "+"]);
     noperm(Capture, &["XDEL", "votes", "0-1"]);

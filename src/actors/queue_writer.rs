@@ -12,6 +12,10 @@
 //! Promises:
 //! - a sender gets `Ok(entry_id)` only after Redis answered the `XADD` of
 //!   its vote, so a `2xx` is never sent for a vote that is not stored;
+//!   with `ack_replicas` > 0, only after that many replicas acknowledged
+//!   its batch too (`WAIT`, one per batch, within what is left of the
+//!   oldest vote's `ENQUEUE_TIMEOUT_MS`), so a `2xx` is never sent for a
+//!   vote that only one host holds;
 //! - a vote whose sender has already given up (its request timed out and
 //!   was answered `503`) is not written;
 //! - the number of waiting votes is bounded by `capacity`: past it, the
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::capture::settings::CaptureSettings;
 use crate::metrics::CaptureMetrics;
 use crate::queue::{self, Append, RedisConnection};
 use crate::vote::Vote;
@@ -47,6 +52,14 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// health-check interval) once the workers drain it.
 const DEPTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Of the oldest vote's budget, what `WAIT` leaves for its answer to come
+/// back through the writer: without it the handler's own timeout fires
+/// first, and a vote refused for want of a replica is logged and counted
+/// as a plain timeout. Redis notices a blocked client's timeout only when
+/// its event loop wakes, at least every 100 ms at the default `hz 10`
+/// (measured: `WAIT 1 300` answers after 420 ms), hence more than that.
+const WAIT_REPLY_MARGIN: Duration = Duration::from_millis(150);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnqueueError {
     #[error("redis unavailable: {0}")]
@@ -55,6 +68,9 @@ pub enum EnqueueError {
     Timeout,
     #[error("the queue writer is full")]
     Full,
+    /// Redis stored the batch, but fewer replicas than ACK_REPLICAS have it.
+    #[error("{acked} of {wanted} redis replicas acknowledged")]
+    Replicas { acked: usize, wanted: usize },
 }
 
 /// The answer to one [`Enqueue`]: the stream entry id Redis assigned.
@@ -68,7 +84,8 @@ pub struct Enqueue {
     pub reply: oneshot::Sender<EnqueueReply>,
 }
 
-/// Does Redis answer this writer right now?
+/// Does Redis answer this writer right now, with at least `ack_replicas`
+/// replicas in sync?
 #[derive(Message)]
 #[rtype(result = "Result<(), EnqueueError>")]
 pub struct Ping;
@@ -87,6 +104,11 @@ pub struct QueueWriter {
     capacity: usize,
     /// Bounds every Redis operation, so a hung Redis cannot wedge the writer.
     timeout: Duration,
+    /// Replicas that must acknowledge a batch before its votes are stored
+    /// (ACK_REPLICAS); 0: the primary's answer is enough.
+    ack_replicas: usize,
+    /// Whether the last batch lacked replicas: an outage logs once.
+    short_of_replicas: bool,
     waiting: VecDeque<Waiting>,
     in_flight: bool,
     metrics: CaptureMetrics,
@@ -97,21 +119,23 @@ pub struct QueueWriter {
 }
 
 impl QueueWriter {
+    /// A writer with the node's `STREAM_KEY`, `MAX_BATCH`,
+    /// `WRITER_CAPACITY`, `ENQUEUE_TIMEOUT_MS` and `ACK_REPLICAS`.
     pub fn new(
         client: redis::Client,
-        stream_key: String,
-        max_batch: usize,
-        capacity: usize,
-        timeout: Duration,
+        settings: &CaptureSettings,
         metrics: CaptureMetrics,
         depth: Arc<AtomicI64>,
     ) -> Self {
+        let timeout = settings.enqueue_timeout;
         QueueWriter {
             redis: RedisConnection::new(client, timeout, timeout),
-            stream_key,
-            max_batch: max_batch.max(1),
-            capacity: capacity.max(1),
+            stream_key: settings.stream_key.clone(),
+            max_batch: settings.max_batch.max(1),
+            capacity: settings.writer_capacity.max(1),
             timeout,
+            ack_replicas: settings.ack_replicas,
+            short_of_replicas: false,
             waiting: VecDeque::new(),
             in_flight: false,
             metrics,
@@ -144,11 +168,23 @@ impl QueueWriter {
         let sent = batch.len() as i64;
         self.metrics.writer_in_flight.add(sent);
 
-        let append = Append::new(&self.stream_key, batch.iter().map(|w| &w.vote));
+        let mut append = Append::new(&self.stream_key, batch.iter().map(|w| &w.vote));
         let connect = self.redis.get();
         let timeout = self.timeout;
+        let ack_replicas = self.ack_replicas;
+        // The oldest vote's voter gives up first: the replicas must answer
+        // within what is left of its budget.
+        let deadline = (batch[0].since + timeout)
+            .checked_sub(WAIT_REPLY_MARGIN)
+            .unwrap_or(batch[0].since);
         let write = async move {
             let mut conn = connect.await.map_err(unavailable)?;
+            if ack_replicas > 0 {
+                append.wait_for_replicas(
+                    ack_replicas,
+                    deadline.saturating_duration_since(Instant::now()),
+                );
+            }
             let appended = tokio::time::timeout(timeout, append.send(&mut conn))
                 .await
                 .map_err(|_| EnqueueError::Timeout)?
@@ -159,12 +195,36 @@ impl QueueWriter {
             act.in_flight = false;
             act.metrics.writer_in_flight.sub(sent);
             match result {
-                Ok((conn, queue::Appended { ids, depth })) if ids.len() == batch.len() => {
+                Ok((conn, appended)) if appended.ids.len() == batch.len() => {
+                    let queue::Appended {
+                        ids,
+                        depth,
+                        replicas,
+                    } = appended;
                     if let Some(depth) = depth {
                         act.set_depth(depth);
                     }
                     if act.redis.keep(conn) {
                         log::info!("redis connection (re)established");
+                    }
+                    let acked = replicas.unwrap_or(0);
+                    if act.ack_replicas > 0 && acked < act.ack_replicas {
+                        // Stored on the primary, maybe on some replicas:
+                        // a 503 it is, and the voter's retry is the same
+                        // vote (docs/PROTOCOL.md), counted once.
+                        if !std::mem::replace(&mut act.short_of_replicas, true) {
+                            log::warn!(
+                                "{acked} of {} redis replicas acknowledged a batch: refusing its votes until enough do",
+                                act.ack_replicas
+                            );
+                        }
+                        let wanted = act.ack_replicas;
+                        act.fail(batch, EnqueueError::Replicas { acked, wanted });
+                        act.flush(ctx);
+                        return;
+                    }
+                    if std::mem::take(&mut act.short_of_replicas) {
+                        log::info!("redis replicas acknowledge batches again");
                     }
                     for (w, id) in batch.into_iter().zip(ids) {
                         act.metrics
@@ -279,20 +339,38 @@ impl Handler<Ping> for QueueWriter {
     fn handle(&mut self, _: Ping, _: &mut Self::Context) -> Self::Result {
         let connect = self.redis.get();
         let timeout = self.timeout;
+        let wanted = self.ack_replicas;
         let ping = async move {
             let mut conn = connect.await.map_err(unavailable)?;
-            tokio::time::timeout(timeout, queue::connection::ping(&mut conn))
+            let check = async {
+                if wanted == 0 {
+                    return queue::connection::ping(&mut conn).await.map(|()| wanted);
+                }
+                queue::connection::replicas_online(&mut conn).await
+            };
+            let online = tokio::time::timeout(timeout, check)
                 .await
                 .map_err(|_| EnqueueError::Timeout)?
                 .map_err(unavailable)?;
-            Ok(conn)
+            if online < wanted {
+                // Redis answers: keep the connection, but a vote sent here
+                // now could only be answered 503.
+                return Ok((
+                    conn,
+                    Err(EnqueueError::Replicas {
+                        acked: online,
+                        wanted,
+                    }),
+                ));
+            }
+            Ok((conn, Ok(())))
         };
         Box::pin(ping.into_actor(self).map(|result, act, _| match result {
-            Ok(conn) => {
+            Ok((conn, ready)) => {
                 if !act.redis.is_open() {
                     act.redis.keep(conn);
                 }
-                Ok(())
+                ready
             }
             Err(e) => {
                 act.redis.drop_connection();

@@ -90,6 +90,7 @@ impl CaptureError {
             CaptureError::TooSoon(_) => "too_soon",
             CaptureError::Enqueue(EnqueueError::Unavailable(_)) => "unavailable",
             CaptureError::Enqueue(EnqueueError::Full) => "full",
+            CaptureError::Enqueue(EnqueueError::Replicas { .. }) => "replicas",
             CaptureError::Enqueue(EnqueueError::Timeout) | CaptureError::Timeout => "timeout",
             CaptureError::QueueFull => "queue_full",
             CaptureError::CrossSite => "cross_site",

@@ -205,16 +205,8 @@ impl Capture {
         let server = HttpServer::new(move || {
             // Runs once per HTTP worker thread: each gets its own writer on
             // its own arbiter (see `QueueWriter`).
-            let writer = QueueWriter::new(
-                client.clone(),
-                settings.stream_key.clone(),
-                settings.max_batch,
-                settings.writer_capacity,
-                settings.enqueue_timeout,
-                metrics.clone(),
-                depth.clone(),
-            )
-            .start();
+            let writer =
+                QueueWriter::new(client.clone(), &settings, metrics.clone(), depth.clone()).start();
             let state = web::Data::new(State {
                 settings: settings.clone(),
                 sealer: sealer.clone(),

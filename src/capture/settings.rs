@@ -22,6 +22,9 @@ pub const MIN_COOKIE_KEY_BYTES: usize = 32;
 /// five million is about 750 MB: well inside the `maxmemory 2gb` that
 /// `swarm/redis.conf` sets, with room for the AOF rewrite's buffers.
 pub const DEFAULT_QUEUE_LIMIT: u64 = 5_000_000;
+/// More replicas of one queue than this is a typo: each is another copy of
+/// every vote, and the batch waits for the slowest of them.
+pub const MAX_ACK_REPLICAS: usize = 16;
 /// More threads than this is a typo, not a machine.
 const MAX_HTTP_WORKERS: usize = 1024;
 
@@ -108,6 +111,12 @@ pub struct CaptureArgs {
     /// A vote not stored in Redis within this gets 503.
     #[arg(long, env = "ENQUEUE_TIMEOUT_MS", default_value_t = 2000)]
     pub enqueue_timeout_ms: u64,
+    /// Replicas of this node's Redis that must have a batch before its
+    /// votes are answered 2xx (Redis `WAIT` within ENQUEUE_TIMEOUT_MS;
+    /// fewer is 503, and /readyz fails while fewer are connected). 0: the
+    /// primary's own append-only file is the promise.
+    #[arg(long, env = "ACK_REPLICAS", default_value_t = 0)]
+    pub ack_replicas: usize,
     /// Most votes written to Redis in one pipeline.
     #[arg(long, env = "MAX_BATCH", default_value_t = crate::actors::queue_writer::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
@@ -151,6 +160,8 @@ pub struct CaptureSettings {
     pub pow_window: Duration,
     pub vote_changes: VoteChanges,
     pub enqueue_timeout: Duration,
+    /// 0: a batch is stored once the primary answered it.
+    pub ack_replicas: usize,
     pub max_batch: usize,
     pub writer_capacity: usize,
     pub queue_limit: u64,
@@ -237,6 +248,12 @@ impl CaptureArgs {
         if self.enqueue_timeout_ms == 0 {
             return Err(ConfigError("ENQUEUE_TIMEOUT_MS must be at least 1".into()));
         }
+        if self.ack_replicas > MAX_ACK_REPLICAS {
+            return Err(ConfigError(format!(
+                "ACK_REPLICAS must be 0 (off) to {MAX_ACK_REPLICAS}, not {}",
+                self.ack_replicas
+            )));
+        }
         let http_workers = match self.http_workers {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(n @ 1..=MAX_HTTP_WORKERS) => n,
@@ -270,6 +287,7 @@ impl CaptureArgs {
             pow_window: Duration::from_secs(self.pow_window_secs),
             vote_changes: self.vote_changes,
             enqueue_timeout: Duration::from_millis(self.enqueue_timeout_ms),
+            ack_replicas: self.ack_replicas,
             max_batch: self.max_batch,
             writer_capacity: self.writer_capacity,
             queue_limit: self.queue_limit,
@@ -415,6 +433,25 @@ mod tests {
             .map_err(|e| ConfigError(e.to_string()))?
             .args
             .into_settings()
+    }
+
+    #[test]
+    fn ack_replicas_defaults_to_0_and_a_typo_is_refused_by_name() {
+        let key = (
+            "COOKIE_KEY",
+            "test-cookie-key-that-is-at-least-32-bytes-long",
+        );
+        assert_eq!(capture_args(&[key]).unwrap().ack_replicas, 0);
+        assert_eq!(
+            capture_args(&[key, ("ACK_REPLICAS", "2")])
+                .unwrap()
+                .ack_replicas,
+            2
+        );
+        let e = capture_args(&[key, ("ACK_REPLICAS", "17")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ACK_REPLICAS must be 0 (off) to 16"), "{e}");
     }
 
     #[test]

@@ -175,6 +175,10 @@ pub struct TopologyArgs {
     /// (faster; a killed Redis can lose up to 2 s of acknowledged votes).
     #[arg(long, default_value = "always")]
     pub appendfsync: String,
+    /// Replicas of each capture node's Redis (`--replicaof`); capture then
+    /// answers a vote only once that many have it (ACK_REPLICAS).
+    #[arg(long, default_value_t = 0)]
+    pub queue_replicas: usize,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -241,8 +245,8 @@ pub struct Cluster {
 }
 
 /// Front to back, so nothing is asked to work after what it needs stopped.
-const STOP_ORDER: [&str; 6] = [
-    "haproxy", "capture", "worker", "results", "redis", "postgres",
+const STOP_ORDER: [&str; 7] = [
+    "haproxy", "capture", "worker", "results", "redis", "replica", "postgres",
 ];
 
 impl Cluster {

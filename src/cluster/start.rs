@@ -104,6 +104,34 @@ impl TierDatabase {
     }
 }
 
+/// A queue's `redis-server` (primary or replica, as `conf` says) on
+/// loopback `port`, its files in `dir`, with the cluster's ACL users.
+fn redis_spec(
+    t: &TopologyArgs,
+    programs: &Programs,
+    layout: &Layout,
+    conf: &Path,
+    port: u16,
+    dir: &Path,
+) -> Spec {
+    Spec::new(&programs.redis_server)
+        .arg(conf.display().to_string())
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(dir.display().to_string())
+        .arg("--aclfile")
+        .arg(layout.redis_acl.display().to_string())
+        .arg("--appendfsync")
+        .arg(t.appendfsync.clone())
+        .arg("--daemonize")
+        .arg("no")
+        .arg("--logfile")
+        .arg("")
+}
+
 fn mkdir(p: &Path) -> Result<(), ClusterError> {
     std::fs::create_dir_all(p).map_err(ClusterError::io("create", p))
 }
@@ -117,6 +145,13 @@ impl Cluster {
             return Err(ClusterError::new(
                 "--capture and --workers must be at least 1",
             ));
+        }
+        let most = crate::capture::settings::MAX_ACK_REPLICAS;
+        if t.queue_replicas > most {
+            return Err(ClusterError::new(format!(
+                "--queue-replicas must be 0 to {most}, not {}",
+                t.queue_replicas
+            )));
         }
         let programs = Programs::find()?;
         check_public_ports(t)?;
@@ -266,29 +301,56 @@ impl Cluster {
             let port = free_port()?;
             let dir = self.data_dir.join(format!("redis{i:02}"));
             mkdir(&dir)?;
-            let spec = Spec::new(&programs.redis_server)
-                .arg(layout.redis_conf.display().to_string())
-                .arg("--port")
-                .arg(port.to_string())
-                .arg("--bind")
-                .arg("127.0.0.1")
-                .arg("--dir")
-                .arg(dir.display().to_string())
-                .arg("--aclfile")
-                .arg(layout.redis_acl.display().to_string())
-                .arg("--appendfsync")
-                .arg(t.appendfsync.clone())
-                .arg("--daemonize")
-                .arg("no")
-                .arg("--logfile")
-                .arg("");
+            let spec = redis_spec(t, programs, layout, &layout.redis_conf, port, &dir);
             self.spawn_local("redis", format!("redis{i:02}"), port, spec, layout)?;
             ports.push(port);
         }
         for (i, &port) in ports.iter().enumerate() {
             self.wait_port(&format!("redis{:02}", i + 1), port)?;
         }
+        for (i, &primary) in ports.iter().enumerate() {
+            for r in 1..=t.queue_replicas {
+                self.start_replica(t, programs, layout, i + 1, primary, r)?;
+            }
+        }
         Ok(ports)
+    }
+
+    /// Replica `r` of queue `n`, on its own port and directory, with the
+    /// primary's ACL users (so that the tiers can log in to it once it is
+    /// promoted). Its login to the primary is in a config file of its own
+    /// (0600), not on the command line where `ps` would show it. It syncs
+    /// in the background: capture's `/readyz` waits for it.
+    fn start_replica(
+        &mut self,
+        t: &TopologyArgs,
+        programs: &Programs,
+        layout: &Layout,
+        n: usize,
+        primary: u16,
+        r: usize,
+    ) -> Result<(), ClusterError> {
+        let name = format!("redis{n:02}-r{r}");
+        let port = free_port()?;
+        let dir = self.data_dir.join(&name);
+        mkdir(&dir)?;
+        // The operator's user: replication needs PSYNC and REPLCONF, which
+        // no tier's user has.
+        let admin = secrets::RedisRole::Admin;
+        let conf = dir.join("replica.conf");
+        secrets::write_private(
+            &conf,
+            &format!(
+                "include {}\nreplicaof 127.0.0.1 {primary}\nmasteruser {}\nmasterauth {}\n",
+                layout.redis_conf.display(),
+                admin.user(),
+                layout.redis_passwords.password(admin)
+            ),
+            false,
+        )?;
+        let spec = redis_spec(t, programs, layout, &conf, port, &dir);
+        self.spawn_local("replica", name.clone(), port, spec, layout)?;
+        self.wait_port(&name, port)
     }
 
     /// Workers draining every queue; the first applies the migrations
@@ -352,6 +414,7 @@ impl Cluster {
                 .env("REDIS_URL", format!("redis://127.0.0.1:{queue_port}"))
                 .env("NODE_ID", format!("capture{n:02}"))
                 .env("HTTP_WORKERS", http_workers.to_string())
+                .env("ACK_REPLICAS", t.queue_replicas.to_string())
                 .env("COOKIE_KEY_FILE", layout.cookie_key.display().to_string())
                 .env(
                     "EDGE_ID_KEY_FILE",

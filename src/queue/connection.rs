@@ -92,3 +92,36 @@ pub async fn ping(conn: &mut MultiplexedConnection) -> RedisResult<()> {
     redis::cmd("PING").query_async::<String>(conn).await?;
     Ok(())
 }
+
+/// Replicas connected and in sync (`INFO replication`: the `slaveN:` lines
+/// whose `state=online`; one still loading its first copy does not count,
+/// since `WAIT` does not count it either).
+pub async fn replicas_online(conn: &mut MultiplexedConnection) -> RedisResult<usize> {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(conn)
+        .await?;
+    Ok(count_online_replicas(&info))
+}
+
+fn count_online_replicas(info: &str) -> usize {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_replicas_online_are_counted() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+            slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0\r\n\
+            slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n\
+            master_failover_state:no-failover\r\n";
+        assert_eq!(super::count_online_replicas(info), 1);
+        assert_eq!(
+            super::count_online_replicas("role:master\r\nconnected_slaves:0\r\n"),
+            0
+        );
+    }
+}

@@ -49,6 +49,8 @@ pub fn dead_letter_key(stream_key: &str) -> String {
 pub struct Append {
     pipe: redis::Pipeline,
     votes: usize,
+    /// Whether the pipeline ends with `WAIT` (see [`Append::wait_for_replicas`]).
+    waits: bool,
 }
 
 /// What Redis answered an [`Append`].
@@ -58,6 +60,9 @@ pub struct Appended {
     pub ids: Vec<String>,
     /// The stream's depth just after the batch, if Redis said.
     pub depth: Option<i64>,
+    /// How many replicas acknowledged the batch, when it asked `WAIT`
+    /// (`None` otherwise, or if the reply was not a count: never enough).
+    pub replicas: Option<usize>,
 }
 
 impl Append {
@@ -72,7 +77,22 @@ impl Append {
         let mut xlen = redis::Cmd::with_capacity(2, "XLEN".len() + stream_key.len());
         xlen.arg("XLEN").arg(stream_key);
         pipe.add_command(xlen);
-        Append { pipe, votes: count }
+        Append {
+            pipe,
+            votes: count,
+            waits: false,
+        }
+    }
+
+    /// Ends the batch with `WAIT replicas timeout`: Redis answers once that
+    /// many replicas have acknowledged every write this connection made
+    /// (this batch included), or at the timeout with how many did. In the
+    /// same pipeline, so that replication costs no extra round trip. The
+    /// timeout is at least 1 ms, because `WAIT n 0` waits for ever.
+    pub fn wait_for_replicas(&mut self, replicas: usize, timeout: Duration) {
+        let ms = (timeout.as_millis() as u64).max(1);
+        self.pipe.cmd("WAIT").arg(replicas).arg(ms);
+        self.waits = true;
     }
 
     pub fn len(&self) -> usize {
@@ -85,6 +105,13 @@ impl Append {
 
     pub async fn send(self, conn: &mut MultiplexedConnection) -> RedisResult<Appended> {
         let mut replies: Vec<Value> = self.pipe.query_async(conn).await?;
+        let replicas = if self.waits {
+            replies
+                .pop()
+                .and_then(|v| redis::from_redis_value::<usize>(v).ok())
+        } else {
+            None
+        };
         let depth = replies
             .pop()
             .and_then(|v| redis::from_redis_value::<i64>(v).ok());
@@ -92,7 +119,11 @@ impl Append {
             .into_iter()
             .filter_map(|v| redis::from_redis_value::<String>(v).ok())
             .collect();
-        Ok(Appended { ids, depth })
+        Ok(Appended {
+            ids,
+            depth,
+            replicas,
+        })
     }
 }
 

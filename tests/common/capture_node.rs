@@ -31,6 +31,7 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
         pow_window: Duration::from_secs(300),
         vote_changes: VoteChanges::Allow,
         enqueue_timeout: Duration::from_millis(2000),
+        ack_replicas: 0,
         max_batch: 256,
         writer_capacity: 10_000,
         queue_limit: voteswarm::capture::settings::DEFAULT_QUEUE_LIMIT,

@@ -69,6 +69,39 @@ impl RedisServer {
         );
     }
 
+    /// A replica of `primary` (`--replicaof`), logging in to it as its
+    /// `admin`; with users of its own, as the cluster's replicas have the
+    /// primary's.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        let port = primary.port.to_string();
+        let replica = Self::start_with(&[
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+            "--masteruser",
+            RedisRole::Admin.user(),
+            "--masterauth",
+            primary.passwords.password(RedisRole::Admin),
+        ]);
+        assert!(
+            replica.wait_in_sync(),
+            "the replica did not sync; see {}",
+            replica.log_path().display()
+        );
+        replica
+    }
+
+    /// Whether this replica's link to its primary is up (it holds the
+    /// primary's data and follows it) before a deadline.
+    pub fn wait_in_sync(&self) -> bool {
+        wait_until(START_TIMEOUT, || {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut self.conn())
+                .is_ok_and(|info| info.contains("master_link_status:up"))
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
