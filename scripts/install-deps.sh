@@ -21,6 +21,11 @@ case "$purpose" in
     # The browser test: Debian's chromium driven by playwright-core.
     # The network-cut fault scenario (tests/chaos.rs) uses an iptables rule.
     need[iptables]=iptables
+    # The network fault scenarios (tests/netfaults.rs): namespaces, veths,
+    # a bridge and routes (ip), each namespace's reverse-path filter off
+    # (sysctl).
+    need[ip]=iproute2
+    need[sysctl]=procps
     need[chromium]=chromium
     need[node]=nodejs
     need[npm]=npm
