@@ -92,8 +92,8 @@ fn on_host(url: &str, host: &Host) -> String {
     url.replacen("@127.0.0.1:", &format!("@{}:", host.ip), 1)
 }
 
-/// Where a child's stderr goes, in the run's directory (kept by
-/// `VOTESWARM_KEEP` for a look after a failure).
+/// Where a child's stderr goes: `<name>.log` in the run's directory (a
+/// failing start shows it).
 fn log(dir: &Path, name: &str) -> Stdio {
     std::fs::File::create(dir.join(format!("{name}.log")))
         .expect("log file")
@@ -431,8 +431,9 @@ fn a_worker_partitioned_from_a_capture_node_drains_it_again_after_the_heal() {
         2000,
         |_| {},
         |d, s| {
-            let (worker, capture) = (d.host("worker01"), d.host("capture01"));
-            let endpoint = format!("{}:", capture.ip);
+            // What a worker reaches of a capture node is its queue.
+            let (worker, queue) = (d.host("worker01"), d.host("redis01"));
+            let endpoint = format!("{}:", queue.ip);
             let drained = || {
                 counter(
                     &d.metrics("worker01", WORKER_PORT),
@@ -447,7 +448,7 @@ fn a_worker_partitioned_from_a_capture_node_drains_it_again_after_the_heal() {
                     &[],
                 )
             };
-            let cut = Partition::new(worker, capture);
+            let cut = Partition::new(worker, queue);
             let t = Instant::now();
             // The worker notices: that endpoint is down, the other goes on.
             assert!(

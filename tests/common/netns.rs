@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub const SUBNET: &str = "10.77.0";
 
 /// Panics with the reason unless the tests run as root (`make test` and CI
-/// do): namespaces, veths and qdiscs need it.
+/// do): namespaces, veths, TUN devices and packet filters need it.
 pub fn require_root(what: &str) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -83,7 +83,10 @@ impl Netns {
             }
         });
         ns.agent = Some((tx, thread));
-        if let Ok(Err(e)) | Err(e) = ready_rx.recv().map_err(|_| std::io::Error::other("gone")) {
+        let joined = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("its thread ended")));
+        if let Err(e) = joined {
             panic!("setns into {name}: {e}");
         }
         ns.ok(&["ip", "link", "set", "lo", "up"]);
@@ -117,7 +120,7 @@ impl Netns {
         }
     }
 
-    /// `argv` in the namespace (ip, tc, iptables), which must succeed.
+    /// `argv` in the namespace (ip, iptables, sysctl), which must succeed.
     pub fn ok(&self, argv: &[&str]) {
         self.run(|| run_ok(Command::new(argv[0]).args(&argv[1..])));
     }
