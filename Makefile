@@ -107,11 +107,15 @@ profile:
 	$(CARGO) xtask profile
 
 ## make chaos: the fault scenarios at full scale (20,000 voters, 10 s
-## outages), one at a time, and their table in docs/RELIABILITY.md.
+## outages; the network faults of tests/netfaults.rs, as root, with 30 s
+## partitions and 60 s of a bad database link), one at a time, and their
+## tables in docs/RELIABILITY.md.
 chaos: deps
 	rm -rf target/chaos
 	CHAOS_SCALE=full CHAOS_REPORT_DIR=$(CURDIR)/target/chaos \
 	  $(CARGO) test --locked --test chaos -- --test-threads=1
+	NETFAULT_SCALE=full CHAOS_REPORT_DIR=$(CURDIR)/target/chaos \
+	  $(CARGO) test --locked --test netfaults -- --test-threads=1
 	$(CARGO) xtask reliability-table target/chaos docs/RELIABILITY.md
 
 clean:

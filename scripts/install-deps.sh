@@ -24,6 +24,11 @@ case "$purpose" in
     # The skewed-clock scenario (tests/chaos.rs) runs capture nodes under
     # libfaketime (the faketime package brings it).
     need[faketime]=faketime
+    # The network fault scenarios (tests/netfaults.rs): namespaces, veths,
+    # a bridge and routes (ip), each namespace's reverse-path filter off
+    # (sysctl).
+    need[ip]=iproute2
+    need[sysctl]=procps
     need[chromium]=chromium
     need[node]=nodejs
     need[npm]=npm

@@ -202,11 +202,22 @@ impl Edge {
         results: &str,
         env: &[(&str, String)],
     ) -> Edge {
+        Edge::start_many(dir, name, &[capture.to_owned()], results, env)
+    }
+
+    /// As [`Edge::start`], in front of several capture nodes.
+    pub fn start_many(
+        dir: &Path,
+        name: &str,
+        capture: &[String],
+        results: &str,
+        env: &[(&str, String)],
+    ) -> Edge {
         require_program("haproxy", "haproxy");
         let cfg = haproxy::render(
             HAPROXY_CFG,
             &haproxy::Local {
-                capture: vec![capture.to_owned()],
+                capture: capture.to_vec(),
                 results: results.to_owned(),
             },
         )

@@ -46,7 +46,13 @@ impl Reply {
 /// Sends `raw` as is and reads until the server closes; `None` when
 /// nothing accepts the connection.
 pub fn exchange(port: u16, raw: &[u8]) -> Option<Reply> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    exchange_at("127.0.0.1", port, raw)
+}
+
+/// [`exchange`] with a server on `host` (another network namespace's
+/// address, see `netns`).
+pub fn exchange_at(host: &str, port: u16, raw: &[u8]) -> Option<Reply> {
+    let mut s = TcpStream::connect((host, port)).ok()?;
     s.set_read_timeout(Some(READ_TIMEOUT)).ok()?;
     s.write_all(raw).ok()?;
     let mut out = Vec::new();

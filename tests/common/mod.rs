@@ -27,6 +27,7 @@ pub mod capture_node;
 pub mod cluster_proc;
 pub mod edge;
 pub mod http;
+pub mod netns;
 mod node_thread;
 pub mod postgres;
 pub mod process;
