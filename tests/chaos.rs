@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::cluster_proc::{json_report, stored_votes};
+use common::cluster_proc::{json_report, stored_votes, ReliabilityRow};
 use common::{alive, http, signal, wait_until, Proc, SmallFs, TestCluster, Up};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -134,51 +134,13 @@ fn scenario_on<P>(
     let stop_code = run.up.stop();
     drop(prepared);
 
-    let requests = json.as_ref().map_or(0, |j| j.requests).max(1);
-    let acknowledged = json.as_ref().map_or(0, |j| j.acknowledged) as i64;
-    let refused: u64 = json.as_ref().map_or(0, |j| {
-        j.rejected.values().sum::<u64>() + j.connection_errors
-    });
-    let mismatches = json.as_ref().map_or(0, |j| j.mismatches.len());
-    write_row(
-        name,
-        acknowledged,
-        &outcome,
-        refused as f64 * 100.0 / requests as f64,
-        mismatches,
-    );
+    let row = ReliabilityRow::from_loadgen(name, json.as_ref(), outcome.faults, outcome.recovery);
+    row.write();
+    let (acknowledged, mismatches) = (row.acknowledged, row.mismatches);
     assert_eq!(code, Some(0), "{name}: the count is not exact:\n{report}");
     assert_eq!(mismatches, 0, "{report}");
-    assert!(acknowledged >= s.voters as i64, "{report}");
+    assert!(acknowledged >= s.voters as u64, "{report}");
     assert_eq!(stop_code, 0, "{name}: the cluster did not stop cleanly");
-}
-
-/// The row of docs/RELIABILITY.md's table, as `cargo xtask
-/// reliability-table` reads it: printed, and written to `CHAOS_REPORT_DIR`.
-fn write_row(
-    name: &str,
-    acknowledged: i64,
-    outcome: &Outcome,
-    error_rate_pct: f64,
-    mismatches: usize,
-) {
-    let row = serde_json::json!({
-        "fault": name,
-        "acknowledged": acknowledged,
-        "faults": outcome.faults,
-        "error_rate_pct": error_rate_pct,
-        "recovery_s": outcome.recovery.as_secs_f64(),
-        "mismatches": mismatches,
-    });
-    eprintln!("{row}");
-    if let Some(dir) = std::env::var_os("CHAOS_REPORT_DIR") {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            Path::new(&dir).join(format!("{name}.json")),
-            row.to_string(),
-        )
-        .unwrap();
-    }
 }
 
 #[test]
@@ -692,16 +654,15 @@ fn skewed_clocks_neither_fool_the_latest_vote_nor_shorten_the_change_interval() 
         voters.len(),
         longest_wait.as_secs_f64()
     );
-    write_row(
-        "capture clocks 30 s ahead and 30 s behind",
-        2 * voters.len() as i64,
-        &Outcome {
-            faults: 2,
-            recovery: longest_wait,
-        },
-        refused as f64 * 100.0 / requests as f64,
+    ReliabilityRow {
+        fault: "capture clocks 30 s ahead and 30 s behind",
+        acknowledged: 2 * voters.len() as u64,
+        faults: 2,
+        error_rate_pct: refused as f64 * 100.0 / requests as f64,
+        recovery: longest_wait,
         mismatches,
-    );
+    }
+    .write();
     assert_eq!(
         mismatches, 0,
         "stored votes that are not the voter's latest"

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::capture_node::TEST_COOKIE_KEY;
-use common::cluster_proc::{json_report, reliability_row};
+use common::cluster_proc::{json_report, ReliabilityRow};
 use common::edge::Edge;
 use common::netns::{require_root, Host, Network, Partition, SlowPath};
 use common::process::clean_command;
@@ -413,7 +413,7 @@ fn scenario(
     let report = std::fs::read_to_string(&report_path).unwrap_or_default();
     let json_path = report_path.with_extension("json");
     let json = json_path.exists().then(|| json_report(&json_path));
-    reliability_row(name, json.as_ref(), outcome.faults, outcome.recovery);
+    ReliabilityRow::from_loadgen(name, json.as_ref(), outcome.faults, outcome.recovery).write();
     assert_eq!(code, Some(0), "{name}: the count is not exact:\n{report}");
     let json = json.expect("loadgen's JSON report");
     assert!(json.mismatches.is_empty(), "{report}");

@@ -384,35 +384,59 @@ impl Up {
 }
 
 /// A fault scenario's row of `docs/RELIABILITY.md`'s table, as `cargo
-/// xtask reliability-table` reads it, from loadgen's report (`None` when
-/// loadgen died: the row then shows nothing acknowledged); written to
-/// `CHAOS_REPORT_DIR/<fault>.json` when that is set, and printed.
-pub fn reliability_row(
-    fault: &str,
-    json: Option<&voteswarm::loadgen::report::JsonReport>,
-    faults: u32,
-    recovery: Duration,
-) -> serde_json::Value {
-    let requests = json.map_or(0, |j| j.requests).max(1);
-    let refused: u64 = json.map_or(0, |j| {
-        j.rejected.values().sum::<u64>() + j.connection_errors
-    });
-    let row = serde_json::json!({
-        "fault": fault,
-        "acknowledged": json.map_or(0, |j| j.acknowledged),
-        "faults": faults,
-        "error_rate_pct": refused as f64 * 100.0 / requests as f64,
-        "recovery_s": recovery.as_secs_f64(),
-        "mismatches": json.map_or(0, |j| j.mismatches.len()),
-    });
-    eprintln!("{row}");
-    if let Some(dir) = std::env::var_os("CHAOS_REPORT_DIR") {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            Path::new(&dir).join(format!("{fault}.json")),
-            row.to_string(),
-        )
-        .unwrap();
+/// xtask reliability-table` reads it.
+pub struct ReliabilityRow<'a> {
+    pub fault: &'a str,
+    pub acknowledged: u64,
+    pub faults: u32,
+    pub error_rate_pct: f64,
+    pub recovery: Duration,
+    pub mismatches: usize,
+}
+
+impl<'a> ReliabilityRow<'a> {
+    /// From loadgen's report (`None` when loadgen died: the row then shows
+    /// nothing acknowledged); its error rate counts refusals and
+    /// connection errors against every request sent.
+    pub fn from_loadgen(
+        fault: &'a str,
+        json: Option<&voteswarm::loadgen::report::JsonReport>,
+        faults: u32,
+        recovery: Duration,
+    ) -> Self {
+        let requests = json.map_or(0, |j| j.requests).max(1);
+        let refused: u64 = json.map_or(0, |j| {
+            j.rejected.values().sum::<u64>() + j.connection_errors
+        });
+        ReliabilityRow {
+            fault,
+            acknowledged: json.map_or(0, |j| j.acknowledged),
+            faults,
+            error_rate_pct: refused as f64 * 100.0 / requests as f64,
+            recovery,
+            mismatches: json.map_or(0, |j| j.mismatches.len()),
+        }
     }
-    row
+
+    /// Printed, and written to `CHAOS_REPORT_DIR/<fault>.json` when that
+    /// is set.
+    pub fn write(&self) {
+        let row = serde_json::json!({
+            "fault": self.fault,
+            "acknowledged": self.acknowledged,
+            "faults": self.faults,
+            "error_rate_pct": self.error_rate_pct,
+            "recovery_s": self.recovery.as_secs_f64(),
+            "mismatches": self.mismatches,
+        });
+        eprintln!("{row}");
+        if let Some(dir) = std::env::var_os("CHAOS_REPORT_DIR") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                Path::new(&dir).join(format!("{}.json", self.fault)),
+                row.to_string(),
+            )
+            .unwrap();
+        }
+    }
 }
