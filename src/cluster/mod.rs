@@ -19,8 +19,8 @@
 //! `--database-url`, the report, and down; its exit status is loadgen's.
 
 pub mod haproxy;
-pub mod postgres;
 pub mod ports;
+pub mod postgres;
 pub mod procs;
 pub mod secrets;
 mod start;
