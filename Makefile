@@ -106,12 +106,18 @@ profile:
 	@scripts/install-deps.sh bench
 	$(CARGO) xtask profile
 
-## make chaos: the fault scenarios at full scale (20,000 voters, 10 s
-## outages), one at a time, and their table in docs/RELIABILITY.md.
+## make chaos: every fault scenario at full scale, one at a time
+## (tests/chaos.rs: 20,000 voters, 10 s outages; tests/netfaults.rs too,
+## where the tree has it), each suite's rows in target/chaos/SUITE/, then
+## their table in docs/RELIABILITY.md. `make test` runs the same scenarios
+## at a small scale.
+CHAOS_SUITES := chaos $(if $(wildcard tests/netfaults.rs),netfaults)
 chaos: deps
 	rm -rf target/chaos
-	CHAOS_SCALE=full CHAOS_REPORT_DIR=$(CURDIR)/target/chaos \
-	  $(CARGO) test --locked --test chaos -- --test-threads=1
+	for t in $(CHAOS_SUITES); do \
+	  CHAOS_SCALE=full CHAOS_REPORT_DIR=$(CURDIR)/target/chaos/$$t \
+	    $(CARGO) test --locked --test $$t -- --test-threads=1 || exit 1; \
+	done
 	$(CARGO) xtask reliability-table target/chaos docs/RELIABILITY.md
 
 clean:
