@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps test demo build release swarm-up swarm-down bench bench-capture bench-worker bench-latency bench-e2e profile chaos validate-deploy fuzz clean
+.PHONY: all deps test demo build release swarm-up swarm-down bench bench-capture bench-worker bench-latency bench-e2e profile chaos soak validate-deploy fuzz clean
 
 all: build
 
@@ -119,6 +119,17 @@ chaos: deps
 	    $(CARGO) test --locked --test $$t -- --test-threads=1 || exit 1; \
 	done
 	$(CARGO) xtask reliability-table target/chaos docs/RELIABILITY.md
+
+## make soak (not part of make test; 30 minutes and more): the local
+## cluster at a third of the maximum rate it measures first, a fault every
+## few minutes, every process's memory and open files sampled each minute,
+## the count checked at the end; writes the "soak" section of
+## docs/RELIABILITY.md (cargo xtask soak, xtask/src/soak.rs). Sizes:
+## SOAK_MINUTES=30 SOAK_FAULT_SECONDS=180 (a sixth of a shorter soak)
+## SOAK_OUTAGE_SECONDS=10 SOAK_SAMPLE_SECONDS=60 SOAK_PROBE_VOTERS=20000.
+soak:
+	@scripts/install-deps.sh bench
+	$(CARGO) xtask soak
 
 clean:
 	$(CARGO) clean
