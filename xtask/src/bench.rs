@@ -1,11 +1,11 @@
 //! What every benchmark shares: its name on stderr, a private work
 //! directory, the children it started (stopped when it ends, however it
 //! ends), the release build, and the servers it runs: Redis, capture,
-//! PostgreSQL.
+//! PostgreSQL, and a whole `cluster up`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use voteswarm::cluster::postgres::{self, PgPasswords, PgRole};
 use voteswarm::cluster::procs::Spec;
@@ -97,7 +97,7 @@ impl Bench {
         let mut child = Child::spawn(&spec, None)?;
         let url = format!("redis://127.0.0.1:{port}");
         let client = redis::Client::open(url.as_str())?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let conn = loop {
             let up = client.get_connection().and_then(|mut c| {
                 redis::cmd("PING").query::<String>(&mut c)?;
@@ -105,7 +105,7 @@ impl Bench {
             });
             match up {
                 Ok(c) => break c,
-                Err(_) if std::time::Instant::now() > deadline || !child.alive() => {
+                Err(_) if Instant::now() > deadline || !child.alive() => {
                     return Err(format!(
                         "redis-server on port {port} did not come up (log: {})",
                         dir.join("log").display()
@@ -151,6 +151,114 @@ impl Bench {
             bin,
             child,
         })
+    }
+
+    /// `cluster up --capture C --workers W` (release) on free ports, its
+    /// data in the work directory's `name/`, its table in `name.out`, its
+    /// log in `name.log`; returns once it serves.
+    pub fn cluster_up(&self, name: &str, capture: usize, workers: usize) -> Res<ClusterUp> {
+        let dir = self.path(name);
+        let out = self.path(&format!("{name}.out"));
+        let log = self.path(&format!("{name}.log"));
+        let [port, results_port, tls_port, results_tls_port] = [(); 4].map(|_| sys::free_port());
+        let mut cmd = Spec::new("target/release/cluster").command();
+        cmd.args(["up", "--capture", &capture.to_string()])
+            .args(["--workers", &workers.to_string()])
+            .args(["--port", &port.to_string()])
+            .args(["--results-port", &results_port.to_string()])
+            .args(["--tls-port", &tls_port.to_string()])
+            .args(["--results-tls-port", &results_tls_port.to_string()])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&log)?);
+        let mut child = Child::from_command(cmd, "cluster".as_ref())?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let table = loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.contains("Ctrl-C to stop") {
+                break text;
+            }
+            if Instant::now() > deadline || !child.alive() {
+                return Err(format!("{name}: cluster did not start:\n{}", tail(&log, 5)).into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Ok(ClusterUp {
+            child,
+            dir,
+            log,
+            table,
+            port,
+            results_port,
+            tls_port,
+        })
+    }
+}
+
+/// The last `n` lines of a log, for an error message.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A running `cluster up` ([`Bench::cluster_up`]); SIGTERM when dropped.
+pub struct ClusterUp {
+    pub child: Child,
+    /// Its data directory (`run/` holds the children's pid files).
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    /// What it printed: the table of roles, names, addresses and pids,
+    /// then the URLs.
+    pub table: String,
+    /// HAProxy's vote, results and HTTPS vote ports.
+    pub port: u16,
+    pub results_port: u16,
+    pub tls_port: u16,
+}
+
+impl ClusterUp {
+    /// The current pid of the child `name` (`haproxy`, `redis02`, ...): it
+    /// changes when the cluster restarts it.
+    pub fn pid(&self, name: &str) -> Res<u32> {
+        sys::pid_files(&self.dir.join("run"))
+            .into_iter()
+            .find_map(|(n, pid)| (n == name).then_some(pid))
+            .ok_or_else(|| format!("no pid file for {name} in {}", self.dir.display()).into())
+    }
+
+    /// The port of a child's address in the table (`capture02` -> PORT).
+    pub fn port_of(&self, name: &str) -> Res<u16> {
+        self.table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(2)?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| format!("no address for {name} in:\n{}", self.table).into())
+    }
+
+    /// The `database:` line: the superuser's URL, with its password file.
+    pub fn database_url(&self) -> Res<String> {
+        self.table
+            .lines()
+            .find_map(|l| l.strip_prefix("database:"))
+            .map(|u| u.trim().to_owned())
+            .ok_or_else(|| format!("no database URL in:\n{}", self.table).into())
+    }
+
+    /// SIGTERM, then its exit code (0: every tier stopped cleanly).
+    pub fn stop(&mut self) -> Res<i32> {
+        // SAFETY: kill with our own child's pid, not yet reaped.
+        unsafe { libc::kill(self.child.pid() as i32, libc::SIGTERM) };
+        self.child.wait()
     }
 }
 

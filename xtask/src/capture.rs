@@ -11,8 +11,8 @@
 //! EDGE_ONLY=1 runs only that part; EDGE_VOTERS voters per mode [20000].
 //!   DURATION=10 WARMUP=2 CONNECTIONS=64 LOADGEN_CONCURRENCY=256 cargo xtask bench-capture
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use voteswarm::cluster::procs::Spec;
 
@@ -278,54 +278,14 @@ fn listen_backlog(port: u16) -> String {
 
 /// The "Edge" section (see the top of this file).
 fn edge(b: &Bench, k: &Knobs) -> Res<()> {
-    let dir = b.path("edge");
-    let (port, tport, rport, trport) = (
-        sys::free_port(),
-        sys::free_port(),
-        sys::free_port(),
-        sys::free_port(),
-    );
     say!(
         b,
         "edge: cluster up --capture 1 --workers 1, HAProxy in front"
     );
-    let out = b.path("edge.out");
-    let mut cmd = Spec::new("target/release/cluster").command();
-    cmd.args(["up", "--capture", "1", "--workers", "1"])
-        .args([
-            "--port",
-            &port.to_string(),
-            "--results-port",
-            &rport.to_string(),
-        ])
-        .args([
-            "--tls-port",
-            &tport.to_string(),
-            "--results-tls-port",
-            &trport.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(std::fs::File::create(b.path("edge.log"))?);
-    let mut cluster = Child::from_command(cmd, "cluster".as_ref())?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&out)
-        .unwrap_or_default()
-        .contains("Ctrl-C to stop")
-    {
-        if Instant::now() > deadline || !cluster.alive() {
-            let log = std::fs::read_to_string(b.path("edge.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            return Err(format!("edge: cluster did not start: {}", tail.join("\n")).into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let hpid: u32 = std::fs::read_to_string(dir.join("run/haproxy.pid"))?
-        .trim()
-        .parse()?;
-    let ca = dir.join("tls/ca.pem").display().to_string();
+    let mut cluster = b.cluster_up("edge", 1, 1)?;
+    let (port, tport) = (cluster.port, cluster.tls_port);
+    let hpid = cluster.pid("haproxy")?;
+    let ca = cluster.dir.join("tls/ca.pem").display().to_string();
     let mut rows = Vec::new();
     for mode in ["http", "http-new", "https", "https-new", "https-new-full"] {
         let mut args: Vec<String> = Vec::new();
@@ -372,7 +332,7 @@ fn edge(b: &Bench, k: &Knobs) -> Res<()> {
         ));
         say!(b, "edge, {mode}: {rate} votes/s, HAProxy {cpu} µs per vote");
     }
-    cluster.stop();
+    cluster.stop()?;
     let (v, c, n) = (k.edge_voters, k.edge_concurrency, sys::nproc());
     let s = format!(
         "<!-- edge:begin -->

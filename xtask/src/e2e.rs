@@ -60,32 +60,13 @@ fn mode(m: &str) -> Res<(&'static [&'static str], &'static str)> {
 /// name of its pid file; loadgen's as `loadgen`. The last sample wins.
 fn sample_cpu(dir: &Path, cluster: u32, stop: &AtomicBool, last: &Mutex<BTreeMap<String, u64>>) {
     while !stop.load(Ordering::SeqCst) {
-        for f in std::fs::read_dir(dir.join("run"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let p = f.path();
-            if p.extension().is_none_or(|x| x != "pid") {
-                continue;
-            }
-            let Some(pid) = std::fs::read_to_string(&p)
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for (role, pid) in sys::pid_files(&dir.join("run")) {
             let t = sys::cpu_ticks(pid)
                 + sys::children(pid)
                     .into_iter()
                     .map(sys::cpu_ticks)
                     .sum::<u64>();
             if t > 0 {
-                let role = p
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
                 last.lock().unwrap().insert(role, t);
             }
         }
@@ -180,17 +161,12 @@ pub fn run() -> Res<()> {
             started.elapsed().as_secs_f64()
         );
         let r = tools::read_report(&json).map_err(|e| {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            format!("{topo}: no report ({e}); see the log:\n{}", tail.join("\n"))
+            format!(
+                "{topo}: no report ({e}); see the log:\n{}",
+                crate::bench::tail(&log, 20)
+            )
         })?;
+
         let label = format!("{capture} × capture, {workers} × worker, {name}");
         if m.starts_with("https") {
             let t = r.tls.as_ref();

@@ -1,6 +1,6 @@
 //! voteswarm's dev tasks, `cargo xtask TASK` (the make targets call them):
 //! the benchmarks, each writing its section of BENCHMARKS.md, the profile,
-//! and the reliability table of docs/RELIABILITY.md. Sizes come from the
+//! and docs/RELIABILITY.md's chaos table and soak. Sizes come from the
 //! environment, as each task's module says; progress goes to stderr.
 
 mod bench;
@@ -13,6 +13,7 @@ mod profile;
 mod profile_report;
 mod reliability;
 mod section;
+mod soak;
 mod sys;
 mod tools;
 mod worker;
@@ -44,6 +45,7 @@ const USAGE: &str = "usage: cargo xtask TASK
   bench-latency      one node's latency at fractions of its maximum (\"Latency curve\")
   bench-e2e          `cluster rehearse` per topology and edge mode (\"End to end\")
   profile            callgrind instructions per vote of capture, the baseline, the worker (\"Profiles\")
+  soak               the cluster for SOAK_MINUTES at a third of its maximum, faults, /proc samples (docs/RELIABILITY.md \"soak\")
   reliability-table DIR OUT   the chaos rows in DIR as OUT's fault table";
 
 fn main() {
@@ -54,6 +56,7 @@ fn main() {
         Some("bench-latency") => latency::run(),
         Some("bench-e2e") => e2e::run(),
         Some("profile") => profile::run(),
+        Some("soak") => soak::run(),
         Some("reliability-table") if args.len() == 3 => {
             reliability::run(args[1].as_ref(), args[2].as_ref())
         }

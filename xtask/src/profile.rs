@@ -702,23 +702,9 @@ fn response(r: &mut impl BufRead) -> std::io::Result<u16> {
 
 /// The value of an unlabelled metric line at PORT's /metrics (0 if absent).
 fn metric(port: u16, name: &str) -> Res<f64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(START_TIMEOUT))?;
-    // HTTP/1.0: the body unchunked, up to the close.
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|c| c.starts_with('2'))
-    {
-        return Err(format!(
-            "GET /metrics on port {port}: {}",
-            head.lines().next().unwrap_or("")
-        )
-        .into());
+    let (status, body) = sys::http_get(port, "/metrics", START_TIMEOUT)?;
+    if !(200..300).contains(&status) {
+        return Err(format!("GET /metrics on port {port}: status {status}").into());
     }
     // The last line of that name, as awk '$1 == m {v = $2}' found it.
     Ok(body

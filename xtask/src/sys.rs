@@ -1,6 +1,8 @@
 //! What the benchmarks read from the machine: /proc, free ports, the date.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::Res;
@@ -75,6 +77,53 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resident memory (VmRSS) of a running process now, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// The file descriptors a process holds open now (0 once it is gone).
+pub fn open_files(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
+}
+
+/// The pid files in a cluster's `run/` directory (`NAME.pid`, as
+/// `voteswarm::cluster::procs` writes them): each name and pid, by name.
+pub fn pid_files(run: &Path) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = std::fs::read_dir(run)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|f| {
+            let p = f.path();
+            if p.extension().is_none_or(|x| x != "pid") {
+                return None;
+            }
+            let pid = std::fs::read_to_string(&p).ok()?.trim().parse().ok()?;
+            Some((p.file_stem()?.to_string_lossy().into_owned(), pid))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `GET PATH` on 127.0.0.1:PORT over HTTP/1.0 (the body unchunked, up to
+/// the close): the status and the body.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Res<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path} on port {port}: no status line"))?;
+    Ok((status, body.to_owned()))
 }
 
 /// Peak resident memory (VmHWM) of a running process, in KiB.
