@@ -89,14 +89,14 @@ fn tables(mut scenarios: Vec<Scenario>) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for Scenario { suite, row: r } in scenarios {
         let line = format!(
-                "| {} | {} | {} | {} | {} | {} |",
-                r.fault,
-                or_dash(r.acknowledged, |n| n.to_string()),
-                or_dash(r.faults, |n| n.to_string()),
-                or_dash(r.error_rate_pct, |p| format!("{p:.2}%")),
-                or_dash(r.recovery_s, |s| format!("{s:.1} s")),
-                or_dash(r.mismatches, |n| n.to_string()),
-            );
+            "| {} | {} | {} | {} | {} | {} |",
+            r.fault,
+            or_dash(r.acknowledged, |n| n.to_string()),
+            or_dash(r.faults, |n| n.to_string()),
+            or_dash(r.error_rate_pct, |p| format!("{p:.2}%")),
+            or_dash(r.recovery_s, |s| format!("{s:.1} s")),
+            or_dash(r.mismatches, |n| n.to_string()),
+        );
         match out.last_mut() {
             Some((s, rows)) if *s == suite => rows.push(line),
             _ => out.push((suite, vec![line])),
