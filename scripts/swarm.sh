@@ -455,9 +455,34 @@ redeploy() {
   converge_and_report
 }
 
+# dockerd leaves its iptables chains behind when it exits (empty, but
+# hooked into FORWARD, PREROUTING and OUTPUT). With no engine running they
+# serve nothing, and a dockerd that starts makes them again: remove them
+# so that a run leaves the machine's firewall as it found it.
+remove_engine_chains() {
+  command -v iptables >/dev/null || return 0
+  pgrep -x dockerd >/dev/null && return 0
+  local t rule c removed=0
+  for t in filter nat; do
+    while read -r rule; do
+      # shellcheck disable=SC2086 # the rule's own words
+      iptables -t "$t" ${rule/#-A/-D} 2>/dev/null && removed=1
+    done < <(iptables -t "$t" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j DOCKER' | grep -v '^-A DOCKER')
+    for c in $(iptables -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^DOCKER/ {print $2}'); do
+      iptables -t "$t" -F "$c" 2>/dev/null || true
+    done
+    for c in $(iptables -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^DOCKER/ {print $2}'); do
+      iptables -t "$t" -X "$c" 2>/dev/null && removed=1
+    done
+  done
+  if ((removed)); then log "removed the iptables chains dockerd left"; fi
+  return 0
+}
+
 down() {
   [ -d "$dir" ] || {
     log "nothing to remove ($dir does not exist)"
+    remove_engine_chains
     return
   }
   case "$dir" in /* ) ;; *) die "SWARM_DIR must be an absolute path" ;; esac
@@ -490,6 +515,7 @@ down() {
   done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
   rm -rf "$dir"
   log "removed $dir"
+  remove_engine_chains
 }
 
 main() {

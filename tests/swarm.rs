@@ -526,4 +526,20 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
     progress(start, &format!("create-services.sh: {}", summary(&text)));
     drop(swarm);
     progress(start, "scripts/swarm.sh down: done");
+    // The engine's firewall chains go with it, unless another engine on
+    // the machine still uses them.
+    let engines = Command::new("pgrep").args(["-x", "dockerd"]).output();
+    if engines.is_ok_and(|o| o.stdout.is_empty()) {
+        for table in ["filter", "nat"] {
+            let rules = Command::new("iptables")
+                .args(["-t", table, "-S"])
+                .output()
+                .expect("iptables -S");
+            let rules = String::from_utf8_lossy(&rules.stdout);
+            assert!(
+                !rules.contains("DOCKER"),
+                "dockerd's chains left in the {table} table:\n{rules}"
+            );
+        }
+    }
 }
