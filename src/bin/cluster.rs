@@ -18,6 +18,14 @@ fn main() {
     voteswarm::init_logging();
     let code = match Cli::parse().command {
         ClusterCommand::Up { topology } => cluster::up(&topology).map(|()| 0),
+        ClusterCommand::Backup { data_dir, out } => {
+            cluster::backup::backup(&data_dir, out.as_deref()).map(|()| 0)
+        }
+        ClusterCommand::Restore {
+            data_dir,
+            force,
+            file,
+        } => cluster::backup::restore(&data_dir, &file, force).map(|()| 0),
         ClusterCommand::Rehearse {
             topology,
             voters,

@@ -15,9 +15,13 @@
 //! results, Redis, PostgreSQL. A second `cluster up` on the same data
 //! directory resumes with the votes there.
 //!
+//! `cluster backup` and `cluster restore` keep the count for the day after
+//! ([`backup`]).
+//!
 //! `cluster rehearse` is `up`, then `loadgen` with `--results` and
 //! `--database-url`, the report, and down; its exit status is loadgen's.
 
+pub mod backup;
 pub mod haproxy;
 pub mod ports;
 pub mod postgres;
@@ -222,6 +226,28 @@ pub enum ClusterCommand {
         /// With --https: no session resumption, every handshake full.
         #[arg(long)]
         no_tls_resumption: bool,
+    },
+    /// A consistent pg_dump (custom format) of the running cluster's
+    /// database; prints the file, its size and the voters in it.
+    Backup {
+        /// The running cluster's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write it (default DIR/backups/voteswarm-<UTC time>.dump).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Restores a backup into a stopped (or new) cluster's data directory;
+    /// `cluster up` then serves the restored count.
+    Restore {
+        /// The stopped cluster's data directory; made when new.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Replace a database that holds votes.
+        #[arg(long)]
+        force: bool,
+        /// The file `cluster backup` wrote.
+        file: PathBuf,
     },
 }
 
