@@ -22,7 +22,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use super::postgres::{self, PgPasswords, PgRole};
 use super::procs::{Proc, Spec};
 use super::start::{psql_url, refuse_if_in_use, stable_port};
-use super::ClusterError;
+use super::{run_tool, ClusterError};
 
 #[derive(diesel::QueryableByName)]
 struct Count {
@@ -149,27 +149,26 @@ pub fn backup(data_dir: &Path, out: Option<&Path>) -> Result<(), ClusterError> {
             .open(&aside)
             .map_err(ClusterError::io("create", &aside))?
     };
-    let written = std::process::Command::new(&pg_dump)
-        .args(["--format=custom", "--snapshot", &snapshot.id, "--dbname"])
-        .arg(&url)
-        .stdout(
-            file.try_clone()
-                .map_err(ClusterError::io("write", &aside))?,
-        )
-        .output();
+    let written = file
+        .try_clone()
+        .map_err(ClusterError::io("write", &aside))
+        .and_then(|stdout| {
+            run_tool(
+                std::process::Command::new(&pg_dump)
+                    .args(["--format=custom", "--snapshot", &snapshot.id, "--dbname"])
+                    .arg(&url)
+                    .stdout(stdout),
+                "pg_dump",
+                || "pg_dump failed".into(),
+            )
+        });
     let _ = diesel::sql_query("COMMIT").execute(&mut conn);
-    let result = match written {
-        Err(e) => Err(ClusterError::new(format!("cannot run pg_dump: {e}"))),
-        Ok(o) if !o.status.success() => Err(ClusterError::new(format!(
-            "pg_dump failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))),
-        Ok(_) => file
-            .sync_all()
+    let result = written.and_then(|_| {
+        file.sync_all()
             .and_then(|()| std::fs::rename(&aside, &out))
             .and_then(|()| std::fs::File::open(dir)?.sync_all())
-            .map_err(ClusterError::io("write", &out)),
-    };
+            .map_err(ClusterError::io("write", &out))
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&aside);
     }
@@ -187,18 +186,18 @@ pub fn restore(data_dir: &Path, file: &Path, force: bool) -> Result<(), ClusterE
     let pg_restore = pg_tool("pg_restore")?;
     std::fs::File::open(file).map_err(ClusterError::io("read", file))?;
     // A file that is not an archive is refused before anything is touched.
-    let listed = std::process::Command::new(&pg_restore)
-        .arg("--list")
-        .arg(file)
-        .output()
-        .map_err(|e| ClusterError::new(format!("cannot run pg_restore: {e}")))?;
-    if !listed.status.success() {
-        return Err(ClusterError::new(format!(
-            "{} is not a backup of `cluster backup` (pg_dump custom format): {}",
-            file.display(),
-            String::from_utf8_lossy(&listed.stderr).trim()
-        )));
-    }
+    run_tool(
+        std::process::Command::new(&pg_restore)
+            .arg("--list")
+            .arg(file),
+        "pg_restore",
+        || {
+            format!(
+                "{} is not a backup of `cluster backup` (pg_dump custom format)",
+                file.display()
+            )
+        },
+    )?;
     std::fs::create_dir_all(data_dir).map_err(ClusterError::io("create", data_dir))?;
     let data_dir = canonical(data_dir)?;
     refuse_if_in_use(&data_dir)
@@ -259,23 +258,19 @@ fn restore_into(
     // --clean replaces what the archive holds (an empty schema of an
     // earlier `cluster up`, or the votes with --force); one transaction, so
     // a failed restore leaves the database as it was.
-    let out = std::process::Command::new(pg_restore)
-        .args([
-            "--clean",
-            "--if-exists",
-            "--single-transaction",
-            "--exit-on-error",
-        ])
-        .arg("--dbname")
-        .arg(&url)
-        .arg(file)
-        .output()
-        .map_err(|e| ClusterError::new(format!("cannot run pg_restore: {e}")))?;
-    if !out.status.success() {
-        return Err(ClusterError::new(format!(
-            "pg_restore failed, the database is as it was: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    run_tool(
+        std::process::Command::new(pg_restore)
+            .args([
+                "--clean",
+                "--if-exists",
+                "--single-transaction",
+                "--exit-on-error",
+            ])
+            .arg("--dbname")
+            .arg(&url)
+            .arg(file),
+        "pg_restore",
+        || "pg_restore failed, the database is as it was".into(),
+    )?;
     voters(&mut conn)
 }

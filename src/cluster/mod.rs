@@ -93,6 +93,28 @@ impl ClusterError {
     }
 }
 
+/// Runs a PostgreSQL tool (initdb, pg_dump, pg_restore) to its end: its
+/// output, or an error naming it: "cannot run NAME" when it did not start,
+/// "FAILED: its stderr" when it exited non-zero.
+pub fn run_tool(
+    cmd: &mut std::process::Command,
+    name: &str,
+    failed: impl FnOnce() -> String,
+) -> Result<std::process::Output, ClusterError> {
+    let out = cmd
+        .output()
+        .map_err(|e| ClusterError::new(format!("cannot run {name}: {e}")))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(ClusterError::new(format!(
+            "{}: {}",
+            failed(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 pub fn missing(program: &str, package: &str) -> ClusterError {
     ClusterError::Missing {
         program: program.to_owned(),

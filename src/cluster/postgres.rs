@@ -266,16 +266,7 @@ pub fn prepare(dir: &Path, port: u16, passwords: &PgPasswords) -> Result<Spec, C
             .arg("UTF8")
             .arg("--no-instructions");
         spec.run_as = user.as_ref().map(|u| u.name.clone());
-        let out = spec
-            .command()
-            .output()
-            .map_err(|e| ClusterError::new(format!("cannot run initdb: {e}")))?;
-        if !out.status.success() {
-            return Err(ClusterError::new(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        super::run_tool(&mut spec.command(), "initdb", || "initdb failed".into())?;
     }
     let hba = std::fs::read_to_string(dir.join("pg_hba.conf")).unwrap_or_default();
     if hba
