@@ -35,6 +35,17 @@
 #   admin    everything, for operators; no service has its password
 # The local cluster and the tests use the lines between BEGIN/END ACL
 # themselves (src/cluster/redis_acl.rs).
+#
+# A replica of another node's queue (ACK_REPLICAS, docs/DEPLOY.md): with
+# REDIS_REPLICAOF="HOST PORT" the server follows that primary, logged in as
+# `admin` (replication needs PSYNC and REPLCONF, which no tier's user has;
+# the local cluster's replica.conf does the same). The login goes into a
+# file of its own (0600, $REDIS_REPLICA_CONF [/tmp/voteswarm-replica.conf])
+# added with `--include`, never onto the command line where `ps` shows it.
+# REDIS_PROMOTED=1 (what a failover sets, swarm/failover.sh) ignores
+# REDIS_REPLICAOF: a promoted replica holds votes no one else has, and must
+# never follow its old primary again, which may come back empty (a replica
+# resyncs to an empty primary and drops everything it had).
 set -eu
 
 voteswarm_acl=$(cat <<'ACL'
@@ -78,7 +89,47 @@ printf '%s\n' "${voteswarm_acl}" | grep -v '^#' |
 if [ "$(id -u)" = 0 ] && id redis >/dev/null 2>&1; then
   chown redis:redis "${acl_file}"
 fi
-if command -v docker-entrypoint.sh >/dev/null 2>&1; then
-  exec docker-entrypoint.sh "$@" --aclfile "${acl_file}"
+
+replica_args=""
+case "${REDIS_PROMOTED:-0}" in
+  1 | true | yes) promoted=1 ;;
+  0 | false | no | '') promoted=0 ;;
+  *) echo "redis-entrypoint: REDIS_PROMOTED must be 1 or 0, not '${REDIS_PROMOTED}'" >&2; exit 2 ;;
+esac
+if [ -n "${REDIS_REPLICAOF:-}" ] && [ "${promoted}" = 1 ]; then
+  echo "redis-entrypoint: REDIS_PROMOTED=1: a primary, no longer following ${REDIS_REPLICAOF}" >&2
+elif [ -n "${REDIS_REPLICAOF:-}" ]; then
+  # "host port" or "host:port"; the host is a name the primary keeps
+  # (Redis resolves it again at every reconnection).
+  primary="$(printf '%s' "${REDIS_REPLICAOF}" | tr ':' ' ')"
+  primary_host="${primary% *}"
+  primary_port="${primary##* }"
+  case "${primary_host}:${primary_port}" in
+    :* | *: | *[!A-Za-z0-9._:-]* | *:*[!0-9]*)
+      echo "redis-entrypoint: REDIS_REPLICAOF must be 'HOST PORT', not '${REDIS_REPLICAOF}'" >&2
+      exit 2
+      ;;
+  esac
+  admin_file="${secrets}/redis_admin_password"
+  [ -s "${admin_file}" ] || { echo "redis-entrypoint: ${admin_file} is missing or empty (a replica logs in as admin)" >&2; exit 1; }
+  replica_conf="${REDIS_REPLICA_CONF:-/tmp/voteswarm-replica.conf}"
+  # Redis reads a double-quoted value with backslash escapes: quote those
+  # two characters so that any password is read back as it is.
+  admin_quoted="$(printf '%s' "$(cat "${admin_file}")" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
+  printf 'replicaof %s %s\nmasteruser admin\nmasterauth "%s"\n' "${primary_host}" "${primary_port}" "${admin_quoted}" >"${replica_conf}"
+  if [ "$(id -u)" = 0 ] && id redis >/dev/null 2>&1; then
+    chown redis:redis "${replica_conf}"
+  fi
+  replica_args="${replica_conf}"
 fi
-exec "$@" --aclfile "${acl_file}"
+
+# The include goes last: it adds to the shared redis.conf, it changes none of it.
+if [ -n "${replica_args}" ]; then
+  set -- "$@" --aclfile "${acl_file}" --include "${replica_args}"
+else
+  set -- "$@" --aclfile "${acl_file}"
+fi
+if command -v docker-entrypoint.sh >/dev/null 2>&1; then
+  exec docker-entrypoint.sh "$@"
+fi
+exec "$@"

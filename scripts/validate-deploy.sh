@@ -112,6 +112,30 @@ check "create-services.sh --dry-run: docker accepts every option" \
 check "docker-compose.yml against the Compose specification schema" \
   "$python" tests/deploy/checks.py compose-schema docker-compose.yml tests/deploy/compose-spec.json
 
+# Issue 17: the replicas and the standby, and that the check refuses a
+# compose file without them.
+replicas_compose() {
+  "$python" tests/deploy/checks.py replicas docker-compose.yml
+  "$python" - docker-compose.yml "$work/no-replica.yml" <<'PY'
+import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+del d["services"]["redis02-replica"]
+d["services"]["worker01"]["environment"] = {"DATABASE_URL": "postgres://u@postgres:5432/voteswarm", "REDIS_URLS": "redis://redis01:6379"}
+yaml.safe_dump(d, open(sys.argv[2], "w"))
+PY
+  if "$python" tests/deploy/checks.py replicas "$work/no-replica.yml" >"$work/replicas-bad" 2>&1; then
+    cat "$work/replicas-bad"
+    echo "the replicas check accepted a compose file with a queue without replica"
+    return 1
+  fi
+  local want
+  for want in "redis02 has no replica" "leaves out the replica redis01-replica" "does not list postgres-standby"; do
+    grep -qF "$want" "$work/replicas-bad" || { cat "$work/replicas-bad"; echo "the replicas check missed: $want"; return 1; }
+    echo "  ok   refused: $want"
+  done
+}
+check "docker-compose.yml: a replica per queue, listed by workers and results; the standby" replicas_compose
+
 # ---------------------------------------------------------------- env contract
 check "variables and flags given to the binaries are ones they accept" \
   "$python" tests/deploy/checks.py env-contract

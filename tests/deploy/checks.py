@@ -30,6 +30,13 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                capabilities, pinned images, no literal
                                secrets, grace periods, PDBs, HPAs (capture's
                                never scales down), the NetworkPolicies
+  replicas COMPOSE             issue 17: every capture node's Redis has a
+                               replica (REDIS_REPLICAOF naming it) that the
+                               workers and results list, capture waits for
+                               it (ACK_REPLICAS >= 1), a standby streams
+                               from the PostgreSQL primary, and every
+                               DATABASE_URL names both with
+                               target_session_attrs=read-write
   k8s-configs OVERLAY...       the Redis, HAProxy and PostgreSQL files in the
                                rendered ConfigMaps are the shipped ones, byte
                                for byte, and k8s/ holds no copy of them
@@ -87,6 +94,63 @@ def compose_schema(path, schema_path):
     if not errors:
         print(f"  ok   {path} is valid against {os.path.relpath(schema_path, ROOT)} ({schema.get('$schema', '?')})")
     return 1 if errors else 0
+
+
+# ---------------------------------------------------------------- replicas
+def replicas_compose(path):
+    """Issue 17's invariants in a compose file: a replica per queue, listed
+    by the tiers that drain or count the queues; capture waiting for it; a
+    standby of the store, and the store's clients following a promotion."""
+    doc = load_yaml(path)
+    services = doc.get("services") or {}
+    bad = 0
+
+    def env(svc):
+        e = services[svc].get("environment") or {}
+        if isinstance(e, list):
+            e = dict(x.split("=", 1) for x in e)
+        return {k: str(v) for k, v in e.items()}
+
+    replica_of = {}
+    for name, svc in services.items():
+        follows = env(name).get("REDIS_REPLICAOF")
+        if follows:
+            replica_of[name] = follows.replace(":", " ").split()[0]
+    primaries = set()
+    for name in services:
+        e = env(name)
+        if "REDIS_URL" in e and "capture" in str(services[name].get("command")):
+            primary = re.sub(r"^redis://([^:/]+).*", r"\1", e["REDIS_URL"])
+            primaries.add(primary)
+            mine = [r for r, p in replica_of.items() if p == primary]
+            if not mine:
+                bad += fail(f"{path}: {name}'s Redis {primary} has no replica (REDIS_REPLICAOF={primary} 6379)")
+            if int(e.get("ACK_REPLICAS", "0")) < 1:
+                bad += fail(f"{path}: {name} does not wait for its replica (ACK_REPLICAS is not >= 1)")
+    for r, p in replica_of.items():
+        if p not in primaries:
+            bad += fail(f"{path}: {r} follows {p}, which no capture node writes to")
+    standbys = [n for n, svc in services.items() if "PRIMARY_HOST" in env(n)]
+    if not standbys:
+        bad += fail(f"{path}: no PostgreSQL standby (a service with PRIMARY_HOST)")
+    for name in services:
+        e = env(name)
+        if "REDIS_URLS" in e:
+            listed = {re.sub(r"^redis://([^:/]+).*", r"\1", u) for u in e["REDIS_URLS"].split(",")}
+            for r in replica_of:
+                if r not in listed:
+                    bad += fail(f"{path}: {name}'s REDIS_URLS leaves out the replica {r}: a promoted one would not be drained")
+        url = e.get("DATABASE_URL")
+        if url:
+            hosts = re.sub(r"^postgres(ql)?://([^@/]*@)?([^/?]*).*", r"\3", url).split(",")
+            names = {h.split(":")[0] for h in hosts}
+            for sb in standbys:
+                if sb not in names or "target_session_attrs=read-write" not in url:
+                    bad += fail(f"{path}: {name}'s DATABASE_URL does not list {sb} with target_session_attrs=read-write")
+    if not bad:
+        print(f"  ok   {path}: {len(primaries)} queues, each with a replica the workers list ({', '.join(sorted(replica_of))}); "
+              f"ACK_REPLICAS >= 1; standby {', '.join(standbys)} in every DATABASE_URL")
+    return bad
 
 
 # ---------------------------------------------------------------- binaries
@@ -968,6 +1032,8 @@ def main(argv):
         return k8s_policy(argv[2:] or k8s_overlays())
     if cmd == "k8s-configs":
         return k8s_configs(argv[2:] or k8s_overlays())
+    if cmd == "replicas":
+        return replicas_compose(argv[2])
     print(__doc__, file=sys.stderr)
     return 2
 
