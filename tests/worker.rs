@@ -603,16 +603,7 @@ fn a_replica_in_the_list_stands_by_quietly_and_is_drained_once_promoted() {
     assert!(has_group(&replica));
     let standby = format!(":{}", replica.port);
     let metrics = worker.metrics();
-    assert_eq!(
-        http::metric(&metrics, "voteswarm_endpoints_up"),
-        1,
-        "{metrics}"
-    );
-    assert_eq!(
-        http::metric(&metrics, "voteswarm_endpoints_standby"),
-        1,
-        "{metrics}"
-    );
+    assert_endpoints(&metrics, 1, 1);
     let about_replica: Vec<&str> = metrics
         .lines()
         .filter(|l| !l.starts_with('#') && l.contains(&standby))
@@ -640,19 +631,19 @@ fn a_replica_in_the_list_stands_by_quietly_and_is_drained_once_promoted() {
         stream_state(&replica)
     );
     let metrics = worker.metrics();
-    assert_eq!(
-        http::metric(&metrics, "voteswarm_endpoints_standby"),
-        0,
-        "{metrics}"
-    );
-    assert_eq!(
-        http::metric(&metrics, "voteswarm_endpoints_up"),
-        1,
-        "{metrics}"
-    );
+    assert_endpoints(&metrics, 1, 0);
     assert_eq!(http::status(worker.port, "/readyz"), Some(200));
     worker.stop();
     assert_exact(&url, &all);
+}
+
+/// The drainers' link gauges: queues drained, replicas standing by.
+fn assert_endpoints(metrics: &str, up: i64, standby: i64) {
+    let got = (
+        http::metric(metrics, "voteswarm_endpoints_up"),
+        http::metric(metrics, "voteswarm_endpoints_standby"),
+    );
+    assert_eq!(got, (up, standby), "(up, standby):\n{metrics}");
 }
 
 #[test]

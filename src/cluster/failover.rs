@@ -247,6 +247,8 @@ impl Cluster {
         mkdir(&dir)?;
         let conf = self.queue_conf.write(&dir, Some(promoted_port))?;
         let p = &mut self.procs[li];
+        // redis-server reads its config file only as its first argument
+        // (`redis_spec` puts it there).
         p.spec.args[0] = conf.display().to_string();
         p.role = "replica";
         p.start()
