@@ -27,6 +27,7 @@ pub mod ports;
 pub mod postgres;
 pub mod procs;
 pub mod secrets;
+pub mod standby;
 mod start;
 pub mod tls;
 
@@ -205,6 +206,11 @@ pub struct TopologyArgs {
     /// answers a vote only once that many have it (ACK_REPLICAS).
     #[arg(long, default_value_t = 0)]
     pub queue_replicas: usize,
+    /// A synchronous standby of the cluster's PostgreSQL (pg_basebackup,
+    /// streaming): a commit returns once the standby has it, and the
+    /// cluster promotes it when the primary is lost with its data.
+    #[arg(long)]
+    pub pg_standby: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -259,6 +265,14 @@ pub enum ClusterCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Promotes the standby of `cluster up --pg-standby` by hand (refused
+    /// while the primary answers); the running cluster never starts the
+    /// old primary again.
+    PromoteStandby {
+        /// The cluster's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Restores a backup into a stopped (or new) cluster's data directory;
     /// `cluster up` then serves the restored count.
     Restore {
@@ -290,11 +304,14 @@ pub struct Cluster {
     pub tls: tls::Files,
     /// In start order; stopped in the order of `STOP_ORDER`.
     pub procs: Vec<Proc>,
+    /// The store's standby, watched and promoted by the supervisor.
+    pub store: Option<standby::Store>,
 }
 
 /// Front to back, so nothing is asked to work after what it needs stopped.
-const STOP_ORDER: [&str; 7] = [
-    "haproxy", "capture", "worker", "results", "redis", "replica", "postgres",
+/// The standby last: a primary's clean shutdown sends it the last WAL.
+const STOP_ORDER: [&str; 8] = [
+    "haproxy", "capture", "worker", "results", "redis", "replica", "postgres", "standby",
 ];
 
 impl Cluster {
@@ -319,12 +336,22 @@ impl Cluster {
     /// Restarts what died, until `stop` is set.
     pub fn supervise(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
-            for p in &mut self.procs {
-                if let Some(line) = p.restart_if_exited() {
-                    log::warn!("{line}");
-                }
-            }
+            self.tend();
             std::thread::sleep(TEND_INTERVAL);
+        }
+    }
+
+    /// One look at the children: the store's failover first (a lost
+    /// primary must be retired before it would be restarted), then a
+    /// restart of what died.
+    fn tend(&mut self) {
+        if let Some(store) = &mut self.store {
+            store.tend(&mut self.procs);
+        }
+        for p in &mut self.procs {
+            if let Some(line) = p.restart_if_exited() {
+                log::warn!("{line}");
+            }
         }
     }
 
@@ -495,11 +522,7 @@ pub fn rehearse(
             let _ = child.wait();
             break 130;
         }
-        for p in &mut cluster.procs {
-            if let Some(line) = p.restart_if_exited() {
-                log::warn!("{line}");
-            }
-        }
+        cluster.tend();
         std::thread::sleep(TEND_INTERVAL);
     };
     cluster.stop();
