@@ -371,8 +371,8 @@ pub fn prepare_standby(
 ) -> Result<Spec, ClusterError> {
     let postgres =
         pg_program("postgres").ok_or_else(|| super::missing("postgres", "postgresql"))?;
-    let basebackup = pg_program("pg_basebackup")
-        .ok_or_else(|| super::missing("pg_basebackup", "postgresql"))?;
+    let basebackup =
+        pg_program("pg_basebackup").ok_or_else(|| super::missing("pg_basebackup", "postgresql"))?;
     let user = run_as()?;
     if !dir.join("PG_VERSION").exists() {
         // pg_basebackup takes an empty directory; the server user makes

@@ -141,9 +141,10 @@ pub fn prepare_slot(
         #[diesel(sql_type = diesel::sql_types::Bool)]
         active: bool,
     }
-    let mut conn =
-        PgConnection::establish(&postgres::setup_url(&passwords.url(PgRole::Superuser, port)))
-            .map_err(|e| ClusterError::new(format!("PostgreSQL: {e}")))?;
+    let mut conn = PgConnection::establish(&postgres::setup_url(
+        &passwords.url(PgRole::Superuser, port),
+    ))
+    .map_err(|e| ClusterError::new(format!("PostgreSQL: {e}")))?;
     let slot: Option<Slot> = diesel::sql_query(format!(
         "SELECT active FROM pg_replication_slots WHERE slot_name = '{STANDBY}'"
     ))
