@@ -75,10 +75,17 @@ impl From<diesel::r2d2::PoolError> for DbError {
 /// PostgreSQL is down (connections are made on demand), so a node starts
 /// and waits rather than crashes; taking a connection gives up after
 /// `connection_timeout`.
+///
+/// Every connection is pinged as it is taken: diesel calls a connection
+/// broken only after a failed transaction, not after a failed statement,
+/// so one to a server that died (a primary lost, its standby promoted) goes
+/// back to the pool looking healthy. The ping drops it, and the new one
+/// goes wherever `url` leads now (libpq's `target_session_attrs`).
 pub fn pool(url: &str, size: u32, connection_timeout: Duration) -> DbPool {
     Pool::builder()
         .max_size(size.max(1))
         .min_idle(Some(0))
+        .test_on_check_out(true)
         .connection_timeout(connection_timeout)
         .build_unchecked(ConnectionManager::new(url))
 }
@@ -114,6 +121,30 @@ pub fn migrate(url: &str) -> Result<Vec<String>, String> {
 pub fn ping(conn: &mut PgConnection) -> QueryResult<()> {
     diesel::select(1_i32.into_sql::<Integer>()).execute(conn)?;
     Ok(())
+}
+
+/// A commit waits this long for a synchronous standby before `/readyz`
+/// says so: every commit waits for one a little, under load.
+pub const SYNC_WAIT_REPORTED: Duration = Duration::from_secs(5);
+
+/// This role's commits that have waited longer than `SYNC_WAIT_REPORTED`
+/// for a synchronous standby to confirm them (PostgreSQL's `SyncRep`
+/// wait): the primary has them, their workers hold their acknowledgements
+/// until the standby does. A role sees its own sessions' waits.
+pub fn stalled_sync_commits(conn: &mut PgConnection) -> QueryResult<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE wait_event = 'SyncRep' AND usename = current_user \
+         AND now() - query_start > make_interval(secs => $1)",
+    )
+    .bind::<diesel::sql_types::Double, _>(SYNC_WAIT_REPORTED.as_secs_f64())
+    .get_result::<Waiting>(conn)
+    .map(|w| w.n)
 }
 
 /// The count per option, from the running totals in `vote_counts` that

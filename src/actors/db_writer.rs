@@ -23,7 +23,8 @@ pub struct CommitBatch {
     pub votes: Vec<Vote>,
 }
 
-/// Is the database answering?
+/// Is the database answering, and confirming commits? (A primary whose
+/// synchronous standby is gone answers, but holds every commit.)
 #[derive(Message)]
 #[rtype(result = "Result<(), DbError>")]
 pub struct CheckDb;
@@ -64,6 +65,16 @@ impl Handler<CheckDb> for DbWriter {
 
     fn handle(&mut self, _: CheckDb, _: &mut Self::Context) -> Self::Result {
         let mut conn = self.pool.get()?;
-        Ok(db::ping(&mut conn)?)
+        db::ping(&mut conn)?;
+        match db::stalled_sync_commits(&mut conn)? {
+            0 => Ok(()),
+            n => Err(DbError {
+                message: format!(
+                    "{n} commit(s) waiting over {} s for the synchronous standby; nothing they hold is acknowledged",
+                    db::SYNC_WAIT_REPORTED.as_secs()
+                ),
+                retriable: true,
+            }),
+        }
     }
 }

@@ -21,6 +21,9 @@ fn main() {
         ClusterCommand::Backup { data_dir, out } => {
             cluster::backup::backup(&data_dir, out.as_deref()).map(|()| 0)
         }
+        ClusterCommand::PromoteStandby { data_dir } => {
+            cluster::standby::promote_by_hand(&data_dir).map(|()| 0)
+        }
         ClusterCommand::Restore {
             data_dir,
             force,

@@ -21,6 +21,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 
 use super::postgres::{self, PgPasswords, PgRole};
 use super::procs::{Proc, Spec};
+use super::standby::{STANDBY_PORT_FILE, STANDBY_PROC};
 use super::start::{psql_url, refuse_if_in_use, stable_port};
 use super::{run_tool, ClusterError};
 
@@ -69,8 +70,8 @@ fn canonical(data_dir: &Path) -> Result<PathBuf, ClusterError> {
     })
 }
 
-/// The running cluster's PostgreSQL port and superuser password, or why
-/// there is none to back up.
+/// The running cluster's PostgreSQL port (the primary's, or the promoted
+/// standby's) and superuser password, or why there is none to back up.
 fn running_database(data_dir: &Path) -> Result<(u16, String), ClusterError> {
     let not_running = |why: &str| {
         ClusterError::new(format!(
@@ -79,9 +80,12 @@ fn running_database(data_dir: &Path) -> Result<(u16, String), ClusterError> {
             data_dir.display()
         ))
     };
-    let port: u16 = std::fs::read_to_string(data_dir.join("postgres.port"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
+    let port_of = |file: &str| -> Option<u16> {
+        std::fs::read_to_string(data_dir.join(file))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    };
+    let port = port_of("postgres.port")
         .ok_or_else(|| not_running("no postgres.port: it never started its own PostgreSQL"))?;
     let password = std::fs::read_to_string(
         data_dir
@@ -89,15 +93,47 @@ fn running_database(data_dir: &Path) -> Result<(u16, String), ClusterError> {
             .join(PgRole::Superuser.secret_name()),
     )
     .map_err(|_| not_running("no PostgreSQL password in secrets/"))?;
-    let alive = super::procs::left_by_earlier_run(&data_dir.join("run"))
-        .iter()
-        .any(|(name, _, exited)| name == "postgres" && !exited);
-    if !alive || std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        return Err(not_running(&format!(
-            "its PostgreSQL does not answer on port {port}"
-        )));
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    let left = super::procs::left_by_earlier_run(&data_dir.join("run"));
+    let alive = |proc_name: &str| {
+        left.iter()
+            .any(|(name, _, exited)| name == proc_name && !exited)
+    };
+    let mut ports = Vec::new();
+    if alive("postgres") {
+        ports.push(port);
     }
-    Ok((port, password.trim_end_matches(['\r', '\n']).to_owned()))
+    if let Some(p) = port_of(STANDBY_PORT_FILE).filter(|_| alive(STANDBY_PROC)) {
+        ports.push(p);
+    }
+    if ports.is_empty() {
+        return Err(not_running("its PostgreSQL is not running"));
+    }
+    // Whichever takes writes: the primary, or the standby once promoted.
+    // The dump then names that one server, so that it reads the snapshot
+    // where it was taken.
+    let url = crate::config::with_credentials(
+        "DATABASE_URL",
+        &postgres::hosts_url(PgRole::Superuser.user(), &ports),
+        None,
+        &password,
+    )
+    .expect("a plain URL takes credentials");
+    #[derive(diesel::QueryableByName)]
+    struct Port {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        port: i32,
+    }
+    let primary = PgConnection::establish(&url)
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| {
+            diesel::sql_query("SELECT inet_server_port() AS port")
+                .get_result::<Port>(&mut c)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| not_running(&format!("its PostgreSQL does not answer: {e}")))?;
+    let port = u16::try_from(primary.port).map_err(|_| not_running("no port"))?;
+    Ok((port, password))
 }
 
 /// `cluster backup`: writes the archive and prints its one-line summary.
@@ -207,6 +243,9 @@ pub fn restore(data_dir: &Path, file: &Path, force: bool) -> Result<(), ClusterE
     let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755));
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(ClusterError::io("create", &logs))?;
+    // A lost primary's standby is the database to restore into, never a
+    // fresh one made beside it.
+    super::standby::adopt_standby(&data_dir)?;
     let passwords = PgPasswords::ensure(&data_dir.join("secrets"))?;
     let port = stable_port(&data_dir.join("postgres.port"))?;
     let spec: Spec = postgres::prepare(&data_dir.join("postgres"), port, &passwords)?;

@@ -28,6 +28,7 @@ pub mod ports;
 pub mod postgres;
 pub mod procs;
 pub mod secrets;
+pub mod standby;
 mod start;
 pub mod tls;
 
@@ -210,6 +211,11 @@ pub struct TopologyArgs {
     /// answers a vote only once that many have it (ACK_REPLICAS).
     #[arg(long, default_value_t = 0)]
     pub queue_replicas: usize,
+    /// A synchronous standby of the cluster's PostgreSQL (pg_basebackup,
+    /// streaming): a commit returns once the standby has it, and the
+    /// cluster promotes it when the primary is lost with its data.
+    #[arg(long)]
+    pub pg_standby: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -264,6 +270,14 @@ pub enum ClusterCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Promotes the standby of `cluster up --pg-standby` by hand (refused
+    /// while the primary answers); the running cluster never starts the
+    /// old primary again.
+    PromoteStandby {
+        /// The cluster's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Restores a backup into a stopped (or new) cluster's data directory;
     /// `cluster up` then serves the restored count.
     Restore {
@@ -299,11 +313,14 @@ pub struct Cluster {
     /// ([`failover`]).
     pub queues: Vec<failover::Queue>,
     queue_conf: failover::QueueConf,
+    /// The store's standby, watched and promoted by the supervisor.
+    pub store: Option<standby::Store>,
 }
 
 /// Front to back, so nothing is asked to work after what it needs stopped.
-const STOP_ORDER: [&str; 7] = [
-    "haproxy", "capture", "worker", "results", "redis", "replica", "postgres",
+/// The standby last: a primary's clean shutdown sends it the last WAL.
+const STOP_ORDER: [&str; 8] = [
+    "haproxy", "capture", "worker", "results", "redis", "replica", "postgres", "standby",
 ];
 
 impl Cluster {
@@ -333,10 +350,14 @@ impl Cluster {
         }
     }
 
-    /// One look at the children: a queue server lost with its disk is
-    /// failed over ([`failover`]); anything else that exited is restarted
-    /// after its backoff.
+    /// One look at the children: the store's failover and the queues'
+    /// ([`standby`], [`failover`]: a lost server must be retired before
+    /// it would be restarted), then a restart of what else exited, after
+    /// its backoff.
     pub fn tend(&mut self) {
+        if let Some(store) = &mut self.store {
+            store.tend(&mut self.procs);
+        }
         self.tend_queues();
         for p in &mut self.procs {
             if let Some(line) = p.restart_if_exited() {

@@ -124,6 +124,22 @@ impl PgPasswords {
         sql
     }
 }
+/// `postgres://user@127.0.0.1:PORT/voteswarm`, no password; with several
+/// ports (a primary and its standby), libpq's multi-host form asking for
+/// the one that takes writes, so that a client finds a promoted standby
+/// by itself.
+pub fn hosts_url(user: &str, ports: &[u16]) -> String {
+    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    // A host that hangs (frozen, cut off) must not hold a connection
+    // attempt for the kernel's minutes: on to the next one.
+    let attrs = if ports.len() > 1 {
+        "?target_session_attrs=read-write&connect_timeout=5"
+    } else {
+        ""
+    };
+    format!("postgres://{user}@{}/{DATABASE}{attrs}", hosts.join(","))
+}
+
 /// A fresh PostgreSQL on a loaded 2-core machine can take a while.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -279,7 +295,15 @@ pub fn prepare(dir: &Path, port: u16, passwords: &PgPasswords) -> Result<Spec, C
             dir.display()
         )));
     }
-    let mut spec = Spec::new(&postgres)
+    replication_hba(dir)?;
+    Ok(server(&postgres, dir, port, user))
+}
+
+/// `postgres` on `dir`, listening on loopback `port`; the same for the
+/// primary and the standby (a hot standby needs at least the primary's
+/// `max_connections`).
+fn server(postgres: &Path, dir: &Path, port: u16, user: Option<PgUser>) -> Spec {
+    let mut spec = Spec::new(postgres)
         .arg("-D")
         .arg(dir.display().to_string())
         .arg("-p")
@@ -291,18 +315,157 @@ pub fn prepare(dir: &Path, port: u16, passwords: &PgPasswords) -> Result<Spec, C
         .arg("-c")
         .arg("max_connections=200");
     spec.run_as = user.map(|u| u.name);
-    Ok(spec)
+    spec
+}
+
+/// The standby's name: its walreceiver's `application_name` (which the
+/// primary's `synchronous_standby_names` lists) and its replication slot.
+pub const STANDBY: &str = "voteswarm_standby";
+/// The login the standby streams with: REPLICATION, nothing else.
+pub const REPLICATOR: &str = "voteswarm_replicator";
+/// Its password's secret file.
+pub const REPLICATOR_SECRET: &str = "pg_replication_password";
+/// A standby made by `pg_basebackup` holds this file until it is promoted.
+pub const STANDBY_SIGNAL: &str = "standby.signal";
+/// What `postgresql.auto.conf` says about the primary a standby streams
+/// from: rewritten at every start, so the password follows its file.
+const STANDBY_KEYS: [&str; 2] = ["primary_conninfo", "primary_slot_name"];
+
+/// Replication connections come from the standby, on loopback, as the
+/// replicator only: initdb's defaults (any role, local socket, `::1`) are
+/// replaced. The standby's copy (by `pg_basebackup`) says the same.
+fn replication_hba(dir: &Path) -> Result<(), ClusterError> {
+    let path = dir.join("pg_hba.conf");
+    let hba = std::fs::read_to_string(&path).map_err(ClusterError::io("read", &path))?;
+    let ours = format!("host replication {REPLICATOR} 127.0.0.1/32 scram-sha-256");
+    let mut lines: Vec<&str> = hba
+        .lines()
+        .filter(|l| {
+            l.trim_start().starts_with('#') || l.split_whitespace().nth(1) != Some("replication")
+        })
+        .collect();
+    lines.push(&ours);
+    let tightened = lines.join("\n") + "\n";
+    if tightened != hba {
+        std::fs::write(&path, tightened).map_err(ClusterError::io("write", &path))?;
+    }
+    Ok(())
+}
+
+/// A value inside a libpq connection string (`key='value'`).
+fn conninfo_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Makes the standby in `dir` unless it exists (`pg_basebackup` from the
+/// primary on `primary_port`, creating the slot [`STANDBY`] as it copies,
+/// so that the primary keeps every WAL segment the standby has yet to
+/// receive), points it at the primary and returns the spec that runs it on
+/// `port`. The primary must be up, with the replicator's login
+/// ([`ensure_replicator`]) and no slot of that name.
+pub fn prepare_standby(
+    dir: &Path,
+    primary_port: u16,
+    port: u16,
+    password: &str,
+) -> Result<Spec, ClusterError> {
+    let postgres =
+        pg_program("postgres").ok_or_else(|| super::missing("postgres", "postgresql"))?;
+    let basebackup =
+        pg_program("pg_basebackup").ok_or_else(|| super::missing("pg_basebackup", "postgresql"))?;
+    let user = run_as()?;
+    if !dir.join("PG_VERSION").exists() {
+        // pg_basebackup takes an empty directory; the server user makes
+        // nothing in the data dir itself (it is ours).
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(ClusterError::io("create", dir))?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        if let Some(u) = &user {
+            chown_tree(dir, u)?;
+        }
+        // The password through the environment, never the command line.
+        let mut spec = Spec::new(&basebackup)
+            .arg("-D")
+            .arg(dir.display().to_string())
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(primary_port.to_string())
+            .args(["-U", REPLICATOR, "-X", "stream", "--checkpoint=fast"])
+            .args(["--create-slot", "--slot", STANDBY, "--no-password"])
+            .env("PGPASSWORD", password);
+        spec.run_as = user.as_ref().map(|u| u.name.clone());
+        super::run_tool(&mut spec.command(), "pg_basebackup", || {
+            format!("pg_basebackup of the standby into {} failed", dir.display())
+        })?;
+        let signal = dir.join(STANDBY_SIGNAL);
+        std::fs::write(&signal, "").map_err(ClusterError::io("write", &signal))?;
+    }
+    let conninfo = format!(
+        "host=127.0.0.1 port={primary_port} user={REPLICATOR} password={} application_name={STANDBY}",
+        conninfo_quote(password)
+    );
+    set_standby_keys(dir, Some((&conninfo, STANDBY)))?;
+    if let Some(u) = &user {
+        for file in [STANDBY_SIGNAL, "postgresql.auto.conf"] {
+            chown_tree(&dir.join(file), u)?;
+        }
+    }
+    Ok(server(&postgres, dir, port, user))
+}
+
+/// Rewrites [`STANDBY_KEYS`] in `dir/postgresql.auto.conf`: to stream from
+/// `conninfo` through `slot`, or (`None`) to none, for a promoted standby
+/// that is now the primary.
+pub fn set_standby_keys(dir: &Path, standby: Option<(&str, &str)>) -> Result<(), ClusterError> {
+    let path = dir.join("postgresql.auto.conf");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut out: String = text
+        .lines()
+        .filter(|l| !STANDBY_KEYS.iter().any(|k| l.trim_start().starts_with(k)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Some((conninfo, slot)) = standby {
+        let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
+        out.push_str(&format!(
+            "primary_conninfo = {}\nprimary_slot_name = {}\n",
+            quote(conninfo),
+            quote(slot)
+        ));
+    }
+    if out != text {
+        // 0600 like the rest of the data dir: it holds the password.
+        super::secrets::write_private(&path, &out, false)?;
+    }
+    Ok(())
+}
+
+/// `pg_ctl promote` on the standby in `dir`: it replays what it received,
+/// leaves recovery and takes writes. Returns once it does.
+pub fn promote(dir: &Path) -> Result<(), ClusterError> {
+    let pg_ctl = pg_program("pg_ctl").ok_or_else(|| super::missing("pg_ctl", "postgresql"))?;
+    let mut spec = Spec::new(&pg_ctl)
+        .arg("promote")
+        .arg("-w")
+        .arg("-t")
+        .arg(READY_TIMEOUT.as_secs().to_string())
+        .arg("-D")
+        .arg(dir.display().to_string());
+    spec.run_as = run_as()?.map(|u| u.name);
+    super::run_tool(&mut spec.command(), "pg_ctl", || {
+        format!("pg_ctl promote of the standby in {} failed", dir.display())
+    })?;
+    Ok(())
 }
 
 /// Waits until the server takes connections, then creates the database
 /// unless it exists, and the roles (again each time: the passwords follow
 /// the files).
 pub fn wait_ready_and_create(port: u16, passwords: &PgPasswords) -> Result<(), ClusterError> {
-    use diesel::{Connection, RunQueryDsl};
+    use diesel::RunQueryDsl;
     let deadline = Instant::now() + READY_TIMEOUT;
     let admin = passwords.url_to(PgRole::Superuser, port, "postgres");
     let mut conn = loop {
-        match diesel::PgConnection::establish(&admin) {
+        match setup_connection(&admin) {
             Ok(c) => break c,
             Err(e) if Instant::now() >= deadline => {
                 return Err(ClusterError::new(format!(
@@ -327,9 +490,45 @@ pub fn wait_ready_and_create(port: u16, passwords: &PgPasswords) -> Result<(), C
             .execute(&mut conn)
             .map_err(|e| ClusterError::new(format!("cannot create database {DATABASE}: {e}")))?;
     }
-    let mut db = diesel::PgConnection::establish(&passwords.url(PgRole::Superuser, port))
+    let mut db = setup_connection(&passwords.url(PgRole::Superuser, port))
         .map_err(|e| ClusterError::new(format!("PostgreSQL: {e}")))?;
     diesel::connection::SimpleConnection::batch_execute(&mut db, &passwords.roles_sql())
         .map_err(|e| ClusterError::new(format!("cannot make the roles: {e}")))?;
     Ok(())
+}
+
+/// `url` for the cluster's own setup (the database, the roles, the
+/// migrations): its commits do not wait for the synchronous standby, which
+/// is made from this very primary only after them. Each is made again at
+/// every start, so one lost with the primary before the standby copied it
+/// costs nothing.
+pub fn setup_url(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20synchronous_commit%3Dlocal")
+}
+
+fn setup_connection(url: &str) -> diesel::ConnectionResult<diesel::PgConnection> {
+    use diesel::Connection;
+    diesel::PgConnection::establish(&setup_url(url))
+}
+
+/// The standby's login: REPLICATION and nothing else, with the password of
+/// `DIR/secrets/pg_replication_password` (made or reset here).
+pub fn ensure_replicator(port: u16, passwords: &PgPasswords) -> Result<String, ClusterError> {
+    use diesel::connection::SimpleConnection;
+    let password = super::secrets::ensure(&passwords.dir, REPLICATOR_SECRET)?;
+    let mut db = setup_connection(&passwords.url(PgRole::Superuser, port))
+        .map_err(|e| ClusterError::new(format!("PostgreSQL: {e}")))?;
+    db.batch_execute(&format!(
+        "SET password_encryption = 'scram-sha-256';
+         DO $$ BEGIN
+             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{REPLICATOR}') THEN
+                 CREATE ROLE {REPLICATOR};
+             END IF;
+         END $$;
+         ALTER ROLE {REPLICATOR} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '{}';",
+        password.replace('\'', "''")
+    ))
+    .map_err(|e| ClusterError::new(format!("cannot make the replication role: {e}")))?;
+    Ok(password)
 }

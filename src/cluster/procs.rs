@@ -42,6 +42,11 @@ impl Spec {
         self
     }
 
+    pub fn args<S: Into<String>>(mut self, a: impl IntoIterator<Item = S>) -> Spec {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Spec {
         self.env.push((k.to_owned(), v.into()));
         self

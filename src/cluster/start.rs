@@ -51,7 +51,8 @@ impl Programs {
 enum TierDatabase {
     /// Our own, on `port`: each tier logs in as its own role.
     Own {
-        port: u16,
+        /// The primary's, then the standby's when there is one.
+        ports: Vec<u16>,
         passwords: postgres::PgPasswords,
     },
     /// The one `DATABASE_URL` names: every tier uses it as given.
@@ -86,15 +87,8 @@ impl TierDatabase {
     /// role's password file, or the given URL.
     fn login(&self, spec: Spec, role: postgres::PgRole) -> Spec {
         match self {
-            TierDatabase::Own { port, passwords } => spec
-                .env(
-                    "DATABASE_URL",
-                    format!(
-                        "postgres://{}@127.0.0.1:{port}/{}",
-                        role.user(),
-                        postgres::DATABASE
-                    ),
-                )
+            TierDatabase::Own { ports, passwords } => spec
+                .env("DATABASE_URL", postgres::hosts_url(role.user(), ports))
                 .env(
                     "DATABASE_PASSWORD_FILE",
                     passwords.file(role).display().to_string(),
@@ -222,6 +216,7 @@ impl Cluster {
                 include: redis_conf.clone(),
                 passwords: redis_passwords.clone(),
             },
+            store: None,
         };
         let layout = Layout {
             logs,
@@ -266,12 +261,24 @@ impl Cluster {
         layout: &Layout,
     ) -> Result<TierDatabase, ClusterError> {
         if let Some(url) = &t.database_url {
+            if t.pg_standby {
+                return Err(ClusterError::new(
+                    "--pg-standby makes a standby of the cluster's own PostgreSQL: leave DATABASE_URL unset",
+                ));
+            }
             self.database_url = url.clone();
             return Ok(TierDatabase::Given(url.clone()));
         }
+        standby::adopt_standby(&self.data_dir)?;
         let port = stable_port(&self.data_dir.join("postgres.port"))?;
         let passwords = postgres::PgPasswords::ensure(&layout.secrets)?;
-        let spec = postgres::prepare(&self.data_dir.join("postgres"), port, &passwords)?;
+        let mut spec = postgres::prepare(&self.data_dir.join("postgres"), port, &passwords)?;
+        if t.pg_standby {
+            spec = spec
+                .arg("-c")
+                .arg(format!("synchronous_standby_names={}", postgres::STANDBY))
+                .args(["-c", "synchronous_commit=on"]);
+        }
         let mut p = Proc::new(
             "postgres",
             "postgres".into(),
@@ -283,18 +290,63 @@ impl Cluster {
         p.stop_signal = libc::SIGINT;
         self.spawn(p)?;
         postgres::wait_ready_and_create(port, &passwords)?;
-        let applied = crate::db::migrate(&passwords.url(postgres::PgRole::Migrator, port))
-            .map_err(ClusterError::new)?;
+        let applied = crate::db::migrate(&postgres::setup_url(
+            &passwords.url(postgres::PgRole::Migrator, port),
+        ))
+        .map_err(ClusterError::new)?;
         if !applied.is_empty() {
             log::info!("applied migrations: {}", applied.join(", "));
         }
-        self.database_url = passwords.url(postgres::PgRole::Superuser, port);
-        self.psql_url = psql_url(
+        let standby_dir = self.data_dir.join(standby::STANDBY_DIR);
+        standby::prepare_slot(port, &passwords, &standby_dir, t.pg_standby)?;
+        let mut ports = vec![port];
+        if t.pg_standby {
+            ports.push(self.start_standby(layout, port, &passwords)?);
+        }
+        let superuser = passwords.password(postgres::PgRole::Superuser);
+        self.database_url = crate::config::with_credentials(
+            "DATABASE_URL",
+            &postgres::hosts_url(postgres::SUPERUSER, &ports),
+            None,
+            superuser,
+        )
+        .expect("a plain URL takes credentials");
+        self.psql_url = psql_url_hosts(&self.data_dir, &ports, superuser)?;
+        Ok(TierDatabase::Own { ports, passwords })
+    }
+
+    /// The synchronous standby: the replicator's login, the copy made once
+    /// (`pg_basebackup`), the server, and the wait until the primary sees it
+    /// streaming (before any worker commits, which would wait for it).
+    /// Returns its port.
+    fn start_standby(
+        &mut self,
+        layout: &Layout,
+        primary: u16,
+        passwords: &postgres::PgPasswords,
+    ) -> Result<u16, ClusterError> {
+        let password = postgres::ensure_replicator(primary, passwords)?;
+        let port = stable_port(&self.data_dir.join(standby::STANDBY_PORT_FILE))?;
+        let dir = self.data_dir.join(standby::STANDBY_DIR);
+        let spec = postgres::prepare_standby(&dir, primary, port, &password)?;
+        let mut p = Proc::new(
+            "standby",
+            standby::STANDBY_PROC.into(),
+            format!("127.0.0.1:{port}"),
+            spec,
+            &layout.logs,
+        );
+        p.stop_signal = libc::SIGINT;
+        let log = p.log.clone();
+        self.spawn(p)?;
+        standby::wait_streaming(primary, passwords, &log)?;
+        self.store = Some(standby::Store::new(
             &self.data_dir,
+            primary,
             port,
-            passwords.password(postgres::PgRole::Superuser),
-        )?;
-        Ok(TierDatabase::Own { port, passwords })
+            passwords,
+        ));
+        Ok(port)
     }
 
     /// One Redis per capture node, each with its own append-only files;
@@ -628,6 +680,15 @@ pub(super) fn refuse_if_in_use(data_dir: &Path) -> Result<(), ClusterError> {
 /// it: psql and every libpq client connect with it as printed, and the
 /// password stays out of the terminal and the shell history.
 pub(super) fn psql_url(data_dir: &Path, port: u16, password: &str) -> Result<String, ClusterError> {
+    psql_url_hosts(data_dir, &[port], password)
+}
+
+/// As [`psql_url`], to whichever of the servers on `ports` takes writes.
+pub(super) fn psql_url_hosts(
+    data_dir: &Path,
+    ports: &[u16],
+    password: &str,
+) -> Result<String, ClusterError> {
     let file = data_dir.join("secrets").join("pgpass");
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -640,12 +701,9 @@ pub(super) fn psql_url(data_dir: &Path, port: u16, password: &str) -> Result<Str
         .open(&file)
         .and_then(|mut f| writeln!(f, "*:*:*:{}:{password}", postgres::SUPERUSER))
         .map_err(ClusterError::io("write", &file))?;
-    Ok(format!(
-        "postgres://{}@127.0.0.1:{port}/{}?passfile={}",
-        postgres::SUPERUSER,
-        postgres::DATABASE,
-        file.display()
-    ))
+    let url = postgres::hosts_url(postgres::SUPERUSER, ports);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}passfile={}", file.display()))
 }
 
 /// The port recorded in `file` if it is still free, else a new one

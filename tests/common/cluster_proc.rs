@@ -152,6 +152,8 @@ pub struct Up {
     pub tls_ports: (u16, u16),
     pub ca: std::path::PathBuf,
     size: (usize, usize),
+    /// `cluster up`'s extra arguments, given again by `start_again`.
+    args: Vec<String>,
 }
 
 impl Up {
@@ -167,7 +169,8 @@ impl Up {
     }
 
     /// As [`Up::start_with`], with extra `cluster up` flags
-    /// (`--queue-replicas 1`).
+    /// (`--queue-replicas 1`, `--pg-standby`), given again by
+    /// [`Up::start_again`].
     pub fn start_with_args(
         data: &Path,
         capture: usize,
@@ -182,7 +185,7 @@ impl Up {
             (free_port(), free_port()),
             (free_port(), free_port()),
             env,
-            args,
+            args.iter().map(|a| a.to_string()).collect(),
         )
     }
 
@@ -194,7 +197,7 @@ impl Up {
         (port, rport): (u16, u16),
         (tport, trport): (u16, u16),
         env: &[(&str, &str)],
-        args: &[&str],
+        args: Vec<String>,
     ) -> Up {
         let mut child = Command::new(bin::CLUSTER)
             .envs(env.iter().copied())
@@ -215,7 +218,7 @@ impl Up {
                 "--results-tls-port",
                 &trport.to_string(),
             ])
-            .args(args)
+            .args(&args)
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())
@@ -248,6 +251,7 @@ impl Up {
             tls_ports: (tport, trport),
             ca: data.join("tls").join("ca.pem"),
             size: (capture, workers),
+            args,
         }
     }
 
@@ -363,22 +367,22 @@ impl Up {
             self.ports,
             self.tls_ports,
             &[],
-            &[],
+            self.args.clone(),
         );
     }
 
+    /// The superuser's URL; with a standby (`--pg-standby`), to both
+    /// servers, reaching whichever takes writes.
     pub fn database_url(&self) -> String {
-        let addr = self
-            .table
-            .lines()
-            .find(|l| l.starts_with("postgres"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .unwrap_or_else(|| panic!("no postgres row:\n{}", self.table));
+        let mut ports = vec![self.port("postgres")];
+        if self.table.contains(" pg-standby ") {
+            ports.push(self.port("pg-standby"));
+        }
         let password = std::fs::read_to_string(self.data.join("secrets/pg_postgres_password"))
             .expect("the cluster's superuser password");
         voteswarm::config::with_credentials(
             "DATABASE_URL",
-            &format!("postgres://postgres@{addr}/voteswarm"),
+            &voteswarm::cluster::postgres::hosts_url("postgres", &ports),
             None,
             password.trim_end(),
         )

@@ -82,9 +82,9 @@ impl Bench {
         let spec = Spec::new("redis-server")
             .arg("--port")
             .arg(port.to_string())
-            .args(&["--bind", "127.0.0.1", "--dir"])
+            .args(["--bind", "127.0.0.1", "--dir"])
             .arg(dir.display().to_string())
-            .args(&[
+            .args([
                 "--appendonly",
                 "yes",
                 "--appendfsync",
@@ -259,15 +259,6 @@ impl ClusterUp {
         // SAFETY: kill with our own child's pid, not yet reaped.
         unsafe { libc::kill(self.child.pid() as i32, libc::SIGTERM) };
         self.child.wait()
-    }
-}
-
-trait SpecArgs {
-    fn args(self, a: &[&str]) -> Self;
-}
-impl SpecArgs for Spec {
-    fn args(self, a: &[&str]) -> Spec {
-        a.iter().fold(self, |s, x| s.arg(*x))
     }
 }
 
