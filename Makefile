@@ -69,14 +69,17 @@ demo:
 ## make bench: every benchmark (cargo xtask, xtask/); each writes its
 ## section of BENCHMARKS.md.
 ## Sizes, on the command line or in the environment: bench-capture
-## DURATION=10 WARMUP=2 LOADGEN_CONCURRENCY=256 EDGE_VOTERS=20000 (EDGE_ONLY=1:
-## only the edge over HTTP/HTTPS); bench-worker
-## WORKER_COUNTS="1 2" TOTALS="1000000 5000000" (some 7 minutes);
+## DURATION=10 WARMUP=2 LOADGEN_CONCURRENCY=256 EDGE_VOTERS=20000 ROUNDS=2
+## PARTS="node replicas edge" (replicas: no replica, a replica, ACK_REPLICAS=1,
+## interleaved ROUNDS times; EDGE_ONLY=1: only the edge over HTTP/HTTPS);
+## bench-worker WORKER_COUNTS="1 2" TOTALS="1000000 5000000" (some 7 minutes);
 ## bench-latency SECONDS_PER_STEP=10; bench-e2e VOTERS=1000000 TOPOLOGIES="3x2 1x1"
 ## MODES="http http-new https https-new https-new-full" (the first topology once
 ## per mode; with a new TLS connection per vote 2 cores take about 1,000 votes/s,
 ## so each such mode at 1,000,000 voters runs some 20 minutes: MODES="http" for
-## the few-minute run).
+## the few-minute run), and before them VARIANTS="plain replicas standby both"
+## VARIANT_VOTERS=200000 ROUNDS=2 (the first topology with a replica per queue
+## and/or the synchronous PostgreSQL standby; VARIANTS_ONLY=1: only those).
 bench: bench-capture bench-worker bench-latency bench-e2e
 
 bench-capture:

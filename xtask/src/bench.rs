@@ -76,6 +76,43 @@ impl Bench {
     /// A private redis-server as capture's (append-only, fsync as told)
     /// in the work directory.
     pub fn redis(&self, name: &str, appendfsync: &str) -> Res<Redis> {
+        self.redis_with(name, appendfsync, &[])
+    }
+
+    /// A replica of `primary` (`--replicaof`, the same fsync policy, as the
+    /// cluster's replicas share their primary's configuration), once its
+    /// link to the primary is up: a capture node with ACK_REPLICAS would
+    /// otherwise answer its first votes 503.
+    pub fn replica_of(&self, name: &str, appendfsync: &str, primary: &Redis) -> Res<Redis> {
+        let port = primary
+            .url
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut replica =
+            self.redis_with(name, appendfsync, &["--replicaof", "127.0.0.1", &port])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut replica.conn)?;
+            if info.contains("master_link_status:up") {
+                return Ok(replica);
+            }
+            if Instant::now() > deadline || !replica.child.alive() {
+                return Err(format!(
+                    "the replica {name} did not sync with {} (log: {})",
+                    primary.url,
+                    self.path(&format!("redis-{name}")).join("log").display()
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn redis_with(&self, name: &str, appendfsync: &str, extra: &[&str]) -> Res<Redis> {
         let dir = self.path(&format!("redis-{name}"));
         std::fs::create_dir_all(&dir)?;
         let port = sys::free_port();
@@ -93,7 +130,8 @@ impl Bench {
                 "",
             ])
             .arg("--logfile")
-            .arg(dir.join("log").display().to_string());
+            .arg(dir.join("log").display().to_string())
+            .args(extra);
         let mut child = Child::spawn(&spec, None)?;
         let url = format!("redis://127.0.0.1:{port}");
         let client = redis::Client::open(url.as_str())?;
@@ -195,6 +233,16 @@ impl Bench {
             tls_port,
         })
     }
+}
+
+/// Each of `n` variants once per round, `(round, variant)`, the order
+/// reversed every other round (A B C, C B A, ...): a machine that gets
+/// busier or quieter during the invocation then weighs on every variant
+/// alike, and the ratios between them stay fair.
+pub fn interleaved(rounds: u64, n: usize) -> Vec<(u64, usize)> {
+    (0..rounds)
+        .flat_map(|r| (0..n).map(move |i| (r, if r % 2 == 0 { i } else { n - 1 - i })))
+        .collect()
 }
 
 /// The last `n` lines of a log, for an error message.
@@ -383,5 +431,29 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT: PostgreSQL's fast shutdown.
         self.child.stop_signal = libc::SIGINT;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleaved;
+
+    #[test]
+    fn every_other_round_runs_the_variants_in_reverse() {
+        assert_eq!(
+            interleaved(3, 3),
+            [
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (1, 2),
+                (1, 1),
+                (1, 0),
+                (2, 0),
+                (2, 1),
+                (2, 2)
+            ]
+        );
+        assert!(interleaved(0, 3).is_empty());
     }
 }

@@ -8,15 +8,19 @@
 //! it over plain HTTP, HTTPS keep-alive, and HTTPS with a new connection
 //! per voter (resumed, then full handshakes), one after another against
 //! the same edge; HAProxy's CPU per vote for each ("Edge" section).
-//! EDGE_ONLY=1 runs only that part; EDGE_VOTERS voters per mode [20000].
-//!   DURATION=10 WARMUP=2 CONNECTIONS=64 LOADGEN_CONCURRENCY=256 cargo xtask bench-capture
+//! EDGE_VOTERS voters per mode [20000]. Between the two, what replicated
+//! acknowledgement costs the node: no replica, a replica with
+//! ACK_REPLICAS=0, and ACK_REPLICAS=1, each under wrk on fresh servers,
+//! ROUNDS times, interleaved ("Capture with a replica" section).
+//! PARTS="node replicas edge" chooses the parts (EDGE_ONLY=1: PARTS=edge).
+//!   DURATION=10 WARMUP=2 CONNECTIONS=64 LOADGEN_CONCURRENCY=256 ROUNDS=2 cargo xtask bench-capture
 
 use std::process::Command;
 use std::time::Duration;
 
 use voteswarm::cluster::procs::Spec;
 
-use crate::bench::{Bench, Child};
+use crate::bench::{interleaved, Bench, Child};
 use crate::{env_num, env_or, say, section, sys, tools, Res};
 
 struct Knobs {
@@ -27,7 +31,21 @@ struct Knobs {
     loadgen_concurrency: u64,
     edge_voters: u64,
     edge_concurrency: u64,
+    rounds: u64,
 }
+
+impl Knobs {
+    /// How the wrk runs went, for a section's "Command:" line.
+    fn wrk_desc(&self) -> String {
+        format!(
+            "wrk -t{} -c{} -d{}s after a {}s warm-up",
+            self.threads, self.connections, self.duration, self.warmup
+        )
+    }
+}
+
+/// The parts of the task, in the order they run.
+const PARTS: [&str; 3] = ["node", "replicas", "edge"];
 
 pub fn run() -> Res<()> {
     let k = Knobs {
@@ -38,7 +56,17 @@ pub fn run() -> Res<()> {
         loadgen_concurrency: env_num("LOADGEN_CONCURRENCY", 256)?,
         edge_voters: env_num("EDGE_VOTERS", 20000)?,
         edge_concurrency: env_num("EDGE_CONCURRENCY", 64)?,
+        rounds: env_num("ROUNDS", 2)?,
     };
+    // EDGE_ONLY=1 is older than PARTS, and documented: it stays.
+    let parts = match env_or("EDGE_ONLY", "0").as_str() {
+        "1" => "edge".to_owned(),
+        _ => env_or("PARTS", &PARTS.join(" ")),
+    };
+    let parts: Vec<&str> = parts.split_whitespace().collect();
+    if let Some(p) = parts.iter().find(|p| !PARTS.contains(p)) {
+        return Err(format!("unknown part {p:?} in PARTS ({})", PARTS.join(" ")).into());
+    }
     let b = Bench::start("bench-capture")?;
     b.build(&[
         "--bin",
@@ -54,11 +82,16 @@ pub fn run() -> Res<()> {
         "--example",
         "baseline",
     ])?;
-    if env_or("EDGE_ONLY", "0") == "1" {
-        return edge(&b, &k);
+    if parts.contains(&"node") {
+        node(&b, &k)?;
     }
-    node(&b, &k)?;
-    edge(&b, &k)
+    if parts.contains(&"replicas") {
+        replicas(&b, &k)?;
+    }
+    if parts.contains(&"edge") {
+        edge(&b, &k)?;
+    }
+    Ok(())
 }
 
 /// One wrk run's row figures.
@@ -66,13 +99,19 @@ struct Measured {
     rps: f64,
     wrk: tools::Wrk,
     rss_kib: u64,
-    cpu: String,
-    rcpu: String,
+    /// CPU ticks over the measured run of the node, then of each server
+    /// behind it (its Redis, the replica), in the order given.
+    ticks: Vec<u64>,
 }
 
 impl Measured {
     /// The table's row: what ran, votes/s, p50/p99/p99.9, RSS, CPU per
     /// vote (`cpu`, as the row words it), non-2xx answers, ratio.
+    /// Microseconds of CPU per acknowledged vote of the `i`th process.
+    fn cpu(&self, i: usize) -> String {
+        sys::per_vote(self.ticks[i], self.wrk.ok())
+    }
+
     fn row(&self, what: &str, cpu: &str, ratio: &str) -> String {
         format!(
             "| {what} | {:.0} | {} | {} | {} | {} MiB | {cpu} | {} | {ratio} |",
@@ -86,26 +125,24 @@ impl Measured {
     }
 }
 
-/// A warm-up, then the measured run, with the CPU of the process (and its
-/// Redis) over it.
-fn run_wrk(b: &Bench, k: &Knobs, port: u16, pid: u32, redis_pid: Option<u32>) -> Res<Measured> {
+/// A warm-up, then the measured run, with the CPU of the process and of
+/// the servers behind it (`behind`) over it.
+fn run_wrk(b: &Bench, k: &Knobs, port: u16, pid: u32, behind: &[u32]) -> Res<Measured> {
     tools::wrk(b, k.threads, k.connections, k.warmup, port)?;
-    let c0 = sys::cpu_ticks(pid);
-    let r0 = redis_pid.map_or(0, sys::cpu_ticks);
+    let pids: Vec<u32> = std::iter::once(pid).chain(behind.iter().copied()).collect();
+    let t0: Vec<u64> = pids.iter().map(|&p| sys::cpu_ticks(p)).collect();
     let w = tools::wrk(b, k.threads, k.connections, k.duration, port)?;
-    let c1 = sys::cpu_ticks(pid);
-    let r1 = redis_pid.map_or(0, sys::cpu_ticks);
+    let ticks = pids
+        .iter()
+        .zip(t0)
+        .map(|(&p, t)| sys::cpu_ticks(p).saturating_sub(t))
+        .collect();
     Ok(Measured {
         rps: w.rate().round(),
         rss_kib: sys::peak_rss_kib(pid),
-        cpu: sys::per_vote(c1 - c0, w.ok()),
-        rcpu: sys::per_vote(r1 - r0, w.ok()),
+        ticks,
         wrk: w,
     })
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    format!("{:.2}", a / b)
 }
 
 fn node(b: &Bench, k: &Knobs) -> Res<()> {
@@ -117,11 +154,11 @@ fn node(b: &Bench, k: &Knobs) -> Res<()> {
     )?;
     sys::wait_port(port, Duration::from_secs(10), || base.alive())?;
     say!(b, "baseline");
-    let m = run_wrk(b, k, port, base.pid(), None)?;
+    let m = run_wrk(b, k, port, base.pid(), &[])?;
     let base_rps = m.rps;
     rows.push(m.row(
         "baseline (examples/baseline.rs), wrk",
-        &format!("{} µs", m.cpu),
+        &format!("{} µs", m.cpu(0)),
         "1.00",
     ));
     base.stop();
@@ -131,14 +168,14 @@ fn node(b: &Bench, k: &Knobs) -> Res<()> {
         let mut redis = b.redis(fsync, fsync)?;
         let (port, mut capture) = b.capture(&redis, &[])?;
         say!(b, "capture, appendfsync {fsync}");
-        let m = run_wrk(b, k, port, capture.pid(), Some(redis.child.pid()))?;
+        let m = run_wrk(b, k, port, capture.pid(), &[redis.child.pid()])?;
         let stored = redis.xlen()?;
         capture.stop();
         drop(redis);
-        let r = ratio(m.rps, base_rps);
+        let r = sys::ratio(m.rps, base_rps);
         rows.push(m.row(
             &format!("capture, appendfsync {fsync}, wrk"),
-            &format!("{} µs + Redis {} µs", m.cpu, m.rcpu),
+            &format!("{} µs + Redis {} µs", m.cpu(0), m.cpu(1)),
             &r,
         ));
         if fsync == "everysec" {
@@ -181,7 +218,7 @@ fn node(b: &Bench, k: &Knobs) -> Res<()> {
     capture.stop();
     drop(redis);
     let rate = r.votes_per_s.round();
-    let rt = ratio(rate, base_rps);
+    let rt = sys::ratio(rate, base_rps);
     let p999 = tools::lat(r.latency_us, |l| l.p999);
     rows.push(format!(
         "| capture, appendfsync everysec, loadgen | {rate:.0} | {} | {} | {p999} | {} MiB | {} µs + Redis {} µs | {} | {rt} |",
@@ -203,9 +240,9 @@ fn node(b: &Bench, k: &Knobs) -> Res<()> {
         "<!-- capture:begin -->
 ## Capture: one node and its Redis, form posts under wrk, JSON votes under loadgen
 
-Measured {date} on {cores}, {mem}.
-Command: `make bench-capture` (`cargo xtask bench-capture`: wrk -t{t} -c{conns} -d{d}s after a {w}s warm-up;
-then loadgen --concurrency {c} --change-fraction 0, no --rate, {voters} voters (about {d}s) after a warm-up;
+{measured}.
+Command: `make bench-capture` (`cargo xtask bench-capture`: {wrk};
+then loadgen --concurrency {c} --change-fraction 0, no --rate, {voters} voters (about {dur}s) after a warm-up;
 the load generator, the node and Redis share the machine).
 
 | run | votes/s | p50 | p99 | p99.9 | peak RSS | CPU per vote | non-2xx | ratio to baseline |
@@ -224,13 +261,9 @@ than wrk, competes for the same {n} cores as the node and its Redis, so its rate
 latencies are those of the node and the load generator together (its ratio is
 still to the wrk baseline).
 ",
-        date = sys::today(),
-        cores = sys::cores_desc(),
-        mem = sys::mem_desc(),
-        t = k.threads,
-        conns = k.connections,
-        d = k.duration,
-        w = k.warmup,
+        measured = sys::measured(),
+        wrk = k.wrk_desc(),
+        dur = k.duration,
         rows = rows.join("\n"),
     );
     if overflows > 0 {
@@ -265,6 +298,173 @@ killed while a write waits behind a slow fsync loses votes it acknowledged
 "
     );
     section::write_benchmarks("capture", &s)
+}
+
+/// What the replicas part compares, each a capture node with its Redis at
+/// appendfsync always (as shipped): its name in the table, whether its
+/// Redis has a replica, and ACK_REPLICAS. The first is the baseline.
+const ACK_VARIANTS: [(&str, bool, &str); 3] = [
+    ("no replica, ACK_REPLICAS=0 (baseline)", false, "0"),
+    (
+        "a replica, ACK_REPLICAS=0 (copied after the 2xx)",
+        true,
+        "0",
+    ),
+    (
+        "a replica, ACK_REPLICAS=1 (2xx once the replica has it)",
+        true,
+        "1",
+    ),
+];
+
+/// One variant's wrk runs over the rounds.
+#[derive(Default)]
+struct Rounds {
+    ok: u64,
+    duration_us: u64,
+    non2xx: u64,
+    /// CPU ticks of capture, its Redis and the replica, summed.
+    ticks: [u64; 3],
+    rates: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    p999: Vec<f64>,
+}
+
+impl Rounds {
+    fn add(&mut self, m: &Measured) {
+        self.ok += m.wrk.ok();
+        self.duration_us += m.wrk.duration_us;
+        self.non2xx += m.wrk.non2xx;
+        for (sum, t) in self.ticks.iter_mut().zip(&m.ticks) {
+            *sum += t;
+        }
+        self.rates.push(m.rps);
+        self.p50.push(m.wrk.p50 as f64);
+        self.p99.push(m.wrk.p99 as f64);
+        self.p999.push(m.wrk.p999 as f64);
+    }
+
+    /// 2xx answers per second over all rounds.
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.duration_us.max(1) as f64 * 1e6
+    }
+
+    fn cpu(&self, i: usize) -> f64 {
+        sys::us_per_vote(self.ticks[i], self.ok)
+    }
+
+    fn total_cpu(&self) -> f64 {
+        (0..3).map(|i| self.cpu(i)).sum()
+    }
+}
+
+/// The "Capture with a replica" section: [`ACK_VARIANTS`] under wrk,
+/// [`interleaved`] over ROUNDS rounds, each run on fresh servers.
+fn replicas(b: &Bench, k: &Knobs) -> Res<()> {
+    let load_before = sys::loadavg();
+    let mut sums: Vec<Rounds> = ACK_VARIANTS.iter().map(|_| Rounds::default()).collect();
+    for (round, i) in interleaved(k.rounds, ACK_VARIANTS.len()) {
+        let (what, with_replica, ack) = ACK_VARIANTS[i];
+        let name = format!("ack{i}-{round}");
+        let primary = b.redis(&name, "always")?;
+        let mut replica = if with_replica {
+            Some(b.replica_of(&format!("{name}-replica"), "always", &primary)?)
+        } else {
+            None
+        };
+        let (port, mut capture) = b.capture(&primary, &[("ACK_REPLICAS", ack)])?;
+        say!(b, "round {}: {what}", round + 1);
+        let mut behind = vec![primary.child.pid()];
+        behind.extend(replica.as_ref().map(|r| r.child.pid()));
+        let m = run_wrk(b, k, port, capture.pid(), &behind)?;
+        capture.stop();
+        // The promise itself, checked: every vote answered 2xx in the
+        // measured run is on the replica (it also holds the warm-up's).
+        if let (Some(r), "1") = (replica.as_mut(), ack) {
+            let copied = r.xlen()?;
+            if copied < m.wrk.ok() {
+                return Err(format!(
+                    "{what}: the replica holds {copied} votes, fewer than the {} answered 2xx",
+                    m.wrk.ok()
+                )
+                .into());
+            }
+        }
+        say!(
+            b,
+            "{:.0} votes/s, p99 {}, {} non-2xx",
+            m.rps,
+            sys::fmt_us(m.wrk.p99),
+            m.wrk.non2xx
+        );
+        sums[i].add(&m);
+    }
+    let load_after = sys::loadavg();
+    let base = &sums[0];
+    let rows: Vec<String> = ACK_VARIANTS
+        .iter()
+        .zip(&sums)
+        .map(|((what, with_replica, _), r)| {
+            let replica_cpu = if *with_replica {
+                format!("{:.1}", r.cpu(2))
+            } else {
+                "-".into()
+            };
+            format!(
+                "| {what} | {:.0} | {} | {} | {} | {} | {:.1} + {:.1} + {replica_cpu} = {:.1} µs | {} | {} | {} | {} |",
+                r.rate(),
+                r.rates.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / "),
+                sys::fmt_us(sys::median(&r.p50) as u64),
+                sys::fmt_us(sys::median(&r.p99) as u64),
+                sys::fmt_us(sys::median(&r.p999) as u64),
+                r.cpu(0),
+                r.cpu(1),
+                r.total_cpu(),
+                r.non2xx,
+                sys::ratio(r.rate(), base.rate()),
+                sys::ratio(sys::median(&r.p99), sys::median(&base.p99)),
+                sys::ratio(r.total_cpu(), base.total_cpu()),
+            )
+        })
+        .collect();
+    let s = format!(
+        "<!-- capture-replicas:begin -->
+## Capture with a replica: what ACK_REPLICAS=1 costs a node
+
+{measured}; load average {load_before} (1, 5, 15 minutes)
+at the start, {load_after} at the end: the machine is shared with other builds, so the
+ratios, from runs interleaved in one invocation, say more than the absolute figures.
+Command: `PARTS=replicas make bench-capture` (part of `cargo xtask bench-capture`): per
+variant and round, fresh servers: a Redis at appendfsync always (as shipped), where named a
+replica of it (`--replicaof`, the same settings, in sync before the node starts), and a
+capture node with the ACK_REPLICAS named; {wrk};
+{rounds} rounds, the variants in the table's order, then in reverse, and so on.
+Each ACK_REPLICAS=1 run also checked that the replica held at least as many votes as were
+answered 2xx.
+
+| variant | votes/s | votes/s by round | p50 | p99 | p99.9 | CPU per vote: capture + Redis + replica | non-2xx | votes/s ratio | p99 ratio | CPU per vote ratio |
+|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|
+{rows}
+
+Votes/s is every round's 2xx answers over their time together; p50, p99 and p99.9 the
+median of the rounds' (wrk's histograms of separate runs do not merge); CPU per vote is
+user + system from /proc over the measured runs, divided by their 2xx answers; each ratio
+is to the first row. With ACK_REPLICAS=1 the node sends `WAIT 1 <ms>` at the end of each
+batch's pipeline (`src/actors/queue_writer.rs`), so a batch is still one round trip from
+the node, but its answer now waits for the primary to stream the batch to the replica and
+for the replica's acknowledgement; the node, Redis and the replica share the same {n} cores
+as wrk, so on separate hosts the replica's CPU is not the capture host's, and the
+network's round trip between the two hosts is added to every batch instead.
+<!-- capture-replicas:end -->
+",
+        measured = sys::measured(),
+        wrk = k.wrk_desc(),
+        rounds = k.rounds,
+        n = sys::nproc(),
+        rows = rows.join("\n"),
+    );
+    section::write_benchmarks("capture-replicas", &s)
 }
 
 /// The listen backlog of the socket on PORT, as `ss -ltn` shows it.
@@ -338,7 +538,7 @@ fn edge(b: &Bench, k: &Knobs) -> Res<()> {
         "<!-- edge:begin -->
 ## Edge: HAProxy's CPU per vote, plain HTTP against HTTPS
 
-Measured {date} on {cores}, {mem}, a machine shared with other
+{measured}, a machine shared with other
 builds while this ran (rates and latencies are noisy; CPU per vote less so).
 Command: `EDGE_ONLY=1 make bench-capture` (part of `cargo xtask bench-capture`): `cluster up --capture 1
 --workers 1`, then loadgen, {v} voters per mode, --concurrency {c}, --change-fraction 0,
@@ -360,9 +560,7 @@ X25519 + an ECDSA P-256 signature) per vote, which is what a million phones arri
 once cost. Every process here shares the same {n} cores, loadgen's TLS included.
 <!-- edge:end -->
 ",
-        date = sys::today(),
-        cores = sys::cores_desc(),
-        mem = sys::mem_desc(),
+        measured = sys::measured(),
         rows = rows.join("\n"),
     );
     section::write_benchmarks("edge", &s)

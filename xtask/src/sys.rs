@@ -147,12 +147,44 @@ pub fn listen_overflows() -> u64 {
         .unwrap_or(0)
 }
 
+/// Microseconds of CPU per vote.
+pub fn us_per_vote(ticks: u64, votes: u64) -> f64 {
+    ticks as f64 / clk_tck() * 1e6 / votes.max(1) as f64
+}
+
 /// Microseconds of CPU per vote, one decimal.
 pub fn per_vote(ticks: u64, votes: u64) -> String {
-    format!(
-        "{:.1}",
-        ticks as f64 / clk_tck() * 1e6 / votes.max(1) as f64
-    )
+    format!("{:.1}", us_per_vote(ticks, votes))
+}
+
+/// `a / b`, two decimals, as the tables' ratio columns write it.
+pub fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}", a / b)
+}
+
+/// The middle of separate runs' figures (the mean of the middle two of an
+/// even number): quantiles of separate runs do not merge, their median
+/// does not let one run's hiccup stand for all.
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The machine's load averages over 1, 5 and 15 minutes, as
+/// /proc/loadavg has them: a section measured on a shared machine says
+/// how shared it was.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// As loadgen's report writes a latency (µs, ms, s).
@@ -198,6 +230,12 @@ pub fn mem_desc() -> String {
     format!("{:.0} GiB", kib / 1_048_576.0)
 }
 
+/// A section's "Measured DATE on CORES, MEM" (its words after that are
+/// the section's own).
+pub fn measured() -> String {
+    format!("Measured {} on {}, {}", today(), cores_desc(), mem_desc())
+}
+
 /// Today, UTC, as YYYY-MM-DD.
 pub fn today() -> String {
     let days = std::time::SystemTime::now()
@@ -231,5 +269,17 @@ pub fn wait_port(port: u16, timeout: Duration, mut alive: impl FnMut() -> bool) 
             return Err(format!("nothing listens on port {port} after {timeout:?}").into());
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
     }
 }
