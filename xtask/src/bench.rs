@@ -131,7 +131,7 @@ impl Bench {
             ])
             .arg("--logfile")
             .arg(dir.join("log").display().to_string())
-            .args(extra);
+            .args(extra.iter().copied());
         let mut child = Child::spawn(&spec, None)?;
         let url = format!("redis://127.0.0.1:{port}");
         let client = redis::Client::open(url.as_str())?;
