@@ -27,8 +27,9 @@
 # dockerd by pid, unmounts what is left under SWARM_DIR and deletes it.
 # Both are safe to run twice.
 #
-# Nodes: node1 edge+store (the manager), node2 capture+worker, node3
-# capture+worker. Environment: SWARM_DIR, SWARM_SUBNET (192.168.213.0/24),
+# Nodes: node1 edge+store and both queues' replicas (the manager), node2
+# capture+worker with queue 01, node3 capture+worker with queue 02 and the
+# store's standby: every copy on another node than its original. Environment: SWARM_DIR, SWARM_SUBNET (192.168.213.0/24),
 # SWARM_VOTE_PORT, SWARM_RESULTS_PORT, SWARM_VOTE_TLS_PORT,
 # SWARM_RESULTS_TLS_PORT, SWARM_DB_PORT (free ports when unset),
 # and the stack's own variables (VOTE_RATE_LIMIT and NEW_VOTER_LIMIT default
@@ -229,14 +230,17 @@ form_swarm() {
   done
   poll 60 "3 nodes Ready" bash -c "[ \"\$(DOCKER_HOST=unix://$(manager_sock) $docker_bin node ls -f role=worker --format '{{.Status}}' | grep -c Ready)\" = 2 ]"
   # As swarm/README.md tells an operator: one label per role a node has.
-  M node update --label-add edge=true --label-add store=true node1 >/dev/null
-  M node update --label-add capture=true --label-add worker=true node2 >/dev/null
-  M node update --label-add capture=true --label-add worker=true node3 >/dev/null
-  # Each capture node's directories (swarm/README.md, step 3).
+  M node update --label-add edge=true --label-add store=true --label-add queue_replicas=true node1 >/dev/null
+  M node update --label-add capture=true --label-add worker=true --label-add queue=01 node2 >/dev/null
+  M node update --label-add capture=true --label-add worker=true --label-add queue=02 \
+    --label-add store_standby=true node3 >/dev/null
+  # Each capture node's directories, and the replicas' (swarm/README.md,
+  # step 3).
   for n in 2 3; do
     D exec "vs-node$n" install -d -o 10001 -g 10001 -m 0700 /var/lib/voteswarm/redis /var/lib/voteswarm/redis-socket
   done
-  log "swarm formed: node1 edge+store (manager), node2 and node3 capture+worker"
+  D exec vs-node1 install -d -o 10001 -g 10001 -m 0700 /var/lib/voteswarm/redis-replica01 /var/lib/voteswarm/redis-replica02
+  log "swarm formed: node1 edge+store+replicas (manager), node2 and node3 capture+worker (queues 01, 02), node3 the standby"
 }
 
 load_images() {
@@ -245,10 +249,12 @@ load_images() {
     D save -o "$dir/$img.tar" "$(image_tag "$img")"
   done
   # Each node gets what its labels let run there (postgres alone is 589 MB):
-  # node1 the edge and the store, nodes 2 and 3 capture, Redis and workers.
+  # node1 the edge, the store and the replicas, nodes 2 and 3 capture, Redis
+  # and workers, node3 the standby too.
+  local want=([1]="haproxy postgres redis" [2]="redis" [3]="redis postgres")
   for n in "${nodes[@]}"; do
     (
-      for img in voteswarm $([ "$n" = 1 ] && echo haproxy postgres || echo redis); do
+      for img in voteswarm ${want[$n]}; do
         D exec -i "vs-node$n" docker load -q <"$dir/$img.tar" >/dev/null
       done
     ) &
@@ -447,9 +453,11 @@ redeploy() {
   done
   poll 60 "the networks removed" bash -c "[ -z \"\$(DOCKER_HOST=unix://$(manager_sock) $docker_bin network ls -q -f name=voteswarm_)\" ]"
   N 1 volume rm -f voteswarm_pgdata >/dev/null
+  N 3 volume rm -f voteswarm_pgdata-standby >/dev/null
   for n in 2 3; do
     D exec "vs-node$n" sh -c 'rm -rf /var/lib/voteswarm/redis/* /var/lib/voteswarm/redis-socket/*'
   done
+  D exec vs-node1 sh -c 'rm -rf /var/lib/voteswarm/redis-replica01/* /var/lib/voteswarm/redis-replica02/*'
   log "deployment and its data removed; deploying by $via"
   deploy
   converge_and_report

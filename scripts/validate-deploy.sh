@@ -101,7 +101,7 @@ stack() {
   VOTESWARM_IMAGE=registry.example/voteswarm:1 WORKERS=7 REDIS_MAXMEMORY=512mb \
     REDIS_MEMORY_LIMIT=1G CONFIG_VERSION=2 docker stack config -c swarm/stack.yml >"$work/stack2.yml"
   grep -q 'replicas: 7' "$work/stack2.yml"
-  echo "docker stack config: swarm/stack.yml is valid; services: $(sed -n "/^services:/,/^[a-z]/s/^  \([a-z]*\):$/\1/p" "$work/stack.yml" | tr "\n" " ")"
+  echo "docker stack config: swarm/stack.yml is valid; services: $(sed -n "/^services:/,/^[a-z]/s/^  \([a-z0-9-]*\):$/\1/p" "$work/stack.yml" | tr "\n" " ")"
 }
 check "docker stack config -c swarm/stack.yml" stack
 
@@ -135,6 +135,42 @@ PY
   done
 }
 check "docker-compose.yml: a replica per queue, listed by workers and results; the standby" replicas_compose
+
+# The same in the Swarm deployment, both ways of creating it, each copy off
+# its original's node; and that the check refuses a stack without them.
+replicas_swarm() {
+  need docker
+  docker stack config -c swarm/stack.yml >"$work/stack-replicas.yml"
+  "$python" tests/deploy/checks.py replicas-swarm stack "$work/stack-replicas.yml"
+  swarm/create-services.sh --dry-run >"$work/services.txt" 2>/dev/null
+  "$python" tests/deploy/checks.py replicas-swarm services "$work/services.txt"
+  "$python" - "$work/stack-replicas.yml" "$work/stack-bad.yml" <<'PY'
+import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+s = d["services"]
+del s["redis02-replica"]
+s["redis01-replica"]["deploy"]["placement"]["constraints"] = ["node.labels.capture == true"]
+s["postgres-standby"]["deploy"]["placement"]["constraints"] = ["node.labels.store == true"]
+del s["capture"]["environment"]["ACK_REPLICAS"]
+s["worker"]["environment"]["DATABASE_URL"] = "postgres://u@postgres:5432/voteswarm"
+s["results"]["environment"]["REDIS_URLS"] = "redis://redis01:6379,redis://redis02:6379"
+yaml.safe_dump(d, open(sys.argv[2], "w"))
+PY
+  if "$python" tests/deploy/checks.py replicas-swarm stack "$work/stack-bad.yml" >"$work/swarm-bad" 2>&1; then
+    cat "$work/swarm-bad"
+    echo "the replicas check accepted a stack without a queue's replica"
+    return 1
+  fi
+  local want
+  for want in "redis02 has no replica" "redis01-replica may run on redis01's node" \
+    "postgres-standby may run on postgres's node" "capture does not wait" \
+    "worker's DATABASE_URL does not list postgres-standby" \
+    "results's REDIS_URLS leaves out the replica redis01-replica"; do
+    grep -qF "$want" "$work/swarm-bad" || { cat "$work/swarm-bad"; echo "the replicas check missed: $want"; return 1; }
+    echo "  ok   refused: $want"
+  done
+}
+check "swarm: a replica per queue off its node, listed by workers and results; the standby off the store's node" replicas_swarm
 
 # ---------------------------------------------------------------- env contract
 check "variables and flags given to the binaries are ones they accept" \

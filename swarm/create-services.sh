@@ -4,19 +4,23 @@
 # manager, from anywhere (paths are relative to this script).
 #
 #   swarm/create-services.sh [--dry-run] [--secrets-only] [--workers M]
-#                            [--no-resolve-image]
+#                            [--queues N] [--no-resolve-image]
 #
 #   --dry-run       print every command instead of running it
 #   --secrets-only  create the secrets (random values; those that exist are
 #                   kept) and the edge's certificate from EDGE_PEM_FILE,
 #                   and stop: what `docker stack deploy` needs first
 #   --workers M     worker replicas [2, or $WORKERS]
+#   --queues N      capture nodes' queues: redis01..redisNN, each on the
+#                   node labelled queue=NN, each with its replica
+#                   redisNN-replica [2, or $QUEUES]
 #   --no-resolve-image  never ask a registry for an image's digest (a swarm
 #                   with no registry, the images loaded on every node)
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
 # OPTION_A, OPTION_B, RESULTS_URL, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
-# REDIS_MEMORY_LIMIT, QUEUE_LIMIT, CONFIG_VERSION, HTTPS_REDIRECT_PORT,
+# REDIS_MEMORY_LIMIT, QUEUE_LIMIT, ACK_REPLICAS, REDIS_URLS,
+# REDISNN_PROMOTED, POSTGRES_STANDBY_PROMOTED, CONFIG_VERSION, HTTPS_REDIRECT_PORT,
 # RESULTS_HTTPS_REDIRECT_PORT,
 # EDGE_PEM_SECRET, HAPROXY_CPUS, CAPTURE_CPUS, WORKER_CPUS, POSTGRES_CPUS; and
 # EDGE_PEM_FILE: the certificate chain and key in one PEM, made the secret
@@ -34,6 +38,7 @@ dry_run=0
 secrets_only=0
 resolve=()
 workers="${WORKERS:-2}"
+queues="${QUEUES:-2}"
 while (($#)); do
   case "$1" in
     --dry-run) dry_run=1 ;;
@@ -42,6 +47,11 @@ while (($#)); do
     --workers)
       [ $# -ge 2 ] || { echo "create-services: --workers needs a number" >&2; exit 2; }
       workers="$2"
+      shift
+      ;;
+    --queues)
+      [ $# -ge 2 ] || { echo "create-services: --queues needs a number" >&2; exit 2; }
+      queues="$2"
       shift
       ;;
     -h | --help)
@@ -56,6 +66,10 @@ done
 case "$workers" in
   '' | *[!0-9]*) echo "create-services: --workers must be a number, not '$workers'" >&2; exit 2 ;;
 esac
+case "$queues" in
+  '' | *[!0-9]* | 0 | 0*) echo "create-services: --queues must be a number from 1 to 99, not '$queues'" >&2; exit 2 ;;
+esac
+((queues <= 99)) || { echo "create-services: --queues must be a number from 1 to 99, not '$queues'" >&2; exit 2; }
 
 image="${VOTESWARM_IMAGE:-voteswarm:latest}"
 option_a="${OPTION_A:-Cats}"
@@ -65,6 +79,19 @@ new_voter_limit="${NEW_VOTER_LIMIT:-10}"
 redis_maxmemory="${REDIS_MAXMEMORY:-2gb}"
 redis_memory_limit="${REDIS_MEMORY_LIMIT:-3G}"
 queue_limit="${QUEUE_LIMIT:-5000000}"
+ack_replicas="${ACK_REPLICAS:-1}"
+# Every queue and its replica, for the workers and results (stack.yml).
+queue_names=()
+redis_urls=""
+for ((q = 1; q <= queues; q++)); do
+  nn="$(printf '%02d' "$q")"
+  queue_names+=("$nn")
+  redis_urls+="${redis_urls:+,}redis://redis${nn}:6379,redis://redis${nn}-replica:6379"
+done
+redis_urls="${REDIS_URLS:-$redis_urls}"
+# Both PostgreSQL servers: libpq keeps the one that accepts writes.
+pg_hosts="postgres:5432,postgres-standby:5432"
+pg_options="target_session_attrs=read-write"
 config_version="${CONFIG_VERSION:-1}"
 edge_pem_secret="${EDGE_PEM_SECRET:-voteswarm_edge_pem}"
 label="com.voteswarm=1"
@@ -107,7 +134,7 @@ secret() {
 # superuser (db_password: no service uses it), its three roles, and the four
 # Redis ACL users. Services read them as *_PASSWORD_FILE.
 for name in cookie_key db_password \
-  pg_migrator_password pg_worker_password pg_results_password \
+  pg_migrator_password pg_worker_password pg_results_password pg_replication_password \
   redis_capture_password redis_worker_password redis_results_password redis_admin_password; do
   secret "voteswarm_${name}" "$(random_secret)"
 done
@@ -133,7 +160,9 @@ fi
 
 for cfg in "voteswarm_haproxy_cfg_${config_version}:haproxy.cfg" "voteswarm_redis_conf_${config_version}:redis.conf" \
   "voteswarm_redis_entrypoint_${config_version}:../docker/redis-entrypoint.sh" \
-  "voteswarm_postgres_roles_${config_version}:../docker/postgres-roles.sh"; do
+  "voteswarm_postgres_roles_${config_version}:../docker/postgres-roles.sh" \
+  "voteswarm_postgres_replication_${config_version}:../docker/postgres-replication.sh" \
+  "voteswarm_postgres_standby_${config_version}:../docker/postgres-standby.sh"; do
   name="${cfg%%:*}"
   if exists config "$name"; then
     echo "create-services: config $name exists, kept (bump CONFIG_VERSION after editing the file)" >&2
@@ -182,28 +211,46 @@ run docker service create --name voteswarm_haproxy "${common[@]}" \
   --entrypoint /bin/sh \
   haproxy:2.6 -c "$haproxy_start"
 
-# Redis: one per capture node, AOF on the node's disk, socket shared with the
-# capture container of the same node; reachable by workers as tasks.redis.
-run docker service create --name voteswarm_redis "${common[@]}" \
-  --mode global --constraint 'node.labels.capture==true' \
-  --network name=voteswarm_back,alias=redis \
-  --user 10001:10001 \
-  --config "source=voteswarm_redis_conf_${config_version},target=/usr/local/etc/redis/redis.conf" \
-  --config "source=voteswarm_redis_entrypoint_${config_version},target=/usr/local/bin/voteswarm-redis-entrypoint.sh,mode=0555" \
-  --entrypoint '/bin/sh /usr/local/bin/voteswarm-redis-entrypoint.sh' \
-  --secret source=voteswarm_redis_capture_password,target=redis_capture_password,uid=10001,gid=10001,mode=0400 \
-  --secret source=voteswarm_redis_worker_password,target=redis_worker_password,uid=10001,gid=10001,mode=0400 \
-  --secret source=voteswarm_redis_results_password,target=redis_results_password,uid=10001,gid=10001,mode=0400 \
-  --secret source=voteswarm_redis_admin_password,target=redis_admin_password,uid=10001,gid=10001,mode=0400 \
-  --mount type=bind,source=/var/lib/voteswarm/redis,target=/data \
-  --mount type=bind,source=/var/lib/voteswarm/redis-socket,target=/run/redis \
-  --health-cmd 'REDISCLI_AUTH="$(cat /run/secrets/redis_capture_password)" redis-cli --user capture -s /run/redis/redis.sock ping | grep -q PONG' \
-  --health-interval 5s --health-timeout 3s --health-retries 3 \
-  --stop-grace-period 60s \
-  --update-parallelism 1 --update-delay 30s --update-order stop-first --update-failure-action pause --update-monitor 30s \
-  --limit-cpu 1 --limit-memory "${redis_memory_limit}" --reserve-cpu 0.25 --reserve-memory 256M \
-  redis:7.0 \
-  redis-server /usr/local/etc/redis/redis.conf --unixsocket /run/redis/redis.sock --maxmemory "${redis_maxmemory}"
+# Redis: a queue per capture node (redisNN on the node labelled queue=NN),
+# AOF on the node's disk, socket shared with the capture container of the
+# same node; and its replica (redisNN-replica) on a node labelled
+# queue_replicas=true that is not that one, following it as admin
+# (docker/redis-entrypoint.sh). Workers and results reach both by name.
+# shellcheck disable=SC2054 # the commas are docker's, inside one option
+redis_common=("${common[@]}" --replicas 1
+  --user 10001:10001
+  --config "source=voteswarm_redis_conf_${config_version},target=/usr/local/etc/redis/redis.conf"
+  --config "source=voteswarm_redis_entrypoint_${config_version},target=/usr/local/bin/voteswarm-redis-entrypoint.sh,mode=0555"
+  --entrypoint '/bin/sh /usr/local/bin/voteswarm-redis-entrypoint.sh'
+  --secret source=voteswarm_redis_capture_password,target=redis_capture_password,uid=10001,gid=10001,mode=0400
+  --secret source=voteswarm_redis_worker_password,target=redis_worker_password,uid=10001,gid=10001,mode=0400
+  --secret source=voteswarm_redis_results_password,target=redis_results_password,uid=10001,gid=10001,mode=0400
+  --secret source=voteswarm_redis_admin_password,target=redis_admin_password,uid=10001,gid=10001,mode=0400
+  --health-interval 5s --health-timeout 3s --health-retries 3
+  --stop-grace-period 60s
+  --update-parallelism 1 --update-delay 30s --update-order stop-first --update-failure-action pause --update-monitor 30s
+  --limit-cpu 1 --limit-memory "${redis_memory_limit}" --reserve-memory 256M)
+for nn in "${queue_names[@]}"; do
+  promoted_var="REDIS${nn}_PROMOTED"
+  run docker service create --name "voteswarm_redis${nn}" "${redis_common[@]}" \
+    --constraint 'node.labels.capture==true' --constraint "node.labels.queue==${nn}" \
+    --network "name=voteswarm_back,alias=redis${nn}" \
+    --mount type=bind,source=/var/lib/voteswarm/redis,target=/data \
+    --mount type=bind,source=/var/lib/voteswarm/redis-socket,target=/run/redis \
+    --health-cmd 'REDISCLI_AUTH="$(cat /run/secrets/redis_capture_password)" redis-cli --user capture -s /run/redis/redis.sock ping | grep -q PONG' \
+    --reserve-cpu 0.25 \
+    redis:7.0 \
+    redis-server /usr/local/etc/redis/redis.conf --unixsocket /run/redis/redis.sock --maxmemory "${redis_maxmemory}"
+  run docker service create --name "voteswarm_redis${nn}-replica" "${redis_common[@]}" \
+    --constraint 'node.labels.queue_replicas==true' --constraint "node.labels.queue!=${nn}" \
+    --network "name=voteswarm_back,alias=redis${nn}-replica" \
+    --env "REDIS_REPLICAOF=redis${nn} 6379" --env "REDIS_PROMOTED=${!promoted_var:-0}" \
+    --mount "type=bind,source=/var/lib/voteswarm/redis-replica${nn},target=/data" \
+    --health-cmd 'REDISCLI_AUTH="$(cat /run/secrets/redis_capture_password)" redis-cli --user capture -h 127.0.0.1 ping | grep -q PONG' \
+    --reserve-cpu 0.1 \
+    redis:7.0 \
+    redis-server /usr/local/etc/redis/redis.conf --maxmemory "${redis_maxmemory}"
+done
 
 # Capture: one per capture node, talking to its own Redis over the socket.
 run docker service create --name voteswarm_capture "${common[@]}" \
@@ -224,6 +271,7 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   --env STREAM_KEY=votes \
   --env MIN_CHANGE_INTERVAL_MS=1000 --env VOTE_CHANGES=allow --env ENQUEUE_TIMEOUT_MS=2000 \
   --env "QUEUE_LIMIT=${queue_limit}" \
+  --env "ACK_REPLICAS=${ack_replicas}" \
   --env RUST_LOG=info \
   --stop-grace-period 30s \
   --update-parallelism 1 --update-delay 10s --update-order start-first --update-failure-action rollback --update-monitor 30s \
@@ -231,15 +279,19 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   "$image" capture
 
 # PostgreSQL: pinned to the store node, where its volume lives. At its first
-# start the image runs the roles script (docker/postgres-roles.sh).
+# start the image runs the roles script (docker/postgres-roles.sh) and the
+# replication one (docker/postgres-replication.sh: the replicator role, its
+# pg_hba line, synchronous_standby_names).
 run docker service create --name voteswarm_postgres "${common[@]}" \
   --replicas 1 --constraint 'node.labels.store==true' \
   --network name=voteswarm_back,alias=postgres \
   --config "source=voteswarm_postgres_roles_${config_version},target=/docker-entrypoint-initdb.d/voteswarm-roles.sh,mode=0555" \
+  --config "source=voteswarm_postgres_replication_${config_version},target=/docker-entrypoint-initdb.d/voteswarm-replication.sh,mode=0555" \
   --secret source=voteswarm_db_password,target=db_password \
   --secret source=voteswarm_pg_migrator_password,target=pg_migrator_password \
   --secret source=voteswarm_pg_worker_password,target=pg_worker_password \
   --secret source=voteswarm_pg_results_password,target=pg_results_password \
+  --secret source=voteswarm_pg_replication_password,target=pg_replication_password \
   --mount type=volume,source=voteswarm_pgdata,target=/var/lib/postgresql/data \
   --env POSTGRES_USER=postgres --env POSTGRES_DB=voteswarm \
   --env POSTGRES_PASSWORD_FILE=/run/secrets/db_password \
@@ -250,27 +302,49 @@ run docker service create --name voteswarm_postgres "${common[@]}" \
   --limit-cpu "${POSTGRES_CPUS:-4}" --limit-memory 4G --reserve-cpu 1 --reserve-memory 1G \
   postgres:15 postgres -c max_connections=200
 
+# The synchronous standby, on a node labelled store_standby=true that is not
+# the store's: a copy of postgres at its first start, then streaming
+# (docker/postgres-standby.sh, run as the image's postgres user).
+run docker service create --name voteswarm_postgres-standby "${common[@]}" \
+  --replicas 1 --constraint 'node.labels.store_standby==true' --constraint 'node.labels.store!=true' \
+  --network name=voteswarm_back,alias=postgres-standby \
+  --user postgres \
+  --config "source=voteswarm_postgres_standby_${config_version},target=/usr/local/bin/voteswarm-postgres-standby.sh,mode=0555" \
+  --entrypoint '/bin/bash /usr/local/bin/voteswarm-postgres-standby.sh' \
+  --secret source=voteswarm_pg_replication_password,target=pg_replication_password,uid=999,gid=999,mode=0400 \
+  --mount type=volume,source=voteswarm_pgdata-standby,target=/var/lib/postgresql/data \
+  --env PRIMARY_HOST=postgres \
+  --env REPLICATION_PASSWORD_FILE=/run/secrets/pg_replication_password \
+  --env "PROMOTED=${POSTGRES_STANDBY_PROMOTED:-0}" \
+  --health-cmd 'pg_isready -U postgres -d voteswarm' --health-interval 5s --health-timeout 3s --health-retries 10 \
+  --health-start-period 120s \
+  --stop-grace-period 2m \
+  --update-order stop-first --update-failure-action pause \
+  --limit-cpu "${POSTGRES_CPUS:-4}" --limit-memory 4G --reserve-cpu 0.25 --reserve-memory 256M \
+  postgres:15 postgres -c max_connections=200
+
 # The schema, once, as the migrator; done when it exits 0.
 run docker service create --name voteswarm_migrate "${resolve[@]}" --label "$label" --detach --endpoint-mode dnsrr \
   --restart-condition on-failure --restart-delay 5s \
   --replicas 1 --constraint 'node.labels.worker==true' \
   --network name=voteswarm_back,alias=migrate \
   --secret source=voteswarm_pg_migrator_password,target=pg_migrator_password,uid=10001,gid=10001,mode=0400 \
-  --env DATABASE_URL=postgres://voteswarm_migrator@postgres:5432/voteswarm \
+  --env "DATABASE_URL=postgres://voteswarm_migrator@${pg_hosts}/voteswarm?${pg_options}" \
   --env DATABASE_PASSWORD_FILE=/run/secrets/pg_migrator_password \
   --env RUST_LOG=info \
   --limit-cpu 1 --limit-memory 256M \
   "$image" worker --migrate-only
 
-# Workers: M replicas on worker=true nodes, draining every Redis.
+# Workers: M replicas on worker=true nodes, draining every queue, and a
+# replica once it is promoted (until then it answers READONLY: a standby).
 run docker service create --name voteswarm_worker "${common[@]}" \
   --replicas "$workers" --constraint 'node.labels.worker==true' --placement-pref spread=node.id \
   --network name=voteswarm_back,alias=worker \
   --secret source=voteswarm_pg_worker_password,target=pg_worker_password,uid=10001,gid=10001,mode=0400 \
   --secret source=voteswarm_redis_worker_password,target=redis_worker_password,uid=10001,gid=10001,mode=0400 \
-  --env DATABASE_URL=postgres://voteswarm_worker@postgres:5432/voteswarm \
+  --env "DATABASE_URL=postgres://voteswarm_worker@${pg_hosts}/voteswarm?${pg_options}" \
   --env DATABASE_PASSWORD_FILE=/run/secrets/pg_worker_password \
-  --env REDIS_DNS=tasks.redis:6379 \
+  --env "REDIS_URLS=${redis_urls}" \
   --env REDIS_USER=worker --env REDIS_PASSWORD_FILE=/run/secrets/redis_worker_password \
   --env STREAM_KEY=votes \
   --env 'WORKER_ID=worker-{{.Task.Slot}}' \
@@ -290,9 +364,9 @@ run docker service create --name voteswarm_results "${common[@]}" \
   --secret source=voteswarm_pg_results_password,target=pg_results_password,uid=10001,gid=10001,mode=0400 \
   --secret source=voteswarm_redis_results_password,target=redis_results_password,uid=10001,gid=10001,mode=0400 \
   --env LISTEN=0.0.0.0:8081 \
-  --env DATABASE_URL=postgres://voteswarm_results@postgres:5432/voteswarm \
+  --env "DATABASE_URL=postgres://voteswarm_results@${pg_hosts}/voteswarm?${pg_options}" \
   --env DATABASE_PASSWORD_FILE=/run/secrets/pg_results_password \
-  --env REDIS_DNS=tasks.redis:6379 \
+  --env "REDIS_URLS=${redis_urls}" \
   --env REDIS_USER=results --env REDIS_PASSWORD_FILE=/run/secrets/redis_results_password \
   --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
   --env STREAM_KEY=votes \

@@ -3,7 +3,9 @@
 //! docker-in-docker nodes, offline images), the shipped swarm/stack.yml,
 //! and loadgen's exact verification through the swarm's HAProxy, through
 //! container kills, a whole capture node stopped and started, a rolling
-//! update and workers scaled; then the create-services.sh path.
+//! update and workers scaled, a queue's Redis lost with its disk and its
+//! replica promoted (swarm/failover.sh); then the create-services.sh path.
+//! Every copy (issue 17) runs on another node than its original, in sync.
 //!
 //! One swarm, several phases, in order, so that the whole runs in minutes.
 //! It needs root and Debian's docker.io (scripts/install-deps.sh test), and
@@ -197,25 +199,114 @@ impl Swarm {
         self.node(n, &["inspect", "-f", "{{.State.Health.Status}}", id]) == "healthy"
     }
 
-    /// The backlog of node N's Redis (entries are deleted once committed),
-    /// asked as the operators' `admin` login (swarm/README.md).
-    fn xlen(&self, n: u32) -> i64 {
+    /// `redis-cli` as the operators' `admin` login (swarm/README.md) in the
+    /// container of `service` on node N, over its loopback port (a
+    /// replica has no socket).
+    fn redis_admin(&self, n: u32, service: &str, command: &str) -> String {
         let id = self
-            .container(n, "voteswarm_redis")
-            .expect("a Redis on the node");
-        let out = self.node(
+            .container(n, service)
+            .unwrap_or_else(|| panic!("no {service} on node{n}"));
+        self.node(
             n,
             &[
                 "exec",
                 &id,
                 "sh",
                 "-c",
-                "REDISCLI_AUTH=\"$(cat /run/secrets/redis_admin_password)\" \
-                 exec redis-cli --user admin -s /run/redis/redis.sock XLEN votes",
+                &format!(
+                    "REDISCLI_AUTH=\"$(cat /run/secrets/redis_admin_password)\" \
+                     exec redis-cli --user admin -h 127.0.0.1 {command}"
+                ),
             ],
-        );
+        )
+    }
+
+    /// The backlog of capture node N's queue (entries are deleted once
+    /// committed).
+    fn xlen(&self, n: u32) -> i64 {
+        let out = self.redis_admin(n, queue(n), "XLEN votes");
         out.parse()
             .unwrap_or_else(|_| panic!("XLEN answered {out:?}"))
+    }
+
+    /// `INFO replication` of a queue's Redis or replica, as `field:value`.
+    fn replication(&self, n: u32, service: &str) -> String {
+        self.redis_admin(n, service, "INFO replication")
+            .replace('\r', "")
+    }
+
+    /// Each queue's replica runs on another node than its primary and
+    /// follows it; the standby runs on another node than postgres and is
+    /// synchronous (issue 17).
+    fn assert_copies(&self) {
+        for (primary, replica) in [
+            ("voteswarm_redis01", "voteswarm_redis01-replica"),
+            ("voteswarm_redis02", "voteswarm_redis02-replica"),
+            ("voteswarm_postgres", "voteswarm_postgres-standby"),
+        ] {
+            let (p, r) = (self.task_nodes(primary), self.task_nodes(replica));
+            assert!(
+                p.len() == 1 && r.len() == 1 && p != r,
+                "{replica} on {r:?}, {primary} on {p:?}: one task each, not on one node"
+            );
+        }
+        for (n, primary, replica) in [
+            (2, "redis01", "voteswarm_redis01-replica"),
+            (3, "redis02", "voteswarm_redis02-replica"),
+        ] {
+            let mut info = String::new();
+            assert!(
+                wait_until(CONVERGE, || {
+                    info = self.replication(1, replica);
+                    info.contains("role:slave")
+                        && info.contains("master_link_status:up")
+                        && info.contains(&format!("master_host:{primary}"))
+                }),
+                "{replica} does not follow {primary}:\n{info}"
+            );
+            let connected = self.replication(n, queue(n));
+            assert!(
+                connected.contains("role:master") && connected.contains("connected_slaves:1"),
+                "{primary} on node{n} has not its one replica:\n{connected}"
+            );
+        }
+        let pg = self
+            .container(1, "voteswarm_postgres")
+            .expect("postgres on node1");
+        let mut standbys = String::new();
+        assert!(
+            wait_until(CONVERGE, || {
+                standbys = self.node(
+                    1,
+                    &[
+                        "exec",
+                        &pg,
+                        "psql",
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "voteswarm",
+                        "-tAc",
+                        "SELECT application_name, state, sync_state FROM pg_stat_replication",
+                    ],
+                );
+                standbys == "voteswarm_standby|streaming|sync"
+            }),
+            "postgres has not its one synchronous standby: {standbys:?}"
+        );
+        let setting = self.node(
+            1,
+            &[
+                "exec",
+                &pg,
+                "psql",
+                "-U",
+                "postgres",
+                "-tAc",
+                "SHOW synchronous_standby_names",
+            ],
+        );
+        assert_eq!(setting, "voteswarm_standby", "what a commit waits for");
     }
 
     fn node_status(&self, name: &str) -> String {
@@ -274,6 +365,16 @@ impl Drop for Swarm {
                 self.dir.display()
             );
         }
+    }
+}
+
+/// The queue of capture node N (scripts/swarm.sh labels node2 queue=01,
+/// node3 queue=02).
+fn queue(n: u32) -> &'static str {
+    match n {
+        2 => "voteswarm_redis01",
+        3 => "voteswarm_redis02",
+        _ => panic!("node{n} holds no queue"),
     }
 }
 
@@ -347,11 +448,16 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
     // ---------------------------------------------------------- placement
     let both = vec!["node2".to_owned(), "node3".to_owned()];
     let store = vec!["node1".to_owned()];
+    let (node2, node3) = (vec!["node2".to_owned()], vec!["node3".to_owned()]);
     for (service, want) in [
         ("voteswarm_capture", &both),
-        ("voteswarm_redis", &both),
+        ("voteswarm_redis01", &node2),
+        ("voteswarm_redis02", &node3),
+        ("voteswarm_redis01-replica", &store),
+        ("voteswarm_redis02-replica", &store),
         ("voteswarm_haproxy", &store),
         ("voteswarm_postgres", &store),
+        ("voteswarm_postgres-standby", &node3),
         ("voteswarm_results", &store),
     ] {
         assert_eq!(&swarm.task_nodes(service), want, "where {service} runs");
@@ -377,6 +483,11 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
         }
     }
     progress(start, "placement: capture+redis on node2 and node3, haproxy/postgres/results on node1, workers on node2/node3; all healthy");
+    swarm.assert_copies();
+    progress(
+        start,
+        "copies: redis01/02-replica on node1 follow their primaries (link up); postgres-standby on node3 streams, sync",
+    );
 
     // ------------------------------------- 20,000 voters through faults
     let report = reports.path().join("faults.md");
@@ -444,7 +555,7 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
     );
     assert!(
         wait_until(CONVERGE, || swarm.task_nodes("voteswarm_capture") == both
-            && swarm.task_nodes("voteswarm_redis") == both),
+            && swarm.task_nodes("voteswarm_redis01") == node2),
         "capture and Redis run on node2 again"
     );
     let back = swarm.xlen(2);
@@ -506,6 +617,108 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
     let text = exact(lg, &report, "workers scaled 2 -> 4 -> 1");
     progress(start, &format!("scaling: {}", summary(&text)));
 
+    // ------------------- a queue lost with its disk: the replica promoted
+    // Last before the redeploy: node2 takes no votes afterwards.
+    let report = reports.path().join("failover.md");
+    let before = swarm.stored_total();
+    let lg = swarm.loadgen(10_000, Some(300), &report);
+    assert!(
+        wait_until(CONVERGE, || swarm.stored_total() > before + 500),
+        "the load reaches PostgreSQL"
+    );
+    // No workers, so that node2's queue holds acknowledged votes when it
+    // is lost: only its replica has them then.
+    swarm.docker(&["service", "scale", "--detach", "voteswarm_worker=0"]);
+    assert!(
+        wait_until(CONVERGE, || swarm.xlen(2) >= 200),
+        "node2's queue fills"
+    );
+    let redis01 = swarm
+        .container(2, "voteswarm_redis01")
+        .expect("redis01 on node2");
+    // The disk: its directory goes, so Swarm cannot start it again, empty
+    // (as when the node's volume is lost); then the process.
+    swarm.outer(&["exec", "vs-node2", "rm", "-rf", "/var/lib/voteswarm/redis"]);
+    swarm.node(2, &["kill", &redis01]);
+    let lost = swarm
+        .replication(1, "voteswarm_redis01-replica")
+        .lines()
+        .find_map(|l| l.strip_prefix("slave_repl_offset:").map(str::to_owned))
+        .unwrap_or_default();
+    progress(
+        start,
+        &format!("node2's Redis killed and its data deleted; its replica at offset {lost}; swarm/failover.sh queue 01"),
+    );
+    let out = run(Command::new(Path::new(ROOT).join("swarm/failover.sh"))
+        .args(["queue", "01"])
+        .env("DOCKER_HOST", &swarm.manager)
+        .env("DOCKER", DOCKER)
+        .stdin(Stdio::null()));
+    progress(
+        start,
+        &format!(
+            "failover: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace('\n', "; ")
+        ),
+    );
+    assert_eq!(
+        swarm.task_nodes("voteswarm_redis01"),
+        Vec::<String>::new(),
+        "the lost queue stays down"
+    );
+    let mut info = String::new();
+    assert!(
+        wait_until(CONVERGE, || {
+            info = swarm
+                .container(1, "voteswarm_redis01-replica")
+                .filter(|id| swarm.healthy(1, id))
+                .map(|_| swarm.replication(1, "voteswarm_redis01-replica"))
+                .unwrap_or_default();
+            info.contains("role:master")
+        }),
+        "redis01-replica is not promoted:\n{info}"
+    );
+    let held = swarm
+        .redis_admin(1, "voteswarm_redis01-replica", "XLEN votes")
+        .parse::<i64>()
+        .expect("XLEN");
+    assert!(held >= 200, "the promoted replica kept the queue: {held}");
+    progress(
+        start,
+        &format!("redis01-replica promoted with {held} votes queued; workers to 2"),
+    );
+    swarm.docker(&["service", "scale", "--detach", "voteswarm_worker=2"]);
+    let text = exact(
+        lg,
+        &report,
+        "a queue lost with its disk, its replica promoted",
+    );
+    assert_eq!(
+        swarm
+            .redis_admin(1, "voteswarm_redis01-replica", "XLEN votes")
+            .parse::<i64>()
+            .expect("XLEN"),
+        0,
+        "the workers drained the promoted replica"
+    );
+    progress(start, &format!("queue failover: {}", summary(&text)));
+    // The node's disk, rebuilt, for the redeploy below.
+    swarm.outer(&[
+        "exec",
+        "vs-node2",
+        "install",
+        "-d",
+        "-o",
+        "10001",
+        "-g",
+        "10001",
+        "-m",
+        "0700",
+        "/var/lib/voteswarm/redis",
+    ]);
+
     // ------------------------------------------- create-services.sh
     progress(
         start,
@@ -514,11 +727,13 @@ fn the_shipped_swarm_counts_every_acknowledged_vote_through_faults_updates_and_s
     swarm.redeploy("services");
     for (service, want) in [
         ("voteswarm_capture", &both),
-        ("voteswarm_redis", &both),
+        ("voteswarm_redis01", &node2),
+        ("voteswarm_redis02", &node3),
         ("voteswarm_postgres", &store),
     ] {
         assert_eq!(&swarm.task_nodes(service), want, "where {service} runs");
     }
+    swarm.assert_copies();
     assert_eq!(swarm.stored_total(), 0, "a fresh database");
     let report = reports.path().join("services.md");
     let lg = swarm.loadgen(5_000, None, &report);

@@ -37,6 +37,11 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                from the PostgreSQL primary, and every
                                DATABASE_URL names both with
                                target_session_attrs=read-write
+  replicas-swarm stack|services FILE
+                               the same in the Swarm deployment (FILE: the
+                               `docker stack config` of stack.yml, or
+                               create-services.sh --dry-run), and each copy
+                               placed off its original's node
   k8s-configs OVERLAY...       the Redis, HAProxy and PostgreSQL files in the
                                rendered ConfigMaps are the shipped ones, byte
                                for byte, and k8s/ holds no copy of them
@@ -133,13 +138,24 @@ def replicas_compose(path):
     standbys = [n for n, svc in services.items() if "PRIMARY_HOST" in env(n)]
     if not standbys:
         bad += fail(f"{path}: no PostgreSQL standby (a service with PRIMARY_HOST)")
-    for name in services:
-        e = env(name)
+    bad += clients_follow(path, {n: env(n) for n in services}, set(replica_of), standbys)
+    if not bad:
+        print(f"  ok   {path}: {len(primaries)} queues, each with a replica the workers list ({', '.join(sorted(replica_of))}); "
+              f"ACK_REPLICAS >= 1; standby {', '.join(standbys)} in every DATABASE_URL")
+    return bad
+
+
+def clients_follow(path, envs, queues, standbys):
+    """Every REDIS_URLS lists each of `queues`, every DATABASE_URL each of
+    `standbys` with target_session_attrs=read-write: after a promotion the
+    workers and results find the copy by themselves."""
+    bad = 0
+    for name, e in envs.items():
         if "REDIS_URLS" in e:
             listed = {re.sub(r"^redis://([^:/]+).*", r"\1", u) for u in e["REDIS_URLS"].split(",")}
-            for r in replica_of:
-                if r not in listed:
-                    bad += fail(f"{path}: {name}'s REDIS_URLS leaves out the replica {r}: a promoted one would not be drained")
+            for r in sorted(queues - listed):
+                what = "the replica" if r.endswith("-replica") else "the queue"
+                bad += fail(f"{path}: {name}'s REDIS_URLS leaves out {what} {r}: a promoted one would not be drained")
         url = e.get("DATABASE_URL")
         if url:
             hosts = re.sub(r"^postgres(ql)?://([^@/]*@)?([^/?]*).*", r"\3", url).split(",")
@@ -147,9 +163,110 @@ def replicas_compose(path):
             for sb in standbys:
                 if sb not in names or "target_session_attrs=read-write" not in url:
                     bad += fail(f"{path}: {name}'s DATABASE_URL does not list {sb} with target_session_attrs=read-write")
+    return bad
+
+
+def swarm_from_stack(path):
+    """{name: (image, command, env, constraints, secrets)} of a stack as
+    `docker stack config` renders it (file, or - for standard input)."""
+    doc = load_yaml(path) if path != "-" else __import__("yaml").safe_load(sys.stdin)
+    model = {}
+    for name, svc in (doc.get("services") or {}).items():
+        placement = (svc.get("deploy") or {}).get("placement") or {}
+        model[name] = (
+            str(svc.get("image", "")),
+            [str(c) for c in svc.get("command") or []],
+            {k: str(v) for k, v in (svc.get("environment") or {}).items()},
+            [c.replace(" ", "") for c in placement.get("constraints") or []],
+            {x["source"] if isinstance(x, dict) else x for x in svc.get("secrets") or []},
+        )
+    return model
+
+
+def swarm_from_services(path):
+    """The same from create-services.sh --dry-run output, each service named
+    by its network alias (the name its clients use)."""
+    opts = docker_options(("service", "create"))
+    model = {}
+    for line in open(path):
+        if not line.startswith("docker service create"):
+            continue
+        argv = shlex.split(line)
+        i, env, constraints, secrets, alias = 3, {}, [], set(), None
+        while i < len(argv) and argv[i].startswith("-"):
+            flag, _, inline = argv[i].partition("=")
+            takes = opts.get(flag, False) and not inline
+            value = argv[i + 1] if takes else inline
+            if flag in ("--env", "-e"):
+                k, _, v = value.partition("=")
+                env[k] = v
+            elif flag == "--constraint":
+                constraints.append(value.replace(" ", ""))
+            elif flag == "--secret":
+                secrets.add(dict(kv.split("=", 1) for kv in value.split(","))["source"].removeprefix("voteswarm_"))
+            elif flag == "--network":
+                alias = dict(kv.split("=", 1) for kv in value.split(",")).get("alias", alias)
+            elif flag == "--name" and alias is None:
+                alias = value.removeprefix("voteswarm_")
+            i += 2 if takes else 1
+        model[alias] = (argv[i] if i < len(argv) else "", argv[i + 1:], env, constraints, secrets)
+    return model
+
+
+def replicas_swarm(kind, path):
+    """Issue 17's invariants in the Swarm deployment (`stack`: the rendered
+    stack.yml; `services`: create-services.sh --dry-run): each queue
+    (a Redis without REDIS_REPLICAOF) has a replica, placed by a constraint
+    off its primary's node (`K==V` there, `K!=V` here), listed with it in
+    every REDIS_URLS; capture waits for it; the standby is placed off the
+    store's node the same way, has the replication password, and every
+    DATABASE_URL names it."""
+    model = swarm_from_stack(path) if kind == "stack" else swarm_from_services(path)
+    bad = 0
+
+    def off_node(copy, original):
+        pins = [c for c in model[original][3] if "==" in c]
+        return any(c.replace("==", "!=") in model[copy][3] for c in pins)
+
+    redis = {n for n, m in model.items() if m[0].startswith("redis")}
+    replica_of = {n: model[n][2]["REDIS_REPLICAOF"].replace(":", " ").split()[0]
+                  for n in redis if model[n][2].get("REDIS_REPLICAOF")}
+    primaries = redis - set(replica_of)
+    if not primaries:
+        bad += fail(f"{path}: no queue (a Redis service without REDIS_REPLICAOF)")
+    for p in sorted(primaries):
+        mine = [r for r, of in replica_of.items() if of == p]
+        if not mine:
+            bad += fail(f"{path}: {p} has no replica (a Redis service with REDIS_REPLICAOF={p} 6379)")
+        for r in mine:
+            if not off_node(r, p):
+                bad += fail(f"{path}: {r} may run on {p}'s node: none of {p}'s constraints {model[p][3]} is negated in {model[r][3]}")
+    for r, p in replica_of.items():
+        if p not in primaries:
+            bad += fail(f"{path}: {r} follows {p}, which is no queue")
+    for n, m in model.items():
+        if m[1][:1] == ["capture"] and int(m[2].get("ACK_REPLICAS", "0") or "0") < 1:
+            bad += fail(f"{path}: {n} does not wait for its queue's replica (ACK_REPLICAS is not >= 1)")
+    standbys = [n for n, m in model.items() if "PRIMARY_HOST" in m[2]]
+    if not standbys:
+        bad += fail(f"{path}: no PostgreSQL standby (a service with PRIMARY_HOST)")
+    for sb in standbys:
+        primary = model[sb][2]["PRIMARY_HOST"]
+        if primary not in model:
+            bad += fail(f"{path}: {sb} streams from {primary}, which is no service")
+            continue
+        if not off_node(sb, primary):
+            bad += fail(f"{path}: {sb} may run on {primary}'s node: none of {primary}'s constraints {model[primary][3]} is negated in {model[sb][3]}")
+        for n in (sb, primary):
+            if "pg_replication_password" not in model[n][4]:
+                bad += fail(f"{path}: {n} has not the secret pg_replication_password")
+    if not any("REDIS_URLS" in m[2] for m in model.values()):
+        bad += fail(f"{path}: no service lists the queues in REDIS_URLS")
+    bad += clients_follow(path, {n: m[2] for n, m in model.items()}, redis, standbys)
     if not bad:
-        print(f"  ok   {path}: {len(primaries)} queues, each with a replica the workers list ({', '.join(sorted(replica_of))}); "
-              f"ACK_REPLICAS >= 1; standby {', '.join(standbys)} in every DATABASE_URL")
+        print(f"  ok   {kind} {os.path.basename(path)}: {len(primaries)} queues ({', '.join(sorted(primaries))}), "
+              f"each with a replica off its node that every REDIS_URLS lists; ACK_REPLICAS >= 1; "
+              f"standby {', '.join(standbys)} off the store's node, in every DATABASE_URL")
     return bad
 
 
@@ -1034,6 +1151,8 @@ def main(argv):
         return k8s_configs(argv[2:] or k8s_overlays())
     if cmd == "replicas":
         return replicas_compose(argv[2])
+    if cmd == "replicas-swarm":
+        return replicas_swarm(argv[2], argv[3])
     print(__doc__, file=sys.stderr)
     return 2
 
