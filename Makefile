@@ -111,7 +111,7 @@ profile:
 ## root: 30 s partitions and 60 s of a bad database link), each suite's
 ## rows in target/chaos/SUITE/, then a table per suite in
 ## docs/RELIABILITY.md. `make test` runs the same scenarios at a small scale.
-CHAOS_SUITES := chaos netfaults
+CHAOS_SUITES := chaos netfaults hostloss
 chaos: deps
 	rm -rf target/chaos
 	for t in $(CHAOS_SUITES); do \

@@ -251,8 +251,11 @@ pub struct WorkerMetrics {
     pub backlog: prometheus::IntGaugeVec,
     /// Entries delivered to some worker and not yet acknowledged, by endpoint.
     pub pending: prometheus::IntGaugeVec,
-    /// Endpoints whose Redis answers right now.
+    /// Endpoints whose Redis answers right now, as a primary (drained).
     pub endpoints_up: IntGauge,
+    /// Endpoints that answer as replicas: standing by, not drained, until
+    /// promoted (a queue's failover copy).
+    pub endpoints_standby: IntGauge,
     /// Endpoints known (from REDIS_URLS and REDIS_DNS).
     pub endpoints: IntGauge,
 }
@@ -323,7 +326,12 @@ impl WorkerMetrics {
             endpoints_up: gauge(
                 &registry,
                 "voteswarm_endpoints_up",
-                "Redis endpoints answering",
+                "Redis endpoints answering as primaries (drained)",
+            ),
+            endpoints_standby: gauge(
+                &registry,
+                "voteswarm_endpoints_standby",
+                "Redis endpoints answering as replicas (standing by until promoted)",
             ),
             endpoints: gauge(&registry, "voteswarm_endpoints", "Redis endpoints known"),
             registry,

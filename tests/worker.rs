@@ -571,6 +571,81 @@ fn an_unreachable_queue_does_not_stall_the_others_and_is_drained_when_back() {
     assert_exact(&url, &streams.concat());
 }
 
+/// `XINFO GROUPS` names the workers' group: the group state reached the
+/// replica with the entries.
+fn has_group(redis: &RedisServer) -> bool {
+    let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg("votes")
+        .query(&mut redis.conn());
+    format!("{groups:?}").contains("workers")
+}
+
+#[test]
+fn a_replica_in_the_list_stands_by_quietly_and_is_drained_once_promoted() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let mut primary = RedisServer::start_with(&["--appendfsync", "always"]);
+    let replica = RedisServer::start_replica_of(&primary);
+    let streams = generate(29, 1_000, 3_000, 2);
+    primary.preload(&streams[0]);
+    let resolver = Arc::new(StubResolver::default());
+    resolver.set(&[primary.worker_url(), replica.worker_url()]);
+    let worker = spawn_worker(settings(&pg, VoteChanges::Allow), resolver);
+
+    // The primary is drained; the replica follows it (the group, the
+    // acknowledgements and deletions replicate) and is never drained
+    // itself: no drained or dead-lettered entry, no claim, no error.
+    assert!(until(
+        || drained(&[&primary]) && row_count(&url) == expected(&streams[0]).len()
+    ));
+    assert!(until(|| drained(&[&replica])), "the replica follows");
+    assert!(has_group(&replica));
+    let standby = format!(":{}", replica.port);
+    let metrics = worker.metrics();
+    assert_endpoints(&metrics, 1, 1);
+    let about_replica: Vec<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&standby))
+        .collect();
+    assert!(
+        about_replica.is_empty(),
+        "nothing drained, claimed or dead-lettered from the replica: {about_replica:?}"
+    );
+    assert_eq!(http::metric(&metrics, "voteswarm_commit_errors_total"), 0);
+    assert_eq!(http::status(worker.port, "/readyz"), Some(200));
+
+    // The primary's host is lost; the replica is promoted and takes the
+    // votes from then on: the same worker drains it, without a restart.
+    primary.stop();
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut replica.conn())
+        .expect("REPLICAOF NO ONE");
+    replica.preload(&streams[1]);
+    let all = streams.concat();
+    assert!(
+        until(|| drained(&[&replica]) && row_count(&url) == expected(&all).len()),
+        "the promoted replica was not drained: {:?}",
+        stream_state(&replica)
+    );
+    let metrics = worker.metrics();
+    assert_endpoints(&metrics, 1, 0);
+    assert_eq!(http::status(worker.port, "/readyz"), Some(200));
+    worker.stop();
+    assert_exact(&url, &all);
+}
+
+/// The drainers' link gauges: queues drained, replicas standing by.
+fn assert_endpoints(metrics: &str, up: i64, standby: i64) {
+    let got = (
+        http::metric(metrics, "voteswarm_endpoints_up"),
+        http::metric(metrics, "voteswarm_endpoints_standby"),
+    );
+    assert_eq!(got, (up, standby), "(up, standby):\n{metrics}");
+}
+
 #[test]
 fn on_sigterm_a_worker_finishes_its_batches_and_exits_0() {
     let pg = PgServer::start();

@@ -18,10 +18,24 @@
 //! the same transaction. Every Redis command is in [`crate::queue`]. At most `MAX_IN_FLIGHT` batches are in flight, so when
 //! PostgreSQL is down the drainer stops reading instead of piling up.
 //!
+//! An endpoint that refuses the group or the read with `READONLY` is a
+//! replica: a queue's standby copy (`REDIS_URLS` lists each queue's
+//! replicas beside its primary). The drainer stands by: it counts the
+//! endpoint in `voteswarm_endpoints_standby`, logs once at info and then
+//! only at debug, and asks again every [`STANDBY_RECHECK`]. Once the
+//! replica is promoted (`REPLICAOF NO ONE`) the next ask succeeds and it is
+//! drained like any primary: the consumer group and its pending entries
+//! were replicated, so this worker re-reads its own pending entries and
+//! claims the others'. A vote the lost primary had drained but whose
+//! `XACK` had not reached the replica is committed again, which changes
+//! nothing.
+//!
 //! Promises: nothing is acknowledged before its batch committed; an
 //! unreachable Redis only delays this drainer (it backs off and reconnects;
-//! the others go on); [`StopDraining`] stops reading, lets the in-flight
-//! batches commit and acknowledge, then answers.
+//! the others go on); a replica is never read from, written to or
+//! dead-lettered into, and never reported as a failure; [`StopDraining`]
+//! stops reading, lets the in-flight batches commit and acknowledge, then
+//! answers.
 
 use std::time::Duration;
 
@@ -58,6 +72,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// enough not to hammer a server that is down.
 const RETRY: RetryPolicy =
     RetryPolicy::doubling(Duration::from_millis(100), Duration::from_secs(5));
+/// How often a standby (a replica) is asked again whether it was promoted:
+/// a promoted queue is drained within about this, and a replica sees one
+/// failed `XGROUP CREATE` per worker per interval, which costs it nothing.
+pub const STANDBY_RECHECK: Duration = Duration::from_secs(1);
 /// How often the depth and pending gauges are read.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -95,6 +113,8 @@ enum ReadState {
     Lingering,
     /// Redis failed: waiting out the backoff before connecting again.
     Reconnecting,
+    /// The endpoint is a replica: waiting [`STANDBY_RECHECK`] to ask again.
+    StandingBy,
 }
 
 /// Which entries the next read asks for.
@@ -124,11 +144,15 @@ enum Group {
     Exists,
 }
 
-/// Whether this endpoint counts in the `endpoints_up` gauge.
+/// What the endpoint answered last, and so which gauge counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
+    /// Not answering (or not yet asked).
     Down,
+    /// A primary, drained: `endpoints_up`.
     Up,
+    /// A replica, not drained: `endpoints_standby`.
+    Standby,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,15 +248,68 @@ impl Drainer {
         !self.stopping() && self.in_flight < MAX_IN_FLIGHT
     }
 
+    fn gauge(&self, link: Link) -> Option<&prometheus::IntGauge> {
+        match link {
+            Link::Down => None,
+            Link::Up => Some(&self.metrics.endpoints_up),
+            Link::Standby => Some(&self.metrics.endpoints_standby),
+        }
+    }
+
     fn set_link(&mut self, link: Link) {
-        if link != self.link {
-            self.link = link;
-            self.metrics
-                .endpoints_up
-                .add(if link == Link::Up { 1 } else { -1 });
-            if link == Link::Up {
-                log::info!("draining {}", self.label);
+        if link == self.link {
+            return;
+        }
+        let was = std::mem::replace(&mut self.link, link);
+        if let Some(g) = self.gauge(was) {
+            g.dec();
+        }
+        if let Some(g) = self.gauge(link) {
+            g.inc();
+        }
+        match (was, link) {
+            (Link::Standby, Link::Up) => {
+                log::info!(
+                    "{} was a replica and is a primary now: draining",
+                    self.label
+                )
             }
+            (_, Link::Up) => log::info!("draining {}", self.label),
+            (_, Link::Standby) => log::info!(
+                "{} is a replica: standing by, asking again every {STANDBY_RECHECK:?}",
+                self.label
+            ),
+            (_, Link::Down) => {}
+        }
+    }
+
+    /// The endpoint answered as a replica: nothing to drain there until it
+    /// is promoted. Not an error: both connections are let go (a replica
+    /// holds no state of ours) and the next read, after
+    /// [`STANDBY_RECHECK`], asks again from the start.
+    fn stand_by(&mut self, e: &redis::RedisError, ctx: &mut Context<Self>) {
+        log::debug!("{}: standing by ({e})", self.label);
+        if self.link != Link::Standby {
+            // The lag of a queue this worker does not drain is not its to
+            // report; the primary's drainers report it.
+            self.forget_gauges();
+        }
+        self.set_link(Link::Standby);
+        self.reconnect.reset();
+        self.reader = None;
+        self.redis.drop_connection();
+        self.read_from = ReadFrom::start();
+        self.group = Group::Unchecked;
+        self.reads = ReadState::StandingBy;
+        ctx.run_later(STANDBY_RECHECK, |act, ctx| {
+            act.reads = ReadState::Idle;
+            act.read_next(ctx);
+        });
+    }
+
+    fn forget_gauges(&self) {
+        for gauge in [&self.metrics.backlog, &self.metrics.pending] {
+            gauge.remove_label_values(&[&self.label]).ok();
         }
     }
 
@@ -281,6 +358,7 @@ impl Drainer {
         self.reads = ReadState::Idle;
         let done = match result {
             Ok(done) => done,
+            Err(e) if queue::is_replica(&e) => return self.stand_by(&e, ctx),
             Err(e) => {
                 self.group = Group::Unchecked;
                 return self.reconnect_later("read", &e, ctx);
@@ -613,14 +691,7 @@ impl Actor for Drainer {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.set_link(Link::Down);
-        self.metrics
-            .backlog
-            .remove_label_values(&[&self.label])
-            .ok();
-        self.metrics
-            .pending
-            .remove_label_values(&[&self.label])
-            .ok();
+        self.forget_gauges();
     }
 }
 

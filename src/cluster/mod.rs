@@ -22,6 +22,7 @@
 //! `--database-url`, the report, and down; its exit status is loadgen's.
 
 pub mod backup;
+pub mod failover;
 pub mod haproxy;
 pub mod ports;
 pub mod postgres;
@@ -157,6 +158,10 @@ fn free_port() -> Result<u16, ClusterError> {
     ports::free_port().map_err(|e| ClusterError::new(format!("no free port: {e}")))
 }
 
+fn mkdir(p: &Path) -> Result<(), ClusterError> {
+    std::fs::create_dir_all(p).map_err(ClusterError::io("create", p))
+}
+
 /// `REDIS_URLS` for the tiers that read every queue.
 fn queue_urls(ports: &[u16]) -> String {
     ports
@@ -290,6 +295,10 @@ pub struct Cluster {
     pub tls: tls::Files,
     /// In start order; stopped in the order of `STOP_ORDER`.
     pub procs: Vec<Proc>,
+    /// Each capture node's queue servers, for the failover
+    /// ([`failover`]).
+    pub queues: Vec<failover::Queue>,
+    queue_conf: failover::QueueConf,
 }
 
 /// Front to back, so nothing is asked to work after what it needs stopped.
@@ -319,12 +328,20 @@ impl Cluster {
     /// Restarts what died, until `stop` is set.
     pub fn supervise(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
-            for p in &mut self.procs {
-                if let Some(line) = p.restart_if_exited() {
-                    log::warn!("{line}");
-                }
-            }
+            self.tend();
             std::thread::sleep(TEND_INTERVAL);
+        }
+    }
+
+    /// One look at the children: a queue server lost with its disk is
+    /// failed over ([`failover`]); anything else that exited is restarted
+    /// after its backoff.
+    pub fn tend(&mut self) {
+        self.tend_queues();
+        for p in &mut self.procs {
+            if let Some(line) = p.restart_if_exited() {
+                log::warn!("{line}");
+            }
         }
     }
 
@@ -495,11 +512,7 @@ pub fn rehearse(
             let _ = child.wait();
             break 130;
         }
-        for p in &mut cluster.procs {
-            if let Some(line) = p.restart_if_exited() {
-                log::warn!("{line}");
-            }
-        }
+        cluster.tend();
         std::thread::sleep(TEND_INTERVAL);
     };
     cluster.stop();

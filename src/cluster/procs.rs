@@ -47,6 +47,13 @@ impl Spec {
         self
     }
 
+    /// Replaces `k`'s value (or adds it), for a child started again with
+    /// another address.
+    pub fn set_env(&mut self, k: &str, v: impl Into<String>) {
+        self.env.retain(|(name, _)| name != k);
+        self.env.push((k.to_owned(), v.into()));
+    }
+
     /// The command, with the parent-death signal set in the child (and the
     /// user switched there first when `run_as`: a change of user clears
     /// the signal, so it has to come after).
@@ -195,6 +202,9 @@ pub struct Proc {
     restart_at: Option<Instant>,
     restart_backoff: Backoff,
     pub restarts: u32,
+    /// Never restarted again (a queue primary whose host was lost: started
+    /// again empty it would be an empty master; `failover.rs`).
+    retired: bool,
 }
 
 impl Proc {
@@ -213,6 +223,7 @@ impl Proc {
             restart_at: None,
             restart_backoff: RESTART.backoff(),
             restarts: 0,
+            retired: false,
         }
     }
 
@@ -252,7 +263,26 @@ impl Proc {
         self.child = Some(child);
         self.started = Some(Instant::now());
         self.restart_at = None;
+        self.retired = false;
         Ok(())
+    }
+
+    /// Not to be restarted, whatever happens, until [`Self::start`] is
+    /// called again (with a new spec, say). Its pid file goes: it names no
+    /// live process.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.restart_at = None;
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.child = None;
+        self.remove_pid_file();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired
     }
 
     /// `<data dir>/run`: pid files, and hold files (`<name>.hold`: while it
@@ -277,6 +307,9 @@ impl Proc {
     /// Notices a death and restarts after the backoff. Returns a line to
     /// log when something happened.
     pub fn restart_if_exited(&mut self) -> Option<String> {
+        if self.retired {
+            return None;
+        }
         if let Some(child) = &mut self.child {
             match child.try_wait() {
                 Ok(None) => {

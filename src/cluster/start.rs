@@ -132,10 +132,6 @@ fn redis_spec(
         .arg("")
 }
 
-fn mkdir(p: &Path) -> Result<(), ClusterError> {
-    std::fs::create_dir_all(p).map_err(ClusterError::io("create", p))
-}
-
 impl Cluster {
     /// Starts every tier, back to front, each ready before the next that
     /// needs it: PostgreSQL (migrated), the Redis queues, the workers, the
@@ -158,7 +154,15 @@ impl Cluster {
         let (mut cluster, layout) = Cluster::prepare(t)?;
         let database = cluster.start_postgres(t, &layout)?;
         let queue_ports = cluster.start_queues(t, &programs, &layout)?;
-        cluster.start_workers(t, &programs, &layout, &database, &queue_ports)?;
+        // Every queue server, replicas too: a worker drains a replica once
+        // it is promoted, and stands by until then.
+        let servers: Vec<u16> = cluster
+            .queues
+            .iter()
+            .flat_map(|q| std::iter::once(&q.primary).chain(&q.replicas))
+            .filter_map(|name| cluster.port_of_proc(name))
+            .collect();
+        cluster.start_workers(t, &programs, &layout, &database, &servers)?;
         let capture_ports = cluster.start_capture(t, &programs, &layout, &queue_ports)?;
         let results_port = cluster.start_results(&programs, &layout, &database, &queue_ports)?;
         cluster.start_edge(t, &programs, &layout, &capture_ports, results_port)?;
@@ -213,6 +217,11 @@ impl Cluster {
             results_https_url: format!("https://{}:{}", tls_host(&t.bind), t.results_tls_port),
             tls,
             procs: Vec::new(),
+            queues: Vec::new(),
+            queue_conf: failover::QueueConf {
+                include: redis_conf.clone(),
+                passwords: redis_passwords.clone(),
+            },
         };
         let layout = Layout {
             logs,
@@ -309,18 +318,26 @@ impl Cluster {
             self.wait_port(&format!("redis{:02}", i + 1), port)?;
         }
         for (i, &primary) in ports.iter().enumerate() {
+            let n = i + 1;
+            let mut replicas = Vec::new();
             for r in 1..=t.queue_replicas {
-                self.start_replica(t, programs, layout, i + 1, primary, r)?;
+                replicas.push(self.start_replica(t, programs, layout, n, primary, r)?);
             }
+            self.queues.push(failover::Queue {
+                capture: format!("capture{n:02}"),
+                primary: format!("redis{n:02}"),
+                replicas,
+                orphaned: false,
+            });
         }
         Ok(ports)
     }
 
     /// Replica `r` of queue `n`, on its own port and directory, with the
     /// primary's ACL users (so that the tiers can log in to it once it is
-    /// promoted). Its login to the primary is in a config file of its own
-    /// (0600), not on the command line where `ps` would show it. It syncs
-    /// in the background: capture's `/readyz` waits for it.
+    /// promoted), from a config file of its own ([`failover::QueueConf`]).
+    /// It syncs in the background: capture's `/readyz` waits for it.
+    /// Returns its name.
     fn start_replica(
         &mut self,
         t: &TopologyArgs,
@@ -329,31 +346,20 @@ impl Cluster {
         n: usize,
         primary: u16,
         r: usize,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<String, ClusterError> {
         let name = format!("redis{n:02}-r{r}");
         let port = free_port()?;
         let dir = self.data_dir.join(&name);
         mkdir(&dir)?;
-        // The operator's user: replication needs PSYNC and REPLCONF, which
-        // no tier's user has.
-        let admin = secrets::RedisRole::Admin;
-        let conf = dir.join("replica.conf");
-        secrets::write_private(
-            &conf,
-            &format!(
-                "include {}\nreplicaof 127.0.0.1 {primary}\nmasteruser {}\nmasterauth {}\n",
-                layout.redis_conf.display(),
-                admin.user(),
-                layout.redis_passwords.password(admin)
-            ),
-            false,
-        )?;
+        let conf = self.queue_conf.write(&dir, Some(primary))?;
         let spec = redis_spec(t, programs, layout, &conf, port, &dir);
         self.spawn_local("replica", name.clone(), port, spec, layout)?;
-        self.wait_port(&name, port)
+        self.wait_port(&name, port)?;
+        Ok(name)
     }
 
-    /// Workers draining every queue; the first applies the migrations
+    /// Workers draining every queue (listing each queue's replicas too:
+    /// they stand by until promoted); the first applies the migrations
     /// (when the database is given) before the others start.
     fn start_workers(
         &mut self,
@@ -361,12 +367,12 @@ impl Cluster {
         programs: &Programs,
         layout: &Layout,
         database: &TierDatabase,
-        queue_ports: &[u16],
+        servers: &[u16],
     ) -> Result<(), ClusterError> {
         for i in 1..=t.workers {
             let port = free_port()?;
             let mut spec = Spec::new(&programs.worker)
-                .env("REDIS_URLS", queue_urls(queue_ports))
+                .env("REDIS_URLS", queue_urls(servers))
                 .env("WORKER_ID", format!("worker{i:02}"))
                 .env("METRICS_LISTEN", format!("127.0.0.1:{port}"));
             spec = layout.redis_login(

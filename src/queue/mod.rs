@@ -127,6 +127,15 @@ impl Append {
     }
 }
 
+/// Whether `e` is a replica refusing a write (`READONLY`): the endpoint is
+/// a queue's standby copy, to be drained only once promoted. The workers'
+/// commands (`XGROUP CREATE`, `XREADGROUP`, `XACK`) are all writes, so the
+/// first of them tells, without a `ROLE` or `INFO` the worker's Redis user
+/// may not send.
+pub fn is_replica(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+}
+
 /// `XLEN`: the votes queued on this stream.
 pub async fn depth(conn: &mut MultiplexedConnection, stream_key: &str) -> RedisResult<i64> {
     redis::cmd("XLEN")

@@ -25,11 +25,14 @@ pub(super) fn protocol(what: &'static str, detail: String) -> RedisError {
 pub(super) fn server_error(reply: &[u8]) -> RedisError {
     let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
     let message = String::from_utf8_lossy(line.get(1..).unwrap_or_default()).into_owned();
-    RedisError::from((
-        ErrorKind::Server(ServerErrorKind::ResponseError),
-        "Redis answered an error",
-        message,
-    ))
+    // Kept apart, as redis-rs does: a replica's refusal is how the drainer
+    // tells a standby from a failing queue (`super::is_replica`).
+    let kind = if message.starts_with("READONLY") {
+        ServerErrorKind::ReadOnly
+    } else {
+        ServerErrorKind::ResponseError
+    };
+    RedisError::from((ErrorKind::Server(kind), "Redis answered an error", message))
 }
 
 /// Where a scan of a partly received reply stands, so that each read

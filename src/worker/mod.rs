@@ -173,7 +173,10 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Ready while PostgreSQL answers and at least one queue is being drained.
+/// Ready while PostgreSQL answers and at least one queue answers: one
+/// being drained, or a replica standing by (a worker whose every primary is
+/// lost but whose replicas are about to be promoted is healthy, and is the
+/// worker that will drain them).
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     let db = match tokio::time::timeout(Duration::from_secs(3), state.db.send(CheckDb)).await {
         Ok(Ok(Ok(()))) => Ok(()),
@@ -182,10 +185,11 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
         Err(_) => Err("database check timed out".into()),
     };
     let up = state.metrics.endpoints_up.get();
+    let standby = state.metrics.endpoints_standby.get();
     match db {
-        Ok(()) if up > 0 => HttpResponse::Ok()
-            .content_type("text/plain")
-            .body(format!("ready: database answers, {up} queue(s) draining\n")),
+        Ok(()) if up + standby > 0 => HttpResponse::Ok().content_type("text/plain").body(format!(
+            "ready: database answers, {up} queue(s) draining, {standby} replica(s) standing by\n"
+        )),
         Ok(()) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body("not ready: no Redis queue reachable\n"),

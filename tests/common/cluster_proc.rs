@@ -163,6 +163,18 @@ impl Up {
 
     /// As [`Up::start`], with extra environment.
     pub fn start_with(data: &Path, capture: usize, workers: usize, env: &[(&str, &str)]) -> Up {
+        Self::start_with_args(data, capture, workers, env, &[])
+    }
+
+    /// As [`Up::start_with`], with extra `cluster up` flags
+    /// (`--queue-replicas 1`).
+    pub fn start_with_args(
+        data: &Path,
+        capture: usize,
+        workers: usize,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Up {
         Self::start_on(
             data,
             capture,
@@ -170,6 +182,7 @@ impl Up {
             (free_port(), free_port()),
             (free_port(), free_port()),
             env,
+            args,
         )
     }
 
@@ -181,6 +194,7 @@ impl Up {
         (port, rport): (u16, u16),
         (tport, trport): (u16, u16),
         env: &[(&str, &str)],
+        args: &[&str],
     ) -> Up {
         let mut child = Command::new(bin::CLUSTER)
             .envs(env.iter().copied())
@@ -201,6 +215,7 @@ impl Up {
                 "--results-tls-port",
                 &trport.to_string(),
             ])
+            .args(args)
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())
@@ -289,6 +304,11 @@ impl Up {
         cmd
     }
 
+    /// What `cluster up` itself logged so far (its supervisor's lines).
+    pub fn cluster_log(&self) -> String {
+        std::fs::read_to_string(cluster_log_path(&self.data)).unwrap_or_default()
+    }
+
     pub fn cluster_pid(&self) -> u32 {
         self.child.id()
     }
@@ -342,6 +362,7 @@ impl Up {
             workers,
             self.ports,
             self.tls_ports,
+            &[],
             &[],
         );
     }
