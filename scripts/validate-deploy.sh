@@ -259,6 +259,46 @@ PY
 }
 check "k8s/create-secrets.sh makes every Secret the manifests mount" k8s_secrets_dry_run
 
+# Issue 17 on Kubernetes: the replicas and the standby, and that the
+# check refuses an overlay without them.
+replicas_k8s() {
+  "$python" tests/deploy/checks.py replicas-k8s
+  local bad="$work/k8s-no-replica"
+  mkdir -p "$bad"
+  cat >"$bad/kustomization.yaml" <<YAML
+resources: [$(realpath --relative-to="$bad" "$root/k8s/overlays/production")]
+patches:
+  - target: {kind: StatefulSet, name: capture-replica}
+    patch: |-
+      - {op: replace, path: /spec/replicas, value: 3}
+      - {op: remove, path: /spec/template/spec/affinity}
+  - target: {kind: StatefulSet, name: capture}
+    patch: |-
+      - {op: test, path: /spec/template/spec/containers/0/name, value: capture}
+      - {op: add, path: /spec/template/spec/containers/0/env/-, value: {name: ACK_REPLICAS, value: "0"}}
+  - target: {kind: Deployment, name: results}
+    patch: |-
+      - {op: test, path: /spec/template/spec/containers/0/env/1/name, value: DATABASE_URL}
+      - {op: replace, path: /spec/template/spec/containers/0/env/1/value, value: "postgres://voteswarm_results@postgres:5432/voteswarm"}
+  - target: {kind: StatefulSet, name: postgres-standby}
+    patch: |-
+      - {op: remove, path: /spec/template/spec/affinity}
+YAML
+  if "$python" tests/deploy/checks.py replicas-k8s "$bad" >"$work/replicas-k8s-bad" 2>&1; then
+    cat "$work/replicas-k8s-bad"
+    echo "the k8s replicas check accepted an overlay without them"
+    return 1
+  fi
+  local want
+  for want in "capture-replica is not kept off its capture pod's node" "3 capture replicas for up to 12 capture pods" \
+    "capture does not wait for its replica" "results results: DATABASE_URL does not list postgres-standby" \
+    "postgres-standby is not kept off postgres's node"; do
+    grep -qF "$want" "$work/replicas-k8s-bad" || { cat "$work/replicas-k8s-bad"; echo "the k8s replicas check missed: $want"; return 1; }
+    echo "  ok   refused: $want"
+  done
+}
+check "k8s: a replica per capture pod off its node, ACK_REPLICAS, the standby in every DATABASE_URL" replicas_k8s
+
 # ---------------------------------------------------------------- HAProxy
 # HAProxy reads the edge's certificate at start (TLS_CERT, a Swarm secret
 # in deployments): a throwaway one for the checks.

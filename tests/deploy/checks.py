@@ -37,6 +37,12 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                from the PostgreSQL primary, and every
                                DATABASE_URL names both with
                                target_session_attrs=read-write
+  replicas-k8s OVERLAY...      issue 17 in the rendered overlays: a Redis
+                               replica per capture pod the autoscaler may
+                               make, following it, off its node; capture's
+                               ACK_REPLICAS >= 1; REDIS_DNS resolving to
+                               queues and replicas; postgres-standby off the
+                               primary's node, in every DATABASE_URL
   k8s-configs OVERLAY...       the Redis, HAProxy and PostgreSQL files in the
                                rendered ConfigMaps are the shipped ones, byte
                                for byte, and k8s/ holds no copy of them
@@ -955,8 +961,12 @@ def network_policies(name, docs, kinds):
                 allowed.setdefault((target, num), set()).update(sources)
     want = {
         ("capture", 8080): {"edge"},
-        ("capture", 6379): {"worker", "results"},
-        ("postgres", 5432): {"worker", "results", "migrate"},
+        # Issue 17: the replica follows its capture pod's Redis, and the
+        # standby streams from the primary; nothing else reaches them.
+        ("capture", 6379): {"worker", "results", "capture-replica"},
+        ("capture-replica", 6379): {"worker", "results"},
+        ("postgres", 5432): {"worker", "results", "migrate", "postgres-standby"},
+        ("postgres-standby", 5432): {"worker", "results", "migrate"},
         ("results", 8081): {"edge"},
     }
     for (role, port), srcs in want.items():
@@ -969,12 +979,126 @@ def network_policies(name, docs, kinds):
     return bad
 
 
+# ---------------------------------------------------------------- replicas: k8s
+def _env_of(container):
+    return {e["name"]: e for e in container.get("env") or []}
+
+
+def _anti_affinity(ps, primary):
+    """'required' or 'preferred' when the pod keeps off the node of a pod
+    labelled app.kubernetes.io/name=PRIMARY (and the pod-index keys the
+    term matches on), else (None, [])."""
+    aa = (ps.get("affinity") or {}).get("podAntiAffinity") or {}
+    for kind in ("required", "preferred"):
+        for term in aa.get(f"{kind}DuringSchedulingIgnoredDuringExecution") or []:
+            term = term.get("podAffinityTerm", term)
+            sel = (term.get("labelSelector") or {}).get("matchLabels") or {}
+            if term.get("topologyKey") == "kubernetes.io/hostname" and sel.get("app.kubernetes.io/name") == primary:
+                return kind, term.get("matchLabelKeys") or []
+    return None, []
+
+
+def replicas_k8s(overlays):
+    """Issue 17's invariants in the rendered overlays: a Redis replica per
+    capture pod the autoscaler may make, following that pod's Redis and
+    never on its node; capture waiting for it; workers and results given
+    the replicas; a synchronous standby of PostgreSQL off the primary's
+    node, named with target_session_attrs=read-write by every client.
+    The local overlay (one machine) may prefer other nodes instead of
+    requiring them."""
+    bad = 0
+    for overlay in overlays:
+        name = os.path.relpath(overlay, ROOT)
+        docs = render_k8s(overlay)
+        kinds = {}
+        for d in docs:
+            kinds.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+        sts = kinds.get("StatefulSet", {})
+        services = kinds.get("Service", {})
+        wanted_kind = {"preferred", "required"} if os.path.basename(overlay.rstrip("/")) == "local" else {"required"}
+        rep, cap = sts.get("capture-replica"), sts.get("capture")
+        notes = []
+        if not rep or not cap:
+            bad |= fail(f"{name}: no StatefulSet/capture-replica beside StatefulSet/capture")
+            continue
+        rps = pod_spec(rep)
+        rlabels = rep["spec"]["template"]["metadata"].get("labels") or {}
+        clabels = cap["spec"]["template"]["metadata"].get("labels") or {}
+        redis_c = next((c for c, _ in containers_of(rps) if c["name"] == "redis"), None)
+        env = _env_of(redis_c or {})
+        follows = str(env.get("REDIS_REPLICAOF", {}).get("value", ""))
+        index = ((env.get("POD_INDEX", {}).get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
+        m = re.fullmatch(r"capture-\$\(POD_INDEX\)\.([a-z0-9-]+) 6379", follows)
+        if not m or "apps.kubernetes.io/pod-index" not in index:
+            bad |= fail(f"{name}: capture-replica's REDIS_REPLICAOF is {follows!r}, not the capture pod of its own index (capture-$(POD_INDEX).SERVICE 6379)")
+        elif m.group(1) != cap["spec"].get("serviceName"):
+            bad |= fail(f"{name}: capture-replica follows through {m.group(1)}, not capture's governing Service {cap['spec'].get('serviceName')}")
+        kind, keys = _anti_affinity(rps, "capture")
+        if kind not in wanted_kind or "apps.kubernetes.io/pod-index" not in keys:
+            bad |= fail(f"{name}: capture-replica is not kept off its capture pod's node "
+                        f"({kind or 'no'} anti-affinity on the pod index; expected {'/'.join(sorted(wanted_kind))})")
+        hpa = kinds.get("HorizontalPodAutoscaler", {}).get("capture")
+        most = hpa["spec"]["maxReplicas"] if hpa else cap["spec"].get("replicas", 1)
+        if rep["spec"].get("replicas", 1) < most:
+            bad |= fail(f"{name}: {rep['spec'].get('replicas', 1)} capture replicas for up to {most} capture pods: a capture pod past them has no replica and answers 503")
+        capture_c = next((c for c, _ in containers_of(pod_spec(cap)) if c["name"] == "capture"), {})
+        if int(_env_of(capture_c).get("ACK_REPLICAS", {}).get("value", "0")) < 1:
+            bad |= fail(f"{name}: capture does not wait for its replica (ACK_REPLICAS is not >= 1)")
+        # The queue list of workers and results: REDIS_DNS naming a Service
+        # that selects both the capture pods and their replicas.
+        sb = sts.get("postgres-standby")
+        if not sb:
+            bad |= fail(f"{name}: no StatefulSet/postgres-standby")
+        else:
+            sps = pod_spec(sb)
+            sc = sps["containers"][0]
+            primary = str(_env_of(sc).get("PRIMARY_HOST", {}).get("value", ""))
+            psel = (services.get(primary) or {}).get("spec", {}).get("selector") or {}
+            if psel.get("app.kubernetes.io/name") != "postgres":
+                bad |= fail(f"{name}: postgres-standby's PRIMARY_HOST {primary!r} is not the Service of postgres")
+            kind, _ = _anti_affinity(sps, "postgres")
+            if kind not in wanted_kind:
+                bad |= fail(f"{name}: postgres-standby is not kept off postgres's node ({kind or 'no'} anti-affinity)")
+            if "postgres-standby" not in services:
+                bad |= fail(f"{name}: no Service postgres-standby for the clients")
+        for d in docs:
+            ps = pod_spec(d)
+            if not ps:
+                continue
+            for c, _ in containers_of(ps):
+                e = _env_of(c)
+                who = f"{name}: {d['kind']}/{d['metadata']['name']} {c['name']}"
+                if "REDIS_DNS" in e:
+                    host = str(e["REDIS_DNS"].get("value", "")).split(":")[0].split(".")[0]
+                    sel = (services.get(host) or {}).get("spec", {}).get("selector") or {}
+                    if not sel or any(rlabels.get(k) != v for k, v in sel.items()) or any(clabels.get(k) != v for k, v in sel.items()):
+                        bad |= fail(f"{who}: REDIS_DNS {host} does not resolve to both the capture pods and their replicas (Service selector {sel})")
+                    elif not services[host]["spec"].get("publishNotReadyAddresses"):
+                        bad |= fail(f"{who}: REDIS_DNS {host} leaves out unready queues (publishNotReadyAddresses)")
+                    else:
+                        notes.append(d["metadata"]["name"])
+                elif "REDIS_URLS" in e:
+                    bad |= fail(f"{who}: REDIS_URLS, a fixed list, cannot follow the capture autoscaler's pods and replicas: use REDIS_DNS")
+                url = str(e.get("DATABASE_URL", {}).get("value", ""))
+                if url:
+                    hosts = {h.split(":")[0] for h in re.sub(r"^postgres(ql)?://([^@/]*@)?([^/?]*).*", r"\3", url).split(",")}
+                    if "postgres-standby" not in hosts or "target_session_attrs=read-write" not in url:
+                        bad |= fail(f"{who}: DATABASE_URL does not list postgres-standby with target_session_attrs=read-write")
+        if not bad:
+            print(f"  ok   {name}: {rep['spec']['replicas']} capture replicas (>= {most} capture pods), each following its pod's Redis "
+                  f"off its node; ACK_REPLICAS >= 1; {', '.join(sorted(set(notes)))} resolve queues and replicas; "
+                  f"postgres-standby off postgres's node, in every DATABASE_URL")
+    return bad
+
+
 # The files the rendered ConfigMaps must carry unchanged.
 SHIPPED_CONFIGS = {
     ("redis", "redis.conf"): "swarm/redis.conf",
     ("redis", "redis-entrypoint.sh"): "docker/redis-entrypoint.sh",
     ("haproxy", "haproxy.cfg"): "swarm/haproxy.cfg",
     ("postgres-initdb", "voteswarm-roles.sh"): "docker/postgres-roles.sh",
+    ("postgres-initdb", "voteswarm-replication.sh"): "docker/postgres-replication.sh",
+    ("postgres-standby", "postgres-standby.sh"): "docker/postgres-standby.sh",
 }
 
 
@@ -1034,6 +1158,8 @@ def main(argv):
         return k8s_configs(argv[2:] or k8s_overlays())
     if cmd == "replicas":
         return replicas_compose(argv[2])
+    if cmd == "replicas-k8s":
+        return replicas_k8s(argv[2:] or k8s_overlays())
     print(__doc__, file=sys.stderr)
     return 2
 
