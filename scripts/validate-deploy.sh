@@ -92,6 +92,35 @@ check "cfn-lint aws/cloudformation.yaml" cfn
 check "aws: roles from the auto-scaling group, egress per role" \
   "$python" tests/deploy/checks.py aws-roles aws/cloudformation.yaml
 
+# Issue 17 on AWS: the replicas' and the standby's groups, and that the
+# check refuses a template without them.
+replicas_aws() {
+  "$python" tests/deploy/checks.py replicas-aws aws/cloudformation.yaml
+  "$python" - aws/cloudformation.yaml "$work/cfn-no-replica.yaml" <<'PY'
+import sys
+s = open(sys.argv[1]).read()
+for old, new in (('"$stack-replica") want=queue-replica', '"$stack-replica") want=capture'),
+                 ("VPCZoneIdentifier: [!Ref PrivateSubnetB]", "VPCZoneIdentifier: [!Ref PrivateSubnetA, !Ref PrivateSubnetB]"),
+                 (' ACK_REPLICAS="${AckReplicas}"', ""),
+                 ("FromPort: 4789\n      ToPort: 4789", "FromPort: 6379\n      ToPort: 6379")):
+    assert old in s, old
+    s = s.replace(old, new, 1)
+open(sys.argv[2], "w").write(s)
+PY
+  if "$python" tests/deploy/checks.py replicas-aws "$work/cfn-no-replica.yaml" >"$work/replicas-aws-bad" 2>&1; then
+    cat "$work/replicas-aws-bad"
+    echo "the AWS replicas check accepted a template without them"
+    return 1
+  fi
+  local want
+  for want in "labels <stack>-replica's nodes 'capture'" "the standby may share the store's zone" \
+    "not given ACK_REPLICAS" "NodeOverlay opens 6379"; do
+    grep -qF "$want" "$work/replicas-aws-bad" || { cat "$work/replicas-aws-bad"; echo "the AWS replicas check missed: $want"; return 1; }
+    echo "  ok   refused: $want"
+  done
+}
+check "aws: queue replicas and the store's standby on instances of their own" replicas_aws
+
 # ---------------------------------------------------------------- Swarm
 stack() {
   need docker

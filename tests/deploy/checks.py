@@ -37,6 +37,11 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                from the PostgreSQL primary, and every
                                DATABASE_URL names both with
                                target_session_attrs=read-write
+  replicas-aws TEMPLATE        issue 17 in CloudFormation: the queue
+                               replicas and the standby on groups of their
+                               own, labelled by the manager, the standby in
+                               another zone, AckReplicas/QueueReplicas given
+                               to the stack, no port opened for replication
   replicas-k8s OVERLAY...      issue 17 in the rendered overlays: a Redis
                                replica per capture pod the autoscaler may
                                make, following it, off its node; capture's
@@ -979,6 +984,99 @@ def network_policies(name, docs, kinds):
     return bad
 
 
+# ---------------------------------------------------------------- replicas: AWS
+def _bootstrap_text(template):
+    import contextlib
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            userdata(template, tmp)
+        return "\n".join(open(os.path.join(tmp, n)).read() for n in sorted(os.listdir(tmp)) if "bootstrap" in n and "files" in n)
+
+
+def replicas_aws(template):
+    """Issue 17 in the CloudFormation template: the queue replicas and the
+    store's standby on instances of their own groups (so never on the
+    instance of what they copy), labelled by the manager from those groups,
+    the standby in another zone than the store, AckReplicas and
+    QueueReplicas given to the stack, and no port opened for replication
+    (it travels inside the overlay). The services themselves, their
+    REDIS_URLS/REDIS_DNS and DATABASE_URL, are swarm/stack.yml's."""
+    doc = _cfn_doc(template)
+    res = doc.get("Resources", {})
+    params = doc.get("Parameters", {})
+    bad = 0
+    for p, least in (("QueueReplicas", 1), ("AckReplicas", 1)):
+        if p not in params:
+            bad |= fail(f"{template}: no parameter {p}")
+        elif int(params[p].get("Default", 0)) < least:
+            bad |= fail(f"{template}: {p} defaults to {params[p].get('Default')}, not >= {least}")
+    boot = _bootstrap_text(template)
+    groups = {k: v["Properties"] for k, v in res.items() if v.get("Type") == "AWS::AutoScaling::AutoScalingGroup"}
+
+    def group_named(suffix):
+        for k, g in groups.items():
+            n = g.get("AutoScalingGroupName")
+            if isinstance(n, dict) and n.get("Sub") == "${AWS::StackName}-" + suffix:
+                return k, g
+        return None, None
+
+    def label_of(suffix):
+        m = re.search(r'"\$stack-%s"\)\s*want=([a-z-]+)' % re.escape(suffix), boot)
+        return m.group(1) if m else None
+
+    def template_of(g):
+        return (_refs(g.get("LaunchTemplate", {}).get("LaunchTemplateId")) or [None])[0]
+
+    cap_name, cap = group_named("capture")
+    for suffix, label, copies, copied in (("replica", "queue-replica", "capture nodes' Redis", "capture"),
+                                          ("standby", "store-standby", "store's PostgreSQL", "store")):
+        name, g = group_named(suffix)
+        if not g:
+            bad |= fail(f"{template}: no auto-scaling group <stack>-{suffix} for the {copies}'s copies")
+            continue
+        got = label_of(suffix)
+        if got != label:
+            bad |= fail(f"{template}: the manager labels <stack>-{suffix}'s nodes {got!r}, not {label}=true (what swarm/stack.yml places the copies on)")
+        if not re.search(r"for r in [^;\n]*\b%s\b" % re.escape(label), boot):
+            bad |= fail(f"{template}: the manager's label loop never adds or removes {label}")
+        _, other = group_named(copied)
+        if other and template_of(g) == template_of(other):
+            bad |= fail(f"{template}: <stack>-{suffix} launches from {copied}'s launch template")
+    _, rep = group_named("replica")
+    if rep and cap and "CaptureNodes" not in json.dumps(rep.get("DesiredCapacity")):
+        bad |= fail(f"{template}: <stack>-replica is not sized CaptureNodes: some capture node would have no replica")
+    _, sb = group_named("standby")
+    _, store = group_named("store")
+    if sb and store and set(_refs(sb.get("VPCZoneIdentifier"))) & set(_refs(store.get("VPCZoneIdentifier"))):
+        bad |= fail(f"{template}: the standby may share the store's zone ({sorted(set(_refs(sb.get('VPCZoneIdentifier'))))})")
+    deploy = boot[boot.find("docker stack deploy") - 600:boot.find("docker stack deploy")]
+    for var, param in (("ACK_REPLICAS", "AckReplicas"), ("QUEUE_REPLICAS", "QueueReplicas")):
+        if f'{var}="CFN_{param}"' not in deploy:
+            bad |= fail(f"{template}: docker stack deploy is not given {var} from {param}")
+    # Replication rides the overlay: no group opens Redis or PostgreSQL.
+    for name, r in res.items():
+        t = r.get("Type")
+        rules = []
+        if t == "AWS::EC2::SecurityGroup":
+            rules = r["Properties"].get("SecurityGroupIngress", []) + r["Properties"].get("SecurityGroupEgress", [])
+        elif t in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+            rules = [r["Properties"]]
+        for rule in rules:
+            lo, hi = rule.get("FromPort"), rule.get("ToPort")
+            if isinstance(lo, int) and isinstance(hi, int) and lo >= 0:
+                for port in (6379, 5432):
+                    if lo <= port <= hi:
+                        bad |= fail(f"{template}: {name} opens {port}: replication travels inside the overlay (VXLAN 4789)")
+    if not bad:
+        print(f"  ok   {template}: <stack>-replica (CaptureNodes instances, queue-replica=true) and <stack>-standby "
+              f"(store-standby=true, another zone than the store) on groups of their own; AckReplicas and QueueReplicas "
+              f"given to the stack; no port opened for replication")
+    return bad
+
+
 # ---------------------------------------------------------------- replicas: k8s
 def _env_of(container):
     return {e["name"]: e for e in container.get("env") or []}
@@ -1158,6 +1256,8 @@ def main(argv):
         return k8s_configs(argv[2:] or k8s_overlays())
     if cmd == "replicas":
         return replicas_compose(argv[2])
+    if cmd == "replicas-aws":
+        return replicas_aws(argv[2])
     if cmd == "replicas-k8s":
         return replicas_k8s(argv[2:] or k8s_overlays())
     print(__doc__, file=sys.stderr)
