@@ -440,6 +440,40 @@ ruby_c() {
 }
 check "ruby -c vagrant/Vagrantfile" ruby_c
 
+# Issue 17 in Vagrant: the replica and standby VMs, and that the check
+# refuses a copy of vagrant/ without them.
+replicas_vagrant() {
+  need ruby
+  "$python" tests/deploy/checks.py replicas-vagrant
+  local bad="$work/vagrant-bad"
+  mkdir -p "$bad/provision"
+  cp vagrant/Vagrantfile "$bad/"
+  cp vagrant/provision/*.sh "$bad/provision/"
+  "$python" - "$bad/Vagrantfile" <<'PY'
+import sys
+s = open(sys.argv[1]).read()
+for old, new in (("(1..CAPTURE_NODES * QUEUE_REPLICAS)", "(1..(CAPTURE_NODES - 1) * QUEUE_REPLICAS)"),
+                 (' +\n        [["standby", "#{NET}.61", "store-standby", 2048, 2]]', "")):
+    assert old in s, old
+    s = s.replace(old, new, 1)
+open(sys.argv[1], "w").write(s)
+PY
+  sed -i 's/ queue-replica store-standby; do/; do/; s/ ACK_REPLICAS="$ack_replicas"//' "$bad/provision/manager.sh"
+  ruby -c "$bad/Vagrantfile" >/dev/null
+  if "$python" tests/deploy/checks.py replicas-vagrant "$bad" >"$work/replicas-vagrant-bad" 2>&1; then
+    cat "$work/replicas-vagrant-bad"
+    echo "the Vagrant replicas check accepted a copy without them"
+    return 1
+  fi
+  local want
+  for want in "2 capture VMs but 1 queue-replica VMs" "0 store-standby VMs" "never adds or removes queue-replica" \
+    "docker stack deploy is not given ACK_REPLICAS"; do
+    grep -qF "$want" "$work/replicas-vagrant-bad" || { cat "$work/replicas-vagrant-bad"; echo "the Vagrant replicas check missed: $want"; return 1; }
+    echo "  ok   refused: $want"
+  done
+}
+check "vagrant: a replica VM per capture VM, a standby VM, ACK_REPLICAS given to the stack" replicas_vagrant
+
 # Issue 13, item 13.
 check "vagrant: no registry published on every address" \
   "$python" tests/deploy/checks.py vagrant-registry

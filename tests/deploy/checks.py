@@ -42,6 +42,11 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                own, labelled by the manager, the standby in
                                another zone, AckReplicas/QueueReplicas given
                                to the stack, no port opened for replication
+  replicas-vagrant [DIR]        issue 17 in vagrant/ (or DIR): the Vagrantfile
+                               run with a stand-in Vagrant gives a
+                               queue-replica VM per capture VM and a
+                               store-standby VM; the manager labels them and
+                               gives the stack QUEUE_REPLICAS/ACK_REPLICAS
   replicas-k8s OVERLAY...      issue 17 in the rendered overlays: a Redis
                                replica per capture pod the autoscaler may
                                make, following it, off its node; capture's
@@ -1077,6 +1082,78 @@ def replicas_aws(template):
     return bad
 
 
+# ---------------------------------------------------------------- replicas: Vagrant
+# The Vagrantfile itself, run by ruby with a stand-in for Vagrant: its
+# address plan as it would be for these settings.
+_VAGRANT_PLAN_RB = r"""
+require "json"
+module Vagrant
+  def self.configure(*); end
+end
+load ARGV[0]
+puts JSON.generate({nodes: NODES, queue_replicas: QUEUE_REPLICAS, ack_replicas: ACK_REPLICAS})
+"""
+
+
+def vagrant_plan(vdir, env):
+    out = subprocess.run(["ruby", "-e", _VAGRANT_PLAN_RB, os.path.join(vdir, "Vagrantfile")],
+                         env={**os.environ, **env}, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def replicas_vagrant(vagrantfile_dir=None):
+    """Issue 17 in vagrant/: for several sizes, a queue-replica VM per
+    capture VM and a store-standby VM (each VM one role, so a copy is never
+    on the VM it copies), the manager labelling those roles and giving
+    ACK_REPLICAS and QUEUE_REPLICAS to the stack, ACK_REPLICAS 1 by
+    default, the replica VMs' Redis directory made."""
+    vdir = vagrantfile_dir or os.path.join(ROOT, "vagrant")
+    bad = 0
+    with open(os.path.join(vdir, "provision", "manager.sh")) as f:
+        manager = f.read()
+    with open(os.path.join(vdir, "provision", "common.sh")) as f:
+        common = f.read()
+    with open(os.path.join(vdir, "Vagrantfile")) as f:
+        vf = f.read()
+    sizes = [{}, {"VOTESWARM_CAPTURE": "3", "VOTESWARM_WORKERS": "1"}]
+    for env in sizes:
+        plan = vagrant_plan(vdir, env)
+        nodes = plan["nodes"]
+        label = ", ".join(f"{k}={v}" for k, v in env.items()) or "the defaults"
+        roles = {}
+        for name, addr, role, _, _ in nodes:
+            roles.setdefault(role, []).append((name, addr))
+        caps, reps = roles.get("capture", []), roles.get("queue-replica", [])
+        if len(reps) != len(caps):
+            bad |= fail(f"vagrant ({label}): {len(caps)} capture VMs but {len(reps)} queue-replica VMs")
+        if len(roles.get("store-standby", [])) != 1:
+            bad |= fail(f"vagrant ({label}): {len(roles.get('store-standby', []))} store-standby VMs, not 1")
+        addrs = [a for _, a, _, _, _ in nodes]
+        if len(set(addrs)) != len(addrs) or len({n for n, *_ in nodes}) != len(nodes):
+            bad |= fail(f"vagrant ({label}): two VMs share a name or an address: {nodes}")
+        if plan["ack_replicas"] < 1:
+            bad |= fail(f"vagrant ({label}): ACK_REPLICAS defaults to {plan['ack_replicas']}, not >= 1")
+    loop = re.search(r"for r in ([^;\n]*); do", manager)
+    for r in ("queue-replica", "store-standby"):
+        if not loop or r not in loop.group(1).split():
+            bad |= fail(f"vagrant/provision/manager.sh: the label loop never adds or removes {r}")
+    joined = manager.replace("\\\n", " ")
+    deploy = next((line for line in joined.splitlines() if "docker stack deploy" in line), "")
+    for var in ("QUEUE_REPLICAS", "ACK_REPLICAS"):
+        if not re.search(rf"\b{var}=", deploy):
+            bad |= fail(f"vagrant/provision/manager.sh: docker stack deploy is not given {var}")
+    if "QUEUE_REPLICAS.to_s, ACK_REPLICAS.to_s" not in vf:
+        bad |= fail("vagrant/Vagrantfile: manager.sh is not given QUEUE_REPLICAS and ACK_REPLICAS")
+    block = common.split('"$role" = queue-replica ]', 1)[1].split("\nfi", 1)[0] if '"$role" = queue-replica ]' in common else ""
+    if not re.search(r"install -d -o 10001 [^\n]*/var/lib/voteswarm/redis\b", block):
+        bad |= fail("vagrant/provision/common.sh: no Redis directory for uid 10001 on the queue-replica VMs")
+    if not bad:
+        print(f"  ok   vagrant/: a queue-replica VM per capture VM and a store-standby VM at "
+              f"{' and '.join(', '.join(f'{k}={v}' for k, v in e.items()) or 'the defaults' for e in sizes)}; "
+              f"ACK_REPLICAS 1 by default; the manager labels both roles and gives the stack QUEUE_REPLICAS and ACK_REPLICAS")
+    return bad
+
+
 # ---------------------------------------------------------------- replicas: k8s
 def _env_of(container):
     return {e["name"]: e for e in container.get("env") or []}
@@ -1258,6 +1335,8 @@ def main(argv):
         return replicas_compose(argv[2])
     if cmd == "replicas-aws":
         return replicas_aws(argv[2])
+    if cmd == "replicas-vagrant":
+        return replicas_vagrant(argv[2] if len(argv) > 2 else None)
     if cmd == "replicas-k8s":
         return replicas_k8s(argv[2:] or k8s_overlays())
     print(__doc__, file=sys.stderr)
