@@ -78,6 +78,22 @@ need() { # need PROGRAM: a clear error instead of "command not found"
   }
 }
 
+# refuses WANTS CMD...: a check's self-test. CMD (a check run on a broken
+# copy) must fail, and its output must name each line of WANTS.
+refuses() {
+  local wants="$1" out="$work/refused" want
+  shift
+  if "$@" >"$out" 2>&1; then
+    cat "$out"
+    echo "the check accepted a broken copy: $*"
+    return 1
+  fi
+  while IFS= read -r want; do
+    grep -qF "$want" "$out" || { cat "$out"; echo "the check missed: $want"; return 1; }
+    echo "  ok   refused: $want"
+  done <<<"$wants"
+}
+
 # ---------------------------------------------------------------- AWS
 cfn() {
   [ -x "$cfn_lint" ] || need cfn-lint
@@ -107,17 +123,10 @@ for old, new in (('"$stack-replica") want=queue-replica', '"$stack-replica") wan
     s = s.replace(old, new, 1)
 open(sys.argv[2], "w").write(s)
 PY
-  if "$python" tests/deploy/checks.py replicas-aws "$work/cfn-no-replica.yaml" >"$work/replicas-aws-bad" 2>&1; then
-    cat "$work/replicas-aws-bad"
-    echo "the AWS replicas check accepted a template without them"
-    return 1
-  fi
-  local want
-  for want in "labels <stack>-replica's nodes 'capture'" "the standby may share the store's zone" \
-    "not given ACK_REPLICAS" "NodeOverlay opens 6379"; do
-    grep -qF "$want" "$work/replicas-aws-bad" || { cat "$work/replicas-aws-bad"; echo "the AWS replicas check missed: $want"; return 1; }
-    echo "  ok   refused: $want"
-  done
+  refuses "labels <stack>-replica's nodes 'capture'
+the standby may share the store's zone
+not given ACK_REPLICAS
+NodeOverlay opens 6379" "$python" tests/deploy/checks.py replicas-aws "$work/cfn-no-replica.yaml"
 }
 check "aws: queue replicas and the store's standby on instances of their own" replicas_aws
 
@@ -313,18 +322,11 @@ patches:
     patch: |-
       - {op: remove, path: /spec/template/spec/affinity}
 YAML
-  if "$python" tests/deploy/checks.py replicas-k8s "$bad" >"$work/replicas-k8s-bad" 2>&1; then
-    cat "$work/replicas-k8s-bad"
-    echo "the k8s replicas check accepted an overlay without them"
-    return 1
-  fi
-  local want
-  for want in "capture-replica is not kept off its capture pod's node" "3 capture replicas for up to 12 capture pods" \
-    "capture does not wait for its replica" "results results: DATABASE_URL does not list postgres-standby" \
-    "postgres-standby is not kept off postgres's node"; do
-    grep -qF "$want" "$work/replicas-k8s-bad" || { cat "$work/replicas-k8s-bad"; echo "the k8s replicas check missed: $want"; return 1; }
-    echo "  ok   refused: $want"
-  done
+  refuses "capture-replica is not kept off its capture pod's node
+3 capture replicas for up to 12 capture pods
+capture does not wait for its replica
+results results: DATABASE_URL does not list postgres-standby
+postgres-standby is not kept off postgres's node" "$python" tests/deploy/checks.py replicas-k8s "$bad"
 }
 check "k8s: a replica per capture pod off its node, ACK_REPLICAS, the standby in every DATABASE_URL" replicas_k8s
 
@@ -458,19 +460,13 @@ for old, new in (("(1..CAPTURE_NODES * QUEUE_REPLICAS)", "(1..(CAPTURE_NODES - 1
     s = s.replace(old, new, 1)
 open(sys.argv[1], "w").write(s)
 PY
+  # shellcheck disable=SC2016 # the script's own text, not expanded here
   sed -i 's/ queue-replica store-standby; do/; do/; s/ ACK_REPLICAS="$ack_replicas"//' "$bad/provision/manager.sh"
   ruby -c "$bad/Vagrantfile" >/dev/null
-  if "$python" tests/deploy/checks.py replicas-vagrant "$bad" >"$work/replicas-vagrant-bad" 2>&1; then
-    cat "$work/replicas-vagrant-bad"
-    echo "the Vagrant replicas check accepted a copy without them"
-    return 1
-  fi
-  local want
-  for want in "2 capture VMs but 1 queue-replica VMs" "0 store-standby VMs" "never adds or removes queue-replica" \
-    "docker stack deploy is not given ACK_REPLICAS"; do
-    grep -qF "$want" "$work/replicas-vagrant-bad" || { cat "$work/replicas-vagrant-bad"; echo "the Vagrant replicas check missed: $want"; return 1; }
-    echo "  ok   refused: $want"
-  done
+  refuses "2 capture VMs but 1 queue-replica VMs
+0 store-standby VMs
+never adds or removes queue-replica
+docker stack deploy is not given ACK_REPLICAS" "$python" tests/deploy/checks.py replicas-vagrant "$bad"
 }
 check "vagrant: a replica VM per capture VM, a standby VM, ACK_REPLICAS given to the stack" replicas_vagrant
 

@@ -797,14 +797,19 @@ def k8s_haproxy_env(docs, origin):
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|COOKIE_KEY|PRIVATE_KEY|API_KEY|ACCESS_KEY)", re.I)
 
 
+def rendered_k8s(overlay):
+    """(its name, the rendered objects, {kind: {name: object}})."""
+    docs = render_k8s(overlay)
+    kinds = {}
+    for d in docs:
+        kinds.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    return os.path.relpath(overlay, ROOT), docs, kinds
+
+
 def k8s_policy(overlays):
     bad = 0
     for overlay in overlays:
-        name = os.path.relpath(overlay, ROOT)
-        docs = render_k8s(overlay)
-        kinds = {}
-        for d in docs:
-            kinds.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+        name, docs, kinds = rendered_k8s(overlay)
         workloads = 0
         for d in docs:
             ps = pod_spec(d)
@@ -1183,11 +1188,7 @@ def replicas_k8s(overlays):
     requiring them."""
     bad = 0
     for overlay in overlays:
-        name = os.path.relpath(overlay, ROOT)
-        docs = render_k8s(overlay)
-        kinds = {}
-        for d in docs:
-            kinds.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+        name, docs, kinds = rendered_k8s(overlay)
         sts = kinds.get("StatefulSet", {})
         services = kinds.get("Service", {})
         wanted_kind = {"preferred", "required"} if os.path.basename(overlay.rstrip("/")) == "local" else {"required"}
