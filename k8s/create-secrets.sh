@@ -9,6 +9,9 @@
 #   voteswarm-edge-id   edge_id_key (base64)             every edge and capture pod
 #   voteswarm-postgres  db_password (the superuser), pg_migrator_password,
 #                       pg_worker_password, pg_results_password
+#   voteswarm-pg-replication  pg_replication_password (the standby's login,
+#                       role voteswarm_replicator): postgres and
+#                       postgres-standby only
 #   voteswarm-redis     redis_capture_password, redis_worker_password,
 #                       redis_results_password, redis_admin_password
 #   voteswarm-edge-tls  edge.pem: certificate chain and key in one file
@@ -30,7 +33,7 @@ while [ $# -gt 0 ]; do
     --tls-pem) tls_pem="$2"; shift ;;
     --self-signed) self_signed="$2"; shift ;;
     --dry-run) dry_run=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "create-secrets: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -88,6 +91,9 @@ secret voteswarm-cookie cookie_key
 # (swarm/haproxy.cfg): every edge and capture pod.
 secret voteswarm-edge-id edge_id_key
 secret voteswarm-postgres db_password pg_migrator_password pg_worker_password pg_results_password
+# A Secret of its own: the standby gets no other password, and a cluster
+# made before the standby existed gets it without touching the others.
+secret voteswarm-pg-replication pg_replication_password
 secret voteswarm-redis redis_capture_password redis_worker_password redis_results_password redis_admin_password
 
 if exists voteswarm-edge-tls; then

@@ -78,6 +78,22 @@ need() { # need PROGRAM: a clear error instead of "command not found"
   }
 }
 
+# refuses WANTS CMD...: a check's self-test. CMD (a check run on a broken
+# copy) must fail, and its output must name each line of WANTS.
+refuses() {
+  local wants="$1" out="$work/refused" want
+  shift
+  if "$@" >"$out" 2>&1; then
+    cat "$out"
+    echo "the check accepted a broken copy: $*"
+    return 1
+  fi
+  while IFS= read -r want; do
+    grep -qF "$want" "$out" || { cat "$out"; echo "the check missed: $want"; return 1; }
+    echo "  ok   refused: $want"
+  done <<<"$wants"
+}
+
 # ---------------------------------------------------------------- AWS
 cfn() {
   [ -x "$cfn_lint" ] || need cfn-lint
@@ -91,6 +107,28 @@ check "cfn-lint aws/cloudformation.yaml" cfn
 # no egress of everything to anywhere.
 check "aws: roles from the auto-scaling group, egress per role" \
   "$python" tests/deploy/checks.py aws-roles aws/cloudformation.yaml
+
+# Issue 17 on AWS: the replicas' and the standby's groups, and that the
+# check refuses a template without them.
+replicas_aws() {
+  "$python" tests/deploy/checks.py replicas-aws aws/cloudformation.yaml
+  "$python" - aws/cloudformation.yaml "$work/cfn-no-replica.yaml" <<'PY'
+import sys
+s = open(sys.argv[1]).read()
+for old, new in (('"$stack-replica") want=queue-replica', '"$stack-replica") want=capture'),
+                 ("VPCZoneIdentifier: [!Ref PrivateSubnetB]", "VPCZoneIdentifier: [!Ref PrivateSubnetA, !Ref PrivateSubnetB]"),
+                 (' ACK_REPLICAS="${AckReplicas}"', ""),
+                 ("FromPort: 4789\n      ToPort: 4789", "FromPort: 6379\n      ToPort: 6379")):
+    assert old in s, old
+    s = s.replace(old, new, 1)
+open(sys.argv[2], "w").write(s)
+PY
+  refuses "labels <stack>-replica's nodes 'capture'
+the standby may share the store's zone
+not given ACK_REPLICAS
+NodeOverlay opens 6379" "$python" tests/deploy/checks.py replicas-aws "$work/cfn-no-replica.yaml"
+}
+check "aws: queue replicas and the store's standby on instances of their own" replicas_aws
 
 # ---------------------------------------------------------------- Swarm
 stack() {
@@ -295,6 +333,39 @@ PY
 }
 check "k8s/create-secrets.sh makes every Secret the manifests mount" k8s_secrets_dry_run
 
+# Issue 17 on Kubernetes: the replicas and the standby, and that the
+# check refuses an overlay without them.
+replicas_k8s() {
+  "$python" tests/deploy/checks.py replicas-k8s
+  local bad="$work/k8s-no-replica"
+  mkdir -p "$bad"
+  cat >"$bad/kustomization.yaml" <<YAML
+resources: [$(realpath --relative-to="$bad" "$root/k8s/overlays/production")]
+patches:
+  - target: {kind: StatefulSet, name: capture-replica}
+    patch: |-
+      - {op: replace, path: /spec/replicas, value: 3}
+      - {op: remove, path: /spec/template/spec/affinity}
+  - target: {kind: StatefulSet, name: capture}
+    patch: |-
+      - {op: test, path: /spec/template/spec/containers/0/name, value: capture}
+      - {op: add, path: /spec/template/spec/containers/0/env/-, value: {name: ACK_REPLICAS, value: "0"}}
+  - target: {kind: Deployment, name: results}
+    patch: |-
+      - {op: test, path: /spec/template/spec/containers/0/env/1/name, value: DATABASE_URL}
+      - {op: replace, path: /spec/template/spec/containers/0/env/1/value, value: "postgres://voteswarm_results@postgres:5432/voteswarm"}
+  - target: {kind: StatefulSet, name: postgres-standby}
+    patch: |-
+      - {op: remove, path: /spec/template/spec/affinity}
+YAML
+  refuses "capture-replica is not kept off its capture pod's node
+3 capture replicas for up to 12 capture pods
+capture does not wait for its replica
+results results: DATABASE_URL does not list postgres-standby
+postgres-standby is not kept off postgres's node" "$python" tests/deploy/checks.py replicas-k8s "$bad"
+}
+check "k8s: a replica per capture pod off its node, ACK_REPLICAS, the standby in every DATABASE_URL" replicas_k8s
+
 # ---------------------------------------------------------------- HAProxy
 # HAProxy reads the edge's certificate at start (TLS_CERT, a Swarm secret
 # in deployments): a throwaway one for the checks.
@@ -406,6 +477,34 @@ ruby_c() {
   ruby -c vagrant/Vagrantfile
 }
 check "ruby -c vagrant/Vagrantfile" ruby_c
+
+# Issue 17 in Vagrant: the replica and standby VMs, and that the check
+# refuses a copy of vagrant/ without them.
+replicas_vagrant() {
+  need ruby
+  "$python" tests/deploy/checks.py replicas-vagrant
+  local bad="$work/vagrant-bad"
+  mkdir -p "$bad/provision"
+  cp vagrant/Vagrantfile "$bad/"
+  cp vagrant/provision/*.sh "$bad/provision/"
+  "$python" - "$bad/Vagrantfile" <<'PY'
+import sys
+s = open(sys.argv[1]).read()
+for old, new in (("(1..CAPTURE_NODES * QUEUE_REPLICAS)", "(1..(CAPTURE_NODES - 1) * QUEUE_REPLICAS)"),
+                 (' +\n        [["standby", "#{NET}.61", "store-standby", 2048, 2]]', "")):
+    assert old in s, old
+    s = s.replace(old, new, 1)
+open(sys.argv[1], "w").write(s)
+PY
+  # shellcheck disable=SC2016 # the script's own text, not expanded here
+  sed -i 's/ queue-replica store-standby; do/; do/; s/ ACK_REPLICAS="$ack_replicas"//' "$bad/provision/manager.sh"
+  ruby -c "$bad/Vagrantfile" >/dev/null
+  refuses "2 capture VMs but 1 queue-replica VMs
+0 store-standby VMs
+never adds or removes queue-replica
+docker stack deploy is not given ACK_REPLICAS" "$python" tests/deploy/checks.py replicas-vagrant "$bad"
+}
+check "vagrant: a replica VM per capture VM, a standby VM, ACK_REPLICAS given to the stack" replicas_vagrant
 
 # Issue 13, item 13.
 check "vagrant: no registry published on every address" \

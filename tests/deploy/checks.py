@@ -42,6 +42,22 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                `docker stack config` of stack.yml, or
                                create-services.sh --dry-run), and each copy
                                placed off its original's node
+  replicas-aws TEMPLATE        issue 17 in CloudFormation: the queue
+                               replicas and the standby on groups of their
+                               own, labelled by the manager, the standby in
+                               another zone, AckReplicas/QueueReplicas given
+                               to the stack, no port opened for replication
+  replicas-vagrant [DIR]        issue 17 in vagrant/ (or DIR): the Vagrantfile
+                               run with a stand-in Vagrant gives a
+                               queue-replica VM per capture VM and a
+                               store-standby VM; the manager labels them and
+                               gives the stack QUEUE_REPLICAS/ACK_REPLICAS
+  replicas-k8s OVERLAY...      issue 17 in the rendered overlays: a Redis
+                               replica per capture pod the autoscaler may
+                               make, following it, off its node; capture's
+                               ACK_REPLICAS >= 1; REDIS_DNS resolving to
+                               queues and replicas; postgres-standby off the
+                               primary's node, in every DATABASE_URL
   k8s-configs OVERLAY...       the Redis, HAProxy and PostgreSQL files in the
                                rendered ConfigMaps are the shipped ones, byte
                                for byte, and k8s/ holds no copy of them
@@ -898,14 +914,19 @@ def k8s_haproxy_env(docs, origin):
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|COOKIE_KEY|PRIVATE_KEY|API_KEY|ACCESS_KEY)", re.I)
 
 
+def rendered_k8s(overlay):
+    """(its name, the rendered objects, {kind: {name: object}})."""
+    docs = render_k8s(overlay)
+    kinds = {}
+    for d in docs:
+        kinds.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    return os.path.relpath(overlay, ROOT), docs, kinds
+
+
 def k8s_policy(overlays):
     bad = 0
     for overlay in overlays:
-        name = os.path.relpath(overlay, ROOT)
-        docs = render_k8s(overlay)
-        kinds = {}
-        for d in docs:
-            kinds.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+        name, docs, kinds = rendered_k8s(overlay)
         workloads = 0
         for d in docs:
             ps = pod_spec(d)
@@ -1072,8 +1093,12 @@ def network_policies(name, docs, kinds):
                 allowed.setdefault((target, num), set()).update(sources)
     want = {
         ("capture", 8080): {"edge"},
-        ("capture", 6379): {"worker", "results"},
-        ("postgres", 5432): {"worker", "results", "migrate"},
+        # Issue 17: the replica follows its capture pod's Redis, and the
+        # standby streams from the primary; nothing else reaches them.
+        ("capture", 6379): {"worker", "results", "capture-replica"},
+        ("capture-replica", 6379): {"worker", "results"},
+        ("postgres", 5432): {"worker", "results", "migrate", "postgres-standby"},
+        ("postgres-standby", 5432): {"worker", "results", "migrate"},
         ("results", 8081): {"edge"},
     }
     for (role, port), srcs in want.items():
@@ -1086,12 +1111,287 @@ def network_policies(name, docs, kinds):
     return bad
 
 
+# ---------------------------------------------------------------- replicas: AWS
+def _bootstrap_text(template):
+    import contextlib
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            userdata(template, tmp)
+        return "\n".join(open(os.path.join(tmp, n)).read() for n in sorted(os.listdir(tmp)) if "bootstrap" in n and "files" in n)
+
+
+def replicas_aws(template):
+    """Issue 17 in the CloudFormation template: the queue replicas and the
+    store's standby on instances of their own groups (so never on the
+    instance of what they copy), labelled by the manager from those groups,
+    the standby in another zone than the store, AckReplicas and
+    QueueReplicas given to the stack, and no port opened for replication
+    (it travels inside the overlay). The services themselves, their
+    REDIS_URLS/REDIS_DNS and DATABASE_URL, are swarm/stack.yml's."""
+    doc = _cfn_doc(template)
+    res = doc.get("Resources", {})
+    params = doc.get("Parameters", {})
+    bad = 0
+    for p, least in (("QueueReplicas", 1), ("AckReplicas", 1)):
+        if p not in params:
+            bad |= fail(f"{template}: no parameter {p}")
+        elif int(params[p].get("Default", 0)) < least:
+            bad |= fail(f"{template}: {p} defaults to {params[p].get('Default')}, not >= {least}")
+    boot = _bootstrap_text(template)
+    groups = {k: v["Properties"] for k, v in res.items() if v.get("Type") == "AWS::AutoScaling::AutoScalingGroup"}
+
+    def group_named(suffix):
+        for k, g in groups.items():
+            n = g.get("AutoScalingGroupName")
+            if isinstance(n, dict) and n.get("Sub") == "${AWS::StackName}-" + suffix:
+                return k, g
+        return None, None
+
+    def label_of(suffix):
+        m = re.search(r'"\$stack-%s"\)\s*want=([a-z-]+)' % re.escape(suffix), boot)
+        return m.group(1) if m else None
+
+    def template_of(g):
+        return (_refs(g.get("LaunchTemplate", {}).get("LaunchTemplateId")) or [None])[0]
+
+    cap_name, cap = group_named("capture")
+    for suffix, label, copies, copied in (("replica", "queue-replica", "capture nodes' Redis", "capture"),
+                                          ("standby", "store-standby", "store's PostgreSQL", "store")):
+        name, g = group_named(suffix)
+        if not g:
+            bad |= fail(f"{template}: no auto-scaling group <stack>-{suffix} for the {copies}'s copies")
+            continue
+        got = label_of(suffix)
+        if got != label:
+            bad |= fail(f"{template}: the manager labels <stack>-{suffix}'s nodes {got!r}, not {label}=true (what swarm/stack.yml places the copies on)")
+        if not re.search(r"for r in [^;\n]*\b%s\b" % re.escape(label), boot):
+            bad |= fail(f"{template}: the manager's label loop never adds or removes {label}")
+        _, other = group_named(copied)
+        if other and template_of(g) == template_of(other):
+            bad |= fail(f"{template}: <stack>-{suffix} launches from {copied}'s launch template")
+    _, rep = group_named("replica")
+    if rep and cap and "CaptureNodes" not in json.dumps(rep.get("DesiredCapacity")):
+        bad |= fail(f"{template}: <stack>-replica is not sized CaptureNodes: some capture node would have no replica")
+    _, sb = group_named("standby")
+    _, store = group_named("store")
+    if sb and store and set(_refs(sb.get("VPCZoneIdentifier"))) & set(_refs(store.get("VPCZoneIdentifier"))):
+        bad |= fail(f"{template}: the standby may share the store's zone ({sorted(set(_refs(sb.get('VPCZoneIdentifier'))))})")
+    deploy = boot[boot.find("docker stack deploy") - 600:boot.find("docker stack deploy")]
+    for var, param in (("ACK_REPLICAS", "AckReplicas"), ("QUEUE_REPLICAS", "QueueReplicas")):
+        if f'{var}="CFN_{param}"' not in deploy:
+            bad |= fail(f"{template}: docker stack deploy is not given {var} from {param}")
+    # Replication rides the overlay: no group opens Redis or PostgreSQL.
+    for name, r in res.items():
+        t = r.get("Type")
+        rules = []
+        if t == "AWS::EC2::SecurityGroup":
+            rules = r["Properties"].get("SecurityGroupIngress", []) + r["Properties"].get("SecurityGroupEgress", [])
+        elif t in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+            rules = [r["Properties"]]
+        for rule in rules:
+            lo, hi = rule.get("FromPort"), rule.get("ToPort")
+            if isinstance(lo, int) and isinstance(hi, int) and lo >= 0:
+                for port in (6379, 5432):
+                    if lo <= port <= hi:
+                        bad |= fail(f"{template}: {name} opens {port}: replication travels inside the overlay (VXLAN 4789)")
+    if not bad:
+        print(f"  ok   {template}: <stack>-replica (CaptureNodes instances, queue-replica=true) and <stack>-standby "
+              f"(store-standby=true, another zone than the store) on groups of their own; AckReplicas and QueueReplicas "
+              f"given to the stack; no port opened for replication")
+    return bad
+
+
+# ---------------------------------------------------------------- replicas: Vagrant
+# The Vagrantfile itself, run by ruby with a stand-in for Vagrant: its
+# address plan as it would be for these settings.
+_VAGRANT_PLAN_RB = r"""
+require "json"
+module Vagrant
+  def self.configure(*); end
+end
+load ARGV[0]
+puts JSON.generate({nodes: NODES, queue_replicas: QUEUE_REPLICAS, ack_replicas: ACK_REPLICAS})
+"""
+
+
+def vagrant_plan(vdir, env):
+    out = subprocess.run(["ruby", "-e", _VAGRANT_PLAN_RB, os.path.join(vdir, "Vagrantfile")],
+                         env={**os.environ, **env}, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def replicas_vagrant(vagrantfile_dir=None):
+    """Issue 17 in vagrant/: for several sizes, a queue-replica VM per
+    capture VM and a store-standby VM (each VM one role, so a copy is never
+    on the VM it copies), the manager labelling those roles and giving
+    ACK_REPLICAS and QUEUE_REPLICAS to the stack, ACK_REPLICAS 1 by
+    default, the replica VMs' Redis directory made."""
+    vdir = vagrantfile_dir or os.path.join(ROOT, "vagrant")
+    bad = 0
+    with open(os.path.join(vdir, "provision", "manager.sh")) as f:
+        manager = f.read()
+    with open(os.path.join(vdir, "provision", "common.sh")) as f:
+        common = f.read()
+    with open(os.path.join(vdir, "Vagrantfile")) as f:
+        vf = f.read()
+    sizes = [{}, {"VOTESWARM_CAPTURE": "3", "VOTESWARM_WORKERS": "1"}]
+    for env in sizes:
+        plan = vagrant_plan(vdir, env)
+        nodes = plan["nodes"]
+        label = ", ".join(f"{k}={v}" for k, v in env.items()) or "the defaults"
+        roles = {}
+        for name, addr, role, _, _ in nodes:
+            roles.setdefault(role, []).append((name, addr))
+        caps, reps = roles.get("capture", []), roles.get("queue-replica", [])
+        if len(reps) != len(caps):
+            bad |= fail(f"vagrant ({label}): {len(caps)} capture VMs but {len(reps)} queue-replica VMs")
+        if len(roles.get("store-standby", [])) != 1:
+            bad |= fail(f"vagrant ({label}): {len(roles.get('store-standby', []))} store-standby VMs, not 1")
+        addrs = [a for _, a, _, _, _ in nodes]
+        if len(set(addrs)) != len(addrs) or len({n for n, *_ in nodes}) != len(nodes):
+            bad |= fail(f"vagrant ({label}): two VMs share a name or an address: {nodes}")
+        if plan["ack_replicas"] < 1:
+            bad |= fail(f"vagrant ({label}): ACK_REPLICAS defaults to {plan['ack_replicas']}, not >= 1")
+    loop = re.search(r"for r in ([^;\n]*); do", manager)
+    for r in ("queue-replica", "store-standby"):
+        if not loop or r not in loop.group(1).split():
+            bad |= fail(f"vagrant/provision/manager.sh: the label loop never adds or removes {r}")
+    joined = manager.replace("\\\n", " ")
+    deploy = next((line for line in joined.splitlines() if "docker stack deploy" in line), "")
+    for var in ("QUEUE_REPLICAS", "ACK_REPLICAS"):
+        if not re.search(rf"\b{var}=", deploy):
+            bad |= fail(f"vagrant/provision/manager.sh: docker stack deploy is not given {var}")
+    if "QUEUE_REPLICAS.to_s, ACK_REPLICAS.to_s" not in vf:
+        bad |= fail("vagrant/Vagrantfile: manager.sh is not given QUEUE_REPLICAS and ACK_REPLICAS")
+    block = common.split('"$role" = queue-replica ]', 1)[1].split("\nfi", 1)[0] if '"$role" = queue-replica ]' in common else ""
+    if not re.search(r"install -d -o 10001 [^\n]*/var/lib/voteswarm/redis\b", block):
+        bad |= fail("vagrant/provision/common.sh: no Redis directory for uid 10001 on the queue-replica VMs")
+    if not bad:
+        print(f"  ok   vagrant/: a queue-replica VM per capture VM and a store-standby VM at "
+              f"{' and '.join(', '.join(f'{k}={v}' for k, v in e.items()) or 'the defaults' for e in sizes)}; "
+              f"ACK_REPLICAS 1 by default; the manager labels both roles and gives the stack QUEUE_REPLICAS and ACK_REPLICAS")
+    return bad
+
+
+# ---------------------------------------------------------------- replicas: k8s
+def _env_of(container):
+    return {e["name"]: e for e in container.get("env") or []}
+
+
+def _anti_affinity(ps, primary):
+    """'required' or 'preferred' when the pod keeps off the node of a pod
+    labelled app.kubernetes.io/name=PRIMARY (and the pod-index keys the
+    term matches on), else (None, [])."""
+    aa = (ps.get("affinity") or {}).get("podAntiAffinity") or {}
+    for kind in ("required", "preferred"):
+        for term in aa.get(f"{kind}DuringSchedulingIgnoredDuringExecution") or []:
+            term = term.get("podAffinityTerm", term)
+            sel = (term.get("labelSelector") or {}).get("matchLabels") or {}
+            if term.get("topologyKey") == "kubernetes.io/hostname" and sel.get("app.kubernetes.io/name") == primary:
+                return kind, term.get("matchLabelKeys") or []
+    return None, []
+
+
+def replicas_k8s(overlays):
+    """Issue 17's invariants in the rendered overlays: a Redis replica per
+    capture pod the autoscaler may make, following that pod's Redis and
+    never on its node; capture waiting for it; workers and results given
+    the replicas; a synchronous standby of PostgreSQL off the primary's
+    node, named with target_session_attrs=read-write by every client.
+    The local overlay (one machine) may prefer other nodes instead of
+    requiring them."""
+    bad = 0
+    for overlay in overlays:
+        name, docs, kinds = rendered_k8s(overlay)
+        sts = kinds.get("StatefulSet", {})
+        services = kinds.get("Service", {})
+        wanted_kind = {"preferred", "required"} if os.path.basename(overlay.rstrip("/")) == "local" else {"required"}
+        rep, cap = sts.get("capture-replica"), sts.get("capture")
+        notes = []
+        if not rep or not cap:
+            bad |= fail(f"{name}: no StatefulSet/capture-replica beside StatefulSet/capture")
+            continue
+        rps = pod_spec(rep)
+        rlabels = rep["spec"]["template"]["metadata"].get("labels") or {}
+        clabels = cap["spec"]["template"]["metadata"].get("labels") or {}
+        redis_c = next((c for c, _ in containers_of(rps) if c["name"] == "redis"), None)
+        env = _env_of(redis_c or {})
+        follows = str(env.get("REDIS_REPLICAOF", {}).get("value", ""))
+        index = ((env.get("POD_INDEX", {}).get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
+        m = re.fullmatch(r"capture-\$\(POD_INDEX\)\.([a-z0-9-]+) 6379", follows)
+        if not m or "apps.kubernetes.io/pod-index" not in index:
+            bad |= fail(f"{name}: capture-replica's REDIS_REPLICAOF is {follows!r}, not the capture pod of its own index (capture-$(POD_INDEX).SERVICE 6379)")
+        elif m.group(1) != cap["spec"].get("serviceName"):
+            bad |= fail(f"{name}: capture-replica follows through {m.group(1)}, not capture's governing Service {cap['spec'].get('serviceName')}")
+        kind, keys = _anti_affinity(rps, "capture")
+        if kind not in wanted_kind or "apps.kubernetes.io/pod-index" not in keys:
+            bad |= fail(f"{name}: capture-replica is not kept off its capture pod's node "
+                        f"({kind or 'no'} anti-affinity on the pod index; expected {'/'.join(sorted(wanted_kind))})")
+        hpa = kinds.get("HorizontalPodAutoscaler", {}).get("capture")
+        most = hpa["spec"]["maxReplicas"] if hpa else cap["spec"].get("replicas", 1)
+        if rep["spec"].get("replicas", 1) < most:
+            bad |= fail(f"{name}: {rep['spec'].get('replicas', 1)} capture replicas for up to {most} capture pods: a capture pod past them has no replica and answers 503")
+        capture_c = next((c for c, _ in containers_of(pod_spec(cap)) if c["name"] == "capture"), {})
+        if int(_env_of(capture_c).get("ACK_REPLICAS", {}).get("value", "0")) < 1:
+            bad |= fail(f"{name}: capture does not wait for its replica (ACK_REPLICAS is not >= 1)")
+        # The queue list of workers and results: REDIS_DNS naming a Service
+        # that selects both the capture pods and their replicas.
+        sb = sts.get("postgres-standby")
+        if not sb:
+            bad |= fail(f"{name}: no StatefulSet/postgres-standby")
+        else:
+            sps = pod_spec(sb)
+            sc = sps["containers"][0]
+            primary = str(_env_of(sc).get("PRIMARY_HOST", {}).get("value", ""))
+            psel = (services.get(primary) or {}).get("spec", {}).get("selector") or {}
+            if psel.get("app.kubernetes.io/name") != "postgres":
+                bad |= fail(f"{name}: postgres-standby's PRIMARY_HOST {primary!r} is not the Service of postgres")
+            kind, _ = _anti_affinity(sps, "postgres")
+            if kind not in wanted_kind:
+                bad |= fail(f"{name}: postgres-standby is not kept off postgres's node ({kind or 'no'} anti-affinity)")
+            if "postgres-standby" not in services:
+                bad |= fail(f"{name}: no Service postgres-standby for the clients")
+        for d in docs:
+            ps = pod_spec(d)
+            if not ps:
+                continue
+            for c, _ in containers_of(ps):
+                e = _env_of(c)
+                who = f"{name}: {d['kind']}/{d['metadata']['name']} {c['name']}"
+                if "REDIS_DNS" in e:
+                    host = str(e["REDIS_DNS"].get("value", "")).split(":")[0].split(".")[0]
+                    sel = (services.get(host) or {}).get("spec", {}).get("selector") or {}
+                    if not sel or any(rlabels.get(k) != v for k, v in sel.items()) or any(clabels.get(k) != v for k, v in sel.items()):
+                        bad |= fail(f"{who}: REDIS_DNS {host} does not resolve to both the capture pods and their replicas (Service selector {sel})")
+                    elif not services[host]["spec"].get("publishNotReadyAddresses"):
+                        bad |= fail(f"{who}: REDIS_DNS {host} leaves out unready queues (publishNotReadyAddresses)")
+                    else:
+                        notes.append(d["metadata"]["name"])
+                elif "REDIS_URLS" in e:
+                    bad |= fail(f"{who}: REDIS_URLS, a fixed list, cannot follow the capture autoscaler's pods and replicas: use REDIS_DNS")
+                url = str(e.get("DATABASE_URL", {}).get("value", ""))
+                if url:
+                    hosts = {h.split(":")[0] for h in re.sub(r"^postgres(ql)?://([^@/]*@)?([^/?]*).*", r"\3", url).split(",")}
+                    if "postgres-standby" not in hosts or "target_session_attrs=read-write" not in url:
+                        bad |= fail(f"{who}: DATABASE_URL does not list postgres-standby with target_session_attrs=read-write")
+        if not bad:
+            print(f"  ok   {name}: {rep['spec']['replicas']} capture replicas (>= {most} capture pods), each following its pod's Redis "
+                  f"off its node; ACK_REPLICAS >= 1; {', '.join(sorted(set(notes)))} resolve queues and replicas; "
+                  f"postgres-standby off postgres's node, in every DATABASE_URL")
+    return bad
+
+
 # The files the rendered ConfigMaps must carry unchanged.
 SHIPPED_CONFIGS = {
     ("redis", "redis.conf"): "swarm/redis.conf",
     ("redis", "redis-entrypoint.sh"): "docker/redis-entrypoint.sh",
     ("haproxy", "haproxy.cfg"): "swarm/haproxy.cfg",
     ("postgres-initdb", "voteswarm-roles.sh"): "docker/postgres-roles.sh",
+    ("postgres-initdb", "voteswarm-replication.sh"): "docker/postgres-replication.sh",
+    ("postgres-standby", "postgres-standby.sh"): "docker/postgres-standby.sh",
 }
 
 
@@ -1153,6 +1453,12 @@ def main(argv):
         return replicas_compose(argv[2])
     if cmd == "replicas-swarm":
         return replicas_swarm(argv[2], argv[3])
+    if cmd == "replicas-aws":
+        return replicas_aws(argv[2])
+    if cmd == "replicas-vagrant":
+        return replicas_vagrant(argv[2] if len(argv) > 2 else None)
+    if cmd == "replicas-k8s":
+        return replicas_k8s(argv[2:] or k8s_overlays())
     print(__doc__, file=sys.stderr)
     return 2
 

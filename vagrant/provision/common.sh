@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every VM: chrony, Docker (no role label: the manager assigns roles), and
-# for capture nodes the directories capture and Redis share.
+# for capture nodes the directories capture and Redis share (for queue
+# replicas, Redis's).
 #   common.sh ROLE IP MANAGER_IP NET
 set -euo pipefail
 role="$1"
@@ -46,5 +47,9 @@ if [ "$role" = capture ]; then
   # Redis's append-only file and the socket shared by capture and Redis,
   # owned by the image's user (uid 10001; swarm/README.md).
   install -d -o 10001 -g 10001 -m 0700 /var/lib/voteswarm/redis /var/lib/voteswarm/redis-socket
+elif [ "$role" = queue-replica ]; then
+  # A replica's append-only file (issue 17): the same path as a primary's;
+  # no primary ever runs here (no capture label).
+  install -d -o 10001 -g 10001 -m 0700 /var/lib/voteswarm/redis
 fi
 echo "common: $role at $ip ready"

@@ -2,11 +2,13 @@
 # The manager VM: form the swarm, leave the join token for the others,
 # build the image and leave it for them too, keep node labels in step with
 # the nodes' roles, create the secrets and deploy swarm/stack.yml.
-#   manager.sh IP WORKERS ADDRESS=ROLE...
+#   manager.sh IP WORKERS QUEUE_REPLICAS ACK_REPLICAS ADDRESS=ROLE...
 set -euo pipefail
 ip="$1"
 workers="$2"
-shift 2
+queue_replicas="$3"
+ack_replicas="$4"
+shift 4
 # The Vagrantfile's address plan, one "address role" a line, for the
 # labelling timer.
 install -d -m 0755 /etc/voteswarm
@@ -42,7 +44,8 @@ for node in $(docker node ls -q); do
     [ "$want" = manager ] && want=""
   fi
   # One label per role (stack.yml): <role>=true; any other role label goes.
-  for r in edge capture worker store; do
+  # queue-replica and store-standby: issue 17's copies, on VMs of their own.
+  for r in edge capture worker store queue-replica store-standby; do
     has="$(docker node inspect -f "{{index .Spec.Labels \"$r\"}}" "$node")"
     if [ "$r" = "$want" ] && [ "$has" != true ]; then
       docker node update --label-add "$r=true" "$node" >/dev/null
@@ -118,5 +121,6 @@ VOTESWARM_IMAGE="$image" EDGE_PEM_FILE="$edge_pem" "$repo/swarm/create-services.
 (cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
   REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
   HTTPS_REDIRECT_PORT=:8443 RESULTS_URL=https://localhost:8444/ CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
+  QUEUE_REPLICAS="$queue_replicas" ACK_REPLICAS="$ack_replicas" \
   docker stack deploy "${resolve[@]}" -c stack.yml voteswarm)
 echo "manager: stack deployed; the other VMs join next. Vote at https://localhost:8443/, results at https://localhost:8444/ (curl --cacert .demo/vagrant-edge.crt); http://localhost:8080/ redirects there"
