@@ -244,16 +244,16 @@ store host's, and a network round trip is added to each batch's answer instead.
 }
 
 /// Until `stop`, every 0.5 s: each of the cluster's processes' CPU ticks
-/// so far, with their children (PostgreSQL's backends do its work), by the
+/// so far, with their children, running or reaped (PostgreSQL's backends
+/// do its work), by the
 /// name of its pid file; loadgen's as `loadgen`. The last sample wins.
 fn sample_cpu(dir: &Path, cluster: u32, stop: &AtomicBool, last: &Mutex<BTreeMap<String, u64>>) {
     while !stop.load(Ordering::SeqCst) {
         for (role, pid) in sys::pid_files(&dir.join("run")) {
-            let t = sys::cpu_ticks(pid)
-                + sys::children(pid)
-                    .into_iter()
-                    .map(sys::cpu_ticks)
-                    .sum::<u64>();
+            // With the children already reaped: as the workers stop, their
+            // backends exit and their time moves to the postmaster's
+            // cutime, which the last sample must still count.
+            let t = sys::tree_ticks(pid);
             if t > 0 {
                 last.lock().unwrap().insert(role, t);
             }
