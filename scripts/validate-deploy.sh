@@ -115,15 +115,23 @@ replicas_aws() {
   "$python" - aws/cloudformation.yaml "$work/cfn-no-replica.yaml" <<'PY'
 import sys
 s = open(sys.argv[1]).read()
-for old, new in (('"$stack-replica") want=queue-replica', '"$stack-replica") want=capture'),
+# The names aws/ had before the stack's (queue-replica, store-standby), a
+# fixed queue count, no queue=NN label, and the rest.
+for old, new in (('"$stack-replica") want=queue_replicas', '"$stack-replica") want=queue-replica'),
+                 ('"$stack-standby") want=store_standby', '"$stack-standby") want=store-standby'),
+                 ('--queues "${CaptureNodes}"', "--queues 2"),
+                 ('--label-add "queue=$nn"', '--label-add "queue=true"'),
                  ("VPCZoneIdentifier: [!Ref PrivateSubnetB]", "VPCZoneIdentifier: [!Ref PrivateSubnetA, !Ref PrivateSubnetB]"),
-                 (' ACK_REPLICAS="${AckReplicas}"', ""),
+                 ('ACK_REPLICAS="${AckReplicas}" ', ""),
                  ("FromPort: 4789\n      ToPort: 4789", "FromPort: 6379\n      ToPort: 6379")):
     assert old in s, old
     s = s.replace(old, new, 1)
 open(sys.argv[2], "w").write(s)
 PY
-  refuses "labels <stack>-replica's nodes 'capture'
+  refuses "labels <stack>-replica's nodes 'queue-replica', not queue_replicas=true
+labels <stack>-standby's nodes 'store-standby', not store_standby=true
+makes --queues (none), not the capture group's size
+never labels a capture node queue=NN
 the standby may share the store's zone
 not given ACK_REPLICAS
 NodeOverlay opens 6379" "$python" tests/deploy/checks.py replicas-aws "$work/cfn-no-replica.yaml"

@@ -44,7 +44,9 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                placed off its original's node
   replicas-aws TEMPLATE        issue 17 in CloudFormation: the queue
                                replicas and the standby on groups of their
-                               own, labelled by the manager, the standby in
+                               own, labelled by the manager (queue_replicas,
+                               store_standby; capture nodes queue=NN, one
+                               per queue create-services.sh makes), the standby in
                                another zone, AckReplicas/QueueReplicas given
                                to the stack, no port opened for replication
   replicas-vagrant [DIR]        issue 17 in vagrant/ (or DIR): the Vagrantfile
@@ -1151,15 +1153,15 @@ def replicas_aws(template):
         return None, None
 
     def label_of(suffix):
-        m = re.search(r'"\$stack-%s"\)\s*want=([a-z-]+)' % re.escape(suffix), boot)
+        m = re.search(r'"\$stack-%s"\)\s*want=([a-z_-]+)' % re.escape(suffix), boot)
         return m.group(1) if m else None
 
     def template_of(g):
         return (_refs(g.get("LaunchTemplate", {}).get("LaunchTemplateId")) or [None])[0]
 
     cap_name, cap = group_named("capture")
-    for suffix, label, copies, copied in (("replica", "queue-replica", "capture nodes' Redis", "capture"),
-                                          ("standby", "store-standby", "store's PostgreSQL", "store")):
+    for suffix, label, copies, copied in (("replica", "queue_replicas", "capture nodes' Redis", "capture"),
+                                          ("standby", "store_standby", "store's PostgreSQL", "store")):
         name, g = group_named(suffix)
         if not g:
             bad |= fail(f"{template}: no auto-scaling group <stack>-{suffix} for the {copies}'s copies")
@@ -1179,10 +1181,37 @@ def replicas_aws(template):
     _, store = group_named("store")
     if sb and store and set(_refs(sb.get("VPCZoneIdentifier"))) & set(_refs(store.get("VPCZoneIdentifier"))):
         bad |= fail(f"{template}: the standby may share the store's zone ({sorted(set(_refs(sb.get('VPCZoneIdentifier'))))})")
-    deploy = boot[boot.find("docker stack deploy") - 600:boot.find("docker stack deploy")]
-    for var, param in (("ACK_REPLICAS", "AckReplicas"), ("QUEUE_REPLICAS", "QueueReplicas")):
-        if f'{var}="CFN_{param}"' not in deploy:
-            bad |= fail(f"{template}: docker stack deploy is not given {var} from {param}")
+    # The queues: swarm/stack.yml has a fixed set (redis01, redis02), so
+    # the services come from create-services.sh --queues, as many as the
+    # capture group's instances, and the manager gives each capture node
+    # one number of that range (queue=NN, where redisNN runs).
+    if "docker stack deploy" in boot:
+        bad |= fail(f"{template}: the manager runs docker stack deploy: swarm/stack.yml has a fixed set of queues, "
+                    f"not one per capture instance (use swarm/create-services.sh --queues)")
+    joined = re.sub(r"\\\n\s*", " ", boot)
+    create = next((line for line in joined.splitlines()
+                   if "create-services.sh --" in line and "--secrets-only" not in line and not line.lstrip().startswith("#")), "")
+    if not create:
+        bad |= fail(f"{template}: the manager never runs swarm/create-services.sh")
+    m = re.search(r'--queues "?CFN_([A-Za-z]+)"?', create)
+    sized = _refs(cap.get("DesiredCapacity")) if cap else []
+    if not m or m.group(1) not in sized:
+        bad |= fail(f"{template}: create-services.sh makes --queues {m.group(1) if m else '(none)'}, not the capture "
+                    f"group's size {sized}: some capture node would have no queue, or some queue no node")
+    numbered = re.search(r'queues="CFN_([A-Za-z]+)"', boot)
+    if not numbered or numbered.group(1) not in sized:
+        bad |= fail(f"{template}: the manager numbers capture nodes up to {numbered.group(1) if numbered else '(nothing)'}, "
+                    f"not the capture group's size {sized}")
+    if not re.search(r'--label-add "queue=\$nn"', boot) or "for ((q = 1; q <= queues; q++))" not in boot:
+        bad |= fail(f"{template}: the manager never labels a capture node queue=NN (01 to the queue count): no redisNN would start")
+    for var, want in (("ACK_REPLICAS", 'ACK_REPLICAS="CFN_AckReplicas"'),
+                      ("--queue-replicas", '--queue-replicas "CFN_QueueReplicas"')):
+        if want not in create:
+            bad |= fail(f"{template}: create-services.sh is not given {var} from the template's parameter")
+    replica_branch = boot.split('"$role" = replica ]', 1)[1].split("\n                fi", 1)[0] if '"$role" = replica ]' in boot else ""
+    if not re.search(r'/var/lib/voteswarm/redis-replica\$\(printf %02d', replica_branch) or \
+            not (m and f"seq 1 CFN_{m.group(1)}" in replica_branch):
+        bad |= fail(f"{template}: the replica instances do not make redis-replicaNN for every queue (redisNN-replica binds it)")
     # Replication rides the overlay: no group opens Redis or PostgreSQL.
     for name, r in res.items():
         t = r.get("Type")
@@ -1198,9 +1227,10 @@ def replicas_aws(template):
                     if lo <= port <= hi:
                         bad |= fail(f"{template}: {name} opens {port}: replication travels inside the overlay (VXLAN 4789)")
     if not bad:
-        print(f"  ok   {template}: <stack>-replica (CaptureNodes instances, queue-replica=true) and <stack>-standby "
-              f"(store-standby=true, another zone than the store) on groups of their own; AckReplicas and QueueReplicas "
-              f"given to the stack; no port opened for replication")
+        print(f"  ok   {template}: <stack>-replica (CaptureNodes instances, queue_replicas=true) and <stack>-standby "
+              f"(store_standby=true, another zone than the store) on groups of their own; capture nodes numbered "
+              f"queue=01..CaptureNodes and create-services.sh --queues CaptureNodes; AckReplicas and QueueReplicas "
+              f"given to it; no port opened for replication")
     return bad
 
 
