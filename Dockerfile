@@ -77,7 +77,9 @@ COPY --from=binaries /out/capture /out/worker /out/results /out/loadgen /out/clu
 COPY docker/healthcheck.sh /usr/local/bin/voteswarm-healthcheck
 # The swarm files that go with this image: a manager (aws/, vagrant/) takes
 # them from here, so the stack it deploys always matches the binaries.
-COPY swarm/stack.yml swarm/haproxy.cfg swarm/redis.conf swarm/create-services.sh /usr/share/voteswarm/swarm/
+COPY swarm/stack.yml swarm/haproxy.cfg swarm/redis.conf swarm/create-services.sh swarm/failover.sh /usr/share/voteswarm/swarm/
+# ... and the container scripts those files make swarm configs of (../docker/).
+COPY docker/redis-entrypoint.sh docker/postgres-roles.sh docker/postgres-replication.sh docker/postgres-standby.sh /usr/share/voteswarm/docker/
 # uid 10001 is fixed: the swarm's capture and Redis containers share a unix
 # socket directory owned by it (swarm/README.md).
 USER 10001:10001

@@ -115,20 +115,28 @@ replicas_aws() {
   "$python" - aws/cloudformation.yaml "$work/cfn-no-replica.yaml" <<'PY'
 import sys
 s = open(sys.argv[1]).read()
-for old, new in (('"$stack-replica") want=queue-replica', '"$stack-replica") want=capture'),
+# The names aws/ had before the stack's (queue-replica, store-standby), a
+# fixed queue count, no queue=NN label, and the rest.
+for old, new in (('"$stack-replica") want=queue_replicas', '"$stack-replica") want=queue-replica'),
+                 ('"$stack-standby") want=store_standby', '"$stack-standby") want=store-standby'),
+                 ('--queues "${CaptureNodes}"', "--queues 2"),
+                 ('--label-add "queue=$nn"', '--label-add "queue=true"'),
                  ("VPCZoneIdentifier: [!Ref PrivateSubnetB]", "VPCZoneIdentifier: [!Ref PrivateSubnetA, !Ref PrivateSubnetB]"),
-                 (' ACK_REPLICAS="${AckReplicas}"', ""),
+                 ('ACK_REPLICAS="${AckReplicas}" ', ""),
                  ("FromPort: 4789\n      ToPort: 4789", "FromPort: 6379\n      ToPort: 6379")):
     assert old in s, old
     s = s.replace(old, new, 1)
 open(sys.argv[2], "w").write(s)
 PY
-  refuses "labels <stack>-replica's nodes 'capture'
+  refuses "labels <stack>-replica's nodes 'queue-replica', not queue_replicas=true
+labels <stack>-standby's nodes 'store-standby', not store_standby=true
+makes --queues (none), not the capture group's size
+never labels a capture node queue=NN
 the standby may share the store's zone
 not given ACK_REPLICAS
 NodeOverlay opens 6379" "$python" tests/deploy/checks.py replicas-aws "$work/cfn-no-replica.yaml"
 }
-check "aws: queue replicas and the store's standby on instances of their own" replicas_aws
+check "aws: queue replicas and the store's standby on instances of their own, queue=NN per capture node" replicas_aws
 
 # ---------------------------------------------------------------- Swarm
 stack() {
@@ -491,20 +499,24 @@ replicas_vagrant() {
 import sys
 s = open(sys.argv[1]).read()
 for old, new in (("(1..CAPTURE_NODES * QUEUE_REPLICAS)", "(1..(CAPTURE_NODES - 1) * QUEUE_REPLICAS)"),
-                 (' +\n        [["standby", "#{NET}.61", "store-standby", 2048, 2]]', "")):
+                 (' +\n        [["standby", "#{NET}.61", "store_standby", 2048, 2]]', ""),
+                 ("QUEUE_OF = (1..CAPTURE_NODES)", "QUEUE_OF = (2..CAPTURE_NODES)")):
     assert old in s, old
     s = s.replace(old, new, 1)
 open(sys.argv[1], "w").write(s)
 PY
+  # The names vagrant/ had before the stack's, no ACK_REPLICAS, no queue=NN.
   # shellcheck disable=SC2016 # the script's own text, not expanded here
-  sed -i 's/ queue-replica store-standby; do/; do/; s/ ACK_REPLICAS="$ack_replicas"//' "$bad/provision/manager.sh"
+  sed -i 's/ queue_replicas store_standby; do/ queue-replica store-standby; do/; s/ACK_REPLICAS="$ack_replicas" //; s/--label-add "queue=$queue"/--label-add queue=true/' "$bad/provision/manager.sh"
   ruby -c "$bad/Vagrantfile" >/dev/null
-  refuses "2 capture VMs but 1 queue-replica VMs
-0 store-standby VMs
-never adds or removes queue-replica
-docker stack deploy is not given ACK_REPLICAS" "$python" tests/deploy/checks.py replicas-vagrant "$bad"
+  refuses "2 capture VMs but 1 queue_replicas VMs
+0 store_standby VMs
+not one capture VM each for ['01', '02']
+never adds or removes queue_replicas
+no capture VM is labelled queue=NN
+create-services.sh is not given ACK_REPLICAS" "$python" tests/deploy/checks.py replicas-vagrant "$bad"
 }
-check "vagrant: a replica VM per capture VM, a standby VM, ACK_REPLICAS given to the stack" replicas_vagrant
+check "vagrant: a replica VM per capture VM, a standby VM, queue=NN per capture VM, ACK_REPLICAS given to the services" replicas_vagrant
 
 # Issue 13, item 13.
 check "vagrant: no registry published on every address" \

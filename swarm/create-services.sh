@@ -4,7 +4,8 @@
 # manager, from anywhere (paths are relative to this script).
 #
 #   swarm/create-services.sh [--dry-run] [--secrets-only] [--workers M]
-#                            [--queues N] [--no-resolve-image]
+#                            [--queues N] [--queue-replicas 0|1]
+#                            [--no-resolve-image] [--with-registry-auth]
 #
 #   --dry-run       print every command instead of running it
 #   --secrets-only  create the secrets (random values; those that exist are
@@ -14,8 +15,14 @@
 #   --queues N      capture nodes' queues: redis01..redisNN, each on the
 #                   node labelled queue=NN, each with its replica
 #                   redisNN-replica [2, or $QUEUES]
+#   --queue-replicas 0|1  1: each queue's replica, as above; 0: none (no
+#                   redisNN-replica, REDIS_URLS the queues alone; needs
+#                   ACK_REPLICAS=0) [1, or $QUEUE_REPLICAS]
 #   --no-resolve-image  never ask a registry for an image's digest (a swarm
 #                   with no registry, the images loaded on every node)
+#   --with-registry-auth  send this CLI's registry login to the nodes (a
+#                   private registry such as ECR, as `docker stack deploy
+#                   --with-registry-auth`)
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
 # OPTION_A, OPTION_B, RESULTS_URL, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
@@ -39,11 +46,13 @@ secrets_only=0
 resolve=()
 workers="${WORKERS:-2}"
 queues="${QUEUES:-2}"
+queue_replicas="${QUEUE_REPLICAS:-1}"
 while (($#)); do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --secrets-only) secrets_only=1 ;;
-    --no-resolve-image) resolve=(--no-resolve-image) ;;
+    --no-resolve-image) resolve+=(--no-resolve-image) ;;
+    --with-registry-auth) resolve+=(--with-registry-auth) ;;
     --workers)
       [ $# -ge 2 ] || { echo "create-services: --workers needs a number" >&2; exit 2; }
       workers="$2"
@@ -52,6 +61,11 @@ while (($#)); do
     --queues)
       [ $# -ge 2 ] || { echo "create-services: --queues needs a number" >&2; exit 2; }
       queues="$2"
+      shift
+      ;;
+    --queue-replicas)
+      [ $# -ge 2 ] || { echo "create-services: --queue-replicas needs 0 or 1" >&2; exit 2; }
+      queue_replicas="$2"
       shift
       ;;
     -h | --help)
@@ -70,6 +84,10 @@ case "$queues" in
   '' | *[!0-9]* | 0 | 0*) echo "create-services: --queues must be a number from 1 to 99, not '$queues'" >&2; exit 2 ;;
 esac
 ((queues <= 99)) || { echo "create-services: --queues must be a number from 1 to 99, not '$queues'" >&2; exit 2; }
+case "$queue_replicas" in
+  0 | 1) ;;
+  *) echo "create-services: --queue-replicas must be 0 or 1, not '$queue_replicas'" >&2; exit 2 ;;
+esac
 
 image="${VOTESWARM_IMAGE:-voteswarm:latest}"
 option_a="${OPTION_A:-Cats}"
@@ -79,14 +97,21 @@ new_voter_limit="${NEW_VOTER_LIMIT:-10}"
 redis_maxmemory="${REDIS_MAXMEMORY:-2gb}"
 redis_memory_limit="${REDIS_MEMORY_LIMIT:-3G}"
 queue_limit="${QUEUE_LIMIT:-5000000}"
-ack_replicas="${ACK_REPLICAS:-1}"
+ack_replicas="${ACK_REPLICAS:-$queue_replicas}"
+# Capture waiting for a replica that does not exist would answer 503 to
+# every vote.
+if ((queue_replicas == 0)) && [ "$ack_replicas" != 0 ]; then
+  echo "create-services: ACK_REPLICAS=$ack_replicas needs --queue-replicas 1" >&2
+  exit 2
+fi
 # Every queue and its replica, for the workers and results (stack.yml).
 queue_names=()
 redis_urls=""
 for ((q = 1; q <= queues; q++)); do
   nn="$(printf '%02d' "$q")"
   queue_names+=("$nn")
-  redis_urls+="${redis_urls:+,}redis://redis${nn}:6379,redis://redis${nn}-replica:6379"
+  redis_urls+="${redis_urls:+,}redis://redis${nn}:6379"
+  ((queue_replicas)) && redis_urls+=",redis://redis${nn}-replica:6379"
 done
 redis_urls="${REDIS_URLS:-$redis_urls}"
 # Both PostgreSQL servers: libpq keeps the one that accepts writes.
@@ -241,6 +266,7 @@ for nn in "${queue_names[@]}"; do
     --reserve-cpu 0.25 \
     redis:7.0 \
     redis-server /usr/local/etc/redis/redis.conf --unixsocket /run/redis/redis.sock --maxmemory "${redis_maxmemory}"
+  ((queue_replicas)) || continue
   run docker service create --name "voteswarm_redis${nn}-replica" "${redis_common[@]}" \
     --constraint 'node.labels.queue_replicas==true' --constraint "node.labels.queue!=${nn}" \
     --network "name=voteswarm_back,alias=redis${nn}-replica" \

@@ -44,14 +44,17 @@ Each subcommand prints what it checked and exits non-zero on a failure:
                                placed off its original's node
   replicas-aws TEMPLATE        issue 17 in CloudFormation: the queue
                                replicas and the standby on groups of their
-                               own, labelled by the manager, the standby in
+                               own, labelled by the manager (queue_replicas,
+                               store_standby; capture nodes queue=NN, one
+                               per queue create-services.sh makes), the standby in
                                another zone, AckReplicas/QueueReplicas given
                                to the stack, no port opened for replication
   replicas-vagrant [DIR]        issue 17 in vagrant/ (or DIR): the Vagrantfile
                                run with a stand-in Vagrant gives a
-                               queue-replica VM per capture VM and a
-                               store-standby VM; the manager labels them and
-                               gives the stack QUEUE_REPLICAS/ACK_REPLICAS
+                               queue_replicas VM per capture VM, a
+                               store_standby VM, queue=NN per capture VM;
+                               the manager labels them and makes one queue
+                               per capture VM, given ACK_REPLICAS
   replicas-k8s OVERLAY...      issue 17 in the rendered overlays: a Redis
                                replica per capture pod the autoscaler may
                                make, following it, off its node; capture's
@@ -1151,15 +1154,15 @@ def replicas_aws(template):
         return None, None
 
     def label_of(suffix):
-        m = re.search(r'"\$stack-%s"\)\s*want=([a-z-]+)' % re.escape(suffix), boot)
+        m = re.search(r'"\$stack-%s"\)\s*want=([a-z_-]+)' % re.escape(suffix), boot)
         return m.group(1) if m else None
 
     def template_of(g):
         return (_refs(g.get("LaunchTemplate", {}).get("LaunchTemplateId")) or [None])[0]
 
     cap_name, cap = group_named("capture")
-    for suffix, label, copies, copied in (("replica", "queue-replica", "capture nodes' Redis", "capture"),
-                                          ("standby", "store-standby", "store's PostgreSQL", "store")):
+    for suffix, label, copies, copied in (("replica", "queue_replicas", "capture nodes' Redis", "capture"),
+                                          ("standby", "store_standby", "store's PostgreSQL", "store")):
         name, g = group_named(suffix)
         if not g:
             bad |= fail(f"{template}: no auto-scaling group <stack>-{suffix} for the {copies}'s copies")
@@ -1179,10 +1182,37 @@ def replicas_aws(template):
     _, store = group_named("store")
     if sb and store and set(_refs(sb.get("VPCZoneIdentifier"))) & set(_refs(store.get("VPCZoneIdentifier"))):
         bad |= fail(f"{template}: the standby may share the store's zone ({sorted(set(_refs(sb.get('VPCZoneIdentifier'))))})")
-    deploy = boot[boot.find("docker stack deploy") - 600:boot.find("docker stack deploy")]
-    for var, param in (("ACK_REPLICAS", "AckReplicas"), ("QUEUE_REPLICAS", "QueueReplicas")):
-        if f'{var}="CFN_{param}"' not in deploy:
-            bad |= fail(f"{template}: docker stack deploy is not given {var} from {param}")
+    # The queues: swarm/stack.yml has a fixed set (redis01, redis02), so
+    # the services come from create-services.sh --queues, as many as the
+    # capture group's instances, and the manager gives each capture node
+    # one number of that range (queue=NN, where redisNN runs).
+    if "docker stack deploy" in boot:
+        bad |= fail(f"{template}: the manager runs docker stack deploy: swarm/stack.yml has a fixed set of queues, "
+                    f"not one per capture instance (use swarm/create-services.sh --queues)")
+    joined = re.sub(r"\\\n\s*", " ", boot)
+    create = next((line for line in joined.splitlines()
+                   if "create-services.sh --" in line and "--secrets-only" not in line and not line.lstrip().startswith("#")), "")
+    if not create:
+        bad |= fail(f"{template}: the manager never runs swarm/create-services.sh")
+    m = re.search(r'--queues "?CFN_([A-Za-z]+)"?', create)
+    sized = _refs(cap.get("DesiredCapacity")) if cap else []
+    if not m or m.group(1) not in sized:
+        bad |= fail(f"{template}: create-services.sh makes --queues {m.group(1) if m else '(none)'}, not the capture "
+                    f"group's size {sized}: some capture node would have no queue, or some queue no node")
+    numbered = re.search(r'queues="CFN_([A-Za-z]+)"', boot)
+    if not numbered or numbered.group(1) not in sized:
+        bad |= fail(f"{template}: the manager numbers capture nodes up to {numbered.group(1) if numbered else '(nothing)'}, "
+                    f"not the capture group's size {sized}")
+    if not re.search(r'--label-add "queue=\$nn"', boot) or "for ((q = 1; q <= queues; q++))" not in boot:
+        bad |= fail(f"{template}: the manager never labels a capture node queue=NN (01 to the queue count): no redisNN would start")
+    for var, want in (("ACK_REPLICAS", 'ACK_REPLICAS="CFN_AckReplicas"'),
+                      ("--queue-replicas", '--queue-replicas "CFN_QueueReplicas"')):
+        if want not in create:
+            bad |= fail(f"{template}: create-services.sh is not given {var} from the template's parameter")
+    replica_branch = boot.split('"$role" = replica ]', 1)[1].split("\n                fi", 1)[0] if '"$role" = replica ]' in boot else ""
+    if not re.search(r'/var/lib/voteswarm/redis-replica\$\(printf %02d', replica_branch) or \
+            not (m and f"seq 1 CFN_{m.group(1)}" in replica_branch):
+        bad |= fail(f"{template}: the replica instances do not make redis-replicaNN for every queue (redisNN-replica binds it)")
     # Replication rides the overlay: no group opens Redis or PostgreSQL.
     for name, r in res.items():
         t = r.get("Type")
@@ -1198,9 +1228,10 @@ def replicas_aws(template):
                     if lo <= port <= hi:
                         bad |= fail(f"{template}: {name} opens {port}: replication travels inside the overlay (VXLAN 4789)")
     if not bad:
-        print(f"  ok   {template}: <stack>-replica (CaptureNodes instances, queue-replica=true) and <stack>-standby "
-              f"(store-standby=true, another zone than the store) on groups of their own; AckReplicas and QueueReplicas "
-              f"given to the stack; no port opened for replication")
+        print(f"  ok   {template}: <stack>-replica (CaptureNodes instances, queue_replicas=true) and <stack>-standby "
+              f"(store_standby=true, another zone than the store) on groups of their own; capture nodes numbered "
+              f"queue=01..CaptureNodes and create-services.sh --queues CaptureNodes; AckReplicas and QueueReplicas "
+              f"given to it; no port opened for replication")
     return bad
 
 
@@ -1213,7 +1244,7 @@ module Vagrant
   def self.configure(*); end
 end
 load ARGV[0]
-puts JSON.generate({nodes: NODES, queue_replicas: QUEUE_REPLICAS, ack_replicas: ACK_REPLICAS})
+puts JSON.generate({nodes: NODES, queue_replicas: QUEUE_REPLICAS, ack_replicas: ACK_REPLICAS, manager_args: MANAGER_PLAN})
 """
 
 
@@ -1224,11 +1255,13 @@ def vagrant_plan(vdir, env):
 
 
 def replicas_vagrant(vagrantfile_dir=None):
-    """Issue 17 in vagrant/: for several sizes, a queue-replica VM per
-    capture VM and a store-standby VM (each VM one role, so a copy is never
-    on the VM it copies), the manager labelling those roles and giving
-    ACK_REPLICAS and QUEUE_REPLICAS to the stack, ACK_REPLICAS 1 by
-    default, the replica VMs' Redis directory made."""
+    """Issue 17 in vagrant/: for several sizes, a queue_replicas VM per
+    capture VM and a store_standby VM (each VM one role, so a copy is never
+    on the VM it copies), each capture VM its own queue=NN and the services
+    made with one queue per capture VM (create-services.sh --queues, since
+    stack.yml has a fixed set), the manager labelling those roles and
+    giving ACK_REPLICAS and --queue-replicas, ACK_REPLICAS 1 by default,
+    the replica VMs' redis-replicaNN directories made."""
     vdir = vagrantfile_dir or os.path.join(ROOT, "vagrant")
     bad = 0
     with open(os.path.join(vdir, "provision", "manager.sh")) as f:
@@ -1245,34 +1278,56 @@ def replicas_vagrant(vagrantfile_dir=None):
         roles = {}
         for name, addr, role, _, _ in nodes:
             roles.setdefault(role, []).append((name, addr))
-        caps, reps = roles.get("capture", []), roles.get("queue-replica", [])
+        caps, reps = roles.get("capture", []), roles.get("queue_replicas", [])
         if len(reps) != len(caps):
-            bad |= fail(f"vagrant ({label}): {len(caps)} capture VMs but {len(reps)} queue-replica VMs")
-        if len(roles.get("store-standby", [])) != 1:
-            bad |= fail(f"vagrant ({label}): {len(roles.get('store-standby', []))} store-standby VMs, not 1")
+            bad |= fail(f"vagrant ({label}): {len(caps)} capture VMs but {len(reps)} queue_replicas VMs")
+        if len(roles.get("store_standby", [])) != 1:
+            bad |= fail(f"vagrant ({label}): {len(roles.get('store_standby', []))} store_standby VMs, not 1")
         addrs = [a for _, a, _, _, _ in nodes]
         if len(set(addrs)) != len(addrs) or len({n for n, *_ in nodes}) != len(nodes):
             bad |= fail(f"vagrant ({label}): two VMs share a name or an address: {nodes}")
         if plan["ack_replicas"] < 1:
             bad |= fail(f"vagrant ({label}): ACK_REPLICAS defaults to {plan['ack_replicas']}, not >= 1")
+        # The address plan manager.sh gets: every queue the services use
+        # (01..number of capture VMs, create-services.sh --queues) on one
+        # capture VM, and no number on any other VM.
+        args = plan["manager_args"]
+        queue_of = {}
+        for a in args:
+            parts = a.split("=")
+            if len(parts) == 3:
+                queue_of.setdefault(parts[2], []).append((parts[0], parts[1]))
+        want = [f"{q:02d}" for q in range(1, len(caps) + 1)]
+        if sorted(queue_of) != want or any(len(v) != 1 or v[0][1] != "capture" for v in queue_of.values()):
+            bad |= fail(f"vagrant ({label}): queue numbers in the address plan {queue_of}, not one capture VM each for {want} "
+                        f"(the queues create-services.sh --queues {len(caps)} makes): some redisNN would never start")
     loop = re.search(r"for r in ([^;\n]*); do", manager)
-    for r in ("queue-replica", "store-standby"):
+    for r in ("queue_replicas", "store_standby"):
         if not loop or r not in loop.group(1).split():
             bad |= fail(f"vagrant/provision/manager.sh: the label loop never adds or removes {r}")
+    if not re.search(r'--label-add "queue=\$queue"', manager):
+        bad |= fail("vagrant/provision/manager.sh: no capture VM is labelled queue=NN: no redisNN would start")
     joined = manager.replace("\\\n", " ")
-    deploy = next((line for line in joined.splitlines() if "docker stack deploy" in line), "")
-    for var in ("QUEUE_REPLICAS", "ACK_REPLICAS"):
-        if not re.search(rf"\b{var}=", deploy):
-            bad |= fail(f"vagrant/provision/manager.sh: docker stack deploy is not given {var}")
+    if "docker stack deploy" in joined:
+        bad |= fail("vagrant/provision/manager.sh: docker stack deploy: swarm/stack.yml has a fixed set of queues, not one per capture VM")
+    create = next((line for line in joined.splitlines()
+                   if "create-services.sh" in line and "--queues" in line and not line.lstrip().startswith("#")), "")
+    if not create:
+        bad |= fail("vagrant/provision/manager.sh: create-services.sh is not given --queues (one per capture VM)")
+    elif not re.search(r"queues=\"\$\(awk '\$2 == \"capture\"' /etc/voteswarm/roles \| wc -l\)\"", manager):
+        bad |= fail("vagrant/provision/manager.sh: --queues is not the number of capture VMs in the address plan")
+    for var, pat in (("ACK_REPLICAS", r"\bACK_REPLICAS="), ("--queue-replicas", r"--queue-replicas ")):
+        if not re.search(pat, create):
+            bad |= fail(f"vagrant/provision/manager.sh: create-services.sh is not given {var}")
     if "QUEUE_REPLICAS.to_s, ACK_REPLICAS.to_s" not in vf:
         bad |= fail("vagrant/Vagrantfile: manager.sh is not given QUEUE_REPLICAS and ACK_REPLICAS")
-    block = common.split('"$role" = queue-replica ]', 1)[1].split("\nfi", 1)[0] if '"$role" = queue-replica ]' in common else ""
-    if not re.search(r"install -d -o 10001 [^\n]*/var/lib/voteswarm/redis\b", block):
-        bad |= fail("vagrant/provision/common.sh: no Redis directory for uid 10001 on the queue-replica VMs")
+    block = common.split('"$role" = queue_replicas ]', 1)[1].split("\nfi", 1)[0] if '"$role" = queue_replicas ]' in common else ""
+    if not re.search(r'install -d -o 10001 [^\n]*/var/lib/voteswarm/redis-replica\$\(printf %02d', block):
+        bad |= fail("vagrant/provision/common.sh: no redis-replicaNN directory for uid 10001 on the queue_replicas VMs")
     if not bad:
-        print(f"  ok   vagrant/: a queue-replica VM per capture VM and a store-standby VM at "
+        print(f"  ok   vagrant/: a queue_replicas VM per capture VM, a store_standby VM and queue=01..N on the N capture VMs at "
               f"{' and '.join(', '.join(f'{k}={v}' for k, v in e.items()) or 'the defaults' for e in sizes)}; "
-              f"ACK_REPLICAS 1 by default; the manager labels both roles and gives the stack QUEUE_REPLICAS and ACK_REPLICAS")
+              f"ACK_REPLICAS 1 by default; the manager labels the roles and makes --queues N with create-services.sh")
     return bad
 
 

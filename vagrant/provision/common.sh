@@ -2,12 +2,13 @@
 # Every VM: chrony, Docker (no role label: the manager assigns roles), and
 # for capture nodes the directories capture and Redis share (for queue
 # replicas, Redis's).
-#   common.sh ROLE IP MANAGER_IP NET
+#   common.sh ROLE IP MANAGER_IP NET QUEUES
 set -euo pipefail
 role="$1"
 ip="$2"
 manager_ip="$3"
 net="$4"
+queues="$5"
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -qq
@@ -47,9 +48,12 @@ if [ "$role" = capture ]; then
   # Redis's append-only file and the socket shared by capture and Redis,
   # owned by the image's user (uid 10001; swarm/README.md).
   install -d -o 10001 -g 10001 -m 0700 /var/lib/voteswarm/redis /var/lib/voteswarm/redis-socket
-elif [ "$role" = queue-replica ]; then
-  # A replica's append-only file (issue 17): the same path as a primary's;
-  # no primary ever runs here (no capture label).
-  install -d -o 10001 -g 10001 -m 0700 /var/lib/voteswarm/redis
+elif [ "$role" = queue_replicas ]; then
+  # The replicas' append-only files (issue 17): redisNN-replica binds
+  # redis-replicaNN, and Swarm may place any queue's replica on any VM
+  # labelled queue_replicas=true, so one directory per queue.
+  for q in $(seq 1 "$queues"); do
+    install -d -o 10001 -g 10001 -m 0700 "/var/lib/voteswarm/redis-replica$(printf %02d "$q")"
+  done
 fi
 echo "common: $role at $ip ready"

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The manager VM: form the swarm, leave the join token for the others,
 # build the image and leave it for them too, keep node labels in step with
-# the nodes' roles, create the secrets and deploy swarm/stack.yml.
-#   manager.sh IP WORKERS QUEUE_REPLICAS ACK_REPLICAS ADDRESS=ROLE...
+# the nodes' roles, and create the secrets and the services
+# (swarm/create-services.sh, one queue per capture VM).
+#   manager.sh IP WORKERS QUEUE_REPLICAS ACK_REPLICAS ADDRESS=ROLE[=NN]...
 set -euo pipefail
 ip="$1"
 workers="$2"
 queue_replicas="$3"
 ack_replicas="$4"
 shift 4
-# The Vagrantfile's address plan, one "address role" a line, for the
-# labelling timer.
+# The Vagrantfile's address plan, one "address role [queue]" a line (a
+# capture VM's queue number NN: redisNN runs on it), for the labelling
+# timer.
 install -d -m 0755 /etc/voteswarm
 printf '%s\n' "$@" | tr '=' ' ' >/etc/voteswarm/roles
+queues="$(awk '$2 == "capture"' /etc/voteswarm/roles | wc -l)"
 repo=/voteswarm
 image=voteswarm:vagrant
 # The built image, for the other VMs to `docker load` (join.sh): the synced
@@ -43,9 +46,20 @@ for node in $(docker node ls -q); do
     want="$(awk -v a="$addr" '$1 == a { print $2 }' /etc/voteswarm/roles)"
     [ "$want" = manager ] && want=""
   fi
+  # A capture VM's queue=NN from the plan (swarm/stack.yml: redisNN runs
+  # there, redisNN-replica never does); no other node has one.
+  queue="$(awk -v a="${addr:-}" -v r="$want" '$1 == a && r == "capture" { print $3 }' /etc/voteswarm/roles)"
+  has="$(docker node inspect -f '{{index .Spec.Labels "queue"}}' "$node")"
+  if [ -n "$queue" ] && [ "$has" != "$queue" ]; then
+    docker node update --label-add "queue=$queue" "$node" >/dev/null
+    echo "voteswarm-label: $node queue=$queue"
+  elif [ -z "$queue" ] && [ -n "$has" ]; then
+    docker node update --label-rm queue "$node" >/dev/null
+    echo "voteswarm-label: $node: queue removed (not a capture VM in the address plan)"
+  fi
   # One label per role (stack.yml): <role>=true; any other role label goes.
-  # queue-replica and store-standby: issue 17's copies, on VMs of their own.
-  for r in edge capture worker store queue-replica store-standby; do
+  # queue_replicas and store_standby: issue 17's copies, on VMs of their own.
+  for r in edge capture worker store queue_replicas store_standby; do
     has="$(docker node inspect -f "{{index .Spec.Labels \"$r\"}}" "$node")"
     if [ "$r" = "$want" ] && [ "$has" != true ]; then
       docker node update --label-add "$r=true" "$node" >/dev/null
@@ -82,14 +96,14 @@ systemctl enable --now voteswarm-label.timer
 # routing mesh publishes on every address of every VM, with no
 # authentication: anyone on the host-only network (or any container) could
 # push a "voteswarm" image that every node would then run. The image goes
-# to the other VMs through the synced folder instead, and the stack is
-# deployed with --resolve-image never, so no node asks a registry for it.
+# to the other VMs through the synced folder instead, and the services are
+# created with --no-resolve-image, so no node asks a registry for it.
 docker service rm registry >/dev/null 2>&1 || true
 
 # The image, from the repository (a Rust release build: several minutes).
 # VOTESWARM_IMAGE in the environment of `vagrant provision` skips the build
 # (an image every VM can pull from a registry of the operator's choice).
-resolve=(--resolve-image never)
+resolve=(--no-resolve-image)
 if [ -n "${VOTESWARM_IMAGE:-}" ]; then
   image="$VOTESWARM_IMAGE"
   resolve=()
@@ -113,14 +127,19 @@ if [ ! -s "$edge_pem" ]; then
     cat /etc/voteswarm/edge.crt /etc/voteswarm/edge.key >"$edge_pem" && rm -f /etc/voteswarm/edge.key)
 fi
 install -d "$repo/.demo" && cp /etc/voteswarm/edge.crt "$repo/.demo/vagrant-edge.crt"
-VOTESWARM_IMAGE="$image" EDGE_PEM_FILE="$edge_pem" "$repo/swarm/create-services.sh" --secrets-only
-# Small VMs: a smaller Redis than production's 2 GiB, and CPU limits within
-# the VMs' CPUs (a limit above them is rejected: 1 CPU for capture and
-# workers, 2 for the store). The laptop reaches HTTPS on 8443 (forwarded to
-# 443), so the redirect names that port.
-(cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
-  REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
-  HTTPS_REDIRECT_PORT=:8443 RESULTS_URL=https://localhost:8444/ CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
-  QUEUE_REPLICAS="$queue_replicas" ACK_REPLICAS="$ack_replicas" \
-  docker stack deploy "${resolve[@]}" -c stack.yml voteswarm)
-echo "manager: stack deployed; the other VMs join next. Vote at https://localhost:8443/, results at https://localhost:8444/ (curl --cacert .demo/vagrant-edge.crt); http://localhost:8080/ redirects there"
+# The services, once: swarm/create-services.sh with one queue pair
+# (redisNN, redisNN-replica) per capture VM, queue=01..N as labelled above;
+# stack.yml has a fixed two. Small VMs: a smaller Redis than production's
+# 2 GiB, and CPU limits within the VMs' CPUs (a limit above them is
+# rejected: 1 CPU for capture and workers, 2 for the store). The laptop
+# reaches HTTPS on 8443 (forwarded to 443), so the redirect names that port.
+if docker service inspect voteswarm_capture >/dev/null 2>&1; then
+  echo "manager: services exist, kept (after a rebuild: docker service update --force voteswarm_capture voteswarm_worker voteswarm_results)"
+else
+  VOTESWARM_IMAGE="$image" EDGE_PEM_FILE="$edge_pem" WORKERS="$workers" \
+    REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
+    HTTPS_REDIRECT_PORT=:8443 RESULTS_URL=https://localhost:8444/ CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
+    ACK_REPLICAS="$ack_replicas" \
+    "$repo/swarm/create-services.sh" "${resolve[@]}" --queues "$queues" --queue-replicas "$queue_replicas"
+fi
+echo "manager: services created ($queues queues); the other VMs join next. Vote at https://localhost:8443/, results at https://localhost:8444/ (curl --cacert .demo/vagrant-edge.crt); http://localhost:8080/ redirects there"
