@@ -403,9 +403,18 @@ def env_contract():
                     continue
                 joined = re.sub(r"\\\n\s*", " ", text)
                 uses += uses_from_service_create(joined, os.path.relpath(p, ROOT))
-                for m in re.finditer(r"docker service update[^\n]*", joined):
+                # In prose a command may wrap inside its `code span`.
+                src = joined.replace("\n", " ") if fn.endswith(".md") else joined
+                for m in re.finditer(r"docker service update[^\n`]*", src):
+                    # The service is the command's last word (`voteswarm_capture`);
+                    # one of Redis or PostgreSQL (`redisNN-replica`) takes the
+                    # image's own variables, which no binary's --help lists.
+                    words = m.group(0).split()
+                    service = words[-1].split("_", 1)[-1] if words else "?"
+                    if service in {"redis", "postgres", "haproxy"} or re.match(r"(redis|postgres)", service):
+                        continue
                     for env in re.findall(r"--env-add[ =]([A-Z0-9_]+)=", m.group(0)):
-                        uses.append((os.path.relpath(p, ROOT), "?", {env}, []))
+                        uses.append((os.path.relpath(p, ROOT), service, {env}, []))
 
     failures = 0
     cache = {}
