@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, ValueEnum};
 
 use crate::config::ConfigError;
+use crate::vote::VoteOption;
 
 pub const MIN_OPTIONS: usize = 2;
 /// Televoting and VoltDB's Voter benchmark take up to 12 contestants; the
@@ -127,7 +128,7 @@ fn micros(t: DateTime<Utc>) -> i64 {
 }
 
 impl Poll {
-    /// A two-option poll with these labels (tests, the older settings).
+    /// A poll of these labels, otherwise the defaults (tests).
     pub fn with_options(labels: &[&str]) -> Poll {
         Poll {
             options: labels.iter().map(|s| (*s).to_owned()).collect(),
@@ -138,6 +139,48 @@ impl Poll {
     /// The index of `value` if it is one of this poll's letters.
     pub fn option_index(&self, value: &str) -> Option<usize> {
         letter_index(value).filter(|&i| i < self.options.len())
+    }
+
+    /// The option `value` names if it is one of this poll's letters.
+    pub fn vote_option(&self, value: &str) -> Option<VoteOption> {
+        self.option_index(value).and_then(VoteOption::from_index)
+    }
+
+    /// This poll's options, in order.
+    pub fn vote_options(&self) -> &'static [VoteOption] {
+        &VoteOption::ALL[..self.options.len().min(MAX_OPTIONS)]
+    }
+
+    /// Whether `o` is one of this poll's options.
+    pub fn has(&self, o: VoteOption) -> bool {
+        o.index() < self.options.len()
+    }
+
+    /// The label of `o`, if the poll has it.
+    pub fn label(&self, o: VoteOption) -> Option<&str> {
+        self.options.get(o.index()).map(String::as_str)
+    }
+
+    /// Why a worker must not count this well-formed vote, if it must not:
+    /// an option the poll does not have (written by a capture node with
+    /// other settings, or by hand), or a stamp at or after the close. The
+    /// reason starts with the word capture's refusal uses (`bad_option`,
+    /// `poll_closed`), for whoever reads the dead letters.
+    pub fn refuses_count(&self, option: VoteOption, ts_micros: i64) -> Option<String> {
+        if !self.has(option) {
+            return Some(format!(
+                "bad_option: option `{option}` is not one of this poll's {} options ({})",
+                self.options.len(),
+                choices(self.options.len())
+            ));
+        }
+        if !self.counts_stamp(ts_micros) {
+            let closes = self.closes.map(Poll::format_time).unwrap_or_default();
+            return Some(format!(
+                "poll_closed: stamped {ts_micros} (microseconds), at or after the close {closes}"
+            ));
+        }
+        None
     }
 
     /// `(letter, label)` in order.
@@ -191,6 +234,28 @@ impl Poll {
     pub fn format_time(t: DateTime<Utc>) -> String {
         t.to_rfc3339_opts(SecondsFormat::Secs, true)
     }
+
+    /// For people: `7 February 2027, 23:45 UTC` (seconds only when the
+    /// time has them). Pages show it inside `<time datetime=...>` with
+    /// [`Poll::format_time`], which a browser or a script can localise.
+    pub fn format_human(t: DateTime<Utc>) -> String {
+        use chrono::Timelike;
+        if t.second() == 0 && t.nanosecond() == 0 {
+            t.format("%-d %B %Y, %H:%M UTC").to_string()
+        } else {
+            t.format("%-d %B %Y, %H:%M:%S UTC").to_string()
+        }
+    }
+}
+
+/// The letters of a poll of `n` options, for messages: "`a` or `b`",
+/// "`a` to `e`".
+pub fn choices(n: usize) -> String {
+    match n {
+        0 | 1 => "`a`".to_owned(),
+        2 => "`a` or `b`".to_owned(),
+        n => format!("`a` to `{}`", letter(n.min(MAX_OPTIONS) - 1)),
+    }
 }
 
 fn check_text(var: &str, what: &str, s: &str, most: usize) -> Result<(), ConfigError> {
@@ -223,14 +288,22 @@ fn parse_time(var: &str, s: &str) -> Result<DateTime<Utc>, ConfigError> {
 
 impl PollArgs {
     pub fn into_poll(self) -> Result<Poll, ConfigError> {
-        check_text("QUESTION", "the question", &self.question, MAX_QUESTION_CHARS)?;
+        check_text(
+            "QUESTION",
+            "the question",
+            &self.question,
+            MAX_QUESTION_CHARS,
+        )?;
         let options: Vec<String> = match &self.options {
             Some(list) => {
                 let labels: Vec<String> = list.split(',').map(|l| l.trim().to_owned()).collect();
                 // The older variables may still be set by a deploy file
                 // next to OPTIONS; agreeing they are harmless, disagreeing
                 // one of them is a mistake the operator must settle.
-                for (var, old, i) in [("OPTION_A", &self.option_a, 0), ("OPTION_B", &self.option_b, 1)] {
+                for (var, old, i) in [
+                    ("OPTION_A", &self.option_a, 0),
+                    ("OPTION_B", &self.option_b, 1),
+                ] {
                     if let Some(old) = old {
                         if labels.get(i).map(String::as_str) != Some(old.trim()) {
                             return Err(ConfigError(format!(
@@ -243,8 +316,10 @@ impl PollArgs {
                 labels
             }
             None => vec![
-                self.option_a.unwrap_or_else(|| DEFAULT_OPTIONS[0].to_owned()),
-                self.option_b.unwrap_or_else(|| DEFAULT_OPTIONS[1].to_owned()),
+                self.option_a
+                    .unwrap_or_else(|| DEFAULT_OPTIONS[0].to_owned()),
+                self.option_b
+                    .unwrap_or_else(|| DEFAULT_OPTIONS[1].to_owned()),
             ],
         };
         if !(MIN_OPTIONS..=MAX_OPTIONS).contains(&options.len()) {
@@ -254,7 +329,12 @@ impl PollArgs {
             )));
         }
         for (i, label) in options.iter().enumerate() {
-            check_text("OPTIONS", &format!("option {}", letter(i)), label, MAX_LABEL_CHARS)?;
+            check_text(
+                "OPTIONS",
+                &format!("option {}", letter(i)),
+                label,
+                MAX_LABEL_CHARS,
+            )?;
             if let Some(j) = options[..i]
                 .iter()
                 .position(|o| o.to_lowercase() == label.to_lowercase())
@@ -334,10 +414,20 @@ mod tests {
         let letters: Vec<_> = p.letters().collect();
         assert_eq!(
             letters,
-            [('a', "Red"), ('b', "Green"), ('c', "Blue"), ('d', "Cyan"), ('e', "Pink")]
+            [
+                ('a', "Red"),
+                ('b', "Green"),
+                ('c', "Blue"),
+                ('d', "Cyan"),
+                ('e', "Pink")
+            ]
         );
         assert_eq!(p.option_index("e"), Some(4));
-        assert_eq!(p.option_index("f"), None, "a letter past the poll's options");
+        assert_eq!(
+            p.option_index("f"),
+            None,
+            "a letter past the poll's options"
+        );
         assert_eq!(p.option_index("A"), None);
         assert_eq!(p.option_index("ab"), None);
 
@@ -348,7 +438,11 @@ mod tests {
         let mut a = args();
         a.options = Some("Tea,Coffee".into());
         a.option_a = Some("Tea".into());
-        assert_eq!(a.into_poll().unwrap().options, ["Tea", "Coffee"], "agreeing is fine");
+        assert_eq!(
+            a.into_poll().unwrap().options,
+            ["Tea", "Coffee"],
+            "agreeing is fine"
+        );
     }
 
     #[test]
@@ -363,7 +457,12 @@ mod tests {
         a.options = Some("Only".into());
         assert!(err(a).starts_with("OPTIONS: 2 to 12"));
         let mut a = args();
-        a.options = Some((0..13).map(|i| format!("o{i}")).collect::<Vec<_>>().join(","));
+        a.options = Some(
+            (0..13)
+                .map(|i| format!("o{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         assert!(err(a).contains("not 13"));
         let mut a = args();
         a.options = Some("Tea,,Coffee".into());
@@ -407,6 +506,40 @@ mod tests {
         assert_eq!(Phase::Closed.refusal_reason(), Some("poll_closed"));
         assert_eq!(Phase::NotOpen.refusal_reason(), Some("poll_not_open"));
         assert_eq!(Poll::format_time(p.closes.unwrap()), "2027-02-07T23:45:00Z");
+        assert_eq!(
+            Poll::format_human(p.closes.unwrap()),
+            "7 February 2027, 23:45 UTC"
+        );
+    }
+
+    #[test]
+    fn a_worker_refuses_an_option_the_poll_lacks_and_a_stamp_at_the_close() {
+        let mut a = args();
+        a.options = Some("Red,Green,Blue,Cyan,Pink".into());
+        a.poll_closes = Some("2027-02-07T23:45:00Z".into());
+        let p = a.into_poll().unwrap();
+        let closes = p.closes.unwrap().timestamp_micros();
+        assert_eq!(p.vote_options().len(), 5);
+        assert_eq!(p.vote_option("e"), Some(VoteOption::E));
+        assert_eq!(p.vote_option("f"), None);
+        assert_eq!(p.label(VoteOption::C), Some("Blue"));
+        assert_eq!(p.label(VoteOption::F), None);
+        assert_eq!(p.refuses_count(VoteOption::E, closes - 1), None);
+        let late = p.refuses_count(VoteOption::A, closes).unwrap();
+        assert!(
+            late.starts_with("poll_closed: ") && late.contains("2027-02-07T23:45:00Z"),
+            "{late}"
+        );
+        let bad = p.refuses_count(VoteOption::F, 1).unwrap();
+        assert!(
+            bad.starts_with("bad_option: option `f`") && bad.contains("`a` to `e`"),
+            "{bad}"
+        );
+        assert!(Poll::default()
+            .refuses_count(VoteOption::B, i64::MAX)
+            .is_none());
+        assert_eq!(choices(2), "`a` or `b`");
+        assert_eq!(choices(12), "`a` to `l`");
     }
 
     #[test]
