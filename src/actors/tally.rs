@@ -67,9 +67,10 @@ impl Snapshot {
         Snapshot {
             options: VoteOption::ALL
                 .iter()
-                .map(|o| OptionTally {
+                .zip(labels)
+                .map(|(o, label)| OptionTally {
                     option: o.as_str(),
-                    label: labels[*o as usize].clone(),
+                    label: label.clone(),
                     count: 0,
                     percent: 0.0,
                 })

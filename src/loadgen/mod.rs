@@ -483,10 +483,15 @@ pub async fn run(settings: LoadgenSettings) -> Report {
     report
 }
 
+/// The options loadgen votes for: the two-option poll's, until it reads
+/// the poll's own.
+pub const OPTIONS: [VoteOption; 2] = [VoteOption::A, VoteOption::B];
+
 fn other(o: VoteOption) -> VoteOption {
-    match o {
-        VoteOption::A => VoteOption::B,
-        VoteOption::B => VoteOption::A,
+    if o == VoteOption::A {
+        VoteOption::B
+    } else {
+        VoteOption::A
     }
 }
 
@@ -760,7 +765,7 @@ async fn results_baseline(
     timeout: Duration,
 ) -> Result<HashMap<VoteOption, i64>, String> {
     match wait_final(client, base, timeout, None).await {
-        (Some(snap), _) if snap.is_final => Ok(VoteOption::ALL
+        (Some(snap), _) if snap.is_final => Ok(OPTIONS
             .iter()
             .map(|o| {
                 let n = snap

@@ -84,7 +84,7 @@ impl ResultsCheck {
             ));
         }
         let mut drift = 0;
-        for o in VoteOption::ALL {
+        for o in super::OPTIONS {
             let want = expected.get(&o).copied().unwrap_or(0);
             let got = snap
                 .options
@@ -470,7 +470,7 @@ impl Report {
             }),
             failed_voters: self.failed_voters,
             uncertain_voters: self.uncertain_voters,
-            ground_truth: VoteOption::ALL
+            ground_truth: super::OPTIONS
                 .iter()
                 .map(|o| {
                     (
