@@ -223,14 +223,22 @@ fn parse_time(var: &str, s: &str) -> Result<DateTime<Utc>, ConfigError> {
 
 impl PollArgs {
     pub fn into_poll(self) -> Result<Poll, ConfigError> {
-        check_text("QUESTION", "the question", &self.question, MAX_QUESTION_CHARS)?;
+        check_text(
+            "QUESTION",
+            "the question",
+            &self.question,
+            MAX_QUESTION_CHARS,
+        )?;
         let options: Vec<String> = match &self.options {
             Some(list) => {
                 let labels: Vec<String> = list.split(',').map(|l| l.trim().to_owned()).collect();
                 // The older variables may still be set by a deploy file
                 // next to OPTIONS; agreeing they are harmless, disagreeing
                 // one of them is a mistake the operator must settle.
-                for (var, old, i) in [("OPTION_A", &self.option_a, 0), ("OPTION_B", &self.option_b, 1)] {
+                for (var, old, i) in [
+                    ("OPTION_A", &self.option_a, 0),
+                    ("OPTION_B", &self.option_b, 1),
+                ] {
                     if let Some(old) = old {
                         if labels.get(i).map(String::as_str) != Some(old.trim()) {
                             return Err(ConfigError(format!(
@@ -243,8 +251,10 @@ impl PollArgs {
                 labels
             }
             None => vec![
-                self.option_a.unwrap_or_else(|| DEFAULT_OPTIONS[0].to_owned()),
-                self.option_b.unwrap_or_else(|| DEFAULT_OPTIONS[1].to_owned()),
+                self.option_a
+                    .unwrap_or_else(|| DEFAULT_OPTIONS[0].to_owned()),
+                self.option_b
+                    .unwrap_or_else(|| DEFAULT_OPTIONS[1].to_owned()),
             ],
         };
         if !(MIN_OPTIONS..=MAX_OPTIONS).contains(&options.len()) {
@@ -254,7 +264,12 @@ impl PollArgs {
             )));
         }
         for (i, label) in options.iter().enumerate() {
-            check_text("OPTIONS", &format!("option {}", letter(i)), label, MAX_LABEL_CHARS)?;
+            check_text(
+                "OPTIONS",
+                &format!("option {}", letter(i)),
+                label,
+                MAX_LABEL_CHARS,
+            )?;
             if let Some(j) = options[..i]
                 .iter()
                 .position(|o| o.to_lowercase() == label.to_lowercase())
@@ -266,15 +281,13 @@ impl PollArgs {
                 )));
             }
         }
-        let opens = self
-            .poll_opens
-            .as_deref()
-            .map(|s| parse_time("POLL_OPENS", s))
+        // Empty is unset: the deploy files pass `${POLL_CLOSES:-}` through.
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let opens = set(&self.poll_opens)
+            .map(|s| parse_time("POLL_OPENS", &s))
             .transpose()?;
-        let closes = self
-            .poll_closes
-            .as_deref()
-            .map(|s| parse_time("POLL_CLOSES", s))
+        let closes = set(&self.poll_closes)
+            .map(|s| parse_time("POLL_CLOSES", &s))
             .transpose()?;
         if let (Some(o), Some(c)) = (opens, closes) {
             if c <= o {
@@ -334,10 +347,20 @@ mod tests {
         let letters: Vec<_> = p.letters().collect();
         assert_eq!(
             letters,
-            [('a', "Red"), ('b', "Green"), ('c', "Blue"), ('d', "Cyan"), ('e', "Pink")]
+            [
+                ('a', "Red"),
+                ('b', "Green"),
+                ('c', "Blue"),
+                ('d', "Cyan"),
+                ('e', "Pink")
+            ]
         );
         assert_eq!(p.option_index("e"), Some(4));
-        assert_eq!(p.option_index("f"), None, "a letter past the poll's options");
+        assert_eq!(
+            p.option_index("f"),
+            None,
+            "a letter past the poll's options"
+        );
         assert_eq!(p.option_index("A"), None);
         assert_eq!(p.option_index("ab"), None);
 
@@ -348,7 +371,11 @@ mod tests {
         let mut a = args();
         a.options = Some("Tea,Coffee".into());
         a.option_a = Some("Tea".into());
-        assert_eq!(a.into_poll().unwrap().options, ["Tea", "Coffee"], "agreeing is fine");
+        assert_eq!(
+            a.into_poll().unwrap().options,
+            ["Tea", "Coffee"],
+            "agreeing is fine"
+        );
     }
 
     #[test]
@@ -363,7 +390,12 @@ mod tests {
         a.options = Some("Only".into());
         assert!(err(a).starts_with("OPTIONS: 2 to 12"));
         let mut a = args();
-        a.options = Some((0..13).map(|i| format!("o{i}")).collect::<Vec<_>>().join(","));
+        a.options = Some(
+            (0..13)
+                .map(|i| format!("o{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         assert!(err(a).contains("not 13"));
         let mut a = args();
         a.options = Some("Tea,,Coffee".into());
@@ -407,6 +439,15 @@ mod tests {
         assert_eq!(Phase::Closed.refusal_reason(), Some("poll_closed"));
         assert_eq!(Phase::NotOpen.refusal_reason(), Some("poll_not_open"));
         assert_eq!(Poll::format_time(p.closes.unwrap()), "2027-02-07T23:45:00Z");
+    }
+
+    #[test]
+    fn an_empty_window_setting_is_unset() {
+        let mut a = args();
+        a.poll_opens = Some(String::new());
+        a.poll_closes = Some(" ".into());
+        let p = a.into_poll().unwrap();
+        assert_eq!((p.opens, p.closes), (None, None));
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn main() {
             https,
             new_connection_per_voter,
             no_tls_resumption,
+            past_close,
         } => cluster::rehearse(
             &topology,
             voters,
@@ -48,6 +49,7 @@ fn main() {
             https,
             new_connection_per_voter,
             no_tls_resumption,
+            past_close,
         ),
     };
     match code {

@@ -23,6 +23,7 @@
 
 pub mod backup;
 pub mod haproxy;
+pub mod poll_flags;
 pub mod ports;
 pub mod postgres;
 pub mod procs;
@@ -205,6 +206,8 @@ pub struct TopologyArgs {
     /// answers a vote only once that many have it (ACK_REPLICAS).
     #[arg(long, default_value_t = 0)]
     pub queue_replicas: usize,
+    #[command(flatten)]
+    pub poll: poll_flags::PollFlags,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -248,6 +251,10 @@ pub enum ClusterCommand {
         /// With --https: no session resumption, every handshake full.
         #[arg(long)]
         no_tls_resumption: bool,
+        /// Keep voting past the poll's close (--closes): each late vote
+        /// must be refused (403 poll_closed), every earlier one counted.
+        #[arg(long)]
+        past_close: bool,
     },
     /// A consistent pg_dump (custom format) of the running cluster's
     /// database; prints the file, its size and the voters in it.
@@ -288,6 +295,8 @@ pub struct Cluster {
     pub results_https_url: String,
     /// The certificates HAProxy serves and the CA to trust.
     pub tls: tls::Files,
+    /// The poll every tier runs.
+    pub poll: crate::poll::Poll,
     /// In start order; stopped in the order of `STOP_ORDER`.
     pub procs: Vec<Proc>,
 }
@@ -413,6 +422,7 @@ pub fn up(t: &TopologyArgs) -> Result<(), ClusterError> {
         "tls ca:  {} (curl --cacert, loadgen --ca-file, or trust it in a browser)",
         cluster.tls.ca.display()
     );
+    println!("poll:    {}", poll_flags::describe(&cluster.poll));
     println!("database: {}", cluster.psql_url);
     println!("data:    {} (logs in logs/)", cluster.data_dir.display());
     println!(
@@ -440,6 +450,7 @@ pub fn rehearse(
     https: bool,
     new_connection_per_voter: bool,
     no_tls_resumption: bool,
+    past_close: bool,
 ) -> Result<i32, ClusterError> {
     let stop = stop_flag()?;
     let loadgen = sibling("loadgen")?;
@@ -458,6 +469,9 @@ pub fn rehearse(
     if no_tls_resumption {
         cmd.arg("--no-tls-resumption");
     }
+    if past_close {
+        cmd.arg("--past-close");
+    }
     cmd.arg("--target")
         .arg(vote_url)
         .arg("--results")
@@ -471,7 +485,10 @@ pub fn rehearse(
         .arg("--concurrency")
         .arg(concurrency.to_string())
         .arg("--final-timeout-secs")
-        .arg(final_timeout_secs.to_string());
+        .arg(final_timeout_secs.to_string())
+        // The poll as the cluster runs it: loadgen votes for every option.
+        .arg("--options")
+        .arg(cluster.poll.options.join(","));
     if let Some(r) = rate {
         cmd.arg("--rate").arg(r.to_string());
     }
