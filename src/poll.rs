@@ -346,15 +346,13 @@ impl PollArgs {
                 )));
             }
         }
-        let opens = self
-            .poll_opens
-            .as_deref()
-            .map(|s| parse_time("POLL_OPENS", s))
+        // Empty is unset: the deploy files pass `${POLL_CLOSES:-}` through.
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let opens = set(&self.poll_opens)
+            .map(|s| parse_time("POLL_OPENS", &s))
             .transpose()?;
-        let closes = self
-            .poll_closes
-            .as_deref()
-            .map(|s| parse_time("POLL_CLOSES", s))
+        let closes = set(&self.poll_closes)
+            .map(|s| parse_time("POLL_CLOSES", &s))
             .transpose()?;
         if let (Some(o), Some(c)) = (opens, closes) {
             if c <= o {
@@ -536,6 +534,15 @@ mod tests {
             .is_none());
         assert_eq!(choices(2), "`a` or `b`");
         assert_eq!(choices(12), "`a` to `l`");
+    }
+
+    #[test]
+    fn an_empty_window_setting_is_unset() {
+        let mut a = args();
+        a.poll_opens = Some(String::new());
+        a.poll_closes = Some(" ".into());
+        let p = a.into_poll().unwrap();
+        assert_eq!((p.opens, p.closes), (None, None));
     }
 
     #[test]

@@ -983,6 +983,8 @@ async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
         threads: 1,
         tls: None,
         new_connection_per_voter: false,
+        options: None,
+        past_close: false,
     })
     .await;
     assert_eq!(report.failed_voters, 0);

@@ -117,7 +117,9 @@ VOTESWARM_IMAGE="$image" EDGE_PEM_FILE="$edge_pem" "$repo/swarm/create-services.
 # Small VMs: a smaller Redis than production's 2 GiB, and CPU limits within
 # the VMs' CPUs (a limit above them is rejected: 1 CPU for capture and
 # workers, 2 for the store). The laptop reaches HTTPS on 8443 (forwarded to
-# 443), so the redirect names that port.
+# 443), so the redirect names that port. The poll's QUESTION, OPTIONS,
+# POLL_OPENS, POLL_CLOSES and RESULTS_VISIBLE come from the Vagrantfile's
+# environment (the laptop's) and reach the stack as they are.
 (cd "$repo/swarm" && VOTESWARM_IMAGE="$image" WORKERS="$workers" \
   REDIS_MAXMEMORY=256mb REDIS_MEMORY_LIMIT=512M QUEUE_LIMIT=1000000 \
   HTTPS_REDIRECT_PORT=:8443 RESULTS_URL=https://localhost:8444/ CAPTURE_CPUS=1 WORKER_CPUS=1 POSTGRES_CPUS=2 \
