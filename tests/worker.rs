@@ -326,6 +326,74 @@ fn a_queue_behind_a_login_in_another_database_is_drained() {
 }
 
 #[test]
+fn an_entry_stamped_at_or_after_the_close_or_past_the_polls_letters_is_dead_lettered_not_counted() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let redis = RedisServer::start();
+    let closes = chrono::Utc::now() - chrono::Duration::hours(1);
+    let close_us = closes.timestamp_micros();
+    // Written to the stream by hand, as if a capture node's clock (or a
+    // forged write) had let them through.
+    let counted = vec![
+        vote(1, VoteOption::A, close_us - 2, 101, "n1"),
+        vote(2, VoteOption::C, close_us - 1, 102, "n1"),
+    ];
+    let late = [
+        vote(3, VoteOption::B, close_us, 103, "n1"),
+        vote(4, VoteOption::A, close_us + 1, 104, "n2"),
+        // A counted voter's change after the close: the earlier vote stands.
+        vote(1, VoteOption::B, close_us + 5, 105, "n2"),
+    ];
+    let unknown = vote(5, VoteOption::D, close_us - 1, 106, "n1");
+    redis.preload(&[
+        counted[0].clone(),
+        late[0].clone(),
+        unknown.clone(),
+        counted[1].clone(),
+        late[1].clone(),
+        late[2].clone(),
+    ]);
+    let mut s = settings(&pg, VoteChanges::Allow);
+    s.poll.options = ["Tea", "Coffee", "Water"].map(String::from).to_vec();
+    s.poll.closes = Some(closes);
+    let resolver = Arc::new(StubResolver::default());
+    resolver.set(&[redis.worker_url()]);
+    let worker = spawn_worker(s, resolver);
+    assert!(until(|| drained(&[&redis]) && row_count(&url) == 2));
+    worker.stop();
+    assert_exact(&url, &counted);
+    assert_eq!(
+        running_totals(&url),
+        HashMap::from([("a".to_string(), 1), ("c".to_string(), 1)])
+    );
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("votes:dead")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.conn())
+        .unwrap();
+    let mut reasons: Vec<(String, String)> = dead
+        .ids
+        .iter()
+        .map(|e| {
+            let id: String = e.get("f:id").expect("the entry's id");
+            let reason: String = e.get("reason").expect("a reason");
+            (id, reason)
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    for (id, reason) in &reasons {
+        let want = if *id == Id128(106).to_string() {
+            "bad_option: option `d`"
+        } else {
+            "poll_closed: "
+        };
+        assert!(reason.starts_with(want), "{id}: {reason}");
+    }
+}
+
+#[test]
 fn a_malformed_entry_goes_to_the_dead_letter_stream_and_the_worker_goes_on() {
     let pg = PgServer::start();
     let url = pg.url();
