@@ -136,10 +136,12 @@ secret() {
 # One secret per password, each given to the store that checks it and the
 # one service that uses it (swarm/README.md, docs/SECURITY.md): PostgreSQL's
 # superuser (db_password: no service uses it), its three roles, and the four
-# Redis ACL users. Services read them as *_PASSWORD_FILE.
+# Redis ACL users. Services read them as *_PASSWORD_FILE. results_token:
+# the operator's bearer token on the results API (RESULTS_TOKEN_FILE).
 for name in cookie_key db_password \
   pg_migrator_password pg_worker_password pg_results_password pg_replication_password \
-  redis_capture_password redis_worker_password redis_results_password redis_admin_password; do
+  redis_capture_password redis_worker_password redis_results_password redis_admin_password \
+  results_token; do
   secret "voteswarm_${name}" "$(random_secret)"
 done
 # The edge's key for the identity it gives a first-time voter on its own
@@ -370,11 +372,13 @@ run docker service create --name voteswarm_results "${common[@]}" \
   --network name=voteswarm_back,alias=results \
   --secret source=voteswarm_pg_results_password,target=pg_results_password,uid=10001,gid=10001,mode=0400 \
   --secret source=voteswarm_redis_results_password,target=redis_results_password,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_results_token,target=results_token,uid=10001,gid=10001,mode=0400 \
   --env LISTEN=0.0.0.0:8081 \
   --env "DATABASE_URL=postgres://voteswarm_results@${pg_hosts}/voteswarm?${pg_options}" \
   --env DATABASE_PASSWORD_FILE=/run/secrets/pg_results_password \
   --env "REDIS_URLS=${redis_urls}" \
   --env REDIS_USER=results --env REDIS_PASSWORD_FILE=/run/secrets/redis_results_password \
+  --env RESULTS_TOKEN_FILE=/run/secrets/results_token \
   --env "QUESTION=${question}" --env "OPTIONS=${options}" \
   --env "POLL_OPENS=${poll_opens}" --env "POLL_CLOSES=${poll_closes}" --env "RESULTS_VISIBLE=${results_visible}" \
   --env STREAM_KEY=votes \
