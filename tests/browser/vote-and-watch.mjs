@@ -129,6 +129,17 @@ try {
   );
   await results.waitForSelector("#state.final", { timeout: 30000 });
   if (navigations !== 0) throw new Error("the results page reloaded instead of updating live");
+  // The bars grow over their CSS transition (0.6 s): a picture taken before
+  // it ends shows a 100% bar short of its track's end.
+  await results.waitForFunction(
+    () => {
+      const bar = document.querySelector("#opt-c .bar");
+      const want = (parseFloat(document.querySelector("#opt-c .p").textContent) / 100) * bar.parentElement.clientWidth;
+      return document.getAnimations().length === 0 && Math.abs(bar.getBoundingClientRect().width - want) < 1;
+    },
+    null,
+    { timeout: 10000 },
+  );
   await results.screenshot({ path: `${outDir}/results-page.png` });
   console.log(`ok: option c went from ${before} to ${await optionCount()} without a reload`);
   // The votes-per-second chart draws it too, through the same stream: its
