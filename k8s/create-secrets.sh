@@ -14,6 +14,8 @@
 #                       postgres-standby only
 #   voteswarm-redis     redis_capture_password, redis_worker_password,
 #                       redis_results_password, redis_admin_password
+#   voteswarm-results-token  results_token: the operator's bearer token on
+#                       the results API (RESULTS_TOKEN_FILE), results only
 #   voteswarm-edge-tls  edge.pem: certificate chain and key in one file
 #
 # Each value is random (48 bytes); a Secret that exists is kept, so the
@@ -33,7 +35,7 @@ while [ $# -gt 0 ]; do
     --tls-pem) tls_pem="$2"; shift ;;
     --self-signed) self_signed="$2"; shift ;;
     --dry-run) dry_run=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "create-secrets: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -95,6 +97,9 @@ secret voteswarm-postgres db_password pg_migrator_password pg_worker_password pg
 # made before the standby existed gets it without touching the others.
 secret voteswarm-pg-replication pg_replication_password
 secret voteswarm-redis redis_capture_password redis_worker_password redis_results_password redis_admin_password
+# Its own Secret, like pg_replication_password: only results mounts it, and
+# a cluster made before it existed gets it without touching the others.
+secret voteswarm-results-token results_token
 
 if exists voteswarm-edge-tls; then
   echo "create-secrets: voteswarm-edge-tls exists, kept" >&2

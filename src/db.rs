@@ -14,7 +14,7 @@ use diesel::{Connection, IntoSql, QueryDsl, QueryResult, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::VoteChanges;
-use crate::schema::vote_counts;
+use crate::schema::{node_counts, vote_counts};
 use crate::vote::Vote;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -149,22 +149,39 @@ pub fn stalled_sync_commits(conn: &mut PgConnection) -> QueryResult<i64> {
 
 /// The count per option, from the running totals in `vote_counts` that
 /// triggers keep in the workers' own transactions (see its migration): a
-/// few rows, however many voters. The rows (one per option and database
-/// session) are added up here rather than with SQL's `sum`, whose result
-/// over `bigint` is `numeric`, which diesel reads only through a decimal
-/// crate the nodes do not otherwise need.
+/// few rows, however many voters.
 pub fn vote_totals(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
     let rows = vote_counts::table
         .select((vote_counts::option, vote_counts::n))
         .load::<(String, i64)>(conn)?;
-    let mut totals: Vec<(String, i64)> = Vec::with_capacity(2);
-    for (option, n) in rows {
-        match totals.iter_mut().find(|(o, _)| *o == option) {
+    Ok(add_up(rows))
+}
+
+/// The count per capture node (`votes.node`), from `node_counts`, kept
+/// by the same triggers; in the order of the nodes' names.
+pub fn node_totals(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
+    let rows = node_counts::table
+        .select((node_counts::node, node_counts::n))
+        .load::<(String, i64)>(conn)?;
+    let mut totals = add_up(rows);
+    totals.sort();
+    Ok(totals)
+}
+
+/// The rows (one per key and database session) added up per key here
+/// rather than with SQL's `sum`, whose result over `bigint` is `numeric`,
+/// which diesel reads only through a decimal crate the nodes do not
+/// otherwise need. A key whose sessions' rows add up to 0 is left out.
+fn add_up(rows: Vec<(String, i64)>) -> Vec<(String, i64)> {
+    let mut totals: Vec<(String, i64)> = Vec::with_capacity(rows.len().min(16));
+    for (key, n) in rows {
+        match totals.iter_mut().find(|(k, _)| *k == key) {
             Some((_, total)) => *total += n,
-            None => totals.push((option, n)),
+            None => totals.push((key, n)),
         }
     }
-    Ok(totals)
+    totals.retain(|(_, n)| *n != 0);
+    totals
 }
 
 /// The statement of the design: insert each voter's vote, or replace the

@@ -78,6 +78,7 @@ pub mod headers;
 #[cfg(feature = "tools")]
 pub mod loadgen;
 pub mod metrics;
+pub mod poll;
 pub mod queue;
 pub mod results;
 pub mod retry;

@@ -74,13 +74,15 @@ pub struct CaptureMetrics {
     /// Votes refused, by reason (`bad_option`, `malformed`, `too_large`,
     /// `content_type`, `changes_denied`, `too_soon`, `unavailable`,
     /// `timeout`, `full`, `cross_site`, `bad_idempotency_key`,
-    /// `idempotency_key_reused`, `pow_refused`).
+    /// `idempotency_key_reused`, `pow_refused`, `poll_not_open`,
+    /// `poll_closed`).
     pub rejected: IntCounterVec,
     /// Votes per Redis pipeline.
     pub batch_size: Histogram,
     /// From handing a vote to the writer to Redis' answer.
     pub enqueue_latency: Histogram,
-    accepted_children: [prometheus::IntCounter; 2],
+    /// `accepted`'s child per option of the poll, in letter order.
+    accepted_children: Vec<prometheus::IntCounter>,
     /// New voters' votes accepted with a proof of work (`solved`) and
     /// without one (`none`, the no-JavaScript fallback), when one is asked.
     pub pow_votes: IntCounterVec,
@@ -94,7 +96,9 @@ pub struct CaptureMetrics {
 }
 
 impl CaptureMetrics {
-    pub fn new() -> Self {
+    /// With a zero for each of `options` from the start, so a dashboard
+    /// shows every option before its first vote.
+    pub fn new(options: &[crate::vote::VoteOption]) -> Self {
         let registry = Registry::new();
         let accepted = counter_vec(
             &registry,
@@ -109,8 +113,10 @@ impl CaptureMetrics {
             &["proof"],
         );
         CaptureMetrics {
-            accepted_children: crate::vote::VoteOption::ALL
-                .map(|o| accepted.with_label_values(&[o.as_str()])),
+            accepted_children: options
+                .iter()
+                .map(|o| accepted.with_label_values(&[o.as_str()]))
+                .collect(),
             accepted,
             pow_children: ["solved", "none"].map(|p| pow_votes.with_label_values(&[p])),
             pow_votes,
@@ -153,10 +159,14 @@ impl CaptureMetrics {
 }
 
 impl CaptureMetrics {
-    /// The accepted-votes counter of one option. `with_label_values` looks
-    /// the child up under a lock; the vote path takes a cached handle.
-    pub fn accepted_by(&self, option: crate::vote::VoteOption) -> &prometheus::IntCounter {
-        &self.accepted_children[option as usize]
+    /// Counts an accepted vote for `option`. `with_label_values` looks the
+    /// child up under a lock; the vote path takes a cached handle (capture
+    /// takes only the poll's options, so the lookup is the fallback).
+    pub fn count_accepted(&self, option: crate::vote::VoteOption) {
+        match self.accepted_children.get(option.index()) {
+            Some(c) => c.inc(),
+            None => self.accepted.with_label_values(&[option.as_str()]).inc(),
+        }
     }
 
     /// A new voter's vote accepted while a proof of work is asked.
@@ -167,7 +177,7 @@ impl CaptureMetrics {
 
 impl Default for CaptureMetrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(crate::poll::Poll::default().vote_options())
     }
 }
 

@@ -19,3 +19,11 @@ diesel::table! {
         n -> Int8,
     }
 }
+
+diesel::table! {
+    node_counts (node, backend) {
+        node -> Text,
+        backend -> Int4,
+        n -> Int8,
+    }
+}

@@ -6,34 +6,73 @@
 
 use std::fmt;
 
+use crate::poll::MAX_OPTIONS;
+
 /// Longest `node` field a decoder accepts. Node ids are host names (at most
 /// 253 bytes); anything longer is a poison entry, not a vote.
 pub const MAX_NODE_LEN: usize = 253;
 
-/// The two choices of the poll. The wire form is always `a` or `b`; the
-/// labels ("Cats", "Dogs") are configuration and never stored.
+/// One of a poll's options, by its letter: `a` is the first, `l` the
+/// twelfth ([`MAX_OPTIONS`]). The wire form is always the letter; the
+/// labels ("Cats", "Dogs") are configuration and never stored, so a poll of
+/// two options writes `a` and `b` as it always did. Which letters a given
+/// poll has is the poll's to say ([`crate::poll::Poll::vote_option`]): a
+/// value of this type is only ever one of the twelve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
 pub enum VoteOption {
     A,
     B,
+    C,
+    D,
+    E,
+    F,
+    G,
+    H,
+    I,
+    J,
+    K,
+    L,
 }
 
-impl VoteOption {
-    pub const ALL: [VoteOption; 2] = [VoteOption::A, VoteOption::B];
+/// The letters, in option order (one `&'static str` each, so that writing
+/// a vote allocates nothing for its option).
+const LETTERS: [&str; MAX_OPTIONS] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VoteOption::A => "a",
-            VoteOption::B => "b",
-        }
+impl VoteOption {
+    /// Every letter, in order; a poll of `n` options has the first `n`.
+    pub const ALL: [VoteOption; MAX_OPTIONS] = [
+        VoteOption::A,
+        VoteOption::B,
+        VoteOption::C,
+        VoteOption::D,
+        VoteOption::E,
+        VoteOption::F,
+        VoteOption::G,
+        VoteOption::H,
+        VoteOption::I,
+        VoteOption::J,
+        VoteOption::K,
+        VoteOption::L,
+    ];
+
+    /// 0 for `a`, 1 for `b`, ...: the option's place in the poll's labels.
+    pub fn index(self) -> usize {
+        self as usize
     }
 
+    pub fn from_index(i: usize) -> Option<VoteOption> {
+        VoteOption::ALL.get(i).copied()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        LETTERS[self.index()]
+    }
+
+    /// One lowercase letter `a` to `l`, nothing else (whatever the poll's
+    /// size: the poll checks its own letters).
     pub fn parse(s: &str) -> Option<VoteOption> {
-        match s {
-            "a" => Some(VoteOption::A),
-            "b" => Some(VoteOption::B),
-            _ => None,
-        }
+        crate::poll::letter_index(s).and_then(VoteOption::from_index)
     }
 }
 
@@ -117,6 +156,20 @@ impl Vote {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_the_letters_a_to_l_in_order() {
+        for (i, o) in VoteOption::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+            assert_eq!(VoteOption::from_index(i), Some(*o));
+            assert_eq!(VoteOption::parse(o.as_str()), Some(*o));
+            assert_eq!(o.as_str(), crate::poll::letter(i).to_string());
+        }
+        assert_eq!(VoteOption::from_index(MAX_OPTIONS), None);
+        for bad in ["m", "A", "", "ab", " a", "z"] {
+            assert_eq!(VoteOption::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn ids_have_one_spelling() {

@@ -25,7 +25,8 @@
 #                   --with-registry-auth`)
 #
 # Environment (same names as stack.yml): VOTESWARM_IMAGE, WORKERS,
-# OPTION_A, OPTION_B, RESULTS_URL, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
+# QUESTION, OPTIONS, POLL_OPENS, POLL_CLOSES, RESULTS_VISIBLE (the poll; the older
+# OPTION_A/OPTION_B still name the first two labels), RESULTS_URL, VOTE_RATE_LIMIT, NEW_VOTER_LIMIT, REDIS_MAXMEMORY,
 # REDIS_MEMORY_LIMIT, QUEUE_LIMIT, ACK_REPLICAS, REDIS_URLS,
 # REDISNN_PROMOTED, POSTGRES_STANDBY_PROMOTED, CONFIG_VERSION, HTTPS_REDIRECT_PORT,
 # RESULTS_HTTPS_REDIRECT_PORT,
@@ -90,8 +91,11 @@ case "$queue_replicas" in
 esac
 
 image="${VOTESWARM_IMAGE:-voteswarm:latest}"
-option_a="${OPTION_A:-Cats}"
-option_b="${OPTION_B:-Dogs}"
+question="${QUESTION:-Cats or Dogs?}"
+options="${OPTIONS:-${OPTION_A:-Cats},${OPTION_B:-Dogs}}"
+poll_opens="${POLL_OPENS:-}"
+poll_closes="${POLL_CLOSES:-}"
+results_visible="${RESULTS_VISIBLE:-always}"
 rate_limit="${VOTE_RATE_LIMIT:-100}"
 new_voter_limit="${NEW_VOTER_LIMIT:-10}"
 redis_maxmemory="${REDIS_MAXMEMORY:-2gb}"
@@ -157,10 +161,12 @@ secret() {
 # One secret per password, each given to the store that checks it and the
 # one service that uses it (swarm/README.md, docs/SECURITY.md): PostgreSQL's
 # superuser (db_password: no service uses it), its three roles, and the four
-# Redis ACL users. Services read them as *_PASSWORD_FILE.
+# Redis ACL users. Services read them as *_PASSWORD_FILE. results_token:
+# the operator's bearer token on the results API (RESULTS_TOKEN_FILE).
 for name in cookie_key db_password \
   pg_migrator_password pg_worker_password pg_results_password pg_replication_password \
-  redis_capture_password redis_worker_password redis_results_password redis_admin_password; do
+  redis_capture_password redis_worker_password redis_results_password redis_admin_password \
+  results_token; do
   secret "voteswarm_${name}" "$(random_secret)"
 done
 # The edge's key for the identity it gives a first-time voter on its own
@@ -293,7 +299,8 @@ run docker service create --name voteswarm_capture "${common[@]}" \
   --secret source=voteswarm_edge_id_key,target=edge_id_key,uid=10001,gid=10001,mode=0400 \
   --env EDGE_ID_KEY_FILE=/run/secrets/edge_id_key \
   --env "RESULTS_URL=${RESULTS_URL:-}" \
-  --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
+  --env "QUESTION=${question}" --env "OPTIONS=${options}" \
+  --env "POLL_OPENS=${poll_opens}" --env "POLL_CLOSES=${poll_closes}" --env "RESULTS_VISIBLE=${results_visible}" \
   --env STREAM_KEY=votes \
   --env MIN_CHANGE_INTERVAL_MS=1000 --env VOTE_CHANGES=allow --env ENQUEUE_TIMEOUT_MS=2000 \
   --env "QUEUE_LIMIT=${queue_limit}" \
@@ -376,6 +383,8 @@ run docker service create --name voteswarm_worker "${common[@]}" \
   --env 'WORKER_ID=worker-{{.Task.Slot}}' \
   --env METRICS_LISTEN=0.0.0.0:9100 \
   --env VOTE_CHANGES=allow \
+  --env "QUESTION=${question}" --env "OPTIONS=${options}" \
+  --env "POLL_OPENS=${poll_opens}" --env "POLL_CLOSES=${poll_closes}" --env "RESULTS_VISIBLE=${results_visible}" \
   --env RUST_LOG=info \
   --stop-grace-period 60s \
   --update-parallelism 1 --update-delay 10s --update-order stop-first --update-failure-action rollback --update-monitor 30s \
@@ -389,12 +398,15 @@ run docker service create --name voteswarm_results "${common[@]}" \
   --network name=voteswarm_back,alias=results \
   --secret source=voteswarm_pg_results_password,target=pg_results_password,uid=10001,gid=10001,mode=0400 \
   --secret source=voteswarm_redis_results_password,target=redis_results_password,uid=10001,gid=10001,mode=0400 \
+  --secret source=voteswarm_results_token,target=results_token,uid=10001,gid=10001,mode=0400 \
   --env LISTEN=0.0.0.0:8081 \
   --env "DATABASE_URL=postgres://voteswarm_results@${pg_hosts}/voteswarm?${pg_options}" \
   --env DATABASE_PASSWORD_FILE=/run/secrets/pg_results_password \
   --env "REDIS_URLS=${redis_urls}" \
   --env REDIS_USER=results --env REDIS_PASSWORD_FILE=/run/secrets/redis_results_password \
-  --env "OPTION_A=${option_a}" --env "OPTION_B=${option_b}" \
+  --env RESULTS_TOKEN_FILE=/run/secrets/results_token \
+  --env "QUESTION=${question}" --env "OPTIONS=${options}" \
+  --env "POLL_OPENS=${poll_opens}" --env "POLL_CLOSES=${poll_closes}" --env "RESULTS_VISIBLE=${results_visible}" \
   --env STREAM_KEY=votes \
   --env RUST_LOG=info \
   --stop-grace-period 10s \

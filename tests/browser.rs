@@ -32,7 +32,17 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
     );
     // A change within 30 s is too soon: the script's second click meets the
     // 429 page, however slowly the machine runs.
-    let run = spawn_cluster("vs-browser-", 1, 1, &[("MIN_CHANGE_INTERVAL_MS", "30000")]);
+    // A poll of three (issue 19): the script votes for the third.
+    let run = spawn_cluster(
+        "vs-browser-",
+        1,
+        1,
+        &[
+            ("MIN_CHANGE_INTERVAL_MS", "30000"),
+            ("QUESTION", "Cats, dogs or birds?"),
+            ("OPTIONS", "Cats,Dogs,Birds"),
+        ],
+    );
     let (dir, up) = (&run.dir, &run.up);
     let shots = match std::env::var_os("VOTESWARM_SCREENSHOTS") {
         Some(d) => Path::new(env!("CARGO_MANIFEST_DIR")).join(d),
@@ -76,7 +86,9 @@ fn a_vote_clicked_in_the_browser_appears_on_the_open_results_page() {
             .arg(&shots)
             .arg(up.pid("results").to_string()),
     );
+    assert!(stdout.contains("option c went from"), "{stdout}");
     assert!(stdout.contains("without a reload"), "{stdout}");
+    assert!(stdout.contains("ok: the chart moved"), "{stdout}");
     assert!(
         stdout.contains(
             "the vote was answered 303, and reloading the page it landed on sent nothing"

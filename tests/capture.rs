@@ -983,10 +983,114 @@ async fn loadgen_solves_the_proof_of_work_for_every_new_voter() {
         threads: 1,
         tls: None,
         new_connection_per_voter: false,
+        options: None,
+        past_close: false,
     })
     .await;
     assert_eq!(report.failed_voters, 0);
     assert_eq!(report.stats.acknowledged, 50);
     let (_, _, metrics) = node.get_with_headers("/metrics").await;
     assert_pow_votes(&metrics, voters, 0);
+}
+
+/// A five-option poll whose question and second label are markup.
+fn five_options(s: &mut CaptureSettings) {
+    s.poll.question = "Which <b>colour</b>?".into();
+    s.poll.options = [
+        "Red",
+        "<script>alert(1)</script>",
+        "Blue & Co",
+        "Cyan",
+        "Pink",
+    ]
+    .map(String::from)
+    .to_vec();
+}
+
+#[actix_web::test]
+async fn a_five_option_poll_takes_a_to_e_refuses_f_and_escapes_every_label() {
+    let redis = RedisServer::start();
+    let node = spawn_on(&redis, five_options);
+    let form = "application/x-www-form-urlencoded";
+    let json = "application/json";
+    for (path, ct, body) in [
+        ("/", form, "vote=f"),
+        ("/api/vote", json, r#"{"vote":"f"}"#),
+        ("/", form, "vote=m"),
+    ] {
+        let a = node.post(path, ct, body.as_bytes().to_vec(), None).await;
+        assert_eq!(a.status, 400, "{path} {body}: {}", a.body);
+        assert!(!a.body.contains("<script>alert"), "{}", a.body);
+    }
+    assert_eq!(redis.xlen(), 0, "a letter past the poll stores nothing");
+
+    let e = node.vote_api("e", None).await;
+    assert_eq!(e.status, 202, "{}", e.body);
+    assert_eq!(e.json()["option"], "e");
+    let votes = redis.votes();
+    assert_eq!(votes.len(), 1);
+    assert_eq!(votes[0].option, VoteOption::E);
+
+    let (status, page) = node.get("/").await;
+    assert_eq!(status, 200);
+    for letter in ["a", "b", "c", "d", "e"] {
+        assert!(
+            page.contains(&format!(r#"name="vote" value="{letter}""#)),
+            "a button for {letter}: {page}"
+        );
+    }
+    assert!(!page.contains(r#"value="f""#), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(page.contains("Blue &amp; Co") && page.contains("Which &lt;b&gt;colour&lt;/b&gt;?"));
+}
+
+#[actix_web::test]
+async fn before_the_opening_a_vote_gets_403_poll_not_open_and_after_the_close_403_poll_closed() {
+    let redis = RedisServer::start();
+    let now = chrono::Utc::now();
+    let hour = chrono::Duration::hours(1);
+    for (opens, closes, reason, says) in [
+        (
+            now + hour,
+            now + hour * 2,
+            "poll_not_open",
+            "Voting opens at",
+        ),
+        (
+            now - hour * 2,
+            now - hour,
+            "poll_closed",
+            "Voting has closed",
+        ),
+    ] {
+        let node = spawn_on(&redis, |s| {
+            s.poll.opens = Some(opens);
+            s.poll.closes = Some(closes);
+        });
+        let api = node.vote_api("a", None).await;
+        assert_eq!(api.status, 403, "{reason}: {}", api.body);
+        assert_eq!(api.json()["reason"], reason, "{}", api.body);
+        assert!(api.json()["error"].is_string(), "{}", api.body);
+        let form = node.vote_form("b", None).await;
+        assert_eq!(form.status, 403, "{reason}: {}", form.body);
+        assert!(
+            form.body.contains(r#"<html lang="en">"#),
+            "a page: {}",
+            form.body
+        );
+        let (_, page) = node.get("/").await;
+        assert!(page.contains(says), "{reason}: {page}");
+        let (_, metrics) = node.get("/metrics").await;
+        assert!(
+            metrics.contains(&format!(
+                "voteswarm_votes_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    assert_eq!(redis.xlen(), 0, "outside the window nothing is stored");
 }

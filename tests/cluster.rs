@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster_proc::{json_report, rehearse, sql, sql_counts, Up};
+use common::cluster_proc::{json_report, rehearse, sql, sql_counts, sql_counts_by_option, Up};
 use common::{bin, free_port, http, spawn_cluster, wait_until};
 
 fn require_tools() {
@@ -58,6 +58,111 @@ fn a_rehearsal_with_20000_voters_is_exact_and_its_report_matches_sql() {
         "the report says what SQL says"
     );
     assert_eq!(pair(&json.ground_truth), (a, b));
+}
+
+#[test]
+fn a_rehearsal_of_a_five_option_poll_through_haproxy_is_exact_per_option() {
+    require_tools();
+    let (dir, report) = rehearse(
+        "vs-rehearse5-",
+        &[
+            "--capture",
+            "2",
+            "--workers",
+            "2",
+            "--voters",
+            "3000",
+            "--change-fraction",
+            "0.1",
+            "--concurrency",
+            "32",
+            "--final-timeout-secs",
+            "180",
+            "--question",
+            "Which colour?",
+            "--options",
+            "Red,Green,Blue,Cyan,Pink",
+        ],
+    );
+    let json = json_report(&dir.path().join("report.json"));
+    assert!(json.passed, "{report}");
+    assert_eq!(json.options, 5, "loadgen read five buttons: {report}");
+    assert_eq!(json.acknowledged, 3_300, "{report}");
+
+    let (_pg, url) = common::postgres::on_cluster_data(&dir.path().join("data"));
+    let stored = sql_counts_by_option(&url);
+    let letters: Vec<&str> = stored.keys().map(String::as_str).collect();
+    assert_eq!(
+        letters,
+        ["a", "b", "c", "d", "e"],
+        "every option voted, none past"
+    );
+    assert_eq!(stored.values().sum::<i64>(), 3_000, "one row per voter");
+    let results = json.results.expect("results checked");
+    assert_eq!(
+        results.observed, stored,
+        "the results page says what SQL says"
+    );
+    assert_eq!(
+        json.ground_truth, stored,
+        "what was acknowledged is what counts"
+    );
+}
+
+#[test]
+fn voters_who_keep_voting_across_the_close_have_every_earlier_vote_counted_and_none_after() {
+    require_tools();
+    // Paced so that the run straddles the close: the cluster's start
+    // takes some of the 25 seconds, the 4,400 requests at 100 a second
+    // take about 44.
+    let (dir, report) = rehearse(
+        "vs-rehearse-close-",
+        &[
+            "--capture",
+            "2",
+            "--workers",
+            "2",
+            "--voters",
+            "4000",
+            "--change-fraction",
+            "0.1",
+            "--concurrency",
+            "16",
+            "--rate",
+            "100",
+            "--final-timeout-secs",
+            "180",
+            "--options",
+            "Tea,Coffee,Water",
+            "--closes",
+            "+25",
+            "--past-close",
+        ],
+    );
+    let json = json_report(&dir.path().join("report.json"));
+    assert!(json.passed, "{report}");
+    assert!(json.acknowledged > 0, "votes before the close: {report}");
+    assert!(json.refused_poll_closed > 0, "votes after it: {report}");
+    let results = json.results.expect("results checked");
+    assert!(results.is_final, "final once closed and drained: {report}");
+
+    let (_pg, url) = common::postgres::on_cluster_data(&dir.path().join("data"));
+    let stored = sql_counts_by_option(&url);
+    let voters: i64 = stored.values().sum();
+    assert!(
+        voters > 0 && voters < 4_000,
+        "some voters only ever voted late: {stored:?}"
+    );
+    let truth: std::collections::BTreeMap<String, i64> = json
+        .ground_truth
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    assert_eq!(
+        truth, stored,
+        "every acknowledged vote counted, no late one"
+    );
+    assert_eq!(results.observed, stored, "{report}");
 }
 
 fn loadgen(up: &Up, voters: usize, report: &Path) -> (i32, String) {

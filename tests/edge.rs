@@ -349,7 +349,19 @@ fn assert_edge_unavailable(edge: &Edge, when: &str, statuses: &[u16]) {
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
 
-    // Client text never reaches the page: only `a` or `b` is echoed.
+    // Any of a poll's twelve letters is sent again; nothing past them.
+    for (vote, echoed) in [("l", true), ("m", false)] {
+        let r = common::http::exchange(
+            edge.vote_port,
+            form.replace("vote=b", &format!("vote={vote}")).as_bytes(),
+        )
+        .unwrap();
+        assert!(statuses.contains(&r.status), "{when}: {}", r.text);
+        let carried = r.body().contains(&format!("name='vote' value='{vote}'"));
+        assert_eq!(carried, echoed, "{when}, vote={vote}: {}", r.text);
+    }
+
+    // Client text never reaches the page: only a letter is echoed.
     let evil = "vote=%3Cscript%3E";
     let forged = form
         .replace(

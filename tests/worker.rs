@@ -326,6 +326,74 @@ fn a_queue_behind_a_login_in_another_database_is_drained() {
 }
 
 #[test]
+fn an_entry_stamped_at_or_after_the_close_or_past_the_polls_letters_is_dead_lettered_not_counted() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let redis = RedisServer::start();
+    let closes = chrono::Utc::now() - chrono::Duration::hours(1);
+    let close_us = closes.timestamp_micros();
+    // Written to the stream by hand, as if a capture node's clock (or a
+    // forged write) had let them through.
+    let counted = vec![
+        vote(1, VoteOption::A, close_us - 2, 101, "n1"),
+        vote(2, VoteOption::C, close_us - 1, 102, "n1"),
+    ];
+    let late = [
+        vote(3, VoteOption::B, close_us, 103, "n1"),
+        vote(4, VoteOption::A, close_us + 1, 104, "n2"),
+        // A counted voter's change after the close: the earlier vote stands.
+        vote(1, VoteOption::B, close_us + 5, 105, "n2"),
+    ];
+    let unknown = vote(5, VoteOption::D, close_us - 1, 106, "n1");
+    redis.preload(&[
+        counted[0].clone(),
+        late[0].clone(),
+        unknown.clone(),
+        counted[1].clone(),
+        late[1].clone(),
+        late[2].clone(),
+    ]);
+    let mut s = settings(&pg, VoteChanges::Allow);
+    s.poll.options = ["Tea", "Coffee", "Water"].map(String::from).to_vec();
+    s.poll.closes = Some(closes);
+    let resolver = Arc::new(StubResolver::default());
+    resolver.set(&[redis.worker_url()]);
+    let worker = spawn_worker(s, resolver);
+    assert!(until(|| drained(&[&redis]) && row_count(&url) == 2));
+    worker.stop();
+    assert_exact(&url, &counted);
+    assert_eq!(
+        running_totals(&url),
+        HashMap::from([("a".to_string(), 1), ("c".to_string(), 1)])
+    );
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("votes:dead")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.conn())
+        .unwrap();
+    let mut reasons: Vec<(String, String)> = dead
+        .ids
+        .iter()
+        .map(|e| {
+            let id: String = e.get("f:id").expect("the entry's id");
+            let reason: String = e.get("reason").expect("a reason");
+            (id, reason)
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    for (id, reason) in &reasons {
+        let want = if *id == Id128(106).to_string() {
+            "bad_option: option `d`"
+        } else {
+            "poll_closed: "
+        };
+        assert!(reason.starts_with(want), "{id}: {reason}");
+    }
+}
+
+#[test]
 fn a_malformed_entry_goes_to_the_dead_letter_stream_and_the_worker_goes_on() {
     let pg = PgServer::start();
     let url = pg.url();
@@ -668,6 +736,152 @@ fn on_sigterm_a_worker_finishes_its_batches_and_exits_0() {
     assert_exact(&url, &votes);
 }
 
+/// The first schema's version (`migrations/2026-11-26-000001_create_votes`).
+const FIRST_SCHEMA: &str = "20261126000001";
+
+/// Reverts the migrations after `version`, however many there are by now,
+/// so that a test of one step does not break when a later one is added.
+fn revert_to(conn: &mut diesel::PgConnection, version: &str) {
+    use diesel_migrations::MigrationHarness;
+    loop {
+        let applied = conn.applied_migrations().expect("applied migrations");
+        let last = applied.iter().map(|v| v.to_string()).max();
+        assert!(last.is_some(), "{version} is not applied");
+        if last.as_deref() == Some(version) {
+            return;
+        }
+        conn.revert_last_migration(voteswarm::db::MIGRATIONS)
+            .unwrap_or_else(|e| panic!("down from {last:?} toward {version}: {e}"));
+    }
+}
+
+/// Each row `query` returns, as its one text column `r`.
+fn text_rows(conn: &mut diesel::PgConnection, query: &str) -> Vec<String> {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        r: String,
+    }
+    diesel::sql_query(query)
+        .load::<Row>(conn)
+        .expect(query)
+        .into_iter()
+        .map(|row| row.r)
+        .collect()
+}
+
+#[test]
+fn widening_the_options_to_twelve_keeps_a_two_option_polls_votes_and_totals_exactly() {
+    use diesel::{Connection, RunQueryDsl};
+    use diesel_migrations::MigrationHarness;
+    let pg = PgServer::start();
+    let url = pg.migrated_url();
+    let mut owner = diesel::PgConnection::establish(&pg.migrator_url()).unwrap();
+    // Just before the widening (`2026-12-02-000001_poll_options`).
+    revert_to(&mut owner, "20261201000001");
+    // A live two-option poll, written the way workers write it: new voters
+    // through two sessions (so the totals have rows per backend) and
+    // changed votes, one each way.
+    let mut worker = diesel::PgConnection::establish(&url).unwrap();
+    let mut other = diesel::PgConnection::establish(&url).unwrap();
+    let first: Vec<Vote> = (1..=40)
+        .map(|v| {
+            let option = if v % 3 == 0 {
+                VoteOption::B
+            } else {
+                VoteOption::A
+            };
+            vote(v, option, 10, 1_000 + v, "n1")
+        })
+        .collect();
+    voteswarm::db::commit_votes(&mut worker, &first, VoteChanges::Allow).unwrap();
+    let changes = vec![
+        vote(1, VoteOption::B, 20, 2_001, "n2"),
+        vote(3, VoteOption::A, 20, 2_003, "n2"),
+        vote(41, VoteOption::B, 20, 2_041, "n2"),
+    ];
+    voteswarm::db::commit_votes(&mut other, &changes, VoteChanges::Allow).unwrap();
+    // Refused today: the narrow check is what this migration widens.
+    assert!(diesel::sql_query(format!(
+        "INSERT INTO votes (voter_id, option, ts, vote_id, node) VALUES ('{}', 'c', 1, '{}', 'n1')",
+        Id128(99),
+        Id128(1_099)
+    ))
+    .execute(&mut owner)
+    .is_err());
+    let rows = "SELECT concat_ws(' ', voter_id, option, ts, vote_id, node, committed_at) AS r \
+                FROM votes ORDER BY voter_id";
+    let totals = "SELECT concat_ws(' ', option, backend, n) AS r FROM vote_counts ORDER BY 1";
+    let votes_before = text_rows(&mut owner, rows);
+    let totals_before = text_rows(&mut owner, totals);
+    assert_eq!(votes_before.len(), 41);
+    let by_option = [("a".to_string(), 27), ("b".to_string(), 14)];
+    assert_eq!(running_totals(&url), HashMap::from(by_option.clone()));
+
+    voteswarm::db::migrate(&pg.migrator_url()).expect("up");
+    assert_eq!(
+        text_rows(&mut owner, rows),
+        votes_before,
+        "every vote, unchanged"
+    );
+    assert_eq!(
+        text_rows(&mut owner, totals),
+        totals_before,
+        "every total row"
+    );
+
+    // Now the twelve letters are votes and counted like the two; a
+    // thirteenth is not.
+    let more = vec![
+        vote(2, VoteOption::C, 30, 3_002, "n1"),
+        vote(50, VoteOption::L, 30, 3_050, "n1"),
+    ];
+    voteswarm::db::commit_votes(&mut worker, &more, VoteChanges::Allow).unwrap();
+    assert_eq!(
+        running_totals(&url),
+        HashMap::from([
+            ("a".to_string(), 26),
+            ("b".to_string(), 14),
+            ("c".to_string(), 1),
+            ("l".to_string(), 1),
+        ])
+    );
+    assert!(diesel::sql_query(format!(
+        "INSERT INTO votes (voter_id, option, ts, vote_id, node) VALUES ('{}', 'm', 1, '{}', 'n1')",
+        Id128(99),
+        Id128(1_099)
+    ))
+    .execute(&mut owner)
+    .is_err());
+
+    // Down refuses while a vote past `b` is stored, rather than lose it...
+    revert_to(&mut owner, "20261202000001");
+    assert!(owner
+        .revert_last_migration(voteswarm::db::MIGRATIONS)
+        .is_err());
+    assert_eq!(text_rows(&mut owner, rows).len(), 42);
+    // ...and, once they are gone, leaves the two-option poll as it was.
+    diesel::sql_query(format!(
+        "DELETE FROM votes WHERE voter_id IN ('{}', '{}')",
+        Id128(2),
+        Id128(50)
+    ))
+    .execute(&mut owner)
+    .unwrap();
+    revert_to(&mut owner, "20261201000001");
+    let kept: Vec<String> = votes_before
+        .iter()
+        .filter(|r| !r.starts_with(&Id128(2).to_string()))
+        .cloned()
+        .collect();
+    assert_eq!(text_rows(&mut owner, rows), kept);
+    assert_eq!(
+        running_totals(&url),
+        HashMap::from([("a".to_string(), 26), ("b".to_string(), 14)])
+    );
+}
+
 #[test]
 fn the_down_migration_really_undoes_the_up_one() {
     use diesel::{Connection, RunQueryDsl};
@@ -694,12 +908,8 @@ fn the_down_migration_really_undoes_the_up_one() {
         present(conn, "votes") && present(conn, "vote_counts") && !present(conn, "votes_option_idx")
     };
     assert!(up(&mut conn));
-    // Down two (the roles' grants, then the running totals): the totals
-    // go and the first schema's index is back.
-    conn.revert_last_migration(voteswarm::db::MIGRATIONS)
-        .expect("down the grants");
-    conn.revert_last_migration(voteswarm::db::MIGRATIONS)
-        .expect("down one");
+    // Down to the first schema: the totals go and its index is back.
+    revert_to(&mut conn, FIRST_SCHEMA);
     assert!(
         !present(&mut conn, "vote_counts"),
         "the totals table is dropped"
@@ -720,17 +930,13 @@ fn the_down_migration_really_undoes_the_up_one() {
 #[test]
 fn the_running_totals_start_from_the_votes_a_live_poll_already_holds_and_follow_every_change() {
     use diesel::{Connection, RunQueryDsl};
-    use diesel_migrations::MigrationHarness;
     let pg = PgServer::start();
     // The worker's login reads and commits; the migrator (the owner)
     // changes the schema and deletes.
     let url = pg.migrated_url();
     let mut conn = diesel::PgConnection::establish(&pg.migrator_url()).unwrap();
     // A database from before the totals: votes already in it.
-    conn.revert_last_migration(voteswarm::db::MIGRATIONS)
-        .expect("down the grants");
-    conn.revert_last_migration(voteswarm::db::MIGRATIONS)
-        .expect("down one");
+    revert_to(&mut conn, FIRST_SCHEMA);
     let row = |voter: u128, option: &str, ts: i64| {
         format!(
             "('{}', '{option}', {ts}, '{}', 'n1')",

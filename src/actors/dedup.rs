@@ -7,13 +7,17 @@
 //! that touches one row twice, and the loser could never win anyway), the
 //! entries that are not votes with the reason (for the dead-letter stream),
 //! and every entry id, since all of them are acknowledged once the batch
-//! has committed.
+//! has committed. A vote the poll does not count (an option it does not
+//! have, a stamp at or after its close: [`Poll::refuses_count`]) is a dead
+//! letter too, and never competes for its voter's row.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 
 use crate::config::VoteChanges;
+use crate::poll::Poll;
 use crate::queue::{Content, DeadLetter, Entry};
 use crate::vote::Vote;
 
@@ -34,7 +38,7 @@ pub struct Deduped {
 }
 
 /// The logic, as a plain function (the actor only carries it).
-pub fn dedup(entries: Vec<Entry>, mode: VoteChanges) -> Deduped {
+pub fn dedup(entries: Vec<Entry>, mode: VoteChanges, poll: &Poll) -> Deduped {
     let mut out = Deduped {
         ids: Vec::with_capacity(entries.len()),
         ..Deduped::default()
@@ -48,7 +52,13 @@ pub fn dedup(entries: Vec<Entry>, mode: VoteChanges) -> Deduped {
                 continue;
             }
         };
-        match Vote::from_fields(fields.iter().map(|(k, v)| (&k[..], &v[..]))) {
+        let vote = Vote::from_fields(fields.iter().map(|(k, v)| (&k[..], &v[..])))
+            .map_err(|e| e.to_string())
+            .and_then(|v| match poll.refuses_count(v.option, v.ts) {
+                Some(reason) => Err(reason),
+                None => Ok(v),
+            });
+        match vote {
             Ok(v) => {
                 let keep_new = match best.get(&v.voter) {
                     None => true,
@@ -65,7 +75,7 @@ pub fn dedup(entries: Vec<Entry>, mode: VoteChanges) -> Deduped {
             Err(reason) => {
                 out.dead.push(DeadLetter {
                     id: e.id.clone(),
-                    reason: reason.to_string(),
+                    reason,
                     fields,
                 });
                 out.ids.push(e.id);
@@ -78,6 +88,7 @@ pub fn dedup(entries: Vec<Entry>, mode: VoteChanges) -> Deduped {
 
 pub struct Dedup {
     pub mode: VoteChanges,
+    pub poll: Arc<Poll>,
 }
 
 impl Actor for Dedup {
@@ -88,7 +99,7 @@ impl Handler<DedupBatch> for Dedup {
     type Result = Deduped;
 
     fn handle(&mut self, msg: DedupBatch, _: &mut Self::Context) -> Deduped {
-        dedup(msg.entries, self.mode)
+        dedup(msg.entries, self.mode, &self.poll)
     }
 }
 
@@ -136,12 +147,13 @@ mod tests {
                 .unwrap()
                 .option
         };
-        let allow = dedup(batch(), VoteChanges::Allow);
+        let poll = Poll::default();
+        let allow = dedup(batch(), VoteChanges::Allow, &poll);
         assert_eq!(allow.votes.len(), 3);
         assert_eq!(allow.ids.len(), 6);
         assert_eq!(pick(&allow, 1), VoteOption::B);
         assert_eq!(pick(&allow, 3), VoteOption::A);
-        let deny = dedup(batch(), VoteChanges::Deny);
+        let deny = dedup(batch(), VoteChanges::Deny, &poll);
         assert_eq!(pick(&deny, 1), VoteOption::A);
         assert_eq!(pick(&deny, 3), VoteOption::B);
     }
@@ -159,6 +171,7 @@ mod tests {
         let d = dedup(
             vec![entry("1-0", 1, VoteOption::A, 1, 1), poison, gone],
             VoteChanges::Allow,
+            &Poll::default(),
         );
         assert_eq!(d.votes.len(), 1);
         assert_eq!(d.dead.len(), 1);
@@ -169,5 +182,40 @@ mod tests {
             d.dead[0].reason
         );
         assert_eq!(d.ids, vec!["1-0", "9-0", "8-0"]);
+    }
+
+    #[test]
+    fn a_vote_the_poll_does_not_count_is_a_dead_letter_and_its_voters_earlier_vote_stands() {
+        let mut poll = Poll::with_options(&["Red", "Green", "Blue", "Cyan", "Pink"]);
+        poll.closes = chrono::DateTime::from_timestamp_micros(1_000);
+        let d = dedup(
+            vec![
+                entry("1-0", 1, VoteOption::B, 999, 1),
+                // Later, so it would win: but stamped at the close.
+                entry("2-0", 1, VoteOption::C, 1_000, 2),
+                entry("3-0", 2, VoteOption::F, 10, 3),
+                entry("4-0", 3, VoteOption::E, 10, 4),
+            ],
+            VoteChanges::Allow,
+            &poll,
+        );
+        let mut counted: Vec<_> = d.votes.iter().map(|v| (v.voter.0, v.option)).collect();
+        counted.sort();
+        assert_eq!(counted, [(1, VoteOption::B), (3, VoteOption::E)]);
+        assert_eq!(d.ids.len(), 4, "every entry is acknowledged");
+        let reasons: Vec<(&str, &str)> = d
+            .dead
+            .iter()
+            .map(|l| (l.id.as_str(), l.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 2);
+        assert!(
+            reasons[0].0 == "2-0" && reasons[0].1.starts_with("poll_closed: "),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].0 == "3-0" && reasons[1].1.starts_with("bad_option: option `f`"),
+            "{reasons:?}"
+        );
     }
 }

@@ -40,6 +40,7 @@ fn main() {
             https,
             new_connection_per_voter,
             no_tls_resumption,
+            past_close,
         } => cluster::rehearse(
             &topology,
             voters,
@@ -51,6 +52,7 @@ fn main() {
             https,
             new_connection_per_voter,
             no_tls_resumption,
+            past_close,
         ),
     };
     match code {

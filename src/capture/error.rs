@@ -20,8 +20,9 @@ const RETRY_AFTER_NEW_VOTER_SECS: u64 = 600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("unknown option: vote must be `a` or `b`")]
-    BadOption,
+    /// The number of the poll's options, for the message.
+    #[error("unknown option: vote must be {}", crate::poll::choices(*.0))]
+    BadOption(usize),
     #[error("malformed body: {0}")]
     Malformed(String),
     #[error("body larger than {0} bytes")]
@@ -50,6 +51,12 @@ pub enum CaptureError {
     KeyReused,
     #[error("proof of work refused ({0}): reload the page and vote again")]
     Pow(crate::capture::pow::PowError),
+    /// Stamped before `POLL_OPENS` (shown as [`crate::poll::Poll::format_time`]).
+    #[error("voting has not opened yet: it opens at {0}")]
+    NotOpen(String),
+    /// Stamped at or after `POLL_CLOSES`.
+    #[error("voting has closed: it closed at {0}")]
+    Closed(String),
 }
 
 impl CaptureError {
@@ -63,7 +70,7 @@ impl CaptureError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            CaptureError::BadOption
+            CaptureError::BadOption(_)
             | CaptureError::Malformed(_)
             | CaptureError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
             CaptureError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -75,14 +82,16 @@ impl CaptureError {
             CaptureError::Enqueue(_) | CaptureError::Timeout | CaptureError::QueueFull => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            CaptureError::CrossSite => StatusCode::FORBIDDEN,
+            CaptureError::CrossSite | CaptureError::NotOpen(_) | CaptureError::Closed(_) => {
+                StatusCode::FORBIDDEN
+            }
         }
     }
 
     /// The `reason` label of `voteswarm_votes_rejected_total`.
     pub fn reason(&self) -> &'static str {
         match self {
-            CaptureError::BadOption => "bad_option",
+            CaptureError::BadOption(_) => "bad_option",
             CaptureError::Malformed(_) => "malformed",
             CaptureError::TooLarge(_) => "too_large",
             CaptureError::ContentType(_) => "content_type",
@@ -98,6 +107,8 @@ impl CaptureError {
             CaptureError::BadIdempotencyKey => "bad_idempotency_key",
             CaptureError::KeyReused => "idempotency_key_reused",
             CaptureError::Pow(_) => "pow_refused",
+            CaptureError::NotOpen(_) => "poll_not_open",
+            CaptureError::Closed(_) => "poll_closed",
         }
     }
 
@@ -113,20 +124,28 @@ impl CaptureError {
             w
         };
         let (title, todo) = match self {
-            CaptureError::BadOption
+            CaptureError::BadOption(_)
             | CaptureError::Malformed(_)
             | CaptureError::BadIdempotencyKey
             | CaptureError::KeyReused => (
                 "That vote could not be read",
-                "Go back to the poll and press one of its two buttons.",
+                "Go back to the poll and press one of its buttons.",
             ),
             CaptureError::TooLarge(_) => (
                 "That request was too large",
-                "Go back to the poll and press one of its two buttons.",
+                "Go back to the poll and press one of its buttons.",
             ),
             CaptureError::ContentType(_) => (
                 "That request was not the poll's form",
-                "Go back to the poll and press one of its two buttons.",
+                "Go back to the poll and press one of its buttons.",
+            ),
+            CaptureError::NotOpen(_) => (
+                "Voting has not opened yet",
+                "Your vote was not counted. Come back once voting opens, and vote then.",
+            ),
+            CaptureError::Closed(_) => (
+                "Voting has closed",
+                "Your vote was not counted: it came after the close. Thank you for taking part.",
             ),
             CaptureError::CrossSite => (
                 "Vote on the poll's own page",

@@ -19,6 +19,7 @@ use super::error::{CaptureError, Channel, VoteRefused};
 use super::{State, MAX_BODY_BYTES};
 use crate::clock;
 use crate::cookie::{self, VoterCookie, COOKIE_NAME};
+use crate::poll::MAX_OPTIONS;
 use crate::vote::VoteOption;
 
 /// The request's voter as far as its cookie tells: `known` when the
@@ -123,17 +124,32 @@ impl<F: VoteFormat> Future for ReadBallot<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let body = ready!(Pin::new(&mut this.body).poll(cx));
+        let state = this
+            .req
+            .app_data::<web::Data<State>>()
+            .expect("capture's routes have its state");
+        let poll = &state.settings.poll;
+        // A letter this poll does not have (`f` of five options) is as
+        // unknown as a word: the same 400, naming this poll's letters.
+        let bad_option = CaptureError::BadOption(poll.options.len());
         Poll::Ready(
             body.and_then(|b| F::parse(&b))
+                .and_then(|option| {
+                    if poll.has(option) {
+                        Ok(option)
+                    } else {
+                        Err(CaptureError::BadOption(0))
+                    }
+                })
                 .map(|option| Ballot {
                     option,
                     format: PhantomData,
                 })
                 .map_err(|e| {
-                    let state = this
-                        .req
-                        .app_data::<web::Data<State>>()
-                        .expect("capture's routes have its state");
+                    let e = match e {
+                        CaptureError::BadOption(_) => bad_option,
+                        e => e,
+                    };
                     state.refuse(e.into(), F::CHANNEL, None, &this.req)
                 }),
         )
@@ -238,11 +254,12 @@ struct ApiVote {
 }
 
 /// Parses a form body (`vote=a`); other fields are ignored, as browsers and
-/// proxies add their own.
+/// proxies add their own. Any letter `a` to `l` parses: whether the poll
+/// has it is the [`Ballot`]'s check.
 pub fn parse_form(body: &[u8]) -> Result<VoteOption, CaptureError> {
     let f: FormVote = serde_urlencoded::from_bytes(body)
         .map_err(|e| CaptureError::Malformed(format!("form: {e}")))?;
-    VoteOption::parse(&f.vote).ok_or(CaptureError::BadOption)
+    VoteOption::parse(&f.vote).ok_or(CaptureError::BadOption(MAX_OPTIONS))
 }
 
 /// Parses a JSON body (`{"vote":"a"}`), strictly: unknown fields are an
@@ -255,5 +272,5 @@ pub fn parse_json(body: &[u8]) -> Result<VoteOption, CaptureError> {
     }
     let v: ApiVote =
         serde_json::from_slice(body).map_err(|e| CaptureError::Malformed(format!("json: {e}")))?;
-    VoteOption::parse(&v.vote).ok_or(CaptureError::BadOption)
+    VoteOption::parse(&v.vote).ok_or(CaptureError::BadOption(MAX_OPTIONS))
 }

@@ -39,6 +39,7 @@ use crate::clock;
 use crate::config::ExposeSecret;
 use crate::cookie::{CookieSealer, VoterCookie};
 use crate::metrics::{self, CaptureMetrics};
+use crate::poll::Phase;
 use crate::vote::VoteOption;
 use error::{Channel, Refusal, VoteRefused};
 pub use extract::{parse_form, parse_json};
@@ -79,16 +80,16 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 /// Stands for the proof-of-work challenge in the prerendered vote page.
 const POW_PLACEHOLDER: &str = "@@pow-challenge@@";
 
-/// The vote page's five variants (nothing chosen, `a` or `b` chosen, and
-/// the two "thanks" pages), rendered once at start: the vote path then
-/// only clones a reference-counted buffer.
+/// The vote page's variants, rendered once at start for each phase of the
+/// poll's window (nothing chosen, each option chosen, and each option's
+/// "thanks" page): the vote path then only clones a reference-counted
+/// buffer. The phase is read per request, as the window passes.
 struct Pages {
-    /// Indexed by `None`, `Some(A)`, `Some(B)`.
-    view: [web::Bytes; 3],
-    /// Indexed by the option just voted for.
-    voted: [web::Bytes; 2],
+    /// Indexed by [`phase_index`].
+    phases: [PhasePages; 3],
     /// With a proof of work on: the page for a voter who has not voted,
-    /// before and after its challenge (which changes every window).
+    /// while the poll is open, before and after its challenge (which
+    /// changes every window).
     view_pow: Option<(String, String)>,
     /// The pages' Content-Security-Policy.
     policy: HeaderValue,
@@ -96,11 +97,29 @@ struct Pages {
     error_policy: HeaderValue,
 }
 
+/// One phase's pages.
+struct PhasePages {
+    /// Indexed by `None`, then each option's index plus one.
+    view: Vec<web::Bytes>,
+    /// Indexed by the option just voted for.
+    voted: Vec<web::Bytes>,
+}
+
+fn phase_index(phase: Phase) -> usize {
+    match phase {
+        Phase::NotOpen => 0,
+        Phase::Open => 1,
+        Phase::Closed => 2,
+    }
+}
+
 impl Pages {
     fn new(settings: &CaptureSettings) -> Pages {
-        let render = |chosen: Option<VoteOption>, flash: Option<&str>| {
+        let poll = &settings.poll;
+        let render = |phase: Phase, chosen: Option<VoteOption>, flash: Option<&str>| {
             web::Bytes::from(page::render(
-                &settings.option_labels,
+                poll,
+                phase,
                 &settings.node_id,
                 chosen,
                 flash,
@@ -111,7 +130,8 @@ impl Pages {
         let pow_on = settings.pow_bits > 0;
         let view_pow = pow_on.then(|| {
             let page = page::render(
-                &settings.option_labels,
+                poll,
+                Phase::Open,
                 &settings.node_id,
                 None,
                 None,
@@ -123,20 +143,26 @@ impl Pages {
                 .expect("the page holds the placeholder");
             (before.to_owned(), after.to_owned())
         });
-        let thanks = |o: VoteOption| {
-            let flash = format!(
-                "Thanks! Your vote for {} is in.",
-                settings.option_labels[o as usize]
-            );
-            render(Some(o), Some(&flash))
+        let phase_pages = |phase: Phase| PhasePages {
+            view: std::iter::once(None)
+                .chain(poll.vote_options().iter().map(|&o| Some(o)))
+                .map(|chosen| render(phase, chosen, None))
+                .collect(),
+            voted: poll
+                .vote_options()
+                .iter()
+                .map(|&o| {
+                    let label = poll.label(o).unwrap_or_default();
+                    render(
+                        phase,
+                        Some(o),
+                        Some(&format!("Thanks! Your vote for {label} is in.")),
+                    )
+                })
+                .collect(),
         };
         Pages {
-            view: [
-                render(None, None),
-                render(Some(VoteOption::A), None),
-                render(Some(VoteOption::B), None),
-            ],
-            voted: [thanks(VoteOption::A), thanks(VoteOption::B)],
+            phases: [Phase::NotOpen, Phase::Open, Phase::Closed].map(phase_pages),
             view_pow,
             policy: page::policy(pow_on),
             error_policy: page::policy(true),
@@ -179,7 +205,7 @@ impl Capture {
         listener: TcpListener,
     ) -> std::io::Result<Capture> {
         let port = listener.local_addr()?.port();
-        let metrics = CaptureMetrics::new();
+        let metrics = CaptureMetrics::new(settings.poll.vote_options());
         let pages = Arc::new(Pages::new(&settings));
         let depth = Arc::new(AtomicI64::new(0));
         let client = redis::Client::open(settings.redis_url.expose_secret())
@@ -264,24 +290,33 @@ fn now_secs() -> u64 {
 }
 
 async fn vote_page(req: HttpRequest, voter: Voter, state: web::Data<State>) -> HttpResponse {
-    let chosen = voter.known.and_then(|c| c.last.map(|(_, o)| o));
+    // A cookie from before the poll lost options (its settings changed)
+    // shows no choice rather than one the page cannot draw.
+    let chosen = voter
+        .known
+        .and_then(|c| c.last.map(|(_, o)| o))
+        .filter(|o| state.settings.poll.has(*o));
+    let phase = state.settings.poll.phase_at(voter.now);
+    let pages = &state.pages.phases[phase_index(phase)];
     if let Some(o) = chosen.filter(|_| has_thanks_cookie(&req)) {
         // Once: the cookie goes with this page, so a reload shows the
         // choice without the thanks.
-        let mut resp = page_response(&state, state.pages.voted[o as usize].clone());
+        let mut resp = page_response(&state, pages.voted[o.index()].clone());
         resp.headers_mut()
             .append(header::SET_COOKIE, HeaderValue::from_static(THANKS_CLEAR));
         return resp;
     }
-    let i = chosen.map_or(0, |o| o as usize + 1);
-    if let (0, Some((before, after)), Some(pow)) = (i, &state.pages.view_pow, &state.pow) {
+    let i = chosen.map_or(0, |o| o.index() + 1);
+    if let (0, Phase::Open, Some((before, after)), Some(pow)) =
+        (i, phase, &state.pages.view_pow, &state.pow)
+    {
         let challenge = pow.challenge(&state.sealer, now_secs());
         return page_response(
             &state,
             web::Bytes::from(format!("{before}{challenge}{after}")),
         );
     }
-    page_response(&state, state.pages.view[i].clone())
+    page_response(&state, pages.view[i].clone())
 }
 
 fn page_response(state: &State, body: web::Bytes) -> HttpResponse {
@@ -433,7 +468,7 @@ impl State {
             let (title, what, todo) = error.page_words();
             let retry_after = error.retry_after();
             let page = page::render_error(
-                &self.settings.option_labels,
+                &self.settings.poll,
                 &self.settings.node_id,
                 &page::ErrorPage {
                     title,

@@ -13,6 +13,7 @@ use crate::config::{
     host_name, nonempty, secret_from, with_credentials, ConfigError, ExposeSecret, RedisAuthArgs,
     SecretString, VoteChanges,
 };
+use crate::poll::{Poll, PollArgs};
 
 /// `Key::derive_from` needs at least this much key material (and panics
 /// below it, so the length is checked here first).
@@ -47,12 +48,9 @@ pub struct CaptureArgs {
     /// Name stamped on every vote this node takes [default: the host name].
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
-    /// Label of option `a`.
-    #[arg(long, env = "OPTION_A", default_value = "Cats")]
-    pub option_a: String,
-    /// Label of option `b`.
-    #[arg(long, env = "OPTION_B", default_value = "Dogs")]
-    pub option_b: String,
+    /// The question, its options and its window.
+    #[command(flatten)]
+    pub poll: PollArgs,
     /// Cookie key (encrypts and authenticates the voter cookie), at least
     /// 32 random bytes, the same on every capture node.
     #[arg(long, env = "COOKIE_KEY", hide_env_values = true)]
@@ -143,7 +141,8 @@ pub struct CaptureSettings {
     pub listen: String,
     pub redis_url: SecretString,
     pub node_id: String,
-    pub option_labels: [String; 2],
+    /// The question, its options, when votes are taken.
+    pub poll: Poll,
     pub cookie_key: CookieKey,
     /// Keys that still open cookies (rotation), never used to seal.
     pub cookie_keys_previous: Vec<CookieKey>,
@@ -235,8 +234,7 @@ impl CaptureArgs {
         redis::Client::open(redis_url.as_str())
             .map_err(|e| ConfigError(format!("REDIS_URL is not a Redis URL: {e}")))?;
         nonempty("STREAM_KEY", &self.stream_key)?;
-        nonempty("OPTION_A", &self.option_a)?;
-        nonempty("OPTION_B", &self.option_b)?;
+        let poll = self.poll.into_poll()?;
         if self.max_batch == 0 {
             return Err(ConfigError("MAX_BATCH must be at least 1".into()));
         }
@@ -274,7 +272,7 @@ impl CaptureArgs {
             listen: self.listen,
             redis_url: SecretString::from(redis_url),
             node_id,
-            option_labels: [self.option_a, self.option_b],
+            poll,
             cookie_key,
             cookie_keys_previous,
             edge_id_key,
@@ -491,6 +489,29 @@ mod tests {
             e.starts_with("COOKIE_KEYS_PREVIOUS (key 1) is too short"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_poll_is_read_from_its_variables_and_defaults_to_cats_or_dogs() {
+        let good = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let s = capture_args(&[("COOKIE_KEY", good)]).unwrap();
+        assert_eq!(s.poll, Poll::default());
+        let s = capture_args(&[
+            ("COOKIE_KEY", good),
+            ("OPTIONS", "Red,Green,Blue"),
+            ("QUESTION", "Which colour?"),
+            ("POLL_CLOSES", "2027-02-07T23:45:00Z"),
+        ])
+        .unwrap();
+        assert_eq!(s.poll.options, ["Red", "Green", "Blue"]);
+        assert_eq!(s.poll.question, "Which colour?");
+        assert!(s.poll.closes.is_some());
+        let s = capture_args(&[("COOKIE_KEY", good), ("OPTION_B", "Fish")]).unwrap();
+        assert_eq!(s.poll.options, ["Cats", "Fish"]);
+        let e = capture_args(&[("COOKIE_KEY", good), ("POLL_OPENS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("POLL_OPENS is not an RFC 3339 time"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::actors::queue_writer::{Enqueue, EnqueueError};
 use crate::clock;
 use crate::config::VoteChanges;
 use crate::cookie::{VoterCookie, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER};
+use crate::poll::Phase;
 use crate::vote::{Id128, Vote, VoteOption};
 
 // Header names built at compile time: looking a header up by `&str`
@@ -48,8 +49,9 @@ pub struct Accepted {
 }
 
 /// Everything a vote goes through after parsing: cross-site check, queue
-/// limit, idempotency, identity, change policy, proof of work, stamp,
-/// enqueue. Returns what was stored and the cookie to set.
+/// limit, idempotency (a retry of a vote already taken gets its answer,
+/// even after the close), the poll's window, identity, change policy,
+/// proof of work, stamp, enqueue. Returns what was stored and the cookie to set.
 pub(super) async fn take_vote(
     req: &HttpRequest,
     state: &State,
@@ -62,6 +64,11 @@ pub(super) async fn take_vote(
     if let Some(answered) = key.and_then(|k| replay(state, k, option, voter.known)) {
         return Ok(answered?);
     }
+    // The window is judged by the time this vote is stamped with (the
+    // hybrid clock, as the worker judges it too): the same `ts` that
+    // `stamp` writes, since a voter without a cookie has no last vote.
+    let ts = clock::next_ts(voter.now, voter.known.and_then(|c| c.last).map(|(t, _)| t));
+    check_window(state, ts)?;
     let retry = retry_name(req, key);
     let fresh = voter.known.is_none();
     // A first-time voter the edge answered itself comes back as the voter
@@ -76,7 +83,7 @@ pub(super) async fn take_vote(
     let cookie = identify(req, state, voter.known, named, named_option)?;
     check_change_policy(state, &cookie, option, voter.now)?;
     let claimed = if fresh { claim_pow(req, state)? } else { None };
-    let vote = stamp(state, &cookie, retry, option, voter.now, fresh);
+    let vote = stamp(state, &cookie, retry, option, ts, fresh);
     if let Err(e) = enqueue(state, vote, fresh.then_some(cookie)).await {
         if let Some(s) = claimed {
             // Not stored (as far as we know): the voter may retry with it.
@@ -87,7 +94,7 @@ pub(super) async fn take_vote(
     if let Some(k) = key {
         state.answered.insert_new(k, vote);
     }
-    state.metrics.accepted_by(option).inc();
+    state.metrics.count_accepted(option);
     if fresh && state.pow.is_some() {
         state.metrics.pow_vote(claimed.is_some()).inc();
     }
@@ -127,6 +134,21 @@ fn check_same_site(req: &HttpRequest) -> Result<(), CaptureError> {
         }
     }
     Ok(())
+}
+
+/// Votes stamped before `POLL_OPENS` or at and after `POLL_CLOSES` are
+/// refused (`403`): the worker counts none stamped after the close, so a
+/// `2xx` for one would be a promise broken.
+fn check_window(state: &State, ts: i64) -> Result<(), CaptureError> {
+    let poll = &state.settings.poll;
+    let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(crate::poll::Poll::format_time).unwrap_or_default()
+    };
+    match poll.phase_at(ts) {
+        Phase::Open => Ok(()),
+        Phase::NotOpen => Err(CaptureError::NotOpen(at(poll.opens))),
+        Phase::Closed => Err(CaptureError::Closed(at(poll.closes))),
+    }
 }
 
 /// A queue over `QUEUE_LIMIT` takes no more votes (and `/readyz` fails,
@@ -317,14 +339,15 @@ fn claim_pow<'r>(req: &'r HttpRequest, state: &State) -> Result<Option<&'r str>,
 }
 
 /// The vote's ids and time: the vote id derived from the retry's name
-/// (so a retry elsewhere stores the same vote) or random, and the hybrid
-/// logical clock, later than the voter's last vote whatever the clocks.
+/// (so a retry elsewhere stores the same vote) or random, and `ts`, the
+/// hybrid logical clock (later than the voter's last vote whatever the
+/// clocks), which the window was judged by.
 fn stamp(
     state: &State,
     cookie: &VoterCookie,
     retry: Option<[&[u8]; 2]>,
     option: VoteOption,
-    now: i64,
+    ts: i64,
     new_voter: bool,
 ) -> Accepted {
     let voter_bytes = cookie.voter.0.to_be_bytes();
@@ -335,7 +358,7 @@ fn stamp(
         }),
         voter: cookie.voter,
         option,
-        ts: clock::next_ts(now, cookie.last.map(|(ts, _)| ts)),
+        ts,
         new_voter,
     }
 }

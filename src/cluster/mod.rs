@@ -24,6 +24,7 @@
 pub mod backup;
 pub mod failover;
 pub mod haproxy;
+pub mod poll_flags;
 pub mod ports;
 pub mod postgres;
 pub mod procs;
@@ -216,6 +217,8 @@ pub struct TopologyArgs {
     /// cluster promotes it when the primary is lost with its data.
     #[arg(long)]
     pub pg_standby: bool,
+    #[command(flatten)]
+    pub poll: poll_flags::PollFlags,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -259,6 +262,10 @@ pub enum ClusterCommand {
         /// With --https: no session resumption, every handshake full.
         #[arg(long)]
         no_tls_resumption: bool,
+        /// Keep voting past the poll's close (--closes): each late vote
+        /// must be refused (403 poll_closed), every earlier one counted.
+        #[arg(long)]
+        past_close: bool,
     },
     /// A consistent pg_dump (custom format) of the running cluster's
     /// database; prints the file, its size and the voters in it.
@@ -307,6 +314,8 @@ pub struct Cluster {
     pub results_https_url: String,
     /// The certificates HAProxy serves and the CA to trust.
     pub tls: tls::Files,
+    /// The poll every tier runs.
+    pub poll: crate::poll::Poll,
     /// In start order; stopped in the order of `STOP_ORDER`.
     pub procs: Vec<Proc>,
     /// Each capture node's queue servers, for the failover
@@ -451,6 +460,7 @@ pub fn up(t: &TopologyArgs) -> Result<(), ClusterError> {
         "tls ca:  {} (curl --cacert, loadgen --ca-file, or trust it in a browser)",
         cluster.tls.ca.display()
     );
+    println!("poll:    {}", poll_flags::describe(&cluster.poll));
     println!("database: {}", cluster.psql_url);
     println!("data:    {} (logs in logs/)", cluster.data_dir.display());
     println!(
@@ -478,6 +488,7 @@ pub fn rehearse(
     https: bool,
     new_connection_per_voter: bool,
     no_tls_resumption: bool,
+    past_close: bool,
 ) -> Result<i32, ClusterError> {
     let stop = stop_flag()?;
     let loadgen = sibling("loadgen")?;
@@ -496,6 +507,9 @@ pub fn rehearse(
     if no_tls_resumption {
         cmd.arg("--no-tls-resumption");
     }
+    if past_close {
+        cmd.arg("--past-close");
+    }
     cmd.arg("--target")
         .arg(vote_url)
         .arg("--results")
@@ -509,7 +523,10 @@ pub fn rehearse(
         .arg("--concurrency")
         .arg(concurrency.to_string())
         .arg("--final-timeout-secs")
-        .arg(final_timeout_secs.to_string());
+        .arg(final_timeout_secs.to_string())
+        // The poll as the cluster runs it: loadgen votes for every option.
+        .arg("--options")
+        .arg(cluster.poll.options.join(","));
     if let Some(r) = rate {
         cmd.arg("--rate").arg(r.to_string());
     }

@@ -70,9 +70,20 @@ struct Layout {
     /// `EDGE_ID_KEY`: HAProxy takes the value, capture the file.
     edge_id_key: (String, PathBuf),
     redis_passwords: secrets::RedisPasswords,
+    /// `QUESTION`, `OPTIONS`, `POLL_CLOSES` from the flags, for capture,
+    /// the workers and results alike.
+    poll_env: Vec<(&'static str, String)>,
 }
 
 impl Layout {
+    /// The poll's variables the flags set, on a tier that runs the poll.
+    fn poll(&self, mut spec: Spec) -> Spec {
+        for (k, v) in &self.poll_env {
+            spec = spec.env(k, v.clone());
+        }
+        spec
+    }
+
     /// A tier's Redis login: its ACL user and password file.
     fn redis_login(&self, spec: Spec, role: secrets::RedisRole) -> Spec {
         spec.env("REDIS_USER", role.user()).env(
@@ -143,9 +154,12 @@ impl Cluster {
                 t.queue_replicas
             )));
         }
+        // Before anything starts: a bad poll is one line, not three tiers
+        // refusing to start.
+        let poll = t.poll.resolve(chrono::Utc::now())?;
         let programs = Programs::find()?;
         check_public_ports(t)?;
-        let (mut cluster, layout) = Cluster::prepare(t)?;
+        let (mut cluster, layout) = Cluster::prepare(t, poll)?;
         let database = cluster.start_postgres(t, &layout)?;
         let queue_ports = cluster.start_queues(t, &programs, &layout)?;
         // Every queue server, replicas too: a worker drains a replica once
@@ -165,7 +179,10 @@ impl Cluster {
 
     /// The data directory (given, or a temporary one) with its logs, run
     /// files, cookie key, certificates, Redis settings and passwords.
-    fn prepare(t: &TopologyArgs) -> Result<(Cluster, Layout), ClusterError> {
+    fn prepare(
+        t: &TopologyArgs,
+        (poll, poll_env): (crate::poll::Poll, Vec<(&'static str, String)>),
+    ) -> Result<(Cluster, Layout), ClusterError> {
         let (data_dir, temp) = match &t.data_dir {
             Some(d) => (d.clone(), None),
             None => {
@@ -210,6 +227,7 @@ impl Cluster {
             vote_https_url: format!("https://{}:{}", tls_host(&t.bind), t.tls_port),
             results_https_url: format!("https://{}:{}", tls_host(&t.bind), t.results_tls_port),
             tls,
+            poll,
             procs: Vec::new(),
             queues: Vec::new(),
             queue_conf: failover::QueueConf {
@@ -226,6 +244,7 @@ impl Cluster {
             cookie_key,
             edge_id_key,
             redis_passwords,
+            poll_env,
         };
         Ok((cluster, layout))
     }
@@ -428,7 +447,7 @@ impl Cluster {
                 .env("WORKER_ID", format!("worker{i:02}"))
                 .env("METRICS_LISTEN", format!("127.0.0.1:{port}"));
             spec = layout.redis_login(
-                database.login(spec, postgres::PgRole::Worker),
+                database.login(layout.poll(spec), postgres::PgRole::Worker),
                 secrets::RedisRole::Worker,
             );
             if i == 1 && matches!(database, TierDatabase::Given(_)) {
@@ -481,7 +500,7 @@ impl Cluster {
                 // The results are on their own port: a link to the local
                 // one, unless the caller names another.
                 .env("RESULTS_URL", env_or("RESULTS_URL", &self.results_url));
-            let spec = layout.redis_login(spec, secrets::RedisRole::Capture);
+            let spec = layout.redis_login(layout.poll(spec), secrets::RedisRole::Capture);
             self.spawn_local("capture", format!("capture{n:02}"), port, spec, layout)?;
             ports.push(port);
         }
@@ -504,7 +523,7 @@ impl Cluster {
             .env("LISTEN", format!("127.0.0.1:{port}"))
             .env("REDIS_URLS", queue_urls(queue_ports));
         let spec = layout.redis_login(
-            database.login(spec, postgres::PgRole::Results),
+            database.login(layout.poll(spec), postgres::PgRole::Results),
             secrets::RedisRole::Results,
         );
         self.spawn_local("results", "results".into(), port, spec, layout)?;

@@ -1,7 +1,9 @@
 //! `loadgen`: rehearses the big night, and checks the count afterwards.
 //!
 //! Simulated voters, each with its own cookie jar, vote through the load
-//! balancer (`POST /api/vote`); a fraction of them change their vote later.
+//! balancer (`POST /api/vote`) for any of the poll's options (as many as
+//! the vote page has buttons, or `--options`); a fraction of them change
+//! their vote later, to another option.
 //! `429` and `503` are retried, respecting `Retry-After`, until the vote is
 //! acknowledged. A new voter (no cookie yet) solves the target's
 //! proof-of-work challenge first when it asks for one (`GET /api/pow`), as
@@ -14,6 +16,12 @@
 //! A voter whose last attempt was never acknowledged but may have been
 //! stored (a `503` after a timeout, a dropped connection) is *uncertain*:
 //! either outcome is correct for it, and the report says how many there are.
+//!
+//! With `--past-close` the voters go on voting across the poll's close: a
+//! `403` with reason `poll_closed` is then expected, counted apart, and
+//! leaves the voter's last acknowledged vote (if any) as its ground truth,
+//! so the checks show that every vote acknowledged before the close is
+//! counted and none after it.
 
 pub mod report;
 pub mod tls;
@@ -31,7 +39,7 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
 use crate::config::{ConfigError, ExposeSecret, SecretString};
-use crate::vote::VoteOption;
+use crate::poll;
 pub use report::Report;
 
 /// Backoff after a refused attempt without `Retry-After`, from 50 ms
@@ -97,6 +105,15 @@ pub struct LoadgenArgs {
     /// handshake (the worst case for the edge).
     #[arg(long)]
     pub no_tls_resumption: bool,
+    /// The poll's options, comma-separated as its OPTIONS: voters choose
+    /// among as many letters (`a`, `b`, ...) [default: read from the vote
+    /// page's buttons].
+    #[arg(long)]
+    pub options: Option<String>,
+    /// Keep voting past the poll's close: `403 poll_closed` is then an
+    /// expected answer (counted in the report), not a failed voter.
+    #[arg(long)]
+    pub past_close: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +133,9 @@ pub struct LoadgenSettings {
     /// The TLS client, when the target or the results are https://.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub new_connection_per_voter: bool,
+    /// How many options the poll has; `None`: read from the vote page.
+    pub options: Option<usize>,
+    pub past_close: bool,
 }
 
 impl LoadgenArgs {
@@ -155,6 +175,22 @@ impl LoadgenArgs {
                 "--ca-file is for https:// targets; --target and --results are http://".into(),
             ));
         }
+        let options = self
+            .options
+            .as_deref()
+            .map(|list| {
+                let n = list.split(',').count();
+                if (poll::MIN_OPTIONS..=poll::MAX_OPTIONS).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(ConfigError(format!(
+                        "--options: {} to {} comma-separated labels, not {n}",
+                        poll::MIN_OPTIONS,
+                        poll::MAX_OPTIONS
+                    )))
+                }
+            })
+            .transpose()?;
         let tls = if https {
             Some(tls::client_config(
                 self.ca_file.as_deref(),
@@ -181,6 +217,8 @@ impl LoadgenArgs {
                 .clamp(1, self.concurrency.max(1)),
             tls,
             new_connection_per_voter: self.new_connection_per_voter,
+            options,
+            past_close: self.past_close,
         })
     }
 }
@@ -192,12 +230,15 @@ pub struct VoterState {
     pub cookie: Option<String>,
     /// The voter id from the last receipt.
     pub voter_id: Option<String>,
-    /// The option of the last acknowledged vote: the ground truth.
-    pub acked: Option<VoteOption>,
+    /// The option letter of the last acknowledged vote: the ground truth.
+    pub acked: Option<char>,
     /// An attempt after the last acknowledgement may have been stored.
     pub uncertain: bool,
     /// The voter was given up on (attempts exhausted or an unexpected 4xx).
     pub failed: bool,
+    /// A vote of this voter was refused because the poll had closed
+    /// (`--past-close`).
+    pub refused_closed: bool,
 }
 
 /// Counters of the load phase.
@@ -205,6 +246,8 @@ pub struct VoterState {
 pub struct LoadStats {
     pub requests: u64,
     pub acknowledged: u64,
+    /// `403 poll_closed` answers (also in `rejected`): votes too late.
+    pub refused_closed: u64,
     /// Refusals by HTTP status, and `0` for connection errors.
     pub rejected: BTreeMap<u16, u64>,
     /// Microseconds, one per answered request.
@@ -219,6 +262,15 @@ struct Receipt {
     voter: String,
     option: String,
 }
+
+/// A refusal's JSON (`{"error", "reason"}`), as far as loadgen reads it.
+#[derive(Deserialize)]
+struct Refusal {
+    reason: Option<String>,
+}
+
+/// The reason a refusal gives for the poll's window.
+const POLL_CLOSED: &str = "poll_closed";
 
 /// One load thread's share: its voters (by global index), its client.
 struct LoadThread {
@@ -290,7 +342,7 @@ fn http_client(
 /// its own client (awc is single-threaded), voters dealt out round-robin.
 fn load(
     settings: &LoadgenSettings,
-    actions: &[(usize, VoteOption)],
+    actions: &[(usize, char)],
     progress: indicatif::ProgressBar,
 ) -> (Vec<VoterState>, LoadStats) {
     let threads = settings.threads.max(1);
@@ -299,7 +351,7 @@ fn load(
     part_settings.rate = settings.rate.map(|r| r / threads as f64);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let mine: Vec<(usize, VoteOption)> = actions
+            let mine: Vec<(usize, char)> = actions
                 .iter()
                 .copied()
                 .filter(|(v, _)| v % threads == t)
@@ -323,6 +375,7 @@ fn load(
         }
         stats.requests += part_stats.requests;
         stats.acknowledged += part_stats.acknowledged;
+        stats.refused_closed += part_stats.refused_closed;
         for (k, n) in part_stats.rejected {
             *stats.rejected.entry(k).or_default() += n;
         }
@@ -334,7 +387,7 @@ fn load(
 
 async fn run_load_thread(
     settings: LoadgenSettings,
-    actions: Vec<(usize, VoteOption)>,
+    actions: Vec<(usize, char)>,
     progress: indicatif::ProgressBar,
 ) -> (HashMap<usize, VoterState>, LoadStats) {
     let handshakes = Rc::default();
@@ -382,27 +435,34 @@ async fn run_load_thread(
 /// Runs the whole rehearsal: load, then the checks. Must run inside an
 /// actix system (awc is single-threaded).
 pub async fn run(settings: LoadgenSettings) -> Report {
+    let options = match settings.options {
+        Some(n) => n,
+        None => match poll_options(&settings).await {
+            Ok(n) => n,
+            Err(e) => return Report::not_started(&settings, e),
+        },
+    };
+    let letters: Vec<char> = (0..options).map(poll::letter).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(settings.seed);
-    let firsts: Vec<VoteOption> = (0..settings.voters)
-        .map(|_| {
-            if rng.random_bool(0.5) {
-                VoteOption::A
-            } else {
-                VoteOption::B
-            }
-        })
+    let firsts: Vec<usize> = (0..settings.voters)
+        .map(|_| rng.random_range(0..options))
         .collect();
     let mut changers: Vec<usize> = (0..settings.voters).collect();
     changers.shuffle(&mut rng);
     changers.truncate((settings.voters as f64 * settings.change_fraction).round() as usize);
 
     // Every vote is a first vote, then every change: a change is another
-    // option for a voter who already voted.
-    let actions: Vec<(usize, VoteOption)> = firsts
+    // option for a voter who already voted, any of the others alike.
+    let changes: Vec<(usize, usize)> = changers
         .iter()
+        .map(|&i| (i, (firsts[i] + rng.random_range(1..options)) % options))
+        .collect();
+    let actions: Vec<(usize, char)> = firsts
+        .iter()
+        .copied()
         .enumerate()
-        .map(|(i, o)| (i, *o))
-        .chain(changers.iter().map(|&i| (i, other(firsts[i]))))
+        .chain(changes)
+        .map(|(i, o)| (i, letters[o]))
         .collect();
 
     let progress = indicatif::ProgressBar::new(actions.len() as u64);
@@ -450,7 +510,7 @@ pub async fn run(settings: LoadgenSettings) -> Report {
     stats.elapsed = started.elapsed();
     let load_end = chrono::Utc::now();
 
-    let mut report = Report::new(&settings, stats, &voters);
+    let mut report = Report::new(&settings, options, stats, &voters);
     if let (Some(results), Some(base)) = (&results_wire, results_base) {
         report.results = Some(match base {
             Ok(base) => {
@@ -483,11 +543,62 @@ pub async fn run(settings: LoadgenSettings) -> Report {
     report
 }
 
-fn other(o: VoteOption) -> VoteOption {
-    match o {
-        VoteOption::A => VoteOption::B,
-        VoteOption::B => VoteOption::A,
+/// The `reason` of a refusal's JSON body, if it has one.
+fn refusal_reason(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Refusal>(body).ok()?.reason
+}
+
+/// How many options the target's vote page offers: its vote buttons
+/// (`<button name="vote" value="a">`, ...), which must be `a`, `b`, ... in
+/// order.
+async fn poll_options(settings: &LoadgenSettings) -> Result<usize, String> {
+    let client = http_client(1, &settings.target, settings.tls.as_ref(), &Rc::default());
+    let url = format!("{}/", tls::wire_url(&settings.target));
+    let why = |e: String| {
+        format!(
+            "cannot read the poll's options from the vote page {}/ ({e}); pass --options",
+            settings.target
+        )
+    };
+    let mut resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| why(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(why(format!("it answered {}", resp.status())));
     }
+    let body = resp
+        .body()
+        .limit(1 << 20)
+        .await
+        .map_err(|e| why(e.to_string()))?;
+    vote_buttons(&String::from_utf8_lossy(&body)).map_err(why)
+}
+
+/// The option letters of a vote page's buttons, checked to be `a`, `b`,
+/// ... in order: their number.
+pub fn vote_buttons(page: &str) -> Result<usize, String> {
+    let mut found = Vec::new();
+    for tag in page.split("<button").skip(1) {
+        let tag = tag.split('>').next().unwrap_or_default();
+        if !tag.contains(r#"name="vote""#) {
+            continue;
+        }
+        let value = tag
+            .split(r#"value=""#)
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or_default();
+        found.push(value.to_owned());
+    }
+    let want: Vec<String> = (0..found.len().min(poll::MAX_OPTIONS))
+        .map(|i| poll::letter(i).to_string())
+        .collect();
+    if found.len() < poll::MIN_OPTIONS || found != want {
+        return Err(format!("vote buttons {found:?}, not a, b, ... in order"));
+    }
+    Ok(found.len())
 }
 
 impl LoadThread {
@@ -531,8 +642,8 @@ impl LoadThread {
         f(self.voters.borrow_mut().entry(voter).or_default());
     }
 
-    async fn vote(&self, voter: usize, option: VoteOption) {
-        let body = format!(r#"{{"vote":"{}"}}"#, option.as_str());
+    async fn vote(&self, voter: usize, option: char) {
+        let body = format!(r#"{{"vote":"{option}"}}"#);
         let url = &self.vote_url;
         // A new connection for this voter, as a phone makes: a client of
         // its own, dropped (connection and all) when the vote is done.
@@ -615,7 +726,7 @@ impl LoadThread {
                     let mut voters = self.voters.borrow_mut();
                     let v = voters.entry(voter).or_default();
                     match receipt {
-                        Some(r) if r.option == option.as_str() => {
+                        Some(r) if r.option.chars().eq([option]) => {
                             v.voter_id = Some(r.voter);
                             v.acked = Some(option);
                             v.uncertain = false;
@@ -629,6 +740,25 @@ impl LoadThread {
                         }
                     }
                     self.stats.borrow_mut().acknowledged += 1;
+                    self.progress.inc(1);
+                    return;
+                }
+                403 if self.settings.past_close
+                    && body
+                        .as_ref()
+                        .ok()
+                        .and_then(|b| refusal_reason(b))
+                        .as_deref()
+                        == Some(POLL_CLOSED) =>
+                {
+                    // Too late, as the run expects: this vote is not
+                    // stored, the voter's last acknowledged one stands.
+                    {
+                        let mut stats = self.stats.borrow_mut();
+                        *stats.rejected.entry(status).or_default() += 1;
+                        stats.refused_closed += 1;
+                    }
+                    self.voter(voter, |v| v.refused_closed = true);
                     self.progress.inc(1);
                     return;
                 }
@@ -680,8 +810,40 @@ pub struct ResultsSnapshot {
     pub as_of: String,
     pub total: i64,
     pub backlog: i64,
+    /// Queues that did not answer: the backlog may be larger.
+    #[serde(default)]
+    pub unreachable_queues: usize,
+    /// Why the last tally failed, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
     #[serde(rename = "final")]
     pub is_final: bool,
+}
+
+impl ResultsSnapshot {
+    /// Nothing queued, every queue answered, the count read: every vote
+    /// acknowledged before `as_of` is in it. `final` says more (also that
+    /// the poll takes no more votes), so a poll still open is caught up
+    /// without being final.
+    pub fn caught_up(&self) -> bool {
+        self.is_final || (self.backlog == 0 && self.unreachable_queues == 0 && self.error.is_none())
+    }
+
+    /// Each option's count by letter.
+    pub fn counts(&self) -> BTreeMap<char, i64> {
+        self.options
+            .iter()
+            .filter_map(|c| Some((single_letter(&c.option)?, c.count)))
+            .collect()
+    }
+}
+
+fn single_letter(s: &str) -> Option<char> {
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -691,10 +853,10 @@ pub struct OptionCount {
     pub count: i64,
 }
 
-/// The expected count per option from the ground truth, and how many
-/// voters are uncertain.
-pub fn expected_counts(voters: &[VoterState]) -> (HashMap<VoteOption, i64>, i64) {
-    let mut counts = HashMap::new();
+/// The expected count per option letter from the ground truth, and how
+/// many voters are uncertain.
+pub fn expected_counts(voters: &[VoterState]) -> (BTreeMap<char, i64>, i64) {
+    let mut counts = BTreeMap::new();
     let mut uncertain = 0;
     for v in voters {
         if v.uncertain || v.failed {
@@ -706,7 +868,9 @@ pub fn expected_counts(voters: &[VoterState]) -> (HashMap<VoteOption, i64>, i64)
     (counts, uncertain)
 }
 
-/// Polls `/api/results` until the count is final or `timeout` passes;
+/// Polls `/api/results` until the count has caught up with every vote
+/// acknowledged before `not_before` (final, or caught up with the poll
+/// still open: [`ResultsSnapshot::caught_up`]) or `timeout` passes;
 /// returns the last snapshot (or why there is none).
 async fn wait_final(
     client: &awc::Client,
@@ -732,9 +896,9 @@ async fn wait_final(
                             (Some(t), Ok(as_of)) => as_of >= t,
                             (Some(_), Err(_)) => false,
                         };
-                        let is_final = snap.is_final && fresh;
+                        let done = snap.caught_up() && fresh;
                         last = Some(snap);
-                        if is_final {
+                        if done {
                             break;
                         }
                     }
@@ -758,21 +922,11 @@ async fn results_baseline(
     client: &awc::Client,
     base: &str,
     timeout: Duration,
-) -> Result<HashMap<VoteOption, i64>, String> {
+) -> Result<BTreeMap<char, i64>, String> {
     match wait_final(client, base, timeout, None).await {
-        (Some(snap), _) if snap.is_final => Ok(VoteOption::ALL
-            .iter()
-            .map(|o| {
-                let n = snap
-                    .options
-                    .iter()
-                    .find(|c| c.option == o.as_str())
-                    .map_or(0, |c| c.count);
-                (*o, n)
-            })
-            .collect()),
+        (Some(snap), _) if snap.caught_up() => Ok(snap.counts()),
         (Some(snap), _) => Err(format!(
-            "the count was not final before the run (backlog {}), so earlier votes cannot be told from this run's",
+            "the count had not caught up before the run (backlog {}), so earlier votes cannot be told from this run's",
             snap.backlog
         )),
         (None, e) => Err(e.unwrap_or_else(|| "results did not answer".into())),
@@ -783,7 +937,7 @@ async fn check_results(
     client: &awc::Client,
     base: &str,
     voters: &[VoterState],
-    baseline: &HashMap<VoteOption, i64>,
+    baseline: &BTreeMap<char, i64>,
     timeout: Duration,
     load_end: chrono::DateTime<chrono::Utc>,
 ) -> report::ResultsCheck {

@@ -10,7 +10,6 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::{LoadStats, LoadgenSettings, ResultsSnapshot, VoterState};
-use crate::vote::VoteOption;
 
 /// Mismatches listed one by one before the report only counts the rest.
 const MAX_LISTED: usize = 20;
@@ -23,13 +22,21 @@ pub struct Report {
     /// Voters loadgen gave up on (attempts exhausted, an unexpected 4xx).
     pub failed_voters: usize,
     pub uncertain_voters: usize,
-    pub expected: HashMap<VoteOption, i64>,
+    /// How many options the voters chose among (`a`, `b`, ...).
+    pub options: usize,
+    /// Each option letter's acknowledged count, the ground truth.
+    pub expected: BTreeMap<char, i64>,
     pub results: Option<ResultsCheck>,
     pub database: Option<DbCheck>,
+    /// Why no vote was sent at all (the poll's options unknown).
+    pub not_started: Option<String>,
 }
 
 pub struct ResultsCheck {
     pub reached_final: bool,
+    /// Caught up with every vote acknowledged, final or with the poll
+    /// still open ([`ResultsSnapshot::caught_up`]).
+    pub caught_up: bool,
     pub waited: Duration,
     pub observed: BTreeMap<String, i64>,
     pub backlog: Option<i64>,
@@ -47,6 +54,7 @@ impl ResultsCheck {
     pub fn failed(why: String) -> ResultsCheck {
         ResultsCheck {
             reached_final: false,
+            caught_up: false,
             waited: Duration::ZERO,
             observed: BTreeMap::new(),
             backlog: None,
@@ -57,12 +65,13 @@ impl ResultsCheck {
     pub fn compare(
         last: Option<ResultsSnapshot>,
         last_error: Option<String>,
-        expected: &HashMap<VoteOption, i64>,
+        expected: &BTreeMap<char, i64>,
         uncertain: i64,
         waited: Duration,
     ) -> ResultsCheck {
         let mut check = ResultsCheck {
             reached_final: false,
+            caught_up: false,
             waited,
             observed: BTreeMap::new(),
             backlog: None,
@@ -76,23 +85,22 @@ impl ResultsCheck {
             return check;
         };
         check.reached_final = snap.is_final;
+        check.caught_up = snap.caught_up();
         check.backlog = Some(snap.backlog);
-        if !snap.is_final {
+        if !check.caught_up {
             check.mismatches.push(format!(
                 "the count never became final (backlog {})",
                 snap.backlog
             ));
         }
+        let observed = snap.counts();
+        let letters: std::collections::BTreeSet<char> =
+            expected.keys().chain(observed.keys()).copied().collect();
         let mut drift = 0;
-        for o in VoteOption::ALL {
+        for o in letters {
             let want = expected.get(&o).copied().unwrap_or(0);
-            let got = snap
-                .options
-                .iter()
-                .find(|c| c.option == o.as_str())
-                .map(|c| c.count)
-                .unwrap_or(0);
-            check.observed.insert(o.as_str().to_owned(), got);
+            let got = observed.get(&o).copied().unwrap_or(0);
+            check.observed.insert(o.to_string(), got);
             drift += (got - want).abs();
             if got != want && uncertain == 0 {
                 check.mismatches.push(format!(
@@ -148,7 +156,7 @@ impl DbCheck {
                 None => Some(format!(
                     "voter #{i} ({id}): no stored vote, acknowledged {want}"
                 )),
-                Some(got) if got.trim() != want.as_str() => Some(format!(
+                Some(got) if !got.trim().chars().eq([want]) => Some(format!(
                     "voter #{i} ({id}): stored {got}, acknowledged {want}"
                 )),
                 Some(_) => None,
@@ -172,7 +180,12 @@ impl DbCheck {
 }
 
 impl Report {
-    pub fn new(settings: &LoadgenSettings, stats: LoadStats, voters: &[VoterState]) -> Report {
+    pub fn new(
+        settings: &LoadgenSettings,
+        options: usize,
+        stats: LoadStats,
+        voters: &[VoterState],
+    ) -> Report {
         let (expected, uncertain) = super::expected_counts(voters);
         Report {
             target: settings.target.clone(),
@@ -180,17 +193,36 @@ impl Report {
             changers_planned: (settings.voters as f64 * settings.change_fraction).round() as usize,
             failed_voters: voters.iter().filter(|v| v.failed).count(),
             uncertain_voters: uncertain as usize,
+            options,
             expected,
             stats,
             results: None,
             database: None,
+            not_started: None,
         }
+    }
+
+    /// A run that sent no vote, and why.
+    pub fn not_started(settings: &LoadgenSettings, why: String) -> Report {
+        let mut report = Report::new(settings, 0, LoadStats::default(), &[]);
+        report.not_started = Some(why);
+        report
+    }
+
+    /// Every option letter with its ground truth, in order.
+    fn ground_truth(&self) -> BTreeMap<String, i64> {
+        (0..self.options)
+            .map(crate::poll::letter)
+            .chain(self.expected.keys().copied())
+            .map(|o| (o.to_string(), self.expected.get(&o).copied().unwrap_or(0)))
+            .collect()
     }
 
     /// Everything matched: every voter acknowledged, and every check given
     /// found no mismatch.
     pub fn passed(&self) -> bool {
-        self.failed_voters == 0
+        self.not_started.is_none()
+            && self.failed_voters == 0
             && self
                 .results
                 .as_ref()
@@ -220,6 +252,13 @@ impl Report {
                 format!("rejected {status}")
             };
             let _ = writeln!(s, "| {what} | {n} |");
+        }
+        if st.refused_closed > 0 {
+            let _ = writeln!(
+                s,
+                "| refused after the close (403 poll_closed) | {} |",
+                st.refused_closed
+            );
         }
         let _ = writeln!(s, "| planned changes | {} |", self.changers_planned);
         let _ = writeln!(s, "| wall time | {:.2} s |", secs);
@@ -251,21 +290,34 @@ impl Report {
         }
         let _ = writeln!(s, "| voters given up on | {} |", self.failed_voters);
         let _ = writeln!(s, "| uncertain voters | {} |", self.uncertain_voters);
-        let want = |o: VoteOption| self.expected.get(&o).copied().unwrap_or(0);
+        let truth = self.ground_truth();
+        let letters: Vec<&str> = truth.keys().map(String::as_str).collect();
+        let slashed = |counts: &mut dyn Iterator<Item = i64>| {
+            counts
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         let _ = writeln!(
             s,
-            "| ground truth a / b | {} / {} |",
-            want(VoteOption::A),
-            want(VoteOption::B)
+            "| ground truth {} | {} |",
+            letters.join(" / "),
+            slashed(&mut truth.values().copied())
         );
         if let Some(r) = &self.results {
             let _ = writeln!(
                 s,
-                "| results a / b | {} / {} ({}, waited {:.1} s) |",
-                r.observed.get("a").copied().unwrap_or(0),
-                r.observed.get("b").copied().unwrap_or(0),
+                "| results {} | {} ({}, waited {:.1} s) |",
+                letters.join(" / "),
+                slashed(
+                    &mut letters
+                        .iter()
+                        .map(|o| r.observed.get(*o).copied().unwrap_or(0))
+                ),
                 if r.reached_final {
                     "final"
+                } else if r.caught_up {
+                    "caught up; not final, the poll is open"
                 } else {
                     "NOT final"
                 },
@@ -287,6 +339,9 @@ impl Report {
             problems.extend(&d.mismatches);
         }
         let _ = writeln!(s);
+        if let Some(why) = &self.not_started {
+            let _ = writeln!(s, "MISMATCH: no vote sent: {why}");
+        }
         if self.failed_voters > 0 {
             let _ = writeln!(
                 s,
@@ -382,6 +437,9 @@ pub struct JsonReport {
     pub voters: usize,
     pub requests: u64,
     pub acknowledged: u64,
+    /// Votes refused as too late (`403 poll_closed`, with `--past-close`).
+    #[serde(default)]
+    pub refused_poll_closed: u64,
     /// Refusals by HTTP status ("429", "503", ...).
     pub rejected: BTreeMap<String, u64>,
     pub connection_errors: u64,
@@ -393,6 +451,9 @@ pub struct JsonReport {
     pub tls: Option<JsonHandshakes>,
     pub failed_voters: usize,
     pub uncertain_voters: usize,
+    /// How many options the voters chose among.
+    #[serde(default)]
+    pub options: usize,
     /// Each option's acknowledged count, the ground truth.
     pub ground_truth: BTreeMap<String, i64>,
     pub results: Option<JsonResults>,
@@ -417,6 +478,9 @@ pub struct JsonResults {
     pub observed: BTreeMap<String, i64>,
     #[serde(rename = "final")]
     pub is_final: bool,
+    /// Caught up with every vote acknowledged (final, or the poll open).
+    #[serde(default)]
+    pub caught_up: bool,
     pub waited_s: f64,
 }
 
@@ -433,6 +497,9 @@ impl Report {
         let secs = st.elapsed.as_secs_f64().max(1e-9);
         let hs = &st.handshakes;
         let mut mismatches = Vec::new();
+        if let Some(why) = &self.not_started {
+            mismatches.push(format!("no vote sent: {why}"));
+        }
         if self.failed_voters > 0 {
             mismatches.push(format!(
                 "{} voters were never acknowledged",
@@ -450,6 +517,7 @@ impl Report {
             voters: self.voters,
             requests: st.requests,
             acknowledged: st.acknowledged,
+            refused_poll_closed: st.refused_closed,
             rejected: st
                 .rejected
                 .iter()
@@ -470,18 +538,12 @@ impl Report {
             }),
             failed_voters: self.failed_voters,
             uncertain_voters: self.uncertain_voters,
-            ground_truth: VoteOption::ALL
-                .iter()
-                .map(|o| {
-                    (
-                        o.as_str().to_owned(),
-                        self.expected.get(o).copied().unwrap_or(0),
-                    )
-                })
-                .collect(),
+            options: self.options,
+            ground_truth: self.ground_truth(),
             results: self.results.as_ref().map(|r| JsonResults {
                 observed: r.observed.clone(),
                 is_final: r.reached_final,
+                caught_up: r.caught_up,
                 waited_s: r.waited.as_secs_f64(),
             }),
             database: self.database.as_ref().map(|d| JsonDatabase {

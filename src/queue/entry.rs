@@ -161,8 +161,10 @@ impl Vote {
             .ok_or(DecodeError::Invalid(FIELD_ID, "not 32 hex digits"))?;
         let voter = Id128::parse(text(voter, FIELD_VOTER)?)
             .ok_or(DecodeError::Invalid(FIELD_VOTER, "not 32 hex digits"))?;
-        let option = VoteOption::parse(text(option, FIELD_OPTION)?)
-            .ok_or(DecodeError::Invalid(FIELD_OPTION, "not `a` or `b`"))?;
+        let option = VoteOption::parse(text(option, FIELD_OPTION)?).ok_or(DecodeError::Invalid(
+            FIELD_OPTION,
+            "not a letter `a` to `l`",
+        ))?;
         let ts_text = text(ts, FIELD_TS)?;
         let ts = ts_text
             .parse::<i64>()
@@ -250,12 +252,19 @@ mod tests {
         let mut dup = ok.clone();
         dup.push(("option", "a"));
         assert_eq!(decode(&dup), Err(DecodeError::Duplicate("option")));
-        let mut bad = ok.clone();
-        bad[2] = ("option", "c");
-        assert!(matches!(
-            decode(&bad),
-            Err(DecodeError::Invalid("option", _))
-        ));
+        for option in ["m", "A", "ab", ""] {
+            let mut bad = ok.clone();
+            bad[2] = ("option", option);
+            assert!(
+                matches!(decode(&bad), Err(DecodeError::Invalid("option", _))),
+                "{option:?}"
+            );
+        }
+        // Every letter is a vote here; whether the poll has it is the
+        // worker's check (`Poll::refuses_count`).
+        let mut twelfth = ok.clone();
+        twelfth[2] = ("option", "l");
+        assert_eq!(decode(&twelfth).unwrap().option, VoteOption::L);
         for ts in ["-5", "0", "x", "99999999999999999999", "+5"] {
             let mut bad = ok.clone();
             bad[3] = ("ts", ts);

@@ -90,7 +90,11 @@ impl Worker {
             mode,
             metrics: writer_metrics.clone(),
         });
-        let dedup = Dedup { mode }.start();
+        let dedup = Dedup {
+            mode,
+            poll: Arc::new(settings.poll.clone()),
+        }
+        .start();
         let supervisor = Supervisor::new(
             resolver,
             DrainSettings {

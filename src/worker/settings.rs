@@ -10,6 +10,7 @@ use crate::config::{
     database_url_from, host_name, nonempty, ConfigError, DatabaseArgs, SecretString, VoteChanges,
 };
 use crate::endpoints::{EndpointSource, QueueArgs};
+use crate::poll::{Poll, PollArgs};
 
 /// Settings of a `worker`, as flags and environment variables.
 #[derive(Args, Debug, Clone)]
@@ -58,6 +59,10 @@ pub struct WorkerArgs {
     /// `allow`: a voter's latest vote counts; `deny`: the first.
     #[arg(long, env = "VOTE_CHANGES", value_enum, default_value_t = VoteChanges::Allow)]
     pub vote_changes: VoteChanges,
+    /// The poll, as capture has it: a vote for an option it does not have,
+    /// or stamped at or after POLL_CLOSES, is a dead letter, not a count.
+    #[command(flatten)]
+    pub poll: PollArgs,
 }
 
 /// Entries per batch by default. Measured with `make bench-worker`: the
@@ -82,6 +87,8 @@ pub struct WorkerSettings {
     pub migrate_url: SecretString,
     pub migrate_only: bool,
     pub vote_changes: VoteChanges,
+    /// What the worker counts: the poll's options, up to its close.
+    pub poll: Poll,
 }
 
 impl WorkerArgs {
@@ -115,6 +122,7 @@ impl WorkerArgs {
             .worker_id
             .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
         nonempty("WORKER_ID", &worker_id)?;
+        let poll = self.poll.into_poll()?;
         Ok(WorkerSettings {
             database_url,
             endpoints,
@@ -128,6 +136,7 @@ impl WorkerArgs {
             migrate_url,
             migrate_only: self.migrate_only,
             vote_changes: self.vote_changes,
+            poll,
         })
     }
 }

@@ -53,8 +53,12 @@ try {
   await checkAccessibility(results, "the results page, live");
   // "1,234 · 56.7%" -> 1234
   const optionCount = async () =>
-    parseInt((await results.locator("#opt-a .count").textContent()).split("·")[0].replace(/\D/g, ""), 10);
+    parseInt((await results.locator("#opt-c .count").textContent()).split("·")[0].replace(/\D/g, ""), 10);
   const before = await optionCount();
+  const rows = await results.locator("div.row[id^=opt-]").count();
+  if (rows !== 3) throw new Error(`the results page shows ${rows} options, not the poll's 3`);
+  const rateBefore = await results.locator("#rate-max").textContent();
+  if (rateBefore !== "0") throw new Error(`the chart shows votes before any was cast (${rateBefore})`);
   let navigations = 0;
   results.on("framenavigated", (f) => {
     if (f === results.mainFrame()) navigations += 1;
@@ -62,6 +66,8 @@ try {
 
   const vote = await context.newPage();
   await vote.goto(voteUrl + "/");
+  const choices = await vote.locator("button[name=vote]").count();
+  if (choices !== 3) throw new Error(`the vote page offers ${choices} buttons, not the poll's 3`);
   await vote.screenshot({ path: `${outDir}/vote-page.png` });
   // The stylesheet is allowed by its hash: a wrong hash leaves the
   // buttons unstyled.
@@ -73,8 +79,8 @@ try {
   vote.on("response", (r) => {
     if (r.request().method() === "POST") posts.push(r.status());
   });
-  await vote.locator("button[value=a]").click();
-  await vote.waitForSelector("button.a.chosen", { timeout: 10000 });
+  await vote.locator("button[value=c]").click();
+  await vote.waitForSelector("button.c.chosen", { timeout: 10000 });
   const thanks = await vote.locator("[role=status]").textContent();
   if (!/Thanks/.test(thanks)) throw new Error(`no confirmation after the click: ${thanks}`);
   if (posts.join() !== "303") throw new Error(`the vote was answered ${posts.join()}, not one 303`);
@@ -87,12 +93,12 @@ try {
       const c = getComputedStyle(b);
       return `${c.outlineStyle} ${c.boxShadow} ${c.borderColor}`;
     });
-  const [chosenLook, focusedLook] = [await look("button[value=a]"), await look("button[value=b]")];
+  const [chosenLook, focusedLook] = [await look("button[value=c]"), await look("button[value=b]")];
   if (chosenLook === focusedLook) throw new Error(`the focused button looks chosen: ${focusedLook}`);
   // A reload repeats the GET the redirect led to: the choice, no vote sent,
   // and the thanks only once.
   await vote.reload();
-  await vote.waitForSelector("button.a.chosen", { timeout: 10000 });
+  await vote.waitForSelector("button.c.chosen", { timeout: 10000 });
   if (posts.length !== 1) throw new Error(`reloading the page sent ${posts.length - 1} more vote(s)`);
   if (/Thanks/.test(await vote.locator("main").textContent())) throw new Error("the thanks showed again on reload");
   console.log("ok: the vote was answered 303, and reloading the page it landed on sent nothing");
@@ -108,14 +114,14 @@ try {
   await checkAccessibility(vote, "the vote page, after a 429");
   await vote.screenshot({ path: `${outDir}/vote-page-429.png` });
   // Away before its script sends the vote again (it would, after
-  // Retry-After): the rest of the test counts option a.
+  // Retry-After): the rest of the test counts option c.
   await vote.goto(voteUrl + "/");
-  await vote.waitForSelector("button.a.chosen", { timeout: 10000 });
+  await vote.waitForSelector("button.c.chosen", { timeout: 10000 });
 
   // The results page must show it by itself: poll its DOM, never reload.
   await results.waitForFunction(
     (b) => {
-      const t = document.querySelector("#opt-a .count").textContent;
+      const t = document.querySelector("#opt-c .count").textContent;
       return parseInt(t.split("·")[0].replace(/\D/g, ""), 10) > b;
     },
     before,
@@ -123,8 +129,25 @@ try {
   );
   await results.waitForSelector("#state.final", { timeout: 30000 });
   if (navigations !== 0) throw new Error("the results page reloaded instead of updating live");
+  // The bars grow over their CSS transition (0.6 s): a picture taken before
+  // it ends shows a 100% bar short of its track's end.
+  await results.waitForFunction(
+    () => {
+      const bar = document.querySelector("#opt-c .bar");
+      const want = (parseFloat(document.querySelector("#opt-c .p").textContent) / 100) * bar.parentElement.clientWidth;
+      return document.getAnimations().length === 0 && Math.abs(bar.getBoundingClientRect().width - want) < 1;
+    },
+    null,
+    { timeout: 10000 },
+  );
   await results.screenshot({ path: `${outDir}/results-page.png` });
-  console.log(`ok: option a went from ${before} to ${await optionCount()} without a reload`);
+  console.log(`ok: option c went from ${before} to ${await optionCount()} without a reload`);
+  // The votes-per-second chart draws it too, through the same stream: its
+  // scale leaves 0 once a second of the hour holds a counted vote.
+  await results.waitForFunction(() => document.getElementById("rate-max").textContent !== "0", null, {
+    timeout: 30000,
+  });
+  console.log(`ok: the chart moved (votes a second up to ${await results.locator("#rate-max").textContent()})`);
 
   // The whole window, measured from the load: one load, many updates.
   await results.waitForTimeout(Math.max(0, loadedAt + LIVE_WINDOW_MS - Date.now()));
@@ -154,7 +177,7 @@ try {
   await vote.screenshot({ path: `${outDir}/vote-page-forced-colors.png` });
   await results.screenshot({ path: `${outDir}/results-page-forced-colors.png` });
   const border = await vote.locator("button[value=b]").evaluate((b) => getComputedStyle(b).borderTopStyle);
-  const bar = await results.locator("#opt-a .bar").evaluate((b) => getComputedStyle(b).backgroundColor);
+  const bar = await results.locator("#opt-c .bar").evaluate((b) => getComputedStyle(b).backgroundColor);
   if (border !== "solid") throw new Error(`in forced colours the vote buttons have no border (${border})`);
   if (bar === "rgba(0, 0, 0, 0)") throw new Error("in forced colours the result bars disappear");
   console.log(`ok: forced colours keep the buttons' borders and the bars (${bar})`);

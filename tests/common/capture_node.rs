@@ -18,7 +18,7 @@ pub fn settings(redis_url: &str) -> CaptureSettings {
         listen: "127.0.0.1:0".into(),
         redis_url: SecretString::from(redis_url.to_owned()),
         node_id: "capture-test".into(),
-        option_labels: ["Cats".into(), "Dogs".into()],
+        poll: voteswarm::poll::Poll::default(),
         cookie_key: cookie_key_from(TEST_COOKIE_KEY).unwrap(),
         cookie_keys_previous: Vec::new(),
         edge_id_key: None,

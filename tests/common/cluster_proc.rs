@@ -74,23 +74,30 @@ pub fn rehearse(prefix: &str, args: &[&str]) -> (tempfile::TempDir, String) {
     (dir, report)
 }
 
-/// Counts per option straight from PostgreSQL.
-pub fn sql_counts(url: &str) -> (i64, i64) {
+/// Each stored option letter's count, straight from PostgreSQL.
+pub fn sql_counts_by_option(url: &str) -> std::collections::BTreeMap<String, i64> {
     use diesel::{Connection, RunQueryDsl};
     #[derive(diesel::QueryableByName)]
     struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        option: String,
         #[diesel(sql_type = diesel::sql_types::BigInt)]
-        a: i64,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        b: i64,
+        n: i64,
     }
     let mut conn = diesel::PgConnection::establish(url).expect("connect");
-    let r: Row = diesel::sql_query(
-        "SELECT count(*) FILTER (WHERE option = 'a') AS a, count(*) FILTER (WHERE option = 'b') AS b FROM votes",
-    )
-    .get_result(&mut conn)
-    .expect("count");
-    (r.a, r.b)
+    diesel::sql_query("SELECT option, count(*) AS n FROM votes GROUP BY option")
+        .load::<Row>(&mut conn)
+        .expect("count")
+        .into_iter()
+        .map(|r| (r.option, r.n))
+        .collect()
+}
+
+/// The two-option poll's counts, `a` and `b`, straight from PostgreSQL.
+pub fn sql_counts(url: &str) -> (i64, i64) {
+    let counts = sql_counts_by_option(url);
+    let n = |o: &str| counts.get(o).copied().unwrap_or(0);
+    (n("a"), n("b"))
 }
 
 /// voter -> (option, vote_id) as stored.

@@ -10,7 +10,8 @@ pub fn settings(database_url: String, redis_url: &str) -> ResultsSettings {
         listen: "127.0.0.1:0".into(),
         database_url: voteswarm::config::SecretString::from(database_url),
         endpoints: voteswarm::endpoints::EndpointSource::parse(Some(redis_url), None).unwrap(),
-        option_labels: ["Cats".into(), "Dogs".into()],
+        poll: voteswarm::poll::Poll::default(),
+        results_token: None,
         stream_key: "votes".into(),
         max_streams: DEFAULT_MAX_STREAMS,
     }

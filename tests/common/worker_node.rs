@@ -33,6 +33,7 @@ pub fn settings(pg: &PgServer, mode: VoteChanges) -> WorkerSettings {
         migrate_url: SecretString::from(pg.migrator_url()),
         migrate_only: false,
         vote_changes: mode,
+        poll: voteswarm::poll::Poll::default(),
     }
 }
 

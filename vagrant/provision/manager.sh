@@ -133,6 +133,9 @@ install -d "$repo/.demo" && cp /etc/voteswarm/edge.crt "$repo/.demo/vagrant-edge
 # 2 GiB, and CPU limits within the VMs' CPUs (a limit above them is
 # rejected: 1 CPU for capture and workers, 2 for the store). The laptop
 # reaches HTTPS on 8443 (forwarded to 443), so the redirect names that port.
+# The poll's QUESTION, OPTIONS, POLL_OPENS, POLL_CLOSES and RESULTS_VISIBLE
+# come from the Vagrantfile's environment (the laptop's) and reach the
+# services as they are.
 if docker service inspect voteswarm_capture >/dev/null 2>&1; then
   echo "manager: services exist, kept (after a rebuild: docker service update --force voteswarm_capture voteswarm_worker voteswarm_results)"
 else
