@@ -79,33 +79,13 @@ fn cluster_log_says(up: &Up, what: &str) -> bool {
     std::fs::read_to_string(log).is_ok_and(|l| l.contains(what))
 }
 
-/// The children of `pid` now.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| {
-            let child: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let ppid: u32 = stat
-                .rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (ppid == pid).then_some(child)
-        })
-        .collect()
-}
-
 /// The host gone in an instant: the postmaster and every backend frozen
 /// (PostgreSQL puts each backend in a process group of its own, so the
 /// postmaster's group is not all of it), the data directory deleted, then
 /// all of them SIGKILLed. Nothing gets to answer, flush or clean up.
 fn lose_host(postmaster: u32, data_dir: &Path) -> Vec<u32> {
     signal(postmaster, libc::SIGSTOP);
-    let mut all = children(postmaster);
+    let mut all = common::process::children(postmaster);
     for &c in &all {
         signal(c, libc::SIGSTOP);
     }

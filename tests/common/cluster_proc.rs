@@ -337,25 +337,7 @@ impl Up {
     /// Every process below `cluster up` now: its children and theirs
     /// (PostgreSQL's backends, a Redis save child).
     pub fn descendants(&self) -> Vec<u32> {
-        let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-            .expect("/proc")
-            .flatten()
-            .filter_map(|e| {
-                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-                let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?;
-                Some((pid, ppid.parse().ok()?))
-            })
-            .collect();
-        let mut found = vec![self.child.id()];
-        let mut i = 0;
-        while i < found.len() {
-            let p = found[i];
-            found.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-            i += 1;
-        }
-        found.remove(0);
-        found
+        super::process::descendants(self.child.id())
     }
 
     /// SIGKILL to `cluster up` alone: nothing of it gets to stop its

@@ -87,6 +87,43 @@ pub fn signal(pid: u32, sig: i32) {
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
+/// Every running process with its parent, from /proc.
+fn parents() -> Vec<(u32, u32)> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?;
+            Some((pid, ppid.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The children of `pid` now.
+pub fn children(pid: u32) -> Vec<u32> {
+    parents()
+        .into_iter()
+        .filter(|&(_, pp)| pp == pid)
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// Every process below `pid` now: its children and theirs.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let parents = parents();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 /// Whether `pid` runs (a zombie waiting for its reaper does not).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
